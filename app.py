@@ -1,0 +1,128 @@
+"""Paraformer WebUI: one process serving the Gradio UI at `/` and `GET /health`.
+
+    python app.py [--host 0.0.0.0] [--port 7860] [--queue-max-size 20]
+
+Flags override `.env`, which overrides the defaults in asr/settings.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+
+from asr.engine import Engine, get_engine  # noqa: E402
+from asr.settings import Settings, get_settings  # noqa: E402
+
+__version__ = "0.1.0"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+logger = logging.getLogger("app")
+
+
+def configure_logging(level: str) -> None:
+    """One format, to stdout; run.sh appends stdout to logs/app.log."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stdout, force=True)
+    # FunASR and its dependencies are chatty at INFO (per-request hotword lists, load details).
+    for noisy in ("funasr", "modelscope", "httpx", "urllib3", "jieba", "root"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, Any]]:
+    """/health body and status code: 200 when the model is ready, 503 while loading or after a failure."""
+    status = {"ready": "ok", "loading": "loading", "not_loaded": "loading", "error": "error"}[engine.state]
+    spec = engine.spec
+    body: dict[str, Any] = {
+        "status": status,
+        "version": __version__,
+        "model": spec.asr if spec else engine.settings.model,
+        "device": spec.device if spec else None,
+        "backend": "torch",
+        "uptime_s": round(time.time() - started_at, 1),
+        "queue": {"model_waiting": engine.waiting, "model_busy": engine.busy,
+                  "max_size": engine.settings.queue_max_size},
+        "requests": {"served": engine.requests_served, "failed": engine.requests_failed},
+    }
+    if engine.state == "error":
+        body["detail"] = engine.load_error
+    return (200 if status == "ok" else 503), body
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None, *, load: bool = True) -> FastAPI:
+    """Build the FastAPI app with /health and the Gradio UI mounted at `/`.
+
+    With `load=True` the engine loads in a background thread, so /health answers "loading" meanwhile.
+    """
+    from webui import build_ui
+
+    settings = settings or get_settings()
+    engine = engine or get_engine(settings)
+    started_at = time.time()
+    settings.resolved_temp_dir()
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.temp_dir))
+
+    app = FastAPI(title="Paraformer WebUI", version=__version__)
+    app.state.engine = engine
+    app.state.settings = settings
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        code, body = health_payload(engine, started_at)
+        return JSONResponse(body, status_code=code)
+
+    blocks = build_ui(engine, settings)
+    blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.model_concurrency)
+    auth = None
+    if settings.webui_auth:
+        user, _, password = settings.webui_auth.get_secret_value().partition(":")
+        auth = (user, password)
+    app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, allowed_paths=[str(settings.output_dir)])
+
+    if load:
+        def load_engine() -> None:
+            try:
+                engine.load()
+            except Exception:  # the state and message are on the engine; /health reports them
+                pass
+
+        threading.Thread(target=load_engine, name="model-loader", daemon=True).start()
+    return app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Paraformer WebUI: Mandarin speech recognition (SeACo-Paraformer) with a web UI and /health.",
+        epilog="Every other setting is read from the environment or .env (see .env.example).",
+    )
+    parser.add_argument("--host", help="address to listen on (HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (PORT, default 7860)")
+    parser.add_argument("--queue-max-size", type=int, help="jobs that may wait in the queue (QUEUE_MAX_SIZE, default 20)")
+    parser.add_argument("--model-dir", help="local SeACo-Paraformer folder (MODEL_DIR)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (DEVICE, default auto)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    settings = Settings(**overrides) if overrides else get_settings()
+    configure_logging(settings.log_level)
+    logger.info("starting Paraformer WebUI %s on %s:%s", __version__, settings.host, settings.port)
+    app = create_app(settings, get_engine(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10)
+
+
+if __name__ == "__main__":
+    main()

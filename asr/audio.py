@@ -1,0 +1,202 @@
+"""Decode any audio or video input to 16 kHz mono float32 with one ffmpeg pass.
+
+Paths are read by ffmpeg itself and bytes are piped through stdin, so no temp file is written,
+except for containers that need to seek (MP4/M4A with the index at the end), which a pipe cannot
+serve: those bytes go to one temp file in the configured temp dir, removed straight after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Union
+
+import ffmpeg
+import numpy as np
+
+from .errors import (
+    AudioTooLongError,
+    AudioTooShortError,
+    DecodeError,
+    EmptyAudioError,
+    FileTooLargeError,
+    NoAudioStreamError,
+    NotAudioError,
+)
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+
+AudioSource = Union[str, os.PathLike, bytes, bytearray, np.ndarray, tuple]
+"""A path, encoded bytes, a float/int sample array (with `sample_rate`), or Gradio's (rate, array)."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio: float32 mono samples at 16 kHz in [-1, 1]."""
+
+    samples: np.ndarray
+    name: str = ""
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    max_bytes: int = 200 * 1024 * 1024
+    max_seconds: float = 3600.0
+    min_seconds: float = 0.1
+    timeout_s: float = 300.0
+    temp_dir: Path | None = None
+
+
+@lru_cache(maxsize=1)
+def ffmpeg_binary() -> str:
+    """The system ffmpeg, else the one shipped in the imageio-ffmpeg wheel."""
+    system = shutil.which("ffmpeg")
+    if system:
+        return system
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def load_audio(source: AudioSource, *, sample_rate: int | None = None, limits: AudioLimits = AudioLimits(),
+               name: str = "") -> Audio:
+    """Decode `source` to 16 kHz mono and check it against `limits`.
+
+    Raises an `InputError` subclass with a message for a person when the input is unusable.
+    """
+    if isinstance(source, Audio):
+        audio = source
+    elif isinstance(source, tuple):  # Gradio's numpy audio: (sample_rate, samples)
+        rate, samples = source
+        audio = _from_array(np.asarray(samples), int(rate), limits, name or "recording")
+    elif isinstance(source, np.ndarray):
+        if sample_rate is None:
+            raise ValueError("a sample array needs its sample_rate")
+        audio = _from_array(source, sample_rate, limits, name or "array")
+    elif isinstance(source, (bytes, bytearray)):
+        audio = _from_bytes(bytes(source), limits, name or "upload")
+    else:
+        audio = _from_path(Path(source), limits, name or Path(source).name)
+    _check_duration(audio, limits)
+    return audio
+
+
+def _from_path(path: Path, limits: AudioLimits, name: str) -> Audio:
+    if not path.is_file():
+        raise NotAudioError(f"{name}: file not found")
+    size = path.stat().st_size
+    _check_size(size, limits, name)
+    samples = _run_ffmpeg(ffmpeg.input(str(path)), None, limits, name)
+    return Audio(samples, name)
+
+
+def _from_bytes(data: bytes, limits: AudioLimits, name: str) -> Audio:
+    _check_size(len(data), limits, name)
+    try:
+        samples = _run_ffmpeg(ffmpeg.input("pipe:0"), data, limits, name)
+    except NotAudioError:
+        if not _is_iso_media(data):
+            raise
+        # MP4/M4A whose index sits at the end cannot be read from a pipe: give ffmpeg a seekable file.
+        with tempfile.NamedTemporaryFile(dir=limits.temp_dir, suffix=".mp4") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            samples = _run_ffmpeg(ffmpeg.input(tmp.name), None, limits, name)
+    return Audio(samples, name)
+
+
+def _from_array(samples: np.ndarray, rate: int, limits: AudioLimits, name: str) -> Audio:
+    if samples.size == 0:
+        raise EmptyAudioError(f"{name}: the audio is empty (0 samples)")
+    if np.issubdtype(samples.dtype, np.integer):
+        scale = float(np.iinfo(samples.dtype).max) + 1.0
+        samples = samples.astype(np.float32) / scale
+    else:
+        samples = samples.astype(np.float32, copy=False)
+    if samples.ndim == 2:  # (frames, channels)
+        samples = samples.mean(axis=1, dtype=np.float32)
+    if samples.ndim != 1:
+        raise NotAudioError(f"{name}: expected a 1-D or (frames, channels) array, got shape {samples.shape}")
+    if rate != SAMPLE_RATE:
+        raw = ffmpeg.input("pipe:0", format="f32le", ac=1, ar=rate)
+        samples = _run_ffmpeg(raw, np.ascontiguousarray(samples).tobytes(), limits, name)
+    return Audio(np.ascontiguousarray(samples), name)
+
+
+def _run_ffmpeg(stream: ffmpeg.nodes.FilterableStream, stdin: bytes | None, limits: AudioLimits,
+                name: str) -> np.ndarray:
+    # Decode one second past the limit so an over-long input is detected without decoding all of it.
+    out = stream.output(
+        "pipe:1", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE, vn=None,
+        map="0:a:0", t=limits.max_seconds + 1,
+    ).global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
+    args = out.compile(cmd=ffmpeg_binary())
+    if stdin is not None:
+        args.remove("-nostdin")
+    try:
+        proc = subprocess.run(args, input=stdin, capture_output=True, timeout=limits.timeout_s)
+    except subprocess.TimeoutExpired:
+        raise DecodeError(f"{name}: decoding took longer than {limits.timeout_s:.0f} s") from None
+    if proc.returncode != 0:
+        raise _classify_ffmpeg_error(proc.stderr.decode("utf-8", "replace"), name)
+    samples = np.frombuffer(proc.stdout, dtype=np.float32)
+    if samples.size == 0:
+        raise EmptyAudioError(f"{name}: the file contains no audio samples")
+    return samples
+
+
+_NO_STREAM = re.compile(r"matches no streams|does not contain any stream|Output file .* does not contain", re.I)
+_INPUT_FORMAT = re.compile(r"^Input #0, ([\w,]+), from", re.M)
+_SEEK_NEEDED = re.compile(r"moov atom not found|partial file", re.I)
+
+
+def _classify_ffmpeg_error(stderr: str, name: str) -> Exception:
+    errors = [line for line in stderr.strip().splitlines() if not line.startswith(" ") and "Input #" not in line]
+    last = errors[-1] if errors else "unknown error"
+    logger.debug("ffmpeg failed for %s: %s", name, stderr.strip())
+    if _NO_STREAM.search(stderr):
+        container = _INPUT_FORMAT.search(stderr)
+        if container and (container.group(1).endswith("_pipe") or container.group(1) in ("image2", "gif")):
+            return NotAudioError(f"{name}: this is an image ({container.group(1)}), not audio")
+        return NoAudioStreamError(f"{name}: the file has no audio stream")
+    if _SEEK_NEEDED.search(stderr) or "Invalid data found" in stderr or "could not find codec" in stderr.lower():
+        return NotAudioError(f"{name}: not a readable audio or video file ({last})")
+    return NotAudioError(f"{name}: could not decode the audio ({last})")
+
+
+def _is_iso_media(data: bytes) -> bool:
+    return len(data) > 12 and data[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide")
+
+
+def _check_size(size: int, limits: AudioLimits, name: str) -> None:
+    if size == 0:
+        raise EmptyAudioError(f"{name}: the file is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise FileTooLargeError(
+            f"{name}: the file is {size / 1e6:.1f} MB, over the limit of {limits.max_bytes / 1e6:.0f} MB"
+        )
+
+
+def _check_duration(audio: Audio, limits: AudioLimits) -> None:
+    if audio.duration > limits.max_seconds:
+        raise AudioTooLongError(
+            f"{audio.name}: the audio is longer than the limit of {limits.max_seconds:.0f} s"
+        )
+    if audio.duration < limits.min_seconds:
+        raise AudioTooShortError(
+            f"{audio.name}: the audio is {audio.duration * 1000:.0f} ms long; at least "
+            f"{limits.min_seconds * 1000:.0f} ms is needed"
+        )

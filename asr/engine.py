@@ -1,0 +1,370 @@
+"""The recognition engine: one SeACo-Paraformer (+ FSMN-VAD + CT-punctuation) per process.
+
+FunASR models are not thread-safe, so every model call goes through one lock inside the engine;
+callers (UI tabs, HTTP routes, benchmarks) call `transcribe()` from any thread. Decoding runs
+before the lock is taken, so model time is never spent waiting on ffmpeg.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .audio import Audio, AudioLimits, AudioSource, load_audio
+from .errors import ASRError, ModelLoadError, ModelNotReadyError
+from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EngineState = Literal["not_loaded", "loading", "ready", "error"]
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence with its start and end in seconds from the beginning of the audio."""
+
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """The result of one `transcribe()` call.
+
+    `confidence` is the mean, over the emitted tokens, of the probability the model gave the token
+    it chose (its posterior after hotword biasing); 0.0 when no token was emitted.
+    `processing_time` is decoding plus model time (not time spent waiting for the model), and
+    `rtf` is `processing_time / duration`.
+    """
+
+    text: str
+    confidence: float
+    sentences: list[Sentence]
+    duration: float
+    processing_time: float
+    rtf: float
+    decode_time: float
+    model_time: float
+    wait_time: float
+    hotwords: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where each model comes from: a local folder or a hub id, with the settings key that names it."""
+
+    asr: str
+    vad: str | None
+    punc: str | None
+    device: str
+
+
+class Engine:
+    """Load once with `load()`, then call `transcribe()` from any thread."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.state: EngineState = "not_loaded"
+        self.load_error: str | None = None
+        self.load_seconds: float | None = None
+        self.spec: ModelSpec | None = None
+        self.default_hotwords = parse_hotwords(
+            settings.default_hotwords, max_count=settings.max_hotwords, max_chars=settings.max_hotword_chars
+        )
+        self.limits = AudioLimits(
+            max_bytes=int(settings.max_upload_mb * 1024 * 1024),
+            max_seconds=settings.max_audio_seconds,
+            min_seconds=settings.min_audio_seconds,
+            timeout_s=settings.decode_timeout_s,
+            temp_dir=settings.temp_dir,
+        )
+        self._model: Any = None
+        self._model_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._waiting = 0
+        self._busy = False
+        self.requests_served = 0
+        self.requests_failed = 0
+        self.audio_seconds_served = 0.0
+        self.started_at = time.time()
+
+    # ---------------------------------------------------------------- loading
+    def resolve_spec(self) -> ModelSpec:
+        s = self.settings
+        return ModelSpec(
+            asr=_model_source(s.model_dir, s.model, "MODEL_DIR"),
+            vad=_model_source(s.vad_model_dir, s.vad_model, "VAD_MODEL_DIR") if s.enable_vad else None,
+            punc=_model_source(s.punc_model_dir, s.punc_model, "PUNC_MODEL_DIR") if s.enable_punc else None,
+            device=resolve_device(s.device),
+        )
+
+    def load(self) -> None:
+        """Load the models (idempotent). Raises ModelLoadError with a message that says what to do."""
+        with self._load_lock:
+            if self.state == "ready":
+                return
+            self.state = "loading"
+            started = time.perf_counter()
+            try:
+                self.spec = self.resolve_spec()
+                self._model = _build_automodel(self.spec, self.settings)
+                _install_confidence_hook(self._model.model)
+            except ModelLoadError as exc:
+                self.state, self.load_error = "error", str(exc)
+                logger.error("model load failed: %s", exc)
+                raise
+            except Exception as exc:  # FunASR raises many types; name the model and the fix
+                message = _explain_load_failure(self.spec, exc)
+                self.state, self.load_error = "error", message
+                logger.error("model load failed: %s", message)
+                raise ModelLoadError(message) from exc
+            self.load_seconds = time.perf_counter() - started
+            self.state = "ready"
+            logger.info("models loaded in %.1f s on %s (asr=%s vad=%s punc=%s)", self.load_seconds,
+                        self.spec.device, self.spec.asr, self.spec.vad, self.spec.punc)
+
+    # ---------------------------------------------------------------- inference
+    def decode(self, source: AudioSource, *, sample_rate: int | None = None, name: str = "") -> Audio:
+        """Decode and check an input against the limits, without touching the model."""
+        return load_audio(source, sample_rate=sample_rate, limits=self.limits, name=name)
+
+    def resolve_hotwords(self, hotwords: str | Sequence[str] | None) -> list[str]:
+        s = self.settings
+        return resolve_hotwords(hotwords, self.default_hotwords, max_count=s.max_hotwords,
+                                max_chars=s.max_hotword_chars)
+
+    def transcribe(self, source: AudioSource | Audio, *, hotwords: str | Sequence[str] | None = None,
+                   sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None) -> Transcription:
+        """Transcribe one input. `hotwords=None` uses the default list; a given list replaces it.
+
+        Raises an `InputError` for unusable input and `ModelNotReadyError` before the model is loaded.
+        """
+        try:
+            started = time.perf_counter()
+            words = self.resolve_hotwords(hotwords)
+            audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
+            decode_time = time.perf_counter() - started
+            result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
+        except ASRError:
+            self._count(failed=True)
+            raise
+        except Exception:
+            self._count(failed=True)
+            logger.exception("transcription failed for %s", name or "input")
+            raise
+        transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
+        self._count(failed=False, audio_seconds=audio.duration)
+        logger.info("transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f", audio.name or "input",
+                    audio.duration, transcription.processing_time, transcription.rtf)
+        return transcription
+
+    def _generate(self, samples: np.ndarray, words: list[str], batch_size_s: int | None
+                  ) -> tuple[dict | None, float, float]:
+        if self.state != "ready":
+            raise ModelNotReadyError(
+                "the model is still loading; try again shortly" if self.state == "loading"
+                else f"the model is not available: {self.load_error or 'not loaded'}"
+            )
+        kwargs: dict[str, Any] = {"batch_size_s": batch_size_s or self.settings.batch_size_s}
+        hotword = to_model_argument(words)
+        if hotword:
+            kwargs["hotword"] = hotword
+        if self.spec and self.spec.vad:
+            kwargs["sentence_timestamp"] = True
+        queued = time.perf_counter()
+        with self._stats_lock:
+            self._waiting += 1
+        with self._model_lock:
+            with self._stats_lock:
+                self._waiting -= 1
+                self._busy = True
+            try:
+                began = time.perf_counter()
+                results = self._model.generate(input=samples, **kwargs)
+                finished = time.perf_counter()
+            finally:
+                with self._stats_lock:
+                    self._busy = False
+        return (results[0] if results else None), began - queued, finished - began
+
+    # ---------------------------------------------------------------- status
+    def _count(self, *, failed: bool, audio_seconds: float = 0.0) -> None:
+        with self._stats_lock:
+            if failed:
+                self.requests_failed += 1
+            else:
+                self.requests_served += 1
+                self.audio_seconds_served += audio_seconds
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for the model right now (not counting the one running)."""
+        return self._waiting
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    def info(self) -> dict[str, Any]:
+        spec = self.spec or self.resolve_spec()
+        return {
+            "state": self.state,
+            "model": spec.asr,
+            "vad_model": spec.vad,
+            "punc_model": spec.punc,
+            "device": spec.device,
+            "backend": "torch",
+            "load_seconds": self.load_seconds,
+            "load_error": self.load_error,
+            "default_hotwords": list(self.default_hotwords),
+            "requests_served": self.requests_served,
+            "requests_failed": self.requests_failed,
+            "audio_seconds_served": round(self.audio_seconds_served, 3),
+            "waiting": self._waiting,
+            "busy": self._busy,
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+
+# -------------------------------------------------------------------- process-wide engine
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The one engine of this process (created on first call, not loaded: call `load()`)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            from .settings import get_settings
+
+            _engine = Engine(settings or get_settings())
+        return _engine
+
+
+# -------------------------------------------------------------------- helpers
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def _model_source(local_dir: Path | None, hub_id: str, key: str) -> str:
+    if local_dir is None or str(local_dir) == "":
+        return hub_id
+    path = Path(local_dir).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"{key}={local_dir} does not exist: point {key} at a model folder, or leave it "
+                             f"empty to download '{hub_id}' from ModelScope")
+    if not ((path / "config.yaml").exists() and (path / "model.pt").exists()):
+        raise ModelLoadError(f"{key}={local_dir} is not a FunASR model folder (config.yaml and model.pt are "
+                             f"needed)")
+    return str(path)
+
+
+def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
+    from funasr import AutoModel
+
+    kwargs: dict[str, Any] = {
+        "model": spec.asr,
+        "device": spec.device,
+        "disable_update": True,
+        "disable_pbar": True,
+        "disable_log": True,
+        "ncpu": settings.ncpu or os.cpu_count() or 1,
+    }
+    if spec.vad:
+        kwargs["vad_model"] = spec.vad
+    if spec.punc:
+        kwargs["punc_model"] = spec.punc
+    model = AutoModel(**kwargs)
+    if type(model.model).__name__ != "SeacoParaformer":
+        raise ModelLoadError(f"'{spec.asr}' is a {type(model.model).__name__}, not a SeACo-Paraformer model")
+    return model
+
+
+def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
+    if spec is None:
+        return f"could not load the models: {exc}"
+    hub_ids = [m for m in (spec.asr, spec.vad, spec.punc) if m and not Path(m).exists()]
+    detail = f"{type(exc).__name__}: {exc}"
+    if hub_ids:
+        return (f"could not load {', '.join(hub_ids)} ({detail}). If this machine has no network to download "
+                f"from ModelScope, set MODEL_DIR / VAD_MODEL_DIR / PUNC_MODEL_DIR to local copies")
+    return f"could not load the model from {spec.asr} ({detail}); check the folder is a complete model"
+
+
+def _install_confidence_hook(model: Any) -> None:
+    """Record, per result, the posterior of each emitted token (FunASR does not return them).
+
+    Wraps the instance's decode step to keep its log-probabilities and the predicted lengths, and
+    its `inference` to attach `token_probs` to each result; FunASR's VAD merge concatenates such
+    list-valued keys across segments. Reads only: the text is what the model would emit anyway.
+    """
+    decode = model._seaco_decode_with_ASF
+    inference = model.inference
+    captured: list[tuple[Any, Any]] = []
+    dropped = {model.blank_id, model.sos, model.eos}
+
+    def decode_and_keep(encoder_out, encoder_out_lens, sematic_embeds, ys_pad_lens, *args, **kwargs):
+        log_probs = decode(encoder_out, encoder_out_lens, sematic_embeds, ys_pad_lens, *args, **kwargs)
+        captured.append((log_probs.detach(), ys_pad_lens.detach()))
+        return log_probs
+
+    def inference_with_probs(*args, **kwargs):
+        captured.clear()
+        output = inference(*args, **kwargs)
+        results = output[0] if isinstance(output, tuple) else output
+        if captured and results:
+            log_probs, lengths = captured[-1]
+            for i, result in enumerate(results):
+                best, ids = log_probs[i, : int(lengths[i])].max(dim=-1)
+                keep = [p for p, t in zip(best.exp().tolist(), ids.tolist()) if t not in dropped]
+                result["token_probs"] = keep
+        captured.clear()
+        return output
+
+    model._seaco_decode_with_ASF = decode_and_keep
+    model.inference = inference_with_probs
+
+
+def _to_transcription(result: dict | None, audio: Audio, words: list[str], decode_time: float,
+                      wait_time: float, model_time: float) -> Transcription:
+    processing = decode_time + model_time
+    common = dict(duration=audio.duration, processing_time=processing,
+                  rtf=processing / audio.duration if audio.duration else 0.0, decode_time=decode_time,
+                  model_time=model_time, wait_time=wait_time, hotwords=words, name=audio.name)
+    if not result or not str(result.get("text", "")).strip():
+        return Transcription(text="", confidence=0.0, sentences=[], **common)
+    text = str(result["text"]).strip()
+    probs = result.get("token_probs") or []
+    confidence = float(np.mean(probs)) if probs else 0.0
+    return Transcription(text=text, confidence=min(max(confidence, 0.0), 1.0),
+                         sentences=_sentences(result, text, audio.duration), **common)
+
+
+def _sentences(result: dict, text: str, duration: float) -> list[Sentence]:
+    info = result.get("sentence_info")
+    if info:
+        return [Sentence(str(s["text"]), s["start"] / 1000.0, s["end"] / 1000.0) for s in info]
+    stamps = result.get("timestamp") or []
+    if stamps:
+        return [Sentence(text, stamps[0][0] / 1000.0, stamps[-1][1] / 1000.0)]
+    return [Sentence(text, 0.0, duration)]

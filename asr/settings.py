@@ -1,0 +1,80 @@
+"""The service's one settings object: environment variables, then `.env`, then these defaults."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every key can be set as an environment variable of the same name (upper case) or in `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_file=os.environ.get("ENV_FILE", str(PROJECT_ROOT / ".env")),
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # --- server -----------------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address the app listens on.")
+    port: int = Field(7860, ge=1, le=65535, description="Port the app listens on.")
+    queue_max_size: int = Field(20, ge=1, description="Jobs allowed to wait in the Gradio queue; more get HTTP 503.")
+    model_concurrency: int = Field(2, ge=1, description="UI jobs processed at once; the engine still runs one "
+                                   "model call at a time, the others decode their audio meanwhile.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
+    log_dir: Path = Field(PROJECT_ROOT / "logs", description="run.sh and ops scripts write logs here.")
+    temp_dir: Path = Field(PROJECT_ROOT / "tmp" / "uploads", description="Upload temp files (cleaned by ops).")
+    output_dir: Path = Field(PROJECT_ROOT / "outputs", description="Batch results are written here as they finish.")
+
+    # --- models -----------------------------------------------------------------------------
+    model: str = Field(DEFAULT_MODEL, description="ModelScope id of the ASR model, used when model_dir is empty.")
+    model_dir: Path | None = Field(None, description="Local SeACo-Paraformer folder; overrides `model`.")
+    vad_model: str = Field("fsmn-vad", description="VAD model id (FunASR alias or ModelScope id).")
+    vad_model_dir: Path | None = Field(None, description="Local FSMN-VAD folder; overrides `vad_model`.")
+    punc_model: str = Field("ct-punc", description="Punctuation model id (FunASR alias or ModelScope id).")
+    punc_model_dir: Path | None = Field(None, description="Local CT-punctuation folder; overrides `punc_model`.")
+    enable_vad: bool = Field(True, description="Split long audio at pauses (needed for files over ~1 minute).")
+    enable_punc: bool = Field(True, description="Add punctuation to the text.")
+    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
+    ncpu: int = Field(0, ge=0, description="Torch CPU threads; 0 = all cores.")
+    batch_size_s: int = Field(300, ge=1, description="Seconds of audio per model batch (FunASR batch_size_s).")
+
+    # --- hotwords ---------------------------------------------------------------------------
+    default_hotwords: str = Field("", description="Comma- or newline-separated hotwords used when a request gives none.")
+    max_hotwords: int = Field(100, ge=0, description="Most hotwords one request may carry.")
+    max_hotword_chars: int = Field(20, ge=1, description="Longest hotword, in characters.")
+
+    # --- input limits -----------------------------------------------------------------------
+    max_upload_mb: float = Field(200.0, gt=0, description="Largest accepted upload, in MB.")
+    max_audio_seconds: float = Field(3600.0, gt=0, description="Longest accepted audio, in seconds.")
+    min_audio_seconds: float = Field(0.1, ge=0, description="Shorter audio is rejected as too short.")
+    decode_timeout_s: float = Field(300.0, gt=0, description="ffmpeg gets this long to decode one input.")
+
+    # --- web UI -----------------------------------------------------------------------------
+    batch_max_files: int = Field(20, ge=1, description="Most files in one batch.")
+    enable_live_tab: bool = Field(True, description="Show the live recording tab (turn off on small GPUs).")
+    webui_auth: SecretStr | None = Field(None, description="user:pass to require a login for the web UI.")
+    api_keys: SecretStr | None = Field(None, description="Comma-separated keys required by /v1/* (Bearer).")
+
+    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "webui_auth", "api_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def resolved_temp_dir(self) -> Path:
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        return self.temp_dir
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,154 @@
+"""Shared fixtures: the tiny random-weight models, a loaded engine, and a live server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+sys.path.insert(0, str(ROOT))
+
+from asr import testmodels  # noqa: E402
+from asr.engine import Engine  # noqa: E402
+from asr.settings import Settings  # noqa: E402
+
+UTTERANCE = DATA / "utterances" / "funasr_asr_example.wav"  # 欢迎大家来体验达摩院推出的语音识别模型
+
+
+@dataclass(frozen=True)
+class TinyModels:
+    asr: Path
+    vad: Path
+    punc: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> TinyModels:
+    vad = testmodels.fetch_vad()
+    asr, punc = testmodels.build_tiny()
+    return TinyModels(asr, vad, punc)
+
+
+def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
+    values = dict(
+        model_dir=models.asr, vad_model_dir=models.vad, punc_model_dir=models.punc,
+        temp_dir=tmp / "uploads", output_dir=tmp / "outputs", log_dir=tmp / "logs", device="cpu",
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(tiny_models, tmp_path_factory.mktemp("engine"))
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_settings: Settings) -> Engine:
+    eng = Engine(tiny_settings)
+    eng.load()
+    return eng
+
+
+@pytest.fixture(scope="session")
+def long_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-minute 16 kHz WAV: the permitted test utterances joined with 0.4 s pauses, repeated."""
+    clips = [sf.read(p, dtype="float32")[0] for p in sorted((DATA / "utterances").glob("*.wav"))]
+    pause = np.zeros(int(0.4 * 16000), dtype=np.float32)
+    pieces, total = [], 0
+    while total < 120 * 16000:
+        for clip in clips:
+            pieces += [clip, pause]
+            total += len(clip) + len(pause)
+    audio = np.concatenate(pieces)[: 120 * 16000]
+    path = tmp_path_factory.mktemp("long") / "long_2min.wav"
+    sf.write(path, audio, 16000, subtype="PCM_16")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def server_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "MODEL", "API_KEYS", "WEBUI_"))}
+    env.update(
+        ENV_FILE=str(tmp / "no.env"), MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad),
+        PUNC_MODEL_DIR=str(models.punc), TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"),
+        LOG_DIR=str(tmp / "logs"), DEVICE="cpu", NCPU="1", PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def start_server(models: TinyModels, tmp: Path, *, wait_ok: bool = True, timeout: float = 120, **extra: str) -> Server:
+    """Run `python app.py` on a free loopback port; with `wait_ok`, wait until /health says ok."""
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    env = server_env(models, tmp, **extra)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    if wait_ok:
+        wait_for_health(server, timeout=timeout)
+    return server
+
+
+def wait_for_health(server: Server, *, want: str = "ok", timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log_text()[-3000:]}")
+        try:
+            body = httpx.get(server.url + "/health", timeout=2).json()
+            if body.get("status") == want:
+                return body
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"/health never said {want}:\n{server.log_text()[-3000:]}")
+
+
+def stop_server(server: Server) -> None:
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        try:
+            server.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One live app with the tiny models, shared by the end-to-end tests that do not change its state."""
+    srv = start_server(tiny_models, tmp_path_factory.mktemp("server"))
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
