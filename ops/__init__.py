@@ -1,0 +1,1 @@
+"""Operations scripts: watchdog, temp cleanup, GPU memory alerts (see README, Operations)."""

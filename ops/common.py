@@ -1,0 +1,125 @@
+"""Shared helpers for the ops scripts: settings from the environment and `.env`, logging, state files.
+
+The ops scripts never import the app: they read the same `.env` (or `ENV_FILE`), talk to the app through
+`run.sh` and `/health`, and write to `LOG_DIR`. Environment variables override `.env`, as for the app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the app's format (app.py)
+
+
+class Config:
+    """Settings for the ops scripts: environment first, then the env file, then the given default."""
+
+    def __init__(self, env_file: str | os.PathLike[str] | None = None) -> None:
+        path = Path(env_file or os.environ.get("ENV_FILE") or ROOT / ".env")
+        if not path.is_absolute():
+            path = ROOT / path
+        self.env_file = path
+        self._file = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+
+    def get(self, key: str, default: str = "") -> str:
+        value = os.environ.get(key)
+        if value is None:
+            value = self._file.get(key)
+        return default if value is None or value.strip() == "" else value.strip()
+
+    def get_int(self, key: str, default: int) -> int:
+        try:
+            return int(self.get(key, str(default)))
+        except ValueError:
+            raise SystemExit(f"{key} must be an integer, got {self.get(key)!r}") from None
+
+    def get_float(self, key: str, default: float) -> float:
+        try:
+            return float(self.get(key, str(default)))
+        except ValueError:
+            raise SystemExit(f"{key} must be a number, got {self.get(key)!r}") from None
+
+    def path(self, key: str, default: str) -> Path:
+        """A path setting; relative paths are relative to the project folder, as for the app."""
+        path = Path(self.get(key, default)).expanduser()
+        return path if path.is_absolute() else ROOT / path
+
+    @property
+    def log_dir(self) -> Path:
+        return self.path("LOG_DIR", "logs")
+
+    @property
+    def health_url(self) -> str:
+        host = self.get("HOST", "0.0.0.0")
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.get('PORT', '7860')}/health"
+
+
+def setup_logging(name: str, log_dir: Path, *, verbose: bool = True) -> logging.Logger:
+    """Log to `log_dir/ops.log` (always) and to stdout (for a person at a shell; cron discards it)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter(LOG_FORMAT)
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    logger.handlers.clear()
+    file_handler = logging.FileHandler(log_dir / "ops.log", encoding="utf-8")
+    file_handler.setFormatter(formatter)
+    logger.addHandler(file_handler)
+    if verbose:
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(formatter)
+        logger.addHandler(console)
+    logger.propagate = False
+    return logger
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A small JSON state file; missing or unreadable means a fresh state."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename), so a killed run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_loop(step: Callable[[], int], interval_s: float, logger: logging.Logger) -> int:
+    """Call `step` every `interval_s` seconds until SIGTERM/SIGINT (for systemd or a shell without cron)."""
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        logger.info("received signal %d, stopping the loop", signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logger.info("loop mode: every %.1f s", interval_s)
+    while not stopping:
+        started = time.monotonic()
+        try:
+            step()
+        except Exception:  # one bad round must not end the loop
+            logger.exception("check failed")
+        while not stopping and time.monotonic() - started < interval_s:
+            time.sleep(min(0.2, interval_s))
+    return 0

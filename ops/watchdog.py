@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""Watchdog: check /health; after N consecutive failures, restart the app through `run.sh restart`.
+
+    python ops/watchdog.py               # one check (cron, every minute); the failure count is kept in a state file
+    python ops/watchdog.py --loop        # check every WATCHDOG_INTERVAL_S seconds (systemd, no cron)
+
+A check fails when /health does not answer 200 {"status": "ok"} within WATCHDOG_TIMEOUT_S. "loading" is not a
+failure during the first WATCHDOG_LOADING_GRACE_S seconds of the app's uptime (the first start downloads the model).
+After `./run.sh stop` (the file LOG_DIR/app.stopped exists) the watchdog does nothing until the next `start`.
+Everything it does goes to LOG_DIR/ops.log. Exit status: 0 healthy or nothing to do, 1 failed check, 2 restart failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ops.common import ROOT, Config, read_state, run_loop, setup_logging, write_state  # noqa: E402
+
+
+def check_health(url: str, timeout: float, loading_grace_s: float) -> tuple[bool, str]:
+    """(healthy, what was seen)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.loads(response.read() or b"{}")
+            code = response.status
+    except urllib.error.HTTPError as exc:  # 503 while loading or after a load error; the body says which
+        code = exc.code
+        try:
+            body = json.loads(exc.read() or b"{}")
+        except ValueError:
+            body = {}
+    except (OSError, ValueError) as exc:
+        return False, f"no answer from {url} ({getattr(exc, 'reason', exc)})"
+    status = body.get("status", "unknown") if isinstance(body, dict) else "unknown"
+    if code == 200 and status == "ok":
+        return True, "ok"
+    if status == "loading" and float(body.get("uptime_s") or 0) < loading_grace_s:
+        return True, f"loading (uptime {body.get('uptime_s')} s, within the {loading_grace_s:.0f} s grace)"
+    detail = f": {body['detail']}" if isinstance(body, dict) and body.get("detail") else ""
+    return False, f"HTTP {code}, status {status}{detail}"
+
+
+class Watchdog:
+    def __init__(self, config: Config, failures: int, timeout: float, logger: logging.Logger) -> None:
+        self.config = config
+        self.failures = failures
+        self.timeout = timeout
+        self.logger = logger
+        log_dir = config.log_dir
+        self.state_file = log_dir / "watchdog.state"
+        self.stopped_marker = log_dir / "app.stopped"
+        self.restart_cmd = config.get("WATCHDOG_RESTART_CMD", f"{ROOT / 'run.sh'} restart")
+        self.loading_grace_s = config.get_float("WATCHDOG_LOADING_GRACE_S", 600)
+
+    def check(self) -> int:
+        if self.stopped_marker.exists():
+            self.logger.info("the app was stopped with ./run.sh stop; not checking (./run.sh start re-enables)")
+            write_state(self.state_file, {"failures": 0})
+            return 0
+        healthy, seen = check_health(self.config.health_url, self.timeout, self.loading_grace_s)
+        state = read_state(self.state_file)
+        if healthy:
+            if state.get("failures"):
+                self.logger.info("healthy again (%s) after %d failed check(s)", seen, state["failures"])
+            write_state(self.state_file, {"failures": 0, "last_ok": time.time()})
+            return 0
+        count = int(state.get("failures", 0)) + 1
+        self.logger.warning("health check failed (%d/%d): %s", count, self.failures, seen)
+        if count < self.failures:
+            write_state(self.state_file, {**state, "failures": count})
+            return 1
+        write_state(self.state_file, {"failures": 0, "last_restart": time.time()})
+        return self.restart(count)
+
+    def restart(self, count: int) -> int:
+        self.logger.warning("%d consecutive failures: restarting with `%s`", count, self.restart_cmd)
+        started = time.monotonic()
+        proc = subprocess.run(self.restart_cmd, shell=True, cwd=ROOT, capture_output=True, text=True)
+        output = (proc.stdout + proc.stderr).strip()
+        for line in output.splitlines()[-40:]:
+            self.logger.info("  restart: %s", line)
+        took = time.monotonic() - started
+        if proc.returncode != 0:
+            self.logger.error("restart failed (exit %d after %.0f s)", proc.returncode, took)
+            return 2
+        self.logger.info("restart done in %.0f s", took)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = Config()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loop", action="store_true", help="check forever instead of once")
+    parser.add_argument("--interval", type=float, default=config.get_float("WATCHDOG_INTERVAL_S", 60),
+                        help="seconds between checks in --loop mode (WATCHDOG_INTERVAL_S, default 60)")
+    parser.add_argument("--failures", type=int, default=config.get_int("WATCHDOG_FAILURES", 3),
+                        help="consecutive failed checks before a restart (WATCHDOG_FAILURES, default 3)")
+    parser.add_argument("--timeout", type=float, default=config.get_float("WATCHDOG_TIMEOUT_S", 10),
+                        help="seconds /health gets to answer (WATCHDOG_TIMEOUT_S, default 10)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")
+    args = parser.parse_args(argv)
+    if args.failures < 1 or args.interval <= 0:
+        parser.error("--failures must be >= 1 and --interval > 0")
+
+    logger = setup_logging("watchdog", config.log_dir, verbose=not args.quiet)
+    # One watchdog at a time: a cron run must not start while the previous one is still restarting the app.
+    lock = open(config.log_dir / "watchdog.lock", "w")  # noqa: SIM115 (held for the life of the process)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        logger.info("another watchdog is running (%s is locked); nothing to do", lock.name)
+        return 0
+    watchdog = Watchdog(config, args.failures, args.timeout, logger)
+    if args.loop:
+        return run_loop(watchdog.check, args.interval, logger)
+    return watchdog.check()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
