@@ -1,0 +1,467 @@
+"""Operations: run.sh, the watchdog, temp cleanup, GPU memory alerts, logrotate and install-cron.
+
+Every test runs the real scripts in subprocesses against temporary folders (LOG_DIR, TEMP_DIR, a missing
+ENV_FILE so a developer's .env is not read, a free port); the run.sh tests start the app with the tiny models.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from conftest import TinyModels, free_port
+
+pytestmark = pytest.mark.ops
+LOGROTATE = shutil.which("logrotate") or next((p for p in ("/usr/sbin/logrotate",) if os.path.exists(p)), None)
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else "python3"
+
+# Settings a developer's shell might carry that would change what the scripts do.
+_OPS_PREFIXES = ("WATCHDOG_", "CLEANUP_", "GPU_ALERT_", "SMTP_", "GRADIO_", "MODEL", "API_KEYS", "WEBUI_")
+_OPS_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "OUTPUT_DIR", "HOST", "PORT", "PID_FILE", "START_TIMEOUT",
+             "STOP_TIMEOUT", "VAD_MODEL_DIR", "PUNC_MODEL_DIR"}
+
+
+def ops_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment minus ops/app settings, with a missing ENV_FILE (so a developer's .env is not read)."""
+    env = {k: v for k, v in os.environ.items() if k not in _OPS_KEYS and not k.startswith(_OPS_PREFIXES)}
+    env.update(ENV_FILE=str(tmp / "no.env"), LOG_DIR=str(tmp / "logs"), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def script(name: str, *args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return run([PYTHON, str(ROOT / "ops" / name), *args], env, timeout)
+
+
+def run_sh(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return run([str(ROOT / "run.sh"), *args], env, timeout)
+
+
+@dataclass
+class Mailbox:
+    messages: list[dict[str, object]] = field(default_factory=list)
+
+
+class _SMTPHandler(socketserver.StreamRequestHandler):
+    """Just enough SMTP for smtplib: EHLO, MAIL, RCPT, DATA, QUIT (no STARTTLS, no AUTH)."""
+
+    def handle(self) -> None:
+        mailbox: Mailbox = self.server.mailbox  # type: ignore[attr-defined]
+        self._say("220 fake-smtp ready")
+        sender, recipients = "", []
+        while line := self.rfile.readline():
+            command = line.decode("utf-8", "replace").strip()
+            verb = command.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                self._say("250-fake-smtp\r\n250 8BITMIME")
+            elif verb == "HELO":
+                self._say("250 fake-smtp")
+            elif verb == "MAIL":
+                sender, recipients = command.split(":", 1)[1].strip(), []
+                self._say("250 OK")
+            elif verb == "RCPT":
+                recipients.append(command.split(":", 1)[1].strip())
+                self._say("250 OK")
+            elif verb == "DATA":
+                self._say("354 end with <CRLF>.<CRLF>")
+                data = []
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
+                    data.append(chunk)
+                mailbox.messages.append({"from": sender, "to": recipients,
+                                         "data": b"".join(data).decode("utf-8", "replace")})
+                self._say("250 queued")
+            elif verb == "QUIT":
+                self._say("221 bye")
+                return
+            elif verb in ("RSET", "NOOP"):
+                self._say("250 OK")
+            else:
+                self._say("502 not implemented")
+
+    def _say(self, text: str) -> None:
+        self.wfile.write(text.encode() + b"\r\n")
+
+
+@contextmanager
+def fake_smtp_server() -> Iterator[tuple[int, Mailbox]]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SMTPHandler)
+    server.daemon_threads = True
+    server.mailbox = Mailbox()  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], server.mailbox  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- temp cleanup -------------------------------------------------------------------------------------------
+
+HOUR = 3600
+
+
+def _file(path: Path, size: int, age_s: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    when = time.time() - age_s
+    os.utime(path, (when, when))
+    return path
+
+
+def test_cleanup_removes_only_old_files_inside_the_temp_dir(tmp_path: Path) -> None:
+    temp = tmp_path / "uploads"
+    outside = _file(tmp_path / "outside" / "precious.wav", 10, 5 * HOUR)
+    old_top = _file(temp / "old.wav", 100, 2 * HOUR)
+    old_a = _file(temp / "abc123" / "a.wav", 1000, 3 * HOUR)  # its folder becomes empty: removed
+    old_b = _file(temp / "def456" / "b.wav", 2000, 2 * HOUR)
+    fresh = _file(temp / "def456" / "c.wav", 50, 10 * 60)  # keeps def456 alive
+    fresh_top = _file(temp / "new.wav", 50, 0)
+    recently_read = _file(temp / "ghi789" / "read.wav", 70, 3 * HOUR)
+    os.utime(recently_read, (time.time() - 60, time.time() - 3 * HOUR))  # read a minute ago
+    (temp / "link-dir").symlink_to(outside.parent, target_is_directory=True)  # must not be followed
+    (temp / "link-file").symlink_to(outside)
+    for link in (temp / "link-dir", temp / "link-file"):
+        os.utime(link, (time.time() - 5 * HOUR,) * 2, follow_symlinks=False)
+    env = ops_env(tmp_path, TEMP_DIR=str(temp))
+
+    dry = script("cleanup.py", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert old_a.exists() and "would remove" in dry.stdout
+
+    result = script("cleanup.py", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not old_top.exists() and not old_a.exists() and not old_b.exists()
+    assert not (temp / "abc123").exists(), "an emptied subfolder is removed"
+    assert fresh.exists() and fresh_top.exists() and recently_read.exists()
+    assert not (temp / "link-dir").is_symlink() and not (temp / "link-file").is_symlink()
+    assert outside.exists() and outside.read_bytes() == b"x" * 10, "nothing outside TEMP_DIR is touched"
+    assert temp.is_dir()
+    log = (tmp_path / "logs" / "ops.log").read_text()
+    assert f"removed {old_a} (1000 bytes" in log
+    assert "removed empty folder" in log and "3100 bytes" in log  # 100 + 1000 + 2000 freed
+    assert str(fresh) not in log
+
+
+def test_cleanup_refuses_a_dangerous_temp_dir(tmp_path: Path) -> None:
+    result = script("cleanup.py", env=ops_env(tmp_path, TEMP_DIR="/"))
+    assert result.returncode != 0 and "refusing" in result.stderr
+
+
+# --- GPU memory alert ---------------------------------------------------------------------------------------
+
+def test_gpu_alert_on_the_third_consecutive_high_reading_and_emails_it(tmp_path: Path) -> None:
+    alert_log = tmp_path / "logs" / "alert.log"
+    with fake_smtp_server() as (port, mailbox):
+        env = ops_env(tmp_path, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), SMTP_TO="ops@example.com, b@example.com",
+                      SMTP_FROM="asr@example.com")
+        high = {**env, "GPU_ALERT_FAKE_READING": "11800/12288,200/12288"}  # GPU 0: 11.5 GiB + 24 MiB
+        for attempt in (1, 2):
+            result = script("gpu_alert.py", env=high)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert f"({attempt} check(s) in a row" in result.stdout
+            assert not alert_log.exists() or "ALERT" not in alert_log.read_text(), f"alerted after {attempt}"
+        assert mailbox.messages == []
+        result = script("gpu_alert.py", env=high)
+        assert result.returncode == 0, result.stdout + result.stderr
+        alerts = [line for line in alert_log.read_text().splitlines() if "ALERT" in line]
+        assert len(alerts) == 1 and "GPU 0" in alerts[0] and "3 consecutive" in alerts[0]
+        assert len(mailbox.messages) == 1
+        mail = mailbox.messages[0]
+        assert mail["to"] == ["<ops@example.com>", "<b@example.com>"]
+        assert "GPU memory alert" in str(mail["data"]) and "GPU 0" in str(mail["data"])
+        # still high: no second alert in the same episode; back under: a recovery line
+        script("gpu_alert.py", env=high)
+        assert alert_log.read_text().count("ALERT") == 1 and len(mailbox.messages) == 1
+        script("gpu_alert.py", env={**env, "GPU_ALERT_FAKE_READING": "1000/12288,200/12288"})
+        assert "RECOVERED GPU 0" in alert_log.read_text()
+
+
+def test_gpu_alert_counts_only_consecutive_readings_and_takes_a_percentage(tmp_path: Path) -> None:
+    env = ops_env(tmp_path, GPU_ALERT_THRESHOLD="90%")
+    alert_log = tmp_path / "logs" / "alert.log"
+    for reading in ("23000/24576", "23000/24576", "1000/24576", "23000/24576", "23000/24576"):  # 94%, reset
+        assert script("gpu_alert.py", env={**env, "GPU_ALERT_FAKE_READING": reading}).returncode == 0
+    assert not alert_log.exists() or "ALERT" not in alert_log.read_text()
+    assert script("gpu_alert.py", env={**env, "GPU_ALERT_FAKE_READING": "23000/24576"}).returncode == 0
+    assert "ALERT" in alert_log.read_text()
+
+
+def test_gpu_alert_email_failure_is_logged_and_exit_1(tmp_path: Path) -> None:
+    env = ops_env(tmp_path, SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()), SMTP_TO="ops@example.com",
+                  GPU_ALERT_CONSECUTIVE="1", GPU_ALERT_FAKE_READING="12000/12288")
+    result = script("gpu_alert.py", env=env)
+    assert result.returncode == 1
+    assert "could not email the alert" in (tmp_path / "logs" / "alert.log").read_text()
+
+
+def test_gpu_alert_without_a_gpu_says_so_and_exits_0(tmp_path: Path) -> None:
+    result = script("gpu_alert.py", env=ops_env(tmp_path, GPU_ALERT_FAKE_READING="none"))
+    assert result.returncode == 0 and "no GPU" in result.stdout
+    try:  # the real NVML path, on a machine without an NVIDIA driver
+        import pynvml
+
+        pynvml.nvmlInit()
+        pynvml.nvmlShutdown()
+    except pynvml.NVMLError:
+        result = script("gpu_alert.py", env=ops_env(tmp_path))
+        assert result.returncode == 0 and "no GPU" in result.stdout, result.stdout + result.stderr
+
+
+# --- logrotate ----------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not LOGROTATE, reason="logrotate is not installed (apt-get install logrotate)")
+def test_logrotate_config_rotates_compresses_and_keeps_the_writer_working(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o755)
+    config = (ROOT / "logrotate.conf").read_text()
+    assert "/opt/paraformer-webui/logs/*.log" in config
+    test_config = tmp_path / "logrotate.conf"
+    test_config.write_text(config.replace("/opt/paraformer-webui/logs", str(logs)))
+    (logs / "ops.log").write_text("ops line\n")
+    with open(logs / "app.log", "a") as writer:  # like the app's stdout appended by run.sh (>>)
+        writer.write("before rotation\n" * 100)
+        writer.flush()
+        result = subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(test_config)],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        writer.write("after rotation\n")
+        writer.flush()
+    stamp = time.strftime("%Y%m%d")
+    rotated = logs / f"app.log-{stamp}.gz"
+    assert rotated.exists(), sorted(p.name for p in logs.iterdir())
+    assert gzip.decompress(rotated.read_bytes()).decode() == "before rotation\n" * 100
+    assert (logs / f"ops.log-{stamp}.gz").exists()
+    # copytruncate: same file, truncated, and the open writer's next line lands at its (new) start
+    assert (logs / "app.log").read_text() == "after rotation\n"
+
+
+# --- install-cron -------------------------------------------------------------------------------------------
+
+def test_install_cron_writes_one_marked_block_and_keeps_other_entries(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "crontab"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'f="$FAKE_CRONTAB"\n'
+        'case "$1" in\n'
+        '  -l) [[ -f "$f" ]] || { echo "no crontab for $(id -un)" >&2; exit 1; }; cat "$f" ;;\n'
+        '  -) cat > "$f" ;;\n'
+        '  *) cat "$1" > "$f" ;;\n'
+        "esac\n"
+    )
+    fake.chmod(0o755)
+    tab = tmp_path / "crontab.txt"
+    env = ops_env(tmp_path, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_CRONTAB=str(tab))
+
+    first = run_sh("install-cron", env=env)  # no crontab yet
+    assert first.returncode == 0, first.stderr
+    tab.write_text("MAILTO=me@example.com\n0 3 * * * /usr/bin/backup\n\n" + tab.read_text())
+    for _ in range(2):
+        again = run_sh("install-cron", env=env)
+        assert again.returncode == 0, again.stderr
+    text = tab.read_text()
+    assert text.count(">>> paraformer-webui") == 1 and text.count("<<< paraformer-webui") == 1
+    assert "MAILTO=me@example.com" in text and "0 3 * * * /usr/bin/backup" in text
+    entries = [line for line in text.splitlines() if line and not line.startswith(("#", "MAILTO", "0 3"))]
+    assert len(entries) == 4, entries
+    assert any(e.startswith("* * * * * ") and "ops/watchdog.py" in e for e in entries)
+    assert any(e.startswith("0 */2 * * * ") and "ops/cleanup.py" in e for e in entries)
+    assert any(e.startswith("*/15 * * * * ") and "ops/gpu_alert.py" in e for e in entries)
+    assert any(e.startswith("@reboot ") and "run.sh start" in e for e in entries)
+    assert all(f"cd {ROOT}" in e for e in entries)
+
+    removed = run_sh("install-cron", "--remove", env=env)
+    assert removed.returncode == 0
+    assert tab.read_text() == "MAILTO=me@example.com\n0 3 * * * /usr/bin/backup\n"
+
+
+# --- watchdog (no app) --------------------------------------------------------------------------------------
+
+def test_watchdog_counts_failures_across_runs_then_restarts(tmp_path: Path) -> None:
+    marker = tmp_path / "restarted"
+    env = ops_env(tmp_path, HOST="127.0.0.1", PORT=str(free_port()), WATCHDOG_TIMEOUT_S="1",
+                  WATCHDOG_RESTART_CMD=f"echo restarting; touch {marker}")
+    for attempt in (1, 2):
+        result = script("watchdog.py", env=env)
+        assert result.returncode == 1 and f"({attempt}/3)" in result.stdout
+        assert not marker.exists()
+    result = script("watchdog.py", env=env)
+    assert result.returncode == 0 and marker.exists(), result.stdout + result.stderr
+    log = (tmp_path / "logs" / "ops.log").read_text()
+    assert "3 consecutive failures: restarting" in log and "restart: restarting" in log
+    # the count starts again after a restart; after `run.sh stop` the watchdog leaves the app alone
+    assert "(1/3)" in script("watchdog.py", env=env).stdout
+    (tmp_path / "logs" / "app.stopped").touch()
+    result = script("watchdog.py", "--failures", "1", env=env)
+    assert result.returncode == 0 and "stopped with ./run.sh stop" in result.stdout
+
+
+# --- run.sh without the app ---------------------------------------------------------------------------------
+
+def test_run_sh_usage_and_exit_codes(tmp_path: Path) -> None:
+    env = ops_env(tmp_path, PORT=str(free_port()), HOST="127.0.0.1")
+    helped = run_sh("--help", env=env)
+    assert helped.returncode == 0 and "start" in helped.stdout and "Exit status" in helped.stdout
+    assert run_sh(env=env).returncode == 2
+    unknown = run_sh("frobnicate", env=env)
+    assert unknown.returncode == 2 and "unknown command" in unknown.stderr
+    status = run_sh("status", env=env)
+    assert status.returncode == 3 and "not running" in status.stdout
+    stop = run_sh("stop", env=env)
+    assert stop.returncode == 0 and "not running" in stop.stdout
+
+
+def test_run_sh_start_refuses_a_busy_port_and_an_unusable_log_dir(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_sh("start", env=ops_env(tmp_path, HOST="127.0.0.1", PORT=str(port)))
+    assert result.returncode == 1 and f"port {port}" in result.stderr and "in use" in result.stderr
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    result = run_sh("start", env=ops_env(tmp_path, HOST="127.0.0.1", PORT=str(free_port()),
+                                         LOG_DIR=str(not_a_dir / "logs")))
+    assert result.returncode == 1 and "log dir" in result.stderr
+
+
+def test_run_sh_reads_env_file_but_the_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / "test.env"
+    port = free_port()
+    env_file.write_text(f"# comment\nexport HOST='127.0.0.1'  \nPORT={port}  # inline comment\n"
+                        "LOG_DIR=\"" + str(tmp_path / "from-file") + "\"\nX=$(touch pwned)\n")
+    env = ops_env(tmp_path, ENV_FILE=str(env_file))
+    env.pop("LOG_DIR")
+    status = run_sh("status", env=env)
+    assert status.returncode == 3
+    assert run_sh("stop", env=env).returncode == 0
+    assert (tmp_path / "from-file" / "app.stopped").exists()
+    assert not (ROOT / "pwned").exists()
+    env["LOG_DIR"] = str(tmp_path / "from-env")
+    assert run_sh("stop", env=env).returncode == 0
+    assert (tmp_path / "from-env" / "app.stopped").exists()
+
+
+# --- run.sh with the app ------------------------------------------------------------------------------------
+
+def app_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
+    """ops_env plus what the app needs: the tiny models, temp folders, loopback on a free port."""
+    env = ops_env(tmp, MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad), PUNC_MODEL_DIR=str(models.punc),
+                  TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"), DEVICE="cpu", NCPU="1",
+                  HOST="127.0.0.1", PORT=str(free_port()), START_TIMEOUT="120")
+    env.update(extra)
+    return env
+
+
+def _health(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as response:
+            return json.loads(response.read())["status"]
+    except Exception:
+        return "down"
+
+
+def _pid(logs: Path) -> int:
+    return int((logs / "app.pid").read_text().strip())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+@pytest.mark.server
+def test_run_sh_start_watchdog_restart_after_kill_9_and_stop(tiny_models, tmp_path: Path) -> None:
+    env = app_env(tiny_models, tmp_path)
+    port, logs = int(env["PORT"]), Path(env["LOG_DIR"])
+    watchdog = None
+    try:
+        started = run_sh("start", env=env, timeout=150)
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"http://127.0.0.1:{port}/" in started.stdout
+        assert _health(port) == "ok"
+        first_pid = _pid(logs)
+
+        again = run_sh("start", env=env)
+        assert again.returncode == 1 and "already running" in again.stderr
+        assert _pid(logs) == first_pid
+
+        status = run_sh("status", env=env)
+        assert status.returncode == 0 and f"PID {first_pid}" in status.stdout and "health ok" in status.stdout
+
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while _alive(first_pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert run_sh("status", env=env).returncode == 3
+
+        watchdog = subprocess.Popen([PYTHON, str(ROOT / "ops" / "watchdog.py"), "--loop", "--interval", "0.5",
+                                     "--timeout", "2"], cwd=ROOT, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 150
+        while time.time() < deadline:
+            if (logs / "app.pid").exists() and _pid(logs) != first_pid and _health(port) == "ok":
+                break
+            time.sleep(0.5)
+        ops_log = (logs / "ops.log").read_text()
+        assert _health(port) == "ok", ops_log
+        second_pid = _pid(logs)
+        assert second_pid != first_pid and _alive(second_pid)
+        watchdog.terminate()
+        watchdog.wait(timeout=30)  # the loop finishes its current round first
+        ops_log = (logs / "ops.log").read_text()
+        assert "health check failed (3/3)" in ops_log and "restarting with" in ops_log, ops_log
+        assert f"started (PID {second_pid})" in ops_log and "restart done" in ops_log
+
+        status = run_sh("status", env=env)
+        assert status.returncode == 0 and f"PID {second_pid}" in status.stdout and "health ok" in status.stdout
+
+        stopped = run_sh("stop", env=env, timeout=60)
+        assert stopped.returncode == 0 and f"stopped (PID {second_pid})" in stopped.stdout
+        assert not _alive(second_pid) and not (logs / "app.pid").exists()
+        assert run_sh("status", env=env).returncode == 3
+        assert "starting app.py" in (logs / "app.log").read_text()
+    finally:
+        if watchdog and watchdog.poll() is None:
+            watchdog.kill()
+            watchdog.wait()
+        run_sh("stop", env=env, timeout=60)
+
+
+@pytest.mark.server
+def test_run_sh_start_fails_clearly_when_the_model_cannot_load(tiny_models, tmp_path: Path) -> None:
+    env = app_env(tiny_models, tmp_path, MODEL_DIR=str(tmp_path / "no-such-model"))
+    logs = Path(env["LOG_DIR"])
+    try:
+        result = run_sh("start", env=env, timeout=150)
+        assert result.returncode == 1
+        assert "failed to load" in result.stderr and "last lines of" in result.stderr, result.stderr
+        assert not (logs / "app.pid").exists()
+    finally:
+        run_sh("stop", env=env, timeout=60)
