@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,8 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 EngineState = Literal["not_loaded", "loading", "ready", "error"]
+#: Called after every `transcribe()` with the result, or with the error it raised (metrics use it).
+Observer = Callable[["Transcription | None", "BaseException | None"], None]
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class Engine:
         self.requests_failed = 0
         self.audio_seconds_served = 0.0
         self.started_at = time.time()
+        self._observers: list[Observer] = []
 
     # ---------------------------------------------------------------- loading
     def resolve_spec(self) -> ModelSpec:
@@ -160,15 +163,18 @@ class Engine:
             audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
             decode_time = time.perf_counter() - started
             result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
-        except ASRError:
+        except ASRError as exc:
             self._count(failed=True)
+            self._notify(None, exc)
             raise
-        except Exception:
+        except Exception as exc:
             self._count(failed=True)
             logger.exception("transcription failed for %s", name or "input")
+            self._notify(None, exc)
             raise
         transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
         self._count(failed=False, audio_seconds=audio.duration)
+        self._notify(transcription, None)
         logger.info("transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f", audio.name or "input",
                     audio.duration, transcription.processing_time, transcription.rtf)
         return transcription
@@ -201,6 +207,22 @@ class Engine:
                 with self._stats_lock:
                     self._busy = False
         return (results[0] if results else None), began - queued, finished - began
+
+    # ---------------------------------------------------------------- observers
+    def add_observer(self, observer: Observer) -> None:
+        """Call `observer(transcription, error)` after every transcription, whoever asked (UI, API, scripts)."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _notify(self, transcription: Transcription | None, error: BaseException | None) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(transcription, error)
+            except Exception:  # an observer (metrics) must never fail a transcription
+                logger.exception("engine observer %r failed", observer)
 
     # ---------------------------------------------------------------- status
     def _count(self, *, failed: bool, audio_seconds: float = 0.0) -> None:
@@ -301,14 +323,18 @@ def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
 
 
 def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
+    # FunASR reports a failed download as "model ... is not registered" with a long registry dump:
+    # keep only the first line and say what to do.
+    lines = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+    logger.debug("model load failure", exc_info=exc)
     if spec is None:
-        return f"could not load the models: {exc}"
+        return f"could not load the models ({detail})"
     hub_ids = [m for m in (spec.asr, spec.vad, spec.punc) if m and not Path(m).exists()]
-    detail = f"{type(exc).__name__}: {exc}"
     if hub_ids:
-        return (f"could not load {', '.join(hub_ids)} ({detail}). If this machine has no network to download "
-                f"from ModelScope, set MODEL_DIR / VAD_MODEL_DIR / PUNC_MODEL_DIR to local copies")
-    return f"could not load the model from {spec.asr} ({detail}); check the folder is a complete model"
+        return (f"could not load {', '.join(hub_ids)} from ModelScope: no network to download it? Set MODEL_DIR, "
+                f"VAD_MODEL_DIR and PUNC_MODEL_DIR to local copies (README: Models). [{detail}]")
+    return f"could not load the model from {spec.asr}: check the folder is a complete model [{detail}]"
 
 
 def _install_confidence_hook(model: Any) -> None:
@@ -361,10 +387,15 @@ def _to_transcription(result: dict | None, audio: Audio, words: list[str], decod
 
 
 def _sentences(result: dict, text: str, duration: float) -> list[Sentence]:
+    # The model's frame-based timestamps can overshoot the end of the audio by a frame or two.
+    def sentence(words: str, start_ms: float, end_ms: float) -> Sentence:
+        start = min(max(start_ms / 1000.0, 0.0), duration)
+        return Sentence(words, start, min(max(end_ms / 1000.0, start), duration))
+
     info = result.get("sentence_info")
     if info:
-        return [Sentence(str(s["text"]), s["start"] / 1000.0, s["end"] / 1000.0) for s in info]
+        return [sentence(str(s["text"]), s["start"], s["end"]) for s in info]
     stamps = result.get("timestamp") or []
     if stamps:
-        return [Sentence(text, stamps[0][0] / 1000.0, stamps[-1][1] / 1000.0)]
+        return [sentence(text, stamps[0][0], stamps[-1][1])]
     return [Sentence(text, 0.0, duration)]

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("log_dir", "temp_dir", "output_dir", "model_dir", "vad_model_dir", "punc_model_dir")
+    @classmethod
+    def _relative_to_project(cls, value: Path | None) -> Path | None:
+        # Relative paths in .env mean "in the project folder", whatever the current directory.
+        return value if value is None or value.is_absolute() else PROJECT_ROOT / value
+
     def resolved_temp_dir(self) -> Path:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         return self.temp_dir

@@ -1,0 +1,127 @@
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr import audio as audio_mod
+from asr.audio import SAMPLE_RATE, AudioLimits, load_audio
+from asr.errors import (
+    AudioTooLongError,
+    AudioTooShortError,
+    EmptyAudioError,
+    FileTooLargeError,
+    InputError,
+    NoAudioStreamError,
+    NotAudioError,
+)
+
+from conftest import DATA
+
+REFERENCE, _ = sf.read(DATA / "utterances" / "firered_BAC009S0764W0121.wav", dtype="float32")
+FORMATS = sorted((DATA / "formats").iterdir())
+
+
+def _similarity(a: np.ndarray, b: np.ndarray, max_lag: int = 800) -> float:
+    """Peak normalised cross-correlation within ±50 ms (lossy codecs add delay)."""
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    size = 2 * n
+    corr = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    lags = np.concatenate([corr[: max_lag + 1], corr[-max_lag:]])
+    return float(lags.max() / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+
+
+@pytest.mark.parametrize("path", FORMATS, ids=lambda p: p.name)
+def test_every_format_decodes_to_the_same_16k_mono_clip(path):
+    decoded = load_audio(path)
+    assert decoded.samples.dtype == np.float32 and decoded.samples.ndim == 1
+    assert decoded.duration == pytest.approx(4.2, abs=0.05)
+    assert _similarity(decoded.samples, REFERENCE) > 0.9
+
+
+def test_lossless_wav_decodes_bit_exact():
+    decoded = load_audio(DATA / "utterances" / "firered_BAC009S0764W0121.wav")
+    np.testing.assert_array_equal(decoded.samples, REFERENCE)
+
+
+@pytest.mark.parametrize("name", ["clip.m4a", "clip_video.mp4", "clip.mp3", "clip_48k_24bit.wav"])
+def test_bytes_decode_like_the_file(name):
+    path = DATA / "formats" / name
+    from_bytes = load_audio(path.read_bytes())
+    from_path = load_audio(path)
+    # From a pipe ffmpeg cannot read an MP3's gapless-playback header, so it may keep ~10 ms of padding.
+    assert from_bytes.duration == pytest.approx(from_path.duration, abs=0.02)
+    assert _similarity(from_bytes.samples, from_path.samples) > 0.99
+
+
+def test_arrays_are_converted_resampled_and_downmixed():
+    int16 = (REFERENCE * 32767).astype(np.int16)
+    assert load_audio(int16, sample_rate=SAMPLE_RATE).duration == pytest.approx(4.2, abs=0.01)
+    at_8k = REFERENCE[::2].copy()
+    resampled = load_audio(at_8k, sample_rate=8000)
+    assert resampled.duration == pytest.approx(4.2, abs=0.01)
+    stereo = np.stack([REFERENCE, REFERENCE], axis=1)
+    np.testing.assert_allclose(load_audio((SAMPLE_RATE, stereo)).samples, REFERENCE, atol=1e-6)
+    with pytest.raises(ValueError, match="sample_rate"):
+        load_audio(REFERENCE)
+
+
+def _bad_cases():
+    with open(DATA / "manifest.tsv", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if r["kind"] == "bad"]
+    return [(r["path"], r["expect"]) for r in rows]
+
+
+EXPECTED_ERRORS = {
+    "empty.wav": EmptyAudioError,
+    "header_only.wav": EmptyAudioError,
+    "not_audio.wav": NotAudioError,
+    "random_bytes.mp3": NotAudioError,
+    "image_renamed.wav": NotAudioError,
+    "video_no_audio.mp4": NoAudioStreamError,
+    "50ms.wav": AudioTooShortError,
+}
+
+
+@pytest.mark.parametrize("rel, expect", _bad_cases(), ids=[c[0] for c in _bad_cases()])
+def test_bad_inputs_give_a_specific_error_or_audio(rel, expect):
+    path = DATA / rel
+    error = EXPECTED_ERRORS.get(path.name)
+    if error is not None:
+        assert expect.startswith("error")
+        with pytest.raises(error) as info:
+            load_audio(path)
+        assert path.name in str(info.value) and len(str(info.value)) > len(path.name) + 10
+    else:  # truncated, corrupt frames, dropout, silence, noise: decodable, the engine decides the text
+        assert load_audio(path).duration > 1.0
+
+
+def test_limits_are_enforced_before_decoding_everything():
+    path = DATA / "utterances" / "funasr_asr_example.wav"
+    with pytest.raises(AudioTooLongError, match="limit of 2 s"):
+        load_audio(path, limits=AudioLimits(max_seconds=2))
+    with pytest.raises(FileTooLargeError, match="over the limit"):
+        load_audio(path, limits=AudioLimits(max_bytes=1000))
+    with pytest.raises(FileTooLargeError):
+        load_audio(path.read_bytes(), limits=AudioLimits(max_bytes=1000))
+    with pytest.raises(NotAudioError, match="not found"):
+        load_audio(DATA / "missing.wav")
+
+
+def test_all_input_errors_share_one_base_class():
+    for error in (*EXPECTED_ERRORS.values(), AudioTooLongError, FileTooLargeError):
+        assert issubclass(error, InputError)
+
+
+def test_falls_back_to_the_wheel_ffmpeg_without_a_system_one(monkeypatch):
+    import imageio_ffmpeg
+
+    audio_mod.ffmpeg_binary.cache_clear()
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    try:
+        assert audio_mod.ffmpeg_binary() == imageio_ffmpeg.get_ffmpeg_exe()
+        assert load_audio(DATA / "formats" / "clip.opus").duration == pytest.approx(4.2, abs=0.05)
+    finally:
+        audio_mod.ffmpeg_binary.cache_clear()

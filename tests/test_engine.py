@@ -1,0 +1,186 @@
+"""The engine with the tiny random-weight model and the real FSMN-VAD: the whole pipeline, for real."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr.engine import Engine, _explain_load_failure, ModelSpec
+from asr.errors import InputError, ModelLoadError, ModelNotReadyError, NotAudioError
+from asr.hotwords import to_model_argument
+
+from conftest import DATA, UTTERANCE, make_settings
+
+UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
+
+
+def bare_automodel(models, ncpu):
+    """FunASR's own pipeline on the same folders, without the engine around it."""
+    from funasr import AutoModel
+
+    return AutoModel(model=str(models.asr), vad_model=str(models.vad), punc_model=str(models.punc), device="cpu",
+                     disable_update=True, disable_pbar=True, disable_log=True, ncpu=ncpu)
+
+
+@pytest.fixture(scope="module")
+def bare(tiny_models, engine):
+    return bare_automodel(tiny_models, engine._model.kwargs["ncpu"])
+
+
+def test_utterance_gives_a_complete_result(engine):
+    r = engine.transcribe(UTTERANCE, hotwords="达摩院,语音识别")
+    assert r.text and r.hotwords == ["达摩院", "语音识别"]
+    assert 0.0 < r.confidence <= 1.0
+    assert r.duration == pytest.approx(5.55, abs=0.01)
+    assert r.processing_time == pytest.approx(r.decode_time + r.model_time)
+    assert r.rtf == pytest.approx(r.processing_time / r.duration)
+    assert r.sentences and all(0 <= s.start <= s.end <= r.duration for s in r.sentences)
+    assert [s.start for s in r.sentences] == sorted(s.start for s in r.sentences)
+    def letters(text):
+        return [c for c in text.replace("<unk>", "") if c.isalnum()]
+
+    assert letters("".join(s.text for s in r.sentences)) == letters(r.text)
+
+
+def test_results_are_deterministic(engine):
+    first = engine.transcribe(UTTERANCE)
+    second = engine.transcribe(UTTERANCE.read_bytes())
+    assert (first.text, first.confidence, first.sentences) == (second.text, second.confidence, second.sentences)
+
+
+@pytest.mark.parametrize("hotwords", [None, "达摩院,语音识别"])
+def test_engine_text_equals_bare_automodel(engine, bare, hotwords):
+    samples, _ = sf.read(UTTERANCE, dtype="float32")
+    kwargs = {"hotword": " ".join(hotwords.split(","))} if hotwords else {}
+    expected = bare.generate(input=samples, sentence_timestamp=True, batch_size_s=300, **kwargs)[0]["text"]
+    assert engine.transcribe(UTTERANCE, hotwords=hotwords or "").text == expected
+
+
+def test_two_minute_file_through_the_whole_pipeline(engine, bare, long_wav):
+    r = engine.transcribe(long_wav, hotwords="")
+    samples, _ = sf.read(long_wav, dtype="float32")
+    expected = bare.generate(input=samples, sentence_timestamp=True, batch_size_s=300)[0]
+    assert r.text == expected["text"]
+    assert r.duration == pytest.approx(120.0)
+    # VAD split it: many sentences, in order, inside the audio
+    assert len(r.sentences) > 10
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(r.sentences, r.sentences[1:]))
+    assert r.sentences[-1].end <= 120.0 and r.sentences[0].start >= 0.0
+    assert 0.0 < r.confidence <= 1.0
+
+
+def test_hotwords_reach_the_bias_decoder(engine, monkeypatch):
+    model = engine._model.model
+    tokenizer = engine._model.kwargs["tokenizer"]
+    seen: list[list[list[int]]] = []
+    original = model._hotword_representation
+
+    def spy(hotword_pad, hotword_lengths):
+        seen.append([row[: int(n)].tolist() for row, n in zip(hotword_pad, hotword_lengths)])
+        return original(hotword_pad, hotword_lengths)
+
+    monkeypatch.setattr(model, "_hotword_representation", spy)
+    engine.transcribe(UTTERANCE, hotwords="")
+    assert seen == []  # no hotwords: the bias decoder is not consulted
+    without = engine.transcribe(UTTERANCE, hotwords="")
+    engine.transcribe(UTTERANCE, hotwords="达摩院,语音识别")
+    expected = [tokenizer.tokens2ids(list("达摩院")), tokenizer.tokens2ids(list("语音识别")), [model.sos]]
+    assert seen and all(call == expected for call in seen)
+    with_words = engine.transcribe(UTTERANCE, hotwords="达摩院,语音识别")
+    assert with_words.confidence != without.confidence  # the biased posteriors differ
+
+
+def test_default_hotwords_apply_when_the_request_has_none(tiny_models, tmp_path):
+    eng = Engine(make_settings(tiny_models, tmp_path, default_hotwords="科哥,Paraformer"))
+    assert eng.resolve_hotwords(None) == ["科哥", "Paraformer"]
+    assert eng.resolve_hotwords("达摩院") == ["达摩院"]
+    assert to_model_argument(eng.resolve_hotwords(None)).split() == ["科哥", "Paraformer"]
+
+
+def test_concurrent_calls_match_sequential_calls(engine):
+    sequential = {p.name: engine.transcribe(p).text for p in UTTERANCES}
+    barrier = threading.Barrier(8)
+
+    def run(path):
+        barrier.wait()
+        return path.name, engine.transcribe(path).text
+
+    jobs = [UTTERANCES[i % len(UTTERANCES)] for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(run, jobs))
+    assert len(results) == 8
+    assert all(text == sequential[name] for name, text in results)
+    assert engine.waiting == 0 and not engine.busy
+
+
+@pytest.mark.parametrize("bad", ["empty.wav", "not_audio.wav", "random_bytes.mp3", "image_renamed.wav",
+                                 "video_no_audio.mp4", "50ms.wav", "header_only.wav"])
+def test_bad_input_never_poisons_the_next_request(engine, bad):
+    before = engine.transcribe(UTTERANCE)
+    failed = engine.requests_failed
+    with pytest.raises(InputError):
+        engine.transcribe(DATA / "bad" / bad)
+    assert engine.requests_failed == failed + 1
+    after = engine.transcribe(UTTERANCE)
+    assert (after.text, after.confidence) == (before.text, before.confidence)
+
+
+@pytest.mark.parametrize("name", ["silence_10s.wav", "noise_10s.wav"])
+def test_silence_and_noise_give_a_normal_result(engine, name):
+    r = engine.transcribe(DATA / "bad" / name)
+    assert r.duration == pytest.approx(10.0)
+    if name.startswith("silence"):
+        assert (r.text, r.sentences, r.confidence) == ("", [], 0.0)
+    assert 0.0 <= r.confidence <= 1.0
+
+
+@pytest.mark.parametrize("name", ["truncated.wav", "dropout.wav", "corrupt_middle.mp3"])
+def test_damaged_but_decodable_audio_is_transcribed(engine, name):
+    assert engine.transcribe(DATA / "bad" / name).duration > 1.0
+
+
+def test_arrays_and_gradio_tuples_are_accepted(engine):
+    samples, rate = sf.read(UTTERANCE, dtype="float32")
+    from_path = engine.transcribe(UTTERANCE).text
+    assert engine.transcribe(samples, sample_rate=rate).text == from_path
+    assert engine.transcribe((rate, (samples * 32767).astype(np.int16))).duration == pytest.approx(5.55, abs=0.01)
+
+
+def test_without_vad_and_punctuation(tiny_models, tmp_path):
+    eng = Engine(make_settings(tiny_models, tmp_path, enable_vad=False, enable_punc=False))
+    eng.load()
+    r = eng.transcribe(UTTERANCE)
+    assert r.text and not any(p in r.text for p in "，。？、")
+    assert len(r.sentences) == 1 and 0 <= r.sentences[0].start < r.sentences[0].end <= r.duration
+
+
+def test_missing_model_folder_is_a_clear_load_error(tiny_models, tmp_path):
+    eng = Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "nowhere"))
+    with pytest.raises(ModelLoadError, match="MODEL_DIR=.*nowhere does not exist"):
+        eng.load()
+    assert eng.state == "error" and "nowhere" in eng.load_error
+    with pytest.raises(ModelNotReadyError, match="not available"):
+        eng.transcribe(UTTERANCE)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="not a FunASR model folder"):
+        Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "empty")).load()
+
+
+def test_hub_failure_message_says_what_to_do():
+    spec = ModelSpec(asr="iic/speech_seaco_paraformer_large", vad="fsmn-vad", punc=None, device="cpu")
+    message = _explain_load_failure(spec, RuntimeError("model 'x' is not registered.\nRegistered: A, B, C"))
+    assert "iic/speech_seaco_paraformer_large, fsmn-vad" in message and "Set MODEL_DIR" in message
+    assert "Registered:" not in message
+
+
+def test_not_loaded_engine_refuses_politely(tiny_settings):
+    with pytest.raises(ModelNotReadyError, match="not loaded"):
+        Engine(tiny_settings).transcribe(UTTERANCE)
+
+
+def test_bad_input_is_reported_before_the_model_is_touched(tiny_settings):
+    # An unloaded engine still rejects bad input with the input error, not "model not ready".
+    with pytest.raises(NotAudioError):
+        Engine(tiny_settings).transcribe(DATA / "bad" / "not_audio.wav")
