@@ -80,6 +80,7 @@ load_env() {
   STOPPED_MARKER="$LOG_DIR/app.stopped"                       # the watchdog leaves a stopped app alone
   START_TIMEOUT="${START_TIMEOUT:-180}"
   STOP_TIMEOUT="${STOP_TIMEOUT:-20}"
+  [[ "$START_TIMEOUT$STOP_TIMEOUT" =~ ^[0-9]+$ ]] || die "START_TIMEOUT and STOP_TIMEOUT must be whole seconds"
   case "$HOST" in 0.0.0.0|::|"") CHECK_HOST=127.0.0.1 ;; *) CHECK_HOST="$HOST" ;; esac
   HEALTH_URL="http://$CHECK_HOST:$PORT/health"
   [[ -x "$VENV/bin/python" ]] || die "no virtual environment at $VENV: run ./run.sh install"
@@ -165,15 +166,15 @@ cmd_start() {
   if [[ "$HOST" != "127.0.0.1" && "$HOST" != "localhost" && -z "${API_KEYS:-}" && -z "${WEBUI_AUTH:-}" ]]; then
     echo "warning: listening on $HOST without API_KEYS or WEBUI_AUTH: anyone who can reach this port can use it" >&2
   fi
-  echo "$(date '+%F %T') run.sh: starting app.py on $HOST:$PORT" >> "$APP_LOG"
+  echo "$(date '+%F %T,%3N') INFO run.sh: starting app.py on $HOST:$PORT" >> "$APP_LOG"
   # setsid: the app gets its own session, so it outlives this shell and cron's. This script has no job
   # control, so the background job is not a group leader and setsid execs in place: $! is the app's PID.
   # >> (append) lets logrotate's copytruncate truncate the file under the running app.
   PYTHONUNBUFFERED=1 setsid "$VENV/bin/python" "$ROOT/app.py" >>"$APP_LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" > "$PID_FILE"
-  local waited=0 health
-  while (( waited < START_TIMEOUT )); do
+  local deadline=$((SECONDS + START_TIMEOUT)) health
+  while (( SECONDS < deadline )); do
     if ! kill -0 "$pid" 2>/dev/null; then
       rm -f "$PID_FILE"
       echo "error: the app (PID $pid) exited during start-up" >&2
@@ -192,7 +193,6 @@ cmd_start() {
         exit 1 ;;
     esac
     sleep 1
-    waited=$((waited + 1))
   done
   echo "error: not healthy after ${START_TIMEOUT}s (PID $pid is still running, health: $(health_status));" \
        "raise START_TIMEOUT or see the log" >&2
@@ -227,7 +227,7 @@ cmd_stop() {
     echo "not running"
     return 0
   fi
-  echo "$(date '+%F %T') run.sh: stopping PID $pid" >> "$APP_LOG"
+  echo "$(date '+%F %T,%3N') INFO run.sh: stopping PID $pid" >> "$APP_LOG"
   stop_pid "$pid"
 }
 

@@ -462,6 +462,23 @@ def test_run_sh_start_fails_clearly_when_the_model_cannot_load(tiny_models, tmp_
         result = run_sh("start", env=env, timeout=150)
         assert result.returncode == 1
         assert "failed to load" in result.stderr and "last lines of" in result.stderr, result.stderr
+        assert "no-such-model" in result.stderr
         assert not (logs / "app.pid").exists()
+    finally:
+        run_sh("stop", env=env, timeout=60)
+
+
+@pytest.mark.server
+def test_run_sh_start_timeout_says_so_and_stop_still_works(tiny_models, tmp_path: Path) -> None:
+    env = app_env(tiny_models, tmp_path, START_TIMEOUT="1")
+    logs = Path(env["LOG_DIR"])
+    try:
+        result = run_sh("start", env=env, timeout=60)
+        assert result.returncode == 1 and "not healthy after 1s" in result.stderr, result.stderr
+        pid = _pid(logs)
+        assert _alive(pid)
+        stopped = run_sh("stop", env=env, timeout=60)
+        assert stopped.returncode == 0 and f"stopped (PID {pid})" in stopped.stdout
+        assert not _alive(pid)
     finally:
         run_sh("stop", env=env, timeout=60)
