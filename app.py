@@ -21,6 +21,7 @@ import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
+from api import install_api  # noqa: E402
 from asr.engine import Engine, get_engine  # noqa: E402
 from asr.settings import Settings, get_settings  # noqa: E402
 
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     blocks = build_ui(engine, settings)
     blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.model_concurrency)
+    # /v1/* and /metrics, registered before the UI is mounted at "/"; the API shares the UI queue's limit.
+    install_api(app, engine, settings, blocks)
     auth = None
     if settings.webui_auth:
         user, _, password = settings.webui_auth.get_secret_value().partition(":")

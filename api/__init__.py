@@ -1,0 +1,34 @@
+"""The HTTP API next to the UI: OpenAI-compatible `/v1/audio/transcriptions` and `/v1/models`, and `/metrics`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from asr.engine import Engine
+from asr.settings import Settings
+
+from .admission import Admission
+from .auth import APIKeys
+from .errors import APIError, handle_api_error
+from .metrics import Metrics
+from .routes import APIServices, router
+
+__all__ = ["APIServices", "Admission", "install_api", "router"]
+
+
+def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = None) -> APIServices:
+    """Add the API routes and /metrics to `app`; with `blocks` (queued), share its admission limit.
+
+    Call before mounting Gradio at "/", so these routes are matched first.
+    """
+    admission = Admission(settings.queue_max_size)
+    if blocks is not None:
+        admission.attach_gradio(blocks)
+    api = APIServices(engine=engine, settings=settings, admission=admission, metrics=Metrics(engine, admission),
+                      keys=APIKeys(settings.api_keys))
+    app.state.api = api
+    app.include_router(router)
+    app.add_exception_handler(APIError, handle_api_error)
+    return api

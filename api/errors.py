@@ -1,0 +1,61 @@
+"""Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`, with the HTTP status."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from asr.errors import ASRError, FileTooLargeError, InputError, ModelNotReadyError
+
+GENERIC_500 = "The server failed to process the request; the error has been logged."
+
+
+class APIError(Exception):
+    """An HTTP error with a message meant for the caller. `outcome` labels it in the metrics."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, outcome: str = "bad_request", headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.outcome = outcome
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, *, param: str | None = None, code: str = "invalid_value") -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def too_large(message: str) -> APIError:
+    return APIError(413, message, param="file", code="too_large", outcome="too_large")
+
+
+def unavailable(message: str, *, code: str, retry_after_s: int, outcome: str) -> APIError:
+    return APIError(503, message, type="server_error", code=code, outcome=outcome,
+                    headers={"Retry-After": str(retry_after_s)})
+
+
+def internal_error() -> APIError:
+    return APIError(500, GENERIC_500, type="server_error", code="internal_error", outcome="error")
+
+
+def from_asr_error(exc: ASRError) -> APIError:
+    """The engine's messages are written for people, so they are passed on as they are."""
+    if isinstance(exc, FileTooLargeError):
+        return too_large(str(exc))
+    if isinstance(exc, InputError):
+        return bad_request(str(exc), param="hotwords" if exc.code == "bad_hotwords" else "file", code=exc.code)
+    if isinstance(exc, ModelNotReadyError):
+        return unavailable(str(exc), code=exc.code, retry_after_s=10, outcome="not_ready")
+    return internal_error()
+
+
+async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)

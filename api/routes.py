@@ -1,0 +1,200 @@
+"""The OpenAI-compatible routes: `POST /v1/audio/transcriptions`, `GET /v1/models`, and `GET /metrics`.
+
+Routes translate HTTP to engine calls and back; the engine call runs in a worker thread, so the event
+loop (and /health, and the UI) keeps answering while a file is transcribed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+
+from asr.engine import Engine, Transcription
+from asr.errors import ASRError
+from asr.settings import Settings
+from asr.subtitles import to_srt, to_vtt
+
+from .admission import Admission
+from .auth import APIKeys
+from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
+from .metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "seaco-paraformer"
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+MANDARIN = ("zh", "zh-cn", "zh-hans", "cmn", "chinese", "mandarin")
+RETRY_AFTER_BUSY_S = 5
+MULTIPART_SLACK_BYTES = 64 * 1024  # form fields and boundaries around the file
+
+router = APIRouter()
+
+
+@dataclass
+class APIServices:
+    """What the routes need, kept on `app.state.api` by `install_api`."""
+
+    engine: Engine
+    settings: Settings
+    admission: Admission
+    metrics: Metrics
+    keys: APIKeys
+
+
+@dataclass
+class TranscriptionForm:
+    file: UploadFile
+    response_format: str
+    hotwords: str | None
+
+
+def services(request: Request) -> APIServices:
+    return request.app.state.api
+
+
+# ------------------------------------------------------------------------------------------ routes
+@router.get("/v1/models")
+async def list_models(request: Request) -> JSONResponse:
+    api = services(request)
+    with api.metrics.track("/v1/models"):
+        api.keys.check(request.headers.get("authorization"))
+        card = {"id": MODEL_ID, "object": "model", "created": int(api.engine.started_at), "owned_by": "funasr"}
+        return JSONResponse({"object": "list", "data": [card]})
+
+
+@router.post("/v1/audio/transcriptions")
+async def create_transcription(request: Request) -> Response:
+    api = services(request)
+    with api.metrics.track("/v1/audio/transcriptions"):
+        api.keys.check(request.headers.get("authorization"))
+        _check_content_length(request, api.engine.limits.max_bytes)
+        if api.engine.state != "ready":  # before reading the upload: a loading server cannot use it anyway
+            raise unavailable(_not_ready_message(api.engine), code="model_not_ready", retry_after_s=10,
+                              outcome="not_ready")
+        if not api.admission.try_enter():
+            logger.warning("API request refused: %s", api.admission.busy_message())
+            raise unavailable(api.admission.busy_message(), code="server_busy", retry_after_s=RETRY_AFTER_BUSY_S,
+                              outcome="busy")
+        try:
+            async with request.form(max_files=1, max_fields=50) as form:
+                params = _parse_form(form)
+                data = await _read_upload(params.file, api.engine.limits.max_bytes)
+                result = await run_in_threadpool(api.engine.transcribe, data, hotwords=params.hotwords,
+                                                 name=params.file.filename or "upload")
+        except ASRError as exc:
+            error = from_asr_error(exc)
+            logger.log(logging.ERROR if error.status >= 500 else logging.INFO, "API transcription refused: %s (%s)",
+                       error.code or error.outcome, exc.code)
+            raise error from None
+        except APIError:
+            raise
+        except HTTPException as exc:  # starlette's multipart parser: malformed body, too many files
+            raise bad_request(f"Could not read the multipart form: {exc.detail}") from None
+        except Exception:  # details go to the log, never to the client
+            logger.exception("API transcription failed")
+            raise internal_error() from None
+        finally:
+            api.admission.leave()
+        return render(result, params.response_format)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    api = services(request)
+    with api.metrics.track("/metrics"):
+        api.keys.check(request.headers.get("authorization"))
+        return Response(api.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+# ------------------------------------------------------------------------------------------ request
+def _check_content_length(request: Request, max_bytes: int) -> None:
+    """Refuse an oversized upload from its header, before receiving it."""
+    try:
+        length = int(request.headers.get("content-length", "0"))
+    except ValueError:
+        return
+    if length > max_bytes + MULTIPART_SLACK_BYTES:
+        raise too_large(f"The upload is {length / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB "
+                        f"(MAX_UPLOAD_MB).")
+
+
+def _parse_form(form: FormData) -> TranscriptionForm:
+    file = form.get("file")
+    if not isinstance(file, UploadFile):
+        raise bad_request("Send the audio as a multipart/form-data upload in the field 'file'.", param="file",
+                          code="missing_file")
+    response_format = str(form.get("response_format") or "json")
+    if response_format not in RESPONSE_FORMATS:
+        raise bad_request(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not '{response_format}'.",
+                          param="response_format")
+    language = str(form.get("language") or "").strip().lower()
+    if language and language not in MANDARIN and not language.startswith("zh"):
+        raise bad_request(f"This service recognizes Mandarin Chinese only; use language=zh (or leave it out), "
+                          f"not '{language}'.", param="language", code="unsupported_language")
+    granularities = [str(g) for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")]
+    for granularity in granularities:
+        if granularity not in ("segment", "word"):
+            raise bad_request(f"timestamp_granularities must be 'segment', not '{granularity}'.",
+                              param="timestamp_granularities")
+        if granularity == "word":
+            raise bad_request("Word timestamps are not available; use timestamp_granularities[]=segment.",
+                              param="timestamp_granularities", code="unsupported_value")
+    # `hotwords` wins; without it the OpenAI `prompt` is read as hotwords (SeACo has no text prompt).
+    # Neither: None, the engine's default list. An empty `hotwords` means "no hotwords".
+    hotwords = form.get("hotwords")
+    if hotwords is None:
+        hotwords = form.get("prompt") or None
+    return TranscriptionForm(file=file, response_format=response_format,
+                             hotwords=None if hotwords is None else str(hotwords))
+
+
+async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
+    if file.size is not None and file.size > max_bytes:
+        raise too_large(f"The file is {file.size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB "
+                        f"(MAX_UPLOAD_MB).")
+    return await file.read()
+
+
+def _not_ready_message(engine: Engine) -> str:
+    if engine.state == "error":
+        return f"The model is not available: {engine.load_error or 'it failed to load'}."
+    return "The model is still loading; try again shortly."
+
+
+# ------------------------------------------------------------------------------------------ response
+def render(result: Transcription, response_format: str) -> Response:
+    if response_format == "text":
+        return PlainTextResponse(result.text + "\n")
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result.sentences))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result.sentences), media_type="text/vtt")
+    if response_format == "verbose_json":
+        return JSONResponse(verbose_json(result))
+    return JSONResponse({"text": result.text})
+
+
+def verbose_json(result: Transcription) -> dict:
+    """OpenAI's verbose_json, plus our `confidence` (whole text, see README: Confidence)."""
+    segments = [
+        {"id": i, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text, "tokens": [],
+         "temperature": 0.0}
+        for i, s in enumerate(result.sentences)
+    ]
+    return {
+        "task": "transcribe",
+        "language": "chinese",
+        "duration": round(result.duration, 3),
+        "text": result.text,
+        "segments": segments,
+        "confidence": round(result.confidence, 4),
+        "usage": {"type": "duration", "seconds": math.ceil(result.duration)},
+    }
