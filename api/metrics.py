@@ -30,8 +30,10 @@ class GPUCollector(Collector):
     """GPU memory per NVIDIA GPU from NVML at scrape time; no series at all on machines without one."""
 
     def collect(self) -> Iterable[Metric]:
-        from asr.gpu import gpu_info  # NVML errors already mean "no GPU" there ([]), never an exception
-
+        try:
+            from asr.gpu import gpu_info  # NVML errors already mean "no GPU" there ([]), never an exception
+        except ImportError:  # asr/gpu.py is the UI's module; metrics must not depend on it being there
+            return []
         gpus = gpu_info()
         if not gpus:
             return []
