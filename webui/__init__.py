@@ -1,18 +1,40 @@
-"""The Gradio UI: one module per tab, composed by `build_ui`."""
+"""The Gradio UI: one module per tab, each given the engine and the settings, composed by `build_ui`."""
 
 from __future__ import annotations
+
+import logging
 
 import gradio as gr
 
 from asr.engine import Engine
 from asr.settings import Settings
 
+from .batch import create_batch_tab
+from .i18n import build_i18n, t
+from .live import create_live_tab
+from .single import create_single_tab
+from .sysinfo import create_sysinfo_tab
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_ui", "build_i18n"]
+
 
 def build_ui(engine: Engine, settings: Settings) -> gr.Blocks:
-    from .single import create_single_tab
+    """The four tabs (the live one only with `settings.enable_live_tab`).
 
+    The wording comes from `build_i18n()`: pass it to `gr.mount_gradio_app(..., i18n=...)` or
+    `blocks.launch(i18n=...)` (launch() replaces what is attached here).
+    """
     with gr.Blocks(title="Paraformer 语音识别") as blocks:
-        gr.Markdown("# Paraformer 语音识别")
+        gr.Markdown(t("title"))
+        gr.Markdown(t("subtitle"))
         with gr.Tabs():
             create_single_tab(engine, settings)
+            create_batch_tab(engine, settings)
+            if settings.enable_live_tab:
+                create_live_tab(engine, settings)
+            create_sysinfo_tab(engine, settings, blocks)
+    # What mount_gradio_app(i18n=...) sets; attached here too so a mount without it still speaks both languages.
+    blocks.i18n_instance = build_i18n()
     return blocks

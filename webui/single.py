@@ -1,6 +1,9 @@
-"""Single-file tab (placeholder being replaced by the full tab)."""
+"""🎤 Single file: one upload, its text, confidence, details, sentence timestamps and downloads."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import gradio as gr
 
@@ -8,20 +11,54 @@ from asr.engine import Engine
 from asr.errors import ASRError
 from asr.settings import Settings
 
+from .common import (BATCH_SIZE_MAX, batch_size_s, details_markdown, new_result_dir, safe_stem, sentence_headers,
+                     sentence_rows, ui_error, write_result_files)
+from .i18n import lang_of, t, tr
+
+logger = logging.getLogger(__name__)
+
+
+def transcribe_file(engine: Engine, settings: Settings, path: str | None, hotwords: str | None,
+                    batch_size: float | None, request: gr.Request | None = None
+                    ) -> tuple[str, float, str, dict[str, list], list[str]]:
+    """Text, confidence, details (Markdown), sentence rows and [TXT, SRT, VTT] paths for one file."""
+    lang = lang_of(request)
+    if not path:
+        raise gr.Error(tr("no_file", lang), print_exception=False)
+    name = Path(path).name
+    try:
+        result = engine.transcribe(path, hotwords=hotwords, name=name,
+                                   batch_size_s=batch_size_s(settings, batch_size))
+    except ASRError as exc:
+        raise ui_error(exc, lang) from None
+    files = write_result_files(result, new_result_dir(settings, "single-"), safe_stem(name))
+    table = {"headers": sentence_headers(lang), "data": sentence_rows(result)}
+    return result.text, round(result.confidence, 4), details_markdown(result, lang), table, [str(p) for p in files]
+
 
 def create_single_tab(engine: Engine, settings: Settings) -> None:
-    with gr.Tab("🎤 单个文件"):
-        audio = gr.File(label="音频文件")
-        hotwords = gr.Textbox(label="热词列表", value=", ".join(engine.default_hotwords))
-        button = gr.Button("开始识别", variant="primary")
-        text = gr.Textbox(label="识别结果")
+    with gr.Tab(t("tab_single"), id="single"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                audio = gr.File(label=t("audio_file"), type="filepath", elem_id="single-file")
+                words = gr.Textbox(label=t("hotwords"), info=t("hotwords_info"), lines=2,
+                                      value=", ".join(engine.default_hotwords), elem_id="single-hotwords")
+                batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"),
+                                  info=t("batch_size_info"))
+                button = gr.Button(t("start"), variant="primary", elem_id="single-start")
+            with gr.Column(scale=2):
+                text = gr.Textbox(label=t("result"), lines=6, buttons=["copy"], interactive=False,
+                                  elem_id="single-text")
+                confidence = gr.Number(label=t("confidence"), precision=4, interactive=False)
+                with gr.Accordion(t("details"), open=True):
+                    details = gr.Markdown()
+                sentences = gr.Dataframe(headers=sentence_headers("zh"), label=t("sentences"),
+                                         interactive=False, wrap=True, max_height=300)
+                downloads = gr.File(label=t("downloads"), file_count="multiple", interactive=False)
 
-    def run(path: str | None, words: str) -> str:
-        if not path:
-            raise gr.Error("请先上传音频文件")
-        try:
-            return engine.transcribe(path, hotwords=words).text
-        except ASRError as exc:
-            raise gr.Error(str(exc)) from None
+    # The parameter names are what gradio_client shows for the `/transcribe` endpoint.
+    def run(audio_file: str | None, hotwords: str | None, batch_size: float | None, request: gr.Request):
+        return transcribe_file(engine, settings, audio_file, hotwords, batch_size, request)
 
-    button.click(run, [audio, hotwords], text, api_name="transcribe", concurrency_id="model")
+    button.click(run, [audio, words, batch], [text, confidence, details, sentences, downloads],
+                 api_name="transcribe", concurrency_id="model")

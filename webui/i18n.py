@@ -1,0 +1,113 @@
+"""UI wording in Chinese (the default) and English.
+
+Static labels go to the browser as `gr.I18n` keys and are translated there from the browser's
+language (`navigator.language`). Gradio's frontend falls back to English for keys a locale lacks,
+so the Chinese table is registered for every locale Gradio knows except English: Chinese stays
+the default and English is what an English browser asks for. Text built on the server (details,
+table headers, error notices) follows the request's Accept-Language the same way (`lang_of`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+logger = logging.getLogger(__name__)
+
+# key: (中文, English). The Chinese wording follows the reference UI.
+TEXTS: dict[str, tuple[str, str]] = {
+    "title": ("# 🎤 Paraformer 语音识别", "# 🎤 Paraformer speech recognition"),
+    "subtitle": ("SeACo-Paraformer 中文语音识别，支持热词、批量处理与实时录音。",
+                 "Mandarin speech recognition with SeACo-Paraformer: hotwords, batches and live recording."),
+    "tab_single": ("🎤 单个文件", "🎤 Single file"),
+    "tab_batch": ("📁 批量处理", "📁 Batch"),
+    "tab_live": ("🎙️ 实时录音", "🎙️ Live recording"),
+    "tab_sysinfo": ("⚙️ 系统信息", "⚙️ System info"),
+    "audio_file": ("上传音频或视频文件（可拖入）", "Upload an audio or video file (or drag it here)"),
+    "audio_files": ("上传多个音频或视频文件", "Upload several audio or video files"),
+    "hotwords": ("热词列表", "Hotwords"),
+    "hotwords_info": ("用逗号、空格或换行分隔；清空则不使用热词", "Separated by commas, spaces or new lines; empty for none"),
+    "batch_size": ("批处理大小", "Batch size"),
+    "batch_size_info": ("每次送入模型的音频量 = 该值 × 服务默认批量秒数；长音频且显存充足时调大更快",
+                        "Audio per model pass = this × the server's batch seconds; raise it for long files on a big GPU"),
+    "start": ("开始识别", "Start recognition"),
+    "start_batch": ("开始批量识别", "Start batch recognition"),
+    "result": ("识别结果", "Recognition result"),
+    "confidence": ("置信度", "Confidence"),
+    "details": ("处理详情", "Processing details"),
+    "sentences": ("句子时间戳", "Sentence timestamps"),
+    "downloads": ("下载结果（TXT / SRT / VTT）", "Download (TXT / SRT / VTT)"),
+    "batch_downloads": ("下载结果（CSV / ZIP）", "Download (CSV / ZIP)"),
+    "batch_status": ("批量进度", "Batch progress"),
+    "batch_table": ("识别结果列表", "Results"),
+    "record": ("录音（录完后点击开始识别）", "Record (then click Start recognition)"),
+    "live_mic": ("实时转写：点击录音开始说话", "Live transcript: start recording and speak"),
+    "live_text": ("实时识别结果", "Live transcript"),
+    "record_section": ("### 录音后识别", "### Record, then transcribe"),
+    "live_section": ("### 实时转写（边说边出字，灰色部分为尚未定稿的内容）",
+                     "### Live transcript (text appears as you speak; grey text may still change)"),
+    "refresh": ("刷新信息", "Refresh"),
+    "sysinfo": ("系统信息", "System information"),
+    # server-side text
+    "no_file": ("请先上传音频文件", "Please upload an audio file first"),
+    "no_files": ("请先上传音频文件（可多选）", "Please upload one or more audio files first"),
+    "no_recording": ("请先录音或上传音频", "Please record or upload audio first"),
+    "too_many_files": ("一次最多 {limit} 个文件，本次上传了 {count} 个", "At most {limit} files per batch; you gave {count}"),
+    "audio_duration": ("音频时长", "Audio duration"),
+    "processing_time": ("处理时间", "Processing time"),
+    "speed": ("处理速度", "Speed"),
+    "realtime": ("倍实时", "× real time"),
+    "wait_time": ("排队等待", "Waiting for the model"),
+    "hotwords_used": ("使用热词", "Hotwords used"),
+    "none": ("无", "none"),
+    "seconds": ("秒", "s"),
+    "col_start": ("开始", "Start"),
+    "col_end": ("结束", "End"),
+    "col_text": ("文本", "Text"),
+    "col_file": ("文件", "File"),
+    "col_duration": ("时长(秒)", "Duration (s)"),
+    "col_confidence": ("置信度", "Confidence"),
+    "col_status": ("状态", "Status"),
+    "status_ok": ("✅ 完成", "✅ done"),
+    "status_failed": ("❌ 失败：{reason}", "❌ failed: {reason}"),
+    "status_pending": ("⏳ 等待中", "⏳ waiting"),
+    "batch_progress": ("已完成 {done}/{total}（成功 {ok}，失败 {failed}）", "{done}/{total} done ({ok} ok, {failed} failed)"),
+    "batch_saved": ("结果已保存到 {path}", "Results saved in {path}"),
+    "recognising": ("正在识别", "Recognising"),
+    "failed": ("识别失败", "Recognition failed"),
+}
+
+# Locales the Gradio 6 frontend resolves to (its bundled languages); English is left out on purpose.
+_GRADIO_LOCALES = ("ar ca ckb de es et eu fa fi fr he hi id ja ko lt nb nl pl pt-BR pt ro ru sv ta th tr uk ur "
+                   "uz zh zh-CN zh-TW").split()
+
+
+def build_i18n() -> gr.I18n:
+    """The `gr.I18n` to pass to `mount_gradio_app(..., i18n=...)` or `launch(i18n=...)`."""
+    chinese = {key: zh for key, (zh, _) in TEXTS.items()}
+    english = {key: en for key, (_, en) in TEXTS.items()}
+    return gr.I18n(en=english, **{locale: chinese for locale in _GRADIO_LOCALES})
+
+
+def t(key: str) -> gr.i18n.I18nData:
+    """A label translated in the browser."""
+    if key not in TEXTS:
+        raise KeyError(key)
+    return gr.i18n.I18nData(key)
+
+
+def lang_of(request: gr.Request | None) -> str:
+    """'en' when the browser's first language is English, else 'zh' (the default)."""
+    header = ""
+    if request is not None and request.headers is not None:
+        header = request.headers.get("accept-language", "") or ""
+    first = header.split(",")[0].split(";")[0].strip().lower()
+    return "en" if first.startswith("en") else "zh"
+
+
+def tr(key: str, lang: str, **values: object) -> str:
+    """A server-side string in `lang`, with `{placeholders}` filled in."""
+    zh, en = TEXTS[key]
+    text = en if lang == "en" else zh
+    return text.format(**values) if values else text
