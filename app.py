@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     With `load=True` the engine loads in a background thread, so /health answers "loading" meanwhile.
     """
-    from webui import build_ui
+    from webui import build_i18n, build_ui
 
     settings = settings or get_settings()
     engine = engine or get_engine(settings)
@@ -89,7 +89,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     if settings.webui_auth:
         user, _, password = settings.webui_auth.get_secret_value().partition(":")
         auth = (user, password)
-    app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, allowed_paths=[str(settings.output_dir)])
+    app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, allowed_paths=[str(settings.output_dir)],
+                              i18n=build_i18n())
 
     if load:
         def load_engine() -> None:
