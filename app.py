@@ -31,11 +31,18 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 logger = logging.getLogger("app")
 
 
+def _not_root_info(record: logging.LogRecord) -> bool:
+    # FunASR logs through the root logger (`logging.info`), at INFO once per request with the hotword
+    # list: keep its warnings and errors, drop the rest.
+    return record.name != "root" or record.levelno >= logging.WARNING
+
+
 def configure_logging(level: str) -> None:
     """One format, to stdout; run.sh appends stdout to logs/app.log."""
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stdout, force=True)
-    # FunASR and its dependencies are chatty at INFO (per-request hotword lists, load details).
-    for noisy in ("funasr", "modelscope", "httpx", "urllib3", "jieba", "root"):
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_root_info)
+    for noisy in ("funasr", "modelscope", "httpx", "urllib3", "jieba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
