@@ -1,0 +1,130 @@
+"""Web UI end to end: the Gradio endpoints on a live server with the tiny models, and the queue limit."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
+
+from asr.audio import ffmpeg_binary
+from tests.conftest import DATA, Server, start_server, stop_server
+
+UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
+BAD = DATA / "bad" / "random_bytes.mp3"
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> Client:
+    return Client(server.url, verbose=False)
+
+
+def test_single_file(client: Client) -> None:
+    text, confidence, details, table, files = client.predict(
+        handle_file(str(DATA / "utterances" / "funasr_asr_example.wav")), "达摩院, 语音识别", 1,
+        api_name="/transcribe")
+    assert text.strip()
+    assert 0.0 <= confidence <= 1.0
+    assert "音频时长" in details and "倍实时" in details and "达摩院" in details
+    assert table["headers"] == ["开始", "结束", "文本"] and table["data"]
+    assert float(table["data"][-1][1]) <= 5.6  # sentence ends lie inside the 5.55 s clip
+    suffixes = sorted(Path(f).suffix for f in files)
+    assert suffixes == [".srt", ".txt", ".vtt"]
+    srt = next(Path(f) for f in files if f.endswith(".srt")).read_text(encoding="utf-8")
+    assert srt.startswith("1\n00:00:0") and " --> " in srt
+
+
+def test_single_file_video_and_batch_size(client: Client) -> None:
+    text, *_ = client.predict(handle_file(str(DATA / "formats" / "clip_video.mp4")), "", 4, api_name="/transcribe")
+    assert text.strip()
+
+
+def test_single_file_bad_input_is_a_readable_error(client: Client) -> None:
+    with pytest.raises(AppError, match="empty"):
+        client.predict(handle_file(str(DATA / "bad" / "empty.wav")), "", 1, api_name="/transcribe")
+    with pytest.raises(AppError, match="not a readable audio"):
+        client.predict(handle_file(str(BAD)), "", 1, api_name="/transcribe")
+
+
+def test_batch_with_a_corrupt_file(client: Client, server: Server) -> None:
+    good = UTTERANCES[:3]
+    paths = [good[0], BAD, *good[1:]]
+    job = client.submit([handle_file(str(p)) for p in paths], "", 1, api_name="/transcribe_batch")
+    updates = list(job)  # one update before the first file and one after each, then the downloads
+    assert len(updates) >= len(paths) + 1
+    status, table, files = job.result()
+    rows = table["data"]
+    assert [r[0] for r in rows] == [p.name for p in paths]
+    for row in rows:
+        if row[0] == BAD.name:
+            assert row[4].startswith("❌") and "not a readable audio" in row[4]
+        else:
+            assert row[4].startswith("✅") and row[2].strip() and 0 <= float(row[3]) <= 1
+    assert "3/4" not in status and "4/4" in status
+    csv_file = next(f for f in files if f.endswith(".csv"))
+    with open(csv_file, encoding="utf-8-sig") as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["status"] for r in records] == ["ok", "failed", "ok", "ok"]
+    assert any(f.endswith(".zip") for f in files)
+    # Written to OUTPUT_DIR as each file finished (the server's outputs live next to its log).
+    batch_dirs = sorted((server.log.parent / "outputs").glob("batch-*"))
+    assert batch_dirs and len(list(batch_dirs[-1].glob("*.srt"))) == 3
+
+
+def test_batch_file_limit(client: Client) -> None:
+    with pytest.raises(AppError, match="20"):
+        client.predict([handle_file(str(UTTERANCES[0]))] * 21, "", 1, api_name="/transcribe_batch")
+
+
+def test_recording_and_system_info(client: Client) -> None:
+    text, details = client.predict(handle_file(str(UTTERANCES[1])), "", api_name="/transcribe_recording")
+    assert text.strip() and "音频时长" in details
+    table, data = client.predict(api_name="/system_info")
+    assert data["model_state"] == "ready" and data["device"] == "cpu"
+    assert data["cuda_available"] is False and data["gpus"] == []
+    assert data["requests_served"] >= 1 and data["queue_max_size"] == 20
+    assert "设备类型" in table and "tiny-seaco" in table
+
+
+def _long_opus(folder: Path, seconds: int) -> Path:
+    """Speech repeated to `seconds`, as a small Opus file (a fast upload that keeps the model busy)."""
+    clips = [sf.read(p, dtype="float32")[0] for p in UTTERANCES]
+    audio = np.concatenate([np.concatenate([c, np.zeros(6400, np.float32)]) for c in clips])
+    audio = np.tile(audio, seconds * 16000 // audio.size + 1)[: seconds * 16000]
+    wav, opus = folder / "long.wav", folder / "long.opus"
+    sf.write(wav, audio, 16000)
+    subprocess.run([ffmpeg_binary(), "-y", "-loglevel", "error", "-i", str(wav), "-b:a", "24k", str(opus)], check=True)
+    return opus
+
+
+def test_queue_overflow_gets_503(tiny_models, tmp_path: Path) -> None:
+    """With 1 request running and QUEUE_MAX_SIZE=2 waiting, further requests are refused (HTTP 503,
+    gradio_client's QueueError) while the accepted ones all finish."""
+    long_file = _long_opus(tmp_path, 240)
+    srv = start_server(tiny_models, tmp_path, QUEUE_MAX_SIZE="2", MODEL_CONCURRENCY="1")
+    try:
+        client = Client(srv.url, verbose=False)
+        upload = handle_file(str(long_file))
+
+        def call(i: int) -> str:
+            time.sleep(0.15 * i)  # in order: the first takes the model, the next two wait, the rest overflow
+            try:
+                client.predict(upload, "", 1, api_name="/transcribe")
+                return "ok"
+            except QueueError:
+                return "full"
+
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(call, range(6)))
+        assert outcomes[:3] == ["ok", "ok", "ok"], outcomes
+        assert outcomes.count("full") >= 2, outcomes
+    finally:
+        stop_server(srv)
