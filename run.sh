@@ -12,25 +12,39 @@ TORCH_VERSION="2.13.0"
 
 usage() {
   cat <<'EOF_USAGE'
-Usage: ./run.sh COMMAND
+Usage: ./run.sh [--replicas N] COMMAND [REPLICA]
 
   install        create .venv, install torch (CPU; TORCH_INDEX_URL=... for a CUDA build) first,
                  then requirements.txt, the FSMN-VAD model and the tiny test models
-  start          start the service in the background (logs to logs/app.log), wait for /health
-  stop           stop the service (SIGTERM, then SIGKILL after STOP_TIMEOUT s); only the PID run.sh started
-  restart        stop, then start
-  status         running or not, PID, uptime, health
-  logs           follow logs/app.log
+  start [I]      start every replica (or replica I) in the background, wait for /health
+  stop [I]       stop every replica (or replica I): SIGTERM, then SIGKILL after STOP_TIMEOUT s;
+                 only the PIDs run.sh started
+  restart [I]    one replica: stop, then start. All: a rolling restart, one replica at a time, each back to
+                 health before the next is stopped (with one replica: stop, then start)
+  status [I]     every replica (or replica I): running or not, PID, uptime, GPU, health
+  logs [I]       follow the log of replica I (default 0: logs/app.log)
+  replicas       one line per replica, tab-separated, for the ops scripts:
+                 index port health_url gpu pid_file log_file stopped_file
+  nginx-config [--listen ADDR:PORT] [--upstreams H:P,H:P...] [--standalone DIR] [-o FILE]
+                 write the nginx config for the replicas (template: ops/nginx/paraformer-webui.conf.template)
+                 to stdout or FILE; --standalone DIR writes DIR/nginx.conf, a complete config nginx can
+                 run as this user from DIR (prints the command)
   test           run the test suite (what CI runs)
   install-cron   write the crontab entries for the ops scripts (idempotent; --remove to delete them)
   -h, --help     this text
+
+Replicas: REPLICAS (default 1) or --replicas N. Replica I listens on PORT+I and writes logs/app-I.log,
+logs/app-I.pid and logs/app-I.stopped; replica 0 keeps logs/app.log, logs/app.pid and logs/app.stopped.
+With several replicas and GPUs, replica I gets CUDA_VISIBLE_DEVICES=the I-th GPU of REPLICA_GPUS (default:
+every GPU nvidia-smi lists, round robin; "none": leave CUDA_VISIBLE_DEVICES alone).
 
 Settings come from the environment, then ENV_FILE (default .env; see .env.example). HOST and PORT decide
 where /health is checked; LOG_DIR (logs), PID_FILE (LOG_DIR/app.pid), START_TIMEOUT (180 s) and
 STOP_TIMEOUT (20 s) tune start and stop.
 
 Exit status: 0 success; 1 failure (message on stderr); 2 usage error;
-status: 0 running and healthy, 1 running but not healthy, 3 not running.
+status: 0 running and healthy (every replica), 1 running but not healthy (some replica down or not ok),
+3 not running (no replica).
 EOF_USAGE
 }
 
@@ -73,19 +87,76 @@ load_env() {
   HOST="${HOST:-0.0.0.0}"
   PORT="${PORT:-7860}"
   [[ "$PORT" =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$PORT'"
+  BASE_PORT="$PORT"
+  REPLICAS="${REPLICAS_FLAG:-${REPLICAS:-1}}"
+  [[ "$REPLICAS" =~ ^[1-9][0-9]*$ ]] || die "REPLICAS must be a whole number >= 1, got '$REPLICAS'"
   LOG_DIR="$(abs_path "${LOG_DIR:-logs}")"
   export LOG_DIR
-  PID_FILE="$(abs_path "${PID_FILE:-$LOG_DIR/app.pid}")"
-  APP_LOG="$LOG_DIR/app.log"
-  STOPPED_MARKER="$LOG_DIR/app.stopped"                       # the watchdog leaves a stopped app alone
+  BASE_PID_FILE="$(abs_path "${PID_FILE:-$LOG_DIR/app.pid}")"
   START_TIMEOUT="${START_TIMEOUT:-180}"
   STOP_TIMEOUT="${STOP_TIMEOUT:-20}"
   [[ "$START_TIMEOUT$STOP_TIMEOUT" =~ ^[0-9]+$ ]] || die "START_TIMEOUT and STOP_TIMEOUT must be whole seconds"
   case "$HOST" in 0.0.0.0|::|"") CHECK_HOST=127.0.0.1 ;; *) CHECK_HOST="$HOST" ;; esac
-  HEALTH_URL="http://$CHECK_HOST:$PORT/health"
   [[ -x "$VENV/bin/python" ]] || die "no virtual environment at $VENV: run ./run.sh install"
+  detect_gpus
+  select_replica 0
 }
 
+# GPUS: the GPU ids replicas are spread over (round robin). REPLICA_GPUS=0,1 names them; "none" or a single
+# replica without REPLICA_GPUS: none (CUDA_VISIBLE_DEVICES is left as it is, today's behaviour); otherwise the
+# GPUs `nvidia-smi -L` lists.
+detect_gpus() {
+  GPUS=()
+  local setting="${REPLICA_GPUS:-}" line
+  if [[ "$setting" == none ]]; then
+    return 0
+  elif [[ -n "$setting" ]]; then
+    IFS=',' read -r -a GPUS <<< "${setting// /}"
+  elif (( REPLICAS > 1 )) && command -v nvidia-smi >/dev/null 2>&1; then
+    while IFS= read -r line; do
+      [[ "$line" =~ ^GPU[[:space:]]+([0-9]+): ]] && GPUS+=("${BASH_REMATCH[1]}")
+    done < <(nvidia-smi -L 2>/dev/null || true)
+  fi
+}
+
+# Point the per-replica globals (PORT, PID_FILE, APP_LOG, STOPPED_MARKER, HEALTH_URL, GPU, P) at replica $1.
+# Replica 0 keeps the single-instance names (logs/app.log, logs/app.pid), replica I uses app-I.*.
+select_replica() {
+  local i="$1" suffix=""
+  (( i > 0 )) && suffix="-$i"
+  R="$i"
+  PORT=$((BASE_PORT + i))
+  PID_FILE="${BASE_PID_FILE%.pid}$suffix.pid"
+  APP_LOG="$LOG_DIR/app$suffix.log"
+  STOPPED_MARKER="$LOG_DIR/app$suffix.stopped"                # the watchdog leaves a stopped replica alone
+  HEALTH_URL="http://$CHECK_HOST:$PORT/health"
+  GPU=""
+  (( ${#GPUS[@]} > 0 )) && GPU="${GPUS[$((i % ${#GPUS[@]}))]}"
+  P=""                                                      # message prefix, only with several replicas
+  (( REPLICAS > 1 || i > 0 )) && P="replica $i: "
+  return 0
+}
+
+# The configured replicas (0..REPLICAS-1), plus any other whose PID file names a live app (started with a
+# larger --replicas), so `stop` and `status` never lose track of one.
+replica_indexes() {
+  local i f n
+  local -A seen=()
+  for ((i = 0; i < REPLICAS; i++)); do seen[$i]=1; echo "$i"; done
+  for f in "${BASE_PID_FILE%.pid}"-*.pid; do
+    [[ -f "$f" ]] || continue
+    n="${f##*-}"; n="${n%.pid}"
+    [[ "$n" =~ ^[0-9]+$ && -z "${seen[$n]:-}" ]] || continue
+    select_replica "$n"
+    if running_pid >/dev/null; then seen[$n]=1; echo "$n"; fi
+  done | sort -n
+}
+
+check_index() {
+  [[ "$1" =~ ^[0-9]+$ ]] || { echo "error: the replica must be a number, got '$1'" >&2; exit 2; }
+  (( $1 < REPLICAS )) || [[ -f "${BASE_PID_FILE%.pid}-$1.pid" ]] || {
+    echo "error: no replica $1 (REPLICAS=$REPLICAS: replicas 0..$((REPLICAS - 1)))" >&2; exit 2; }
+}
 cmd_install() {
   if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON_BIN" -m venv "$VENV"
@@ -151,53 +222,89 @@ last_log_lines() {
   echo "---" >&2
 }
 
-cmd_start() {
+fail() { echo "error: $P$*" >&2; return 1; }
+
+# Start the selected replica in the background; its PID goes to PID_FILE. Returns 1 (with the reason on
+# stderr) when it is already running, its port is taken or LOG_DIR is unusable.
+launch_replica() {
   local pid
   if pid="$(running_pid)"; then
-    die "already running (PID $pid, $HEALTH_URL); use ./run.sh restart"
+    fail "already running (PID $pid, $HEALTH_URL); use ./run.sh restart${P:+ $R}"
+    return 1
   fi
   if port_in_use; then
-    die "port $PORT on $CHECK_HOST is already in use by another process; stop it or set PORT in $ENV_FILE"
+    fail "port $PORT on $CHECK_HOST is already in use by another process; stop it or set PORT in $ENV_FILE"
+    return 1
   fi
   mkdir -p "$LOG_DIR" 2>/dev/null || die "cannot create the log dir $LOG_DIR"
   [[ -w "$LOG_DIR" ]] || die "the log dir $LOG_DIR is not writable by $(id -un)"
   touch "$APP_LOG" 2>/dev/null || die "cannot write $APP_LOG"
   rm -f "$STOPPED_MARKER"
-  if [[ "$HOST" != "127.0.0.1" && "$HOST" != "localhost" && -z "${API_KEYS:-}" && -z "${WEBUI_AUTH:-}" ]]; then
-    echo "warning: listening on $HOST without API_KEYS or WEBUI_AUTH: anyone who can reach this port can use it" >&2
-  fi
-  echo "$(date '+%F %T,%3N') INFO run.sh: starting app.py on $HOST:$PORT" >> "$APP_LOG"
+  echo "$(date '+%F %T,%3N') INFO run.sh: starting app.py on $HOST:$PORT${P:+ (replica $R${GPU:+, GPU $GPU})}" \
+    >> "$APP_LOG"
   # setsid: the app gets its own session, so it outlives this shell and cron's. This script has no job
   # control, so the background job is not a group leader and setsid execs in place: $! is the app's PID.
   # >> (append) lets logrotate's copytruncate truncate the file under the running app.
-  PYTHONUNBUFFERED=1 setsid "$VENV/bin/python" "$ROOT/app.py" >>"$APP_LOG" 2>&1 </dev/null &
+  # PORT in the environment wins over .env in the app's settings; CUDA_VISIBLE_DEVICES only when a GPU is
+  # assigned (with one, the app's DEVICE=auto or cuda means that GPU), numbered as nvidia-smi and NVML number
+  # them (PCI bus order; CUDA's own default order can differ).
+  if [[ -n "$GPU" ]]; then
+    PORT="$PORT" REPLICA="$R" CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES="$GPU" PYTHONUNBUFFERED=1 \
+      setsid "$VENV/bin/python" "$ROOT/app.py" >>"$APP_LOG" 2>&1 </dev/null &
+  else
+    PORT="$PORT" REPLICA="$R" PYTHONUNBUFFERED=1 \
+      setsid "$VENV/bin/python" "$ROOT/app.py" >>"$APP_LOG" 2>&1 </dev/null &
+  fi
   pid=$!
   echo "$pid" > "$PID_FILE"
-  local deadline=$((SECONDS + START_TIMEOUT)) health
+}
+
+# Wait until the selected replica (PID $1) says ok, until the clock passes $2 (SECONDS). 0 ok, 1 not.
+wait_replica() {
+  local pid="$1" deadline="$2" health
   while (( SECONDS < deadline )); do
     if ! kill -0 "$pid" 2>/dev/null; then
       rm -f "$PID_FILE"
-      echo "error: the app (PID $pid) exited during start-up" >&2
+      fail "the app (PID $pid) exited during start-up"
       last_log_lines
-      exit 1
+      return 1
     fi
     health="$(health_status)"
     case "$health" in
       ok)
-        echo "started (PID $pid): http://$CHECK_HOST:$PORT/  (health: ok, logs: $APP_LOG)"
+        echo "${P}started (PID $pid): http://$CHECK_HOST:$PORT/  (health: ok, ${GPU:+GPU $GPU, }logs: $APP_LOG)"
         return 0 ;;
       error*)
-        echo "error: the app (PID $pid) failed to load: $health; stopping it" >&2
+        fail "the app (PID $pid) failed to load: $health; stopping it"
         last_log_lines
         stop_pid "$pid" >/dev/null
-        exit 1 ;;
+        return 1 ;;
     esac
     sleep 1
   done
-  echo "error: not healthy after ${START_TIMEOUT}s (PID $pid is still running, health: $(health_status));" \
-       "raise START_TIMEOUT or see the log" >&2
+  fail "not healthy after ${START_TIMEOUT}s (PID $pid is still running, health: $(health_status));" \
+       "raise START_TIMEOUT or see the log"
   last_log_lines
-  exit 1
+  return 1
+}
+
+# Start the given replicas: launch them all (they load their models side by side), then wait for each.
+start_replicas() {
+  local i pid failed=0 deadline=$((SECONDS + START_TIMEOUT))
+  local -a launched=()
+  if (( ${#GPUS[@]} > 0 && $# > ${#GPUS[@]} )); then
+    echo "warning: $# replicas on ${#GPUS[@]} GPU(s) (${GPUS[*]}): some share a GPU" >&2
+  fi
+  for i in "$@"; do
+    select_replica "$i"
+    if launch_replica; then launched+=("$i"); else failed=1; fi
+  done
+  for i in "${launched[@]}"; do
+    select_replica "$i"
+    pid="$(tr -dc '0-9' < "$PID_FILE")"
+    wait_replica "$pid" "$deadline" || failed=1
+  done
+  return "$failed"
 }
 
 # SIGTERM, wait up to STOP_TIMEOUT s, then SIGKILL: the one PID given, never a name or a group.
@@ -209,56 +316,204 @@ stop_pid() {
     waited=$((waited + 1))
   done
   if kill -0 "$pid" 2>/dev/null; then
-    echo "warning: PID $pid did not exit ${STOP_TIMEOUT}s after SIGTERM: sending SIGKILL" >&2
+    echo "warning: ${P}PID $pid did not exit ${STOP_TIMEOUT}s after SIGTERM: sending SIGKILL" >&2
     kill -KILL "$pid" 2>/dev/null || true
     sleep 0.5
   fi
   rm -f "$PID_FILE"
-  echo "stopped (PID $pid)"
+  echo "${P}stopped (PID $pid)"
 }
 
-cmd_stop() {
+stop_replica() {
   local pid
   mkdir -p "$LOG_DIR"
   touch "$STOPPED_MARKER"
   if ! pid="$(running_pid)"; then
-    [[ -f "$PID_FILE" ]] && echo "removing stale PID file $PID_FILE"
+    [[ -f "$PID_FILE" ]] && echo "${P}removing stale PID file $PID_FILE"
     rm -f "$PID_FILE"
-    echo "not running"
+    echo "${P}not running"
     return 0
   fi
   echo "$(date '+%F %T,%3N') INFO run.sh: stopping PID $pid" >> "$APP_LOG"
   stop_pid "$pid"
 }
 
-cmd_status() {
+# 0 running and ok, 1 running but not ok, 3 not running.
+status_replica() {
   local pid uptime health
   if pid="$(running_pid)"; then
     uptime="$(ps -o etime= -p "$pid" | tr -d ' ')"
     health="$(health_status)"
-    echo "running: PID $pid, uptime $uptime, health $health ($HEALTH_URL)"
+    echo "${P}running: PID $pid, uptime $uptime, ${GPU:+GPU $GPU, }health $health ($HEALTH_URL)"
     [[ "$health" == ok ]] && return 0
     return 1
   fi
   if [[ -f "$PID_FILE" ]]; then
-    echo "not running (stale PID file $PID_FILE: PID $(cat "$PID_FILE") is gone)"
+    echo "${P}not running (stale PID file $PID_FILE: PID $(cat "$PID_FILE") is gone)"
   else
-    echo "not running"
+    echo "${P}not running"
   fi
   return 3
 }
+cmd_start() {
+  local -a targets
+  if [[ -n "${1:-}" ]]; then
+    check_index "$1"; targets=("$1")
+  else
+    mapfile -t targets < <(seq 0 $((REPLICAS - 1)))
+  fi
+  if [[ "$HOST" != "127.0.0.1" && "$HOST" != "localhost" && -z "${API_KEYS:-}" && -z "${WEBUI_AUTH:-}" ]]; then
+    echo "warning: listening on $HOST without API_KEYS or WEBUI_AUTH: anyone who can reach this port can use it" >&2
+  fi
+  start_replicas "${targets[@]}" || exit 1
+}
+
+cmd_stop() {
+  local i
+  if [[ -n "${1:-}" ]]; then
+    check_index "$1"; select_replica "$1"; stop_replica
+    return 0
+  fi
+  for i in $(replica_indexes); do
+    select_replica "$i"; stop_replica
+  done
+}
+
+# One replica: stop, start. All of them: one at a time, each back to ok before the next goes down, so the
+# others keep serving (behind nginx, nothing is refused); a replica that does not come back stops the round.
+cmd_restart() {
+  local i
+  if [[ -n "${1:-}" ]]; then
+    check_index "$1"; select_replica "$1"; stop_replica; start_replicas "$1" || exit 1
+    return 0
+  fi
+  for ((i = 0; i < REPLICAS; i++)); do
+    select_replica "$i"
+    (( REPLICAS > 1 )) && echo "${P}restarting ($((i + 1)) of $REPLICAS)"
+    stop_replica
+    if ! start_replicas "$i"; then
+      (( REPLICAS > 1 )) && echo "error: rolling restart stopped at replica $i; the others were left as they are" >&2
+      exit 1
+    fi
+  done
+}
+
+cmd_status() {
+  local i rc total=0 ok=0 running=0
+  if [[ -n "${1:-}" ]]; then
+    check_index "$1"; select_replica "$1"
+    status_replica && rc=0 || rc=$?
+    return "$rc"
+  fi
+  for i in $(replica_indexes); do
+    select_replica "$i"
+    status_replica && rc=0 || rc=$?
+    total=$((total + 1))
+    if (( rc == 0 )); then ok=$((ok + 1)); fi
+    if (( rc != 3 )); then running=$((running + 1)); fi
+  done
+  (( total > 1 )) && echo "$ok of $total replicas healthy"
+  (( ok == total )) && return 0
+  (( running == 0 )) && return 3
+  return 1
+}
+
+cmd_replicas() {
+  local i
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' index port health_url gpu pid_file log_file stopped_file
+  for i in $(replica_indexes); do
+    select_replica "$i"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$i" "$PORT" "$HEALTH_URL" "${GPU:--}" "$PID_FILE" "$APP_LOG" \
+      "$STOPPED_MARKER"
+  done
+}
+
+# nginx in front of the replicas: the template with this box's replicas (or NGINX_UPSTREAMS / --upstreams,
+# for replicas on several boxes) filled in. See ops/nginx/ and README "Scaling".
+cmd_nginx_config() {
+  local listen="${NGINX_LISTEN:-80}" upstreams="${NGINX_UPSTREAMS:-}" standalone="" out="" i addr body_mb
+  while (( $# )); do
+    case "$1" in
+      --listen) listen="${2:?--listen needs ADDR:PORT}"; shift 2 ;;
+      --upstreams) upstreams="${2:?--upstreams needs HOST:PORT,...}"; shift 2 ;;
+      --standalone) standalone="${2:?--standalone needs a folder}"; shift 2 ;;
+      -o|--output) out="${2:?-o needs a file}"; shift 2 ;;
+      *) echo "unknown nginx-config option: $1" >&2; exit 2 ;;
+    esac
+  done
+  local -a addrs=()
+  if [[ -n "$upstreams" ]]; then
+    IFS=',' read -r -a addrs <<< "${upstreams// /}"
+  else
+    for i in $(replica_indexes); do addrs+=("$CHECK_HOST:$((BASE_PORT + i))"); done
+  fi
+  local addr_re='^[][A-Za-z0-9._:-]+:[0-9]+$'
+  for addr in "${addrs[@]}"; do
+    [[ "$addr" =~ $addr_re ]] || die "not HOST:PORT: '$addr'"
+  done
+  # The app's own limit plus 1 MB for the multipart envelope, so the app (not nginx) answers an oversized
+  # upload, with its clear message.
+  body_mb="$(awk -v m="${MAX_UPLOAD_MB:-200}" 'BEGIN { if (m !~ /^[0-9]+(\.[0-9]+)?$/) exit 1;
+    n = int(m); if (n < m) n++; print n + 1 }')" || die "MAX_UPLOAD_MB must be a number, got '${MAX_UPLOAD_MB}'"
+  local servers="" locations="" n=0
+  for addr in "${addrs[@]}"; do
+    servers+="    server $addr max_fails=1 fail_timeout=5s;"$'\n'
+    locations+="    location = /replica/$n/health  { proxy_pass http://$addr/health; }"$'\n'
+    locations+="    location = /replica/$n/metrics { proxy_pass http://$addr/metrics; }"$'\n'
+    n=$((n + 1))
+  done
+  local conf
+  conf="$(< "$ROOT/ops/nginx/paraformer-webui.conf.template")"
+  conf="${conf//'{{LISTEN}}'/$listen}"
+  conf="${conf//'{{CLIENT_MAX_BODY_SIZE}}'/${body_mb}m}"
+  conf="${conf//'{{SERVERS}}'/${servers%$'\n'}}"
+  conf="${conf//'{{REPLICA_LOCATIONS}}'/${locations%$'\n'}}"
+  conf="${conf//'{{GENERATED}}'/"./run.sh nginx-config: ${#addrs[@]} replica(s) ${addrs[*]}, listen $listen"}"
+  if [[ -z "$standalone" ]]; then
+    if [[ -n "$out" ]]; then printf '%s\n' "$conf" > "$out"; echo "wrote $out" >&2; else printf '%s\n' "$conf"; fi
+    return 0
+  fi
+  # A complete nginx.conf that runs from DIR as this user: logs, temp files and the site config inside DIR.
+  standalone="$(abs_path "$standalone")"
+  mkdir -p "$standalone/tmp"
+  printf '%s\n' "$conf" > "$standalone/paraformer-webui.conf"
+  local main user_line=""
+  # As root, nginx would run its workers as "nobody", who cannot read a private DIR: keep this user.
+  (( EUID == 0 )) && user_line="user $(id -un) $(id -gn);"
+  main="$(< "$ROOT/ops/nginx/standalone.conf.template")"
+  main="${main//'{{DIR}}'/$standalone}"
+  main="${main//'{{USER}}'/$user_line}"
+  printf '%s\n' "$main" > "$standalone/nginx.conf"
+  echo "wrote $standalone/nginx.conf and $standalone/paraformer-webui.conf; run nginx with:"
+  echo "  nginx -p $standalone -c $standalone/nginx.conf -g 'daemon off; pid $standalone/nginx.pid;'"
+}
 
 main() {
+  local -a args=()
+  REPLICAS_FLAG=""
+  while (( $# )); do                      # --replicas N may come anywhere
+    case "$1" in
+      --replicas) REPLICAS_FLAG="${2:-}"; shift 2 || { echo "--replicas needs a number" >&2; exit 2; } ;;
+      --replicas=*) REPLICAS_FLAG="${1#--replicas=}"; shift ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  if [[ -n "$REPLICAS_FLAG" && ! "$REPLICAS_FLAG" =~ ^[1-9][0-9]*$ ]]; then
+    echo "--replicas needs a whole number >= 1, got '$REPLICAS_FLAG'" >&2; exit 2
+  fi
+  set -- "${args[@]+"${args[@]}"}"
   local cmd="${1:-}"
   case "$cmd" in
     -h|--help|help) usage ;;
     "") usage >&2; exit 2 ;;
     install) cmd_install ;;
-    start) load_env; cmd_start ;;
-    stop) load_env; cmd_stop ;;
-    restart) load_env; cmd_stop; cmd_start ;;
-    status) load_env; cmd_status ;;
-    logs) load_env; exec tail -n 100 -F "$APP_LOG" ;;
+    start) load_env; cmd_start "${2:-}" ;;
+    stop) load_env; cmd_stop "${2:-}" ;;
+    restart) load_env; cmd_restart "${2:-}" ;;
+    status) load_env; cmd_status "${2:-}" ;;
+    replicas) load_env; cmd_replicas ;;
+    logs) load_env; [[ -z "${2:-}" ]] || { check_index "$2"; select_replica "$2"; }; exec tail -n 100 -F "$APP_LOG" ;;
+    nginx-config) load_env; cmd_nginx_config "${@:2}" ;;
     test) exec "$VENV/bin/python" -m pytest -q "${@:2}" ;;
     install-cron) load_env; exec "$ROOT/ops/install-cron.sh" "${@:2}" ;;
     *) echo "unknown command: $cmd" >&2; usage >&2; exit 2 ;;

@@ -10,9 +10,11 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,39 @@ class Config:
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         return f"http://{host}:{self.get('PORT', '7860')}/health"
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One app process as `run.sh replicas` lists it (replica 0 is the single-instance app: app.log, app.pid)."""
+
+    index: int
+    port: int
+    health_url: str
+    gpu: str | None  # the CUDA_VISIBLE_DEVICES run.sh gives it; None when it assigns none
+    pid_file: Path
+    log_file: Path
+    stopped_file: Path
+
+    @property
+    def suffix(self) -> str:
+        """"" for replica 0, "-N" for replica N: the suffix of its file names (app-1.log, watchdog-1.state)."""
+        return f"-{self.index}" if self.index else ""
+
+
+def list_replicas(config: Config) -> list[Replica]:
+    """The replicas, from `run.sh replicas`: run.sh alone decides ports, file names and GPUs."""
+    env = {**os.environ, "ENV_FILE": str(config.env_file)}
+    proc = subprocess.run([str(ROOT / "run.sh"), "replicas"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"run.sh replicas failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    replicas = []
+    for line in proc.stdout.splitlines()[1:]:  # the first line is the header
+        index, port, url, gpu, pid_file, log_file, stopped = line.split("\t")
+        replicas.append(Replica(int(index), int(port), url, None if gpu == "-" else gpu, Path(pid_file),
+                                Path(log_file), Path(stopped)))
+    return replicas
 
 
 def setup_logging(name: str, log_dir: Path, *, verbose: bool = True) -> logging.Logger:

@@ -8,7 +8,8 @@ are set, send it by email.
 
 GPU_ALERT_THRESHOLD: "11.5GB" (default; GB here means GiB, 1024^3 bytes, as nvidia-smi counts), "11776MB" or
 "95%" of the card. One alert per episode: the next one comes after the memory has gone back under the threshold
-(which is logged too). No GPU or no NVIDIA driver: says so and exits 0.
+(which is logged too). No GPU or no NVIDIA driver: says so and exits 0. With several replicas, each GPU's
+lines name the replicas run.sh put on it (`run.sh replicas`: replica N gets CUDA_VISIBLE_DEVICES=its GPU).
 
 Test seam: GPU_ALERT_FAKE_READING replaces NVML: "USED/TOTAL" in MiB per GPU, comma-separated
 ("11800/12288,300/12288"), or "none" for a machine without a GPU.
@@ -30,7 +31,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ops.common import LOG_FORMAT, Config, read_state, run_loop, setup_logging, write_state  # noqa: E402
+from ops.common import LOG_FORMAT, Config, list_replicas, read_state, run_loop, setup_logging, write_state  # noqa: E402
 
 GIB = 1024**3
 MIB = 1024**2
@@ -139,8 +140,10 @@ class GpuAlert:
             self.logger.info("no GPU to check: %s", exc)
             return 0
         state = read_state(self.state_file)
+        users = self.replicas_by_gpu()
         result = 0
         for gpu in gpus:
+            gpu = GpuMemory(gpu.index, gpu.name + users.get(str(gpu.index), ""), gpu.used, gpu.total)
             key = str(gpu.index)
             count = int(state.get(key, 0))
             if not over_threshold(gpu, self.threshold, self.percent):
@@ -158,6 +161,19 @@ class GpuAlert:
                 result = max(result, self.alert(gpu))
         write_state(self.state_file, state)
         return result
+
+    def replicas_by_gpu(self) -> dict[str, str]:
+        """GPU id -> ", replica 1 on port 7861" for the replicas run.sh gives a GPU (none: {})."""
+        try:
+            replicas = list_replicas(self.config)
+        except Exception as exc:  # the alert matters more than the label
+            self.logger.warning("cannot list the replicas (%s); GPUs are not labelled with them", exc)
+            return {}
+        users: dict[str, list[str]] = {}
+        for replica in replicas:
+            if replica.gpu is not None:
+                users.setdefault(replica.gpu, []).append(f"replica {replica.index} on port {replica.port}")
+        return {gpu: ", " + " and ".join(names) for gpu, names in users.items()}
 
     def alert(self, gpu: GpuMemory) -> int:
         text = (f"{describe(gpu)}, above the threshold {self.threshold_text} "

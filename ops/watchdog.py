@@ -7,6 +7,9 @@
 A check fails when /health does not answer 200 {"status": "ok"} within WATCHDOG_TIMEOUT_S. "loading" is not a
 failure during the first WATCHDOG_LOADING_GRACE_S seconds of the app's uptime (the first start downloads the model).
 After `./run.sh stop` (the file LOG_DIR/app.stopped exists) the watchdog does nothing until the next `start`.
+With several replicas (REPLICAS, see `run.sh replicas`) each one is checked on its own port, with its own
+failure count (LOG_DIR/watchdog-N.state) and stop marker (app-N.stopped), and only the failing one is
+restarted: `run.sh restart N` (or WATCHDOG_RESTART_CMD with {replica} replaced by N).
 Everything it does goes to LOG_DIR/ops.log. Exit status: 0 healthy or nothing to do, 1 failed check, 2 restart failed.
 """
 
@@ -24,7 +27,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ops.common import ROOT, Config, read_state, run_loop, setup_logging, write_state  # noqa: E402
+from ops.common import ROOT, Config, Replica, list_replicas, read_state, run_loop, setup_logging, write_state  # noqa: E402,E501
 
 
 def check_health(url: str, timeout: float, loading_grace_s: float) -> tuple[bool, str]:
@@ -56,44 +59,62 @@ class Watchdog:
         self.failures = failures
         self.timeout = timeout
         self.logger = logger
-        log_dir = config.log_dir
-        self.state_file = log_dir / "watchdog.state"
-        self.stopped_marker = log_dir / "app.stopped"
-        self.restart_cmd = config.get("WATCHDOG_RESTART_CMD", f"{ROOT / 'run.sh'} restart")
+        self.log_dir = config.log_dir
+        self.restart_cmd = config.get("WATCHDOG_RESTART_CMD")
         self.loading_grace_s = config.get_float("WATCHDOG_LOADING_GRACE_S", 600)
 
     def check(self) -> int:
-        if self.stopped_marker.exists():
-            self.logger.info("the app was stopped with ./run.sh stop; not checking (./run.sh start re-enables)")
-            write_state(self.state_file, {"failures": 0})
+        """Check every replica; the worst result wins (0 healthy, 1 a failed check, 2 a restart failed)."""
+        try:
+            replicas = list_replicas(self.config)
+        except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            self.logger.error("cannot list the replicas: %s", exc)
+            return 1
+        return max(self.check_replica(r, several=len(replicas) > 1) for r in replicas)
+
+    def check_replica(self, replica: Replica, *, several: bool) -> int:
+        name = f"replica {replica.index}: " if several or replica.index else ""
+        state_file = self.log_dir / f"watchdog{replica.suffix}.state"
+        if replica.stopped_file.exists():
+            self.logger.info("%sthe app was stopped with ./run.sh stop; not checking (./run.sh start re-enables)",
+                             name)
+            write_state(state_file, {"failures": 0})
             return 0
-        healthy, seen = check_health(self.config.health_url, self.timeout, self.loading_grace_s)
-        state = read_state(self.state_file)
+        healthy, seen = check_health(replica.health_url, self.timeout, self.loading_grace_s)
+        state = read_state(state_file)
         if healthy:
             if state.get("failures"):
-                self.logger.info("healthy again (%s) after %d failed check(s)", seen, state["failures"])
-            write_state(self.state_file, {"failures": 0, "last_ok": time.time()})
+                self.logger.info("%shealthy again (%s) after %d failed check(s)", name, seen, state["failures"])
+            write_state(state_file, {"failures": 0, "last_ok": time.time()})
             return 0
         count = int(state.get("failures", 0)) + 1
-        self.logger.warning("health check failed (%d/%d): %s", count, self.failures, seen)
+        self.logger.warning("%shealth check failed (%d/%d): %s", name, count, self.failures, seen)
         if count < self.failures:
-            write_state(self.state_file, {**state, "failures": count})
+            write_state(state_file, {**state, "failures": count})
             return 1
-        write_state(self.state_file, {"failures": 0, "last_restart": time.time()})
-        return self.restart(count)
+        write_state(state_file, {"failures": 0, "last_restart": time.time()})
+        return self.restart(replica, count, name, several=several)
 
-    def restart(self, count: int) -> int:
-        self.logger.warning("%d consecutive failures: restarting with `%s`", count, self.restart_cmd)
+    def command_for(self, replica: Replica, *, several: bool) -> str:
+        """WATCHDOG_RESTART_CMD ({replica} replaced by the index), else `run.sh restart [N]`: only this replica."""
+        if self.restart_cmd:
+            return self.restart_cmd.replace("{replica}", str(replica.index))
+        run_sh = ROOT / "run.sh"
+        return f"{run_sh} restart {replica.index}" if several or replica.index else f"{run_sh} restart"
+
+    def restart(self, replica: Replica, count: int, name: str = "", *, several: bool = False) -> int:
+        command = self.command_for(replica, several=several)
+        self.logger.warning("%s%d consecutive failures: restarting with `%s`", name, count, command)
         started = time.monotonic()
-        proc = subprocess.run(self.restart_cmd, shell=True, cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True)
         output = (proc.stdout + proc.stderr).strip()
         for line in output.splitlines()[-40:]:
-            self.logger.info("  restart: %s", line)
+            self.logger.info("%s  restart: %s", name, line)
         took = time.monotonic() - started
         if proc.returncode != 0:
-            self.logger.error("restart failed (exit %d after %.0f s)", proc.returncode, took)
+            self.logger.error("%srestart failed (exit %d after %.0f s)", name, proc.returncode, took)
             return 2
-        self.logger.info("restart done in %.0f s", took)
+        self.logger.info("%srestart done in %.0f s", name, took)
         return 0
 
 
