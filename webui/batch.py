@@ -126,7 +126,8 @@ def create_batch_tab(engine: Engine, settings: Settings) -> None:
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="batch-status")
                 table = gr.Dataframe(headers=table_headers("zh"), label=t("batch_table"), interactive=False,
-                                     wrap=True, max_height=500, elem_id="batch-table")
+                                     wrap=True, max_height=500, elem_id="batch-table",
+                                     column_widths=["20%", "8%", "46%", "8%", "18%"])
                 downloads = gr.File(label=t("batch_downloads"), file_count="multiple", interactive=False)
 
     def run(audio_files: list[str] | None, hotwords: str | None, batch_size: float | None, request: gr.Request,
