@@ -20,7 +20,8 @@ Usage: ./run.sh [--replicas N] COMMAND [REPLICA]
   stop [I]       stop every replica (or replica I): SIGTERM, then SIGKILL after STOP_TIMEOUT s;
                  only the PIDs run.sh started
   restart [I]    one replica: stop, then start. All: a rolling restart, one replica at a time, each back to
-                 health before the next is stopped (with one replica: stop, then start)
+                 health (and ROLLING_PAUSE_S, 10 s, for nginx to take it back) before the next is stopped
+                 (with one replica: stop, then start)
   status [I]     every replica (or replica I): running or not, PID, uptime, GPU, health
   logs [I]       follow the log of replica I (default 0: logs/app.log)
   replicas       one line per replica, tab-separated, for the ops scripts:
@@ -381,14 +382,22 @@ cmd_stop() {
 
 # One replica: stop, start. All of them: one at a time, each back to ok before the next goes down, so the
 # others keep serving (behind nginx, nothing is refused); a replica that does not come back stops the round.
+# Between two replicas it waits ROLLING_PAUSE_S (10 s): nginx stops sending to a replica for fail_timeout (5 s)
+# after it failed (down, or 503 while loading), and must have taken the restarted one back before the next
+# one goes down, or it would see no live replica for those seconds.
 cmd_restart() {
-  local i
+  local i pause="${ROLLING_PAUSE_S:-10}"
+  [[ "$pause" =~ ^[0-9]+$ ]] || die "ROLLING_PAUSE_S must be whole seconds, got '$pause'"
   if [[ -n "${1:-}" ]]; then
     check_index "$1"; select_replica "$1"; stop_replica; start_replicas "$1" || exit 1
     return 0
   fi
   for ((i = 0; i < REPLICAS; i++)); do
     select_replica "$i"
+    if (( i > 0 )); then
+      echo "waiting ${pause}s (ROLLING_PAUSE_S) for the proxy to take replica $((i - 1)) back"
+      sleep "$pause"
+    fi
     (( REPLICAS > 1 )) && echo "${P}restarting ($((i + 1)) of $REPLICAS)"
     stop_replica
     if ! start_replicas "$i"; then
