@@ -96,8 +96,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     if settings.webui_auth:
         user, _, password = settings.webui_auth.get_secret_value().partition(":")
         auth = (user, password)
+    # max_file_size: Gradio refuses an oversized upload while receiving it, before it fills the temp dir.
     app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, allowed_paths=[str(settings.output_dir)],
-                              i18n=build_i18n())
+                              i18n=build_i18n(), max_file_size=f"{settings.max_upload_mb}mb")
 
     if load:
         def load_engine() -> None:
