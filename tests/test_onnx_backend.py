@@ -1,0 +1,185 @@
+"""The ONNX Runtime backend against the PyTorch engine, on the tiny model exported in a fixture.
+
+fp32 must give the PyTorch text exactly (same VAD segments, hotwords, punctuation, sentences); int8 only
+has to run, and its agreement with fp32 is measured and reported (`-s` prints it, and it is recorded as
+the test's `int8_token_agreement` property), not asserted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asr.engine import Engine
+from asr.errors import ASRError, InputError, ModelLoadError
+from asr.export import export_model, model_type, onnx_file_names
+from asr.onnx_backend import find_asr_onnx, resolve_backend
+
+from conftest import DATA, UTTERANCE, make_settings
+
+UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
+HOTWORDS = "达摩院,语音识别"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_models, tmp_path_factory) -> Path:
+    """The tiny SeACo-Paraformer exported (fp32 and int8) into a temp folder: a build product, never committed."""
+    out = tmp_path_factory.mktemp("tiny-onnx")
+    export_model(tiny_models.asr, output_dir=out, quantize=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def onnx_engine(tiny_models, tiny_onnx, tmp_path_factory) -> Engine:
+    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("onnx"), engine_backend="onnx",
+                               onnx_model_dir=tiny_onnx))
+    eng.load()
+    return eng
+
+
+@pytest.fixture(scope="session")
+def int8_engine(tiny_models, tiny_onnx, tmp_path_factory) -> Engine:
+    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("int8"), engine_backend="onnx",
+                               onnx_model_dir=tiny_onnx, onnx_quantize=True))
+    eng.load()
+    return eng
+
+
+def assert_same(torch_result, onnx_result) -> None:
+    assert onnx_result.text == torch_result.text
+    assert [s.text for s in onnx_result.sentences] == [s.text for s in torch_result.sentences]
+    for a, b in zip(torch_result.sentences, onnx_result.sentences):
+        assert (b.start, b.end) == pytest.approx((a.start, a.end), abs=0.061)  # one LFR frame at most
+    assert onnx_result.confidence == pytest.approx(torch_result.confidence, rel=1e-3)
+
+
+def test_export_writes_the_graphs_the_backend_needs(tiny_models, tiny_onnx):
+    import onnxruntime as ort
+
+    assert model_type(tiny_models.asr) == "SeacoParaformer"
+    for name in onnx_file_names("SeacoParaformer", False) + onnx_file_names("SeacoParaformer", True):
+        assert (tiny_onnx / name).stat().st_size > 0
+    backbone = ort.InferenceSession(str(tiny_onnx / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in backbone.get_outputs()] == ["logits", "token_num", "us_alphas", "us_cif_peak",
+                                                        "decoder_logits"]
+    embedder = ort.InferenceSession(str(tiny_onnx / "model_eb.onnx"), providers=["CPUExecutionProvider"])
+    assert not isinstance(embedder.get_inputs()[0].shape[1], int)  # hotwords of any length
+    assert not list(tiny_models.asr.glob("*.onnx"))  # the model folder itself is left alone
+
+
+def test_the_torch_fixture_engine_stays_on_torch(engine):
+    # ENGINE_BACKEND=auto and no export next to the tiny model: the rest of the suite tests PyTorch.
+    assert engine.backend == "torch" and engine.info()["backend"] == "torch"
+
+
+@pytest.mark.parametrize("path", UTTERANCES, ids=lambda p: p.stem[:30])
+@pytest.mark.parametrize("hotwords", ["", HOTWORDS])
+def test_fp32_text_is_the_torch_text(engine, onnx_engine, path, hotwords):
+    assert_same(engine.transcribe(path, hotwords=hotwords), onnx_engine.transcribe(path, hotwords=hotwords))
+
+
+def test_two_minute_file_with_vad_and_hotwords(engine, onnx_engine, long_wav):
+    expected = engine.transcribe(long_wav, hotwords=HOTWORDS)
+    got = onnx_engine.transcribe(long_wav, hotwords=HOTWORDS)
+    assert len(got.sentences) > 10  # VAD split it, punctuation made sentences
+    assert_same(expected, got)
+    assert got.duration == pytest.approx(120.0)
+
+
+def test_many_and_long_hotwords_match_torch(engine, onnx_engine):
+    # Over 50 hotwords PyTorch keeps the 50 best plus <s>; the export reproduces that filter. Hotwords
+    # longer than FunASR's fixed 10-token embedder input work too.
+    tokens = engine._model.kwargs["token_list"]
+    many = ",".join(tokens[100 + 2 * i] + tokens[101 + 2 * i] for i in range(60))
+    long = "欢迎大家来体验达摩院推出的语音识别模型"
+    for words in (many, long):
+        assert_same(engine.transcribe(UTTERANCE, hotwords=words), onnx_engine.transcribe(UTTERANCE, hotwords=words))
+
+
+def test_int8_runs_and_its_agreement_with_fp32_is_reported(onnx_engine, int8_engine, long_wav, record_property):
+    assert int8_engine._model.model.options.files.quantized
+    matched = total = 0
+    for path in [*UTTERANCES, long_wav]:
+        fp32 = onnx_engine.transcribe(path, hotwords=HOTWORDS).text
+        int8 = int8_engine.transcribe(path, hotwords=HOTWORDS)
+        assert 0.0 <= int8.confidence <= 1.0 and int8.sentences
+        blocks = difflib.SequenceMatcher(None, fp32, int8.text, autojunk=False).get_matching_blocks()
+        matched += sum(b.size for b in blocks)
+        total += max(len(fp32), len(int8.text))
+    agreement = matched / total
+    record_property("int8_token_agreement", round(agreement, 4))
+    print(f"\nint8 vs fp32 character agreement on {len(UTTERANCES) + 1} inputs: {agreement:.1%}")
+
+
+def test_backend_follows_the_setting(tiny_models, tiny_onnx, tmp_path):
+    asr = str(tiny_models.asr)
+    assert resolve_backend("auto", "cpu", asr, tiny_onnx, False)[0] == "onnx"
+    assert resolve_backend("auto", "cpu", asr, tiny_onnx, True)[1].backbone.name == "model_quant.onnx"
+    assert resolve_backend("auto", "cpu", asr, None, False) == ("torch", None)  # nothing exported next to it
+    assert resolve_backend("auto", "cuda:0", asr, tiny_onnx, False) == ("torch", None)  # GPU: PyTorch
+    assert resolve_backend("torch", "cpu", asr, tiny_onnx, False) == ("torch", None)
+    with pytest.raises(ModelLoadError, match="python -m asr.export --model-dir"):
+        resolve_backend("onnx", "cpu", asr, tmp_path, False)
+    assert find_asr_onnx(tmp_path, quantize=False) is None
+
+    eng = Engine(make_settings(tiny_models, tmp_path, onnx_model_dir=tiny_onnx, ncpu=1))
+    assert eng.info()["backend"] == "onnx"  # what load() will pick, before it runs
+    eng.load()
+    assert eng.backend == "onnx" and eng.info()["backend"] == "onnx"
+    assert eng._model.model.options.threads == 1  # intra_op_num_threads from NCPU
+    assert eng.transcribe(UTTERANCE).text
+
+    failing = Engine(make_settings(tiny_models, tmp_path, engine_backend="onnx"))
+    with pytest.raises(ModelLoadError, match="ENGINE_BACKEND=onnx"):
+        failing.load()
+    assert failing.state == "error" and "asr.export" in failing.load_error
+
+
+def test_health_reports_the_backend(onnx_engine, engine):
+    from app import health_payload
+
+    assert health_payload(onnx_engine, 0.0)[1]["backend"] == "onnx"
+    assert health_payload(engine, 0.0)[1]["backend"] == "torch"
+
+
+BAD = ["empty.wav", "not_audio.wav", "image_renamed.wav", "video_no_audio.mp4", "50ms.wav", "header_only.wav"]
+
+
+@pytest.mark.parametrize("bad", BAD)
+def test_bad_inputs_give_the_same_errors_on_both_backends(engine, onnx_engine, bad):
+    errors = []
+    for eng in (engine, onnx_engine):
+        with pytest.raises(InputError) as caught:
+            eng.transcribe(DATA / "bad" / bad)
+        errors.append((type(caught.value), str(caught.value)))
+    assert errors[0] == errors[1]
+    assert onnx_engine.transcribe(UTTERANCE).text == engine.transcribe(UTTERANCE).text  # nothing poisoned
+
+
+def test_bad_hotwords_and_silence_behave_the_same(engine, onnx_engine):
+    for eng in (engine, onnx_engine):
+        with pytest.raises(ASRError, match="20"):
+            eng.transcribe(UTTERANCE, hotwords="字" * 21)
+    silence = [eng.transcribe(DATA / "bad" / "silence_10s.wav") for eng in (engine, onnx_engine)]
+    assert [(r.text, r.sentences, r.confidence) for r in silence] == [("", [], 0.0)] * 2
+    noise = np.random.default_rng(0).normal(0, 0.3, 3 * 16000).astype(np.float32)
+    assert_same(engine.transcribe(noise, sample_rate=16000), onnx_engine.transcribe(noise, sample_rate=16000))
+
+
+def test_concurrent_calls_match_sequential_calls(onnx_engine):
+    sequential = {p.name: onnx_engine.transcribe(p, hotwords=HOTWORDS).text for p in UTTERANCES}
+    barrier = threading.Barrier(6)
+
+    def run(path: Path) -> tuple[str, str]:
+        barrier.wait()
+        return path.name, onnx_engine.transcribe(path, hotwords=HOTWORDS).text
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(run, [UTTERANCES[i % len(UTTERANCES)] for i in range(6)]))
+    assert all(text == sequential[name] for name, text in results)
+    assert onnx_engine.waiting == 0 and not onnx_engine.busy
