@@ -95,6 +95,8 @@ class Engine:
             temp_dir=settings.temp_dir,
         )
         self._model: Any = None
+        #: "torch" or "onnx" once loaded (ENGINE_BACKEND=auto picks ONNX Runtime on CPU when an export exists).
+        self.backend: str | None = None
         self._model_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
@@ -125,8 +127,12 @@ class Engine:
             started = time.perf_counter()
             try:
                 self.spec = self.resolve_spec()
-                self._model = _build_automodel(self.spec, self.settings)
-                _install_confidence_hook(self._model.model)
+                self.backend, onnx_files = self.resolve_backend(self.spec)
+                if onnx_files is not None:
+                    self._model = _build_onnx_model(self.spec, self.settings, onnx_files)  # returns token_probs
+                else:
+                    self._model = _build_automodel(self.spec, self.settings)
+                    _install_confidence_hook(self._model.model)
             except ModelLoadError as exc:
                 self.state, self.load_error = "error", str(exc)
                 logger.error("model load failed: %s", exc)
@@ -138,8 +144,15 @@ class Engine:
                 raise ModelLoadError(message) from exc
             self.load_seconds = time.perf_counter() - started
             self.state = "ready"
-            logger.info("models loaded in %.1f s on %s (asr=%s vad=%s punc=%s)", self.load_seconds,
-                        self.spec.device, self.spec.asr, self.spec.vad, self.spec.punc)
+            logger.info("models loaded in %.1f s on %s with %s (asr=%s vad=%s punc=%s)", self.load_seconds,
+                        self.spec.device, self.backend, self.spec.asr, self.spec.vad, self.spec.punc)
+
+    def resolve_backend(self, spec: ModelSpec) -> tuple[str, Any]:
+        """("torch" | "onnx", the ONNX files or None) from ENGINE_BACKEND, the device and what is exported."""
+        from .onnx_backend import resolve_backend
+
+        s = self.settings
+        return resolve_backend(s.engine_backend, spec.device, spec.asr, s.onnx_model_dir, s.onnx_quantize)
 
     # ---------------------------------------------------------------- inference
     def decode(self, source: AudioSource, *, sample_rate: int | None = None, name: str = "") -> Audio:
@@ -250,7 +263,7 @@ class Engine:
             "vad_model": spec.vad,
             "punc_model": spec.punc,
             "device": spec.device,
-            "backend": "torch",
+            "backend": self.backend or _planned_backend(self, spec),
             "load_seconds": self.load_seconds,
             "load_error": self.load_error,
             "default_hotwords": list(self.default_hotwords),
@@ -320,6 +333,22 @@ def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
     if type(model.model).__name__ != "SeacoParaformer":
         raise ModelLoadError(f"'{spec.asr}' is a {type(model.model).__name__}, not a SeACo-Paraformer model")
     return model
+
+
+def _build_onnx_model(spec: ModelSpec, settings: Settings, files: Any) -> Any:
+    from .onnx_backend import build_onnx_automodel, default_threads
+
+    return build_onnx_automodel(asr=spec.asr, vad=spec.vad, punc=spec.punc, files=files,
+                                threads=default_threads(settings.ncpu), disable_update=True, disable_pbar=True,
+                                disable_log=True, ncpu=settings.ncpu or os.cpu_count() or 1)
+
+
+def _planned_backend(engine: Engine, spec: ModelSpec) -> str:
+    # Before load() (or after it failed), say what load() would pick; never fail the status call.
+    try:
+        return engine.resolve_backend(spec)[0]
+    except ASRError:
+        return engine.settings.engine_backend
 
 
 def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
