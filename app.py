@@ -55,7 +55,7 @@ def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, An
         "version": __version__,
         "model": spec.asr if spec else engine.settings.model,
         "device": spec.device if spec else None,
-        "backend": "torch",
+        "backend": engine.backend or engine.settings.engine_backend,
         "uptime_s": round(time.time() - started_at, 1),
         "queue": {"model_waiting": engine.waiting, "model_busy": engine.busy,
                   "max_size": engine.settings.queue_max_size},

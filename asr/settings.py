@@ -44,8 +44,14 @@ class Settings(BaseSettings):
     enable_vad: bool = Field(True, description="Split long audio at pauses (needed for files over ~1 minute).")
     enable_punc: bool = Field(True, description="Add punctuation to the text.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
-    ncpu: int = Field(0, ge=0, description="Torch CPU threads; 0 = all cores.")
+    ncpu: int = Field(0, ge=0, description="CPU threads (PyTorch, and ONNX Runtime intra-op); 0 = all cores.")
     batch_size_s: int = Field(300, ge=1, description="Seconds of audio per model batch (FunASR batch_size_s).")
+    engine_backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="auto (ONNX Runtime on CPU when an ONNX export is present, else PyTorch), torch or onnx.")
+    onnx_quantize: bool = Field(False, description="ONNX backend: use the int8 model (*_quant.onnx); faster, a few "
+                                "tokens may differ.")
+    onnx_model_dir: Path | None = Field(None, description="Folder with the exported ONNX files; default: the model "
+                                        "folder (python -m asr.export).")
 
     # --- hotwords ---------------------------------------------------------------------------
     default_hotwords: str = Field("", description="Comma- or newline-separated hotwords used when a request gives none.")
@@ -64,12 +70,14 @@ class Settings(BaseSettings):
     webui_auth: SecretStr | None = Field(None, description="user:pass to require a login for the web UI.")
     api_keys: SecretStr | None = Field(None, description="Comma-separated keys required by /v1/* (Bearer).")
 
-    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "webui_auth", "api_keys", mode="before")
+    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "onnx_model_dir", "webui_auth", "api_keys",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("log_dir", "temp_dir", "output_dir", "model_dir", "vad_model_dir", "punc_model_dir")
+    @field_validator("log_dir", "temp_dir", "output_dir", "model_dir", "vad_model_dir", "punc_model_dir",
+                     "onnx_model_dir")
     @classmethod
     def _relative_to_project(cls, value: Path | None) -> Path | None:
         # Relative paths in .env mean "in the project folder", whatever the current directory.
