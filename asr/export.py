@@ -144,6 +144,10 @@ def export_model(model_dir: Path, *, output_dir: Path | None = None, quantize: b
     kwargs.pop("model", None)
     kwargs.update(device="cpu", type="onnx")
     model = auto.model.eval()
+    if kind == "CTTransformer" and len(getattr(model.encoder, "encoders", [])) == 0:
+        # FunASR's SANMEncoderExport reads encoders[0]; a one-block encoder has only encoders0.
+        raise ValueError(f"{model_dir}: FunASR's punctuation exporter needs 2 or more encoder blocks (this model has "
+                         f"1); the engine runs this punctuation model in PyTorch")
     with torch.no_grad():
         scripts = model.export(**kwargs)
     scripts = list(scripts) if isinstance(scripts, (list, tuple)) else [scripts]
