@@ -127,7 +127,8 @@ select_replica() {
   (( i > 0 )) && suffix="-$i"
   R="$i"
   PORT=$((BASE_PORT + i))
-  PID_FILE="${BASE_PID_FILE%.pid}$suffix.pid"
+  PID_FILE="$BASE_PID_FILE"
+  (( i > 0 )) && PID_FILE="${BASE_PID_FILE%.pid}$suffix.pid"
   APP_LOG="$LOG_DIR/app$suffix.log"
   STOPPED_MARKER="$LOG_DIR/app$suffix.stopped"                # the watchdog leaves a stopped replica alone
   HEALTH_URL="http://$CHECK_HOST:$PORT/health"
