@@ -319,6 +319,7 @@ def test_ui_job_through_nginx_completes_with_session_affinity(cluster: Cluster, 
                  "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
                  "--lang=zh-CN"):
         options.add_argument(flag)
+    options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN"})  # the UI follows the browser
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_bin))
 
     def wait(condition, timeout: float = 60):
