@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         auth = (user, password)
     # max_file_size: Gradio refuses an oversized upload while receiving it, before it fills the temp dir.
     app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, allowed_paths=[str(settings.output_dir)],
-                              i18n=build_i18n(), max_file_size=f"{settings.max_upload_mb}mb")
+                              i18n=build_i18n(), max_file_size=engine.limits.max_bytes)
 
     if load:
         def load_engine() -> None:
