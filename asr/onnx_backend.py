@@ -141,9 +141,10 @@ def _register_onnx_model() -> None:
             super().__init__()
             # AutoModel.inference reads the device of the first parameter after each call.
             self._device_marker = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
-            self.sos = kwargs.get("sos", 1) if kwargs.get("sos") is not None else 1
-            self.eos = kwargs.get("eos", 2) if kwargs.get("eos") is not None else 2
-            self.blank_id = kwargs.get("blank_id", 0)
+            # Paraformer's defaults (config.yaml may set them; the published model does not).
+            self.sos = 1 if kwargs.get("sos") is None else int(kwargs["sos"])
+            self.eos = 2 if kwargs.get("eos") is None else int(kwargs["eos"])
+            self.blank_id = 0 if kwargs.get("blank_id") is None else int(kwargs["blank_id"])
             self.backbone: Any = None
             self.embedder: Any = None
             self.options: OnnxOptions | None = None

@@ -3,12 +3,19 @@
     python -m bench.engine                               # full-size random-weight model, audio built from tests/data
     python -m bench.engine --audio-dir ../shared/audio   # the real long files (long/long_2min.wav, ...)
     python -m bench.engine --model-dir /path/to/real/model --quick
+    python -m bench.engine --backends torch,onnx,onnx-int8   # one run, one child process per backend, one table
 
 Runs in two phases so each figure is measured once, in one run:
 1. the engine alone: model load time, then the 10-min file while RSS is sampled (peak RSS of the service);
 2. a bare FunASR `AutoModel` on the same folders is loaded beside it, and each input goes through the bare
    `generate()` and then `engine.transcribe()` back to back, so the ratio compares runs seconds apart.
 The engine's time includes decoding the file with ffmpeg; the bare call gets the already-decoded samples.
+
+`--backend onnx` / `onnx-int8` measure the ONNX Runtime backend (export first: `python -m asr.export
+--model-dir models/full-seaco --quantize` and `--model-dir models/full-punc`); its "bare" side is the same
+ONNX pipeline (FunASR's generate() over the ONNX sessions) without the engine around it. `--backends`
+runs each backend in its own child process, so load time and peak RSS are each backend's alone, and
+writes one table with throughput relative to torch (the 4.5-min MP3 is left out there: it measures ffmpeg).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -101,6 +109,13 @@ def bare_model(engine: Engine) -> Any:
     from funasr import AutoModel
 
     spec = engine.spec
+    if engine.backend == "onnx":
+        from asr.onnx_backend import build_onnx_automodel
+
+        return build_onnx_automodel(asr=spec.asr, vad=spec.vad, punc=spec.punc,
+                                    files=engine._model.model.options.files, threads=engine._model.model.options.threads,
+                                    disable_update=True, disable_pbar=True, disable_log=True,
+                                    ncpu=engine._model.kwargs["ncpu"])
     kwargs: dict[str, Any] = dict(model=spec.asr, device=spec.device, disable_update=True, disable_pbar=True,
                                   disable_log=True, ncpu=engine._model.kwargs["ncpu"])
     if spec.vad:
@@ -116,16 +131,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         model_dir, punc_dir = testmodels.build_full()
     vad_dir = Path(args.vad_model_dir) if args.vad_model_dir else testmodels.fetch_vad()
+    backend = args.backend.split("-")[0]
     settings = Settings(_env_file=None, model_dir=model_dir, vad_model_dir=vad_dir, punc_model_dir=punc_dir,
-                        enable_punc=punc_dir is not None, device=args.device)
+                        enable_punc=punc_dir is not None, device=args.device, engine_backend=backend,
+                        onnx_quantize=args.backend == "onnx-int8")
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     inputs = build_inputs(Path(args.audio_dir), work, args.quick)
+    if args.no_mp3:
+        inputs.pop("4.5 min MP3", None)
     report: dict[str, Any] = {
         "benchmark": "engine",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "python": platform.python_version()},
         "model": str(model_dir),
+        "backend": args.backend,
         "inputs": {k: str(v) for k, v in inputs.items()},
     }
 
@@ -135,9 +155,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     engine.load()
     report["load_seconds"] = time.perf_counter() - started
+    if engine.backend != backend:
+        raise SystemExit(f"asked for {args.backend}, the engine loaded {engine.backend} (exported ONNX files missing?)")
     report["rss_after_load_mb"] = psutil.Process().memory_info().rss / 2**20
     engine.transcribe(inputs["10 s"], hotwords="")  # warm-up
-    longest = list(inputs.values())[-2] if not args.quick else inputs["2 min"]
+    longest = inputs["10 min"] if not args.quick else inputs["2 min"]
     with RssSampler() as sampler:
         engine.transcribe(longest, hotwords="")
     report["peak_rss_mb"] = sampler.peak / 2**20
@@ -146,6 +168,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # Phase 2: bare AutoModel.generate vs engine.transcribe on each input, back to back.
     bare = bare_model(engine)
+    # With ONNX, also time the ASR backbone's InferenceSession.run calls inside the engine: the rest is the
+    # pipeline around them (features, VAD, punctuation, decoding the file).
+    session_clock = [0.0]
+    if engine.backend == "onnx":
+        session = engine._model.model.backbone
+        run_session = session.run
+
+        def timed_run(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return run_session(*a, **k)
+            finally:
+                session_clock[0] += time.perf_counter() - t0
+
+        session.run = timed_run
     rows = []
     for label, path in inputs.items():
         samples = load_audio(path, limits=engine.limits).samples
@@ -157,10 +194,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bare_times.append(time.perf_counter() - t0)
             return out
 
+        session_times: list[float] = []
+
         def time_engine() -> Any:
+            session_clock[0] = 0.0
             t0 = time.perf_counter()
             out = engine.transcribe(path, hotwords="")
             engine_times.append(time.perf_counter() - t0)
+            session_times.append(session_clock[0])
             return out
 
         # ABBA order, best of each: a noisy neighbour slows one run, not the comparison.
@@ -176,7 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "input": label, "duration_s": result.duration, "bare_s": bare_s, "engine_s": engine_s,
             "engine_model_s": result.model_time, "decode_s": result.decode_time,
             "rtf": engine_s / result.duration, "ratio_engine_to_bare": engine_s / bare_s,
-            "decode_share": result.decode_time / engine_s, "same_text": same_text,
+            "decode_share": result.decode_time / engine_s, "same_text": same_text, "backend": args.backend,
+            "text": result.text, "asr_session_s": session_times[engine_times.index(engine_s)] or None,
         }
         rows.append(row)
         print(f"{label:>12}: bare {bare_s:6.1f} s  engine {engine_s:6.1f} s  (decode {result.decode_time:.2f} s)  "
@@ -193,7 +235,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [
-        f"Engine benchmark, {report['date']}, {report['machine']['cores']} cores, model `{report['model']}`.",
+        f"Engine benchmark, {report['date']}, {report['machine']['cores']} cores, model `{report['model']}`, "
+        f"backend {report.get('backend', 'torch')}.",
         "",
         f"- model load: **{report['load_seconds']:.1f} s**; RSS after load {report['rss_after_load_mb']:.0f} MB; "
         f"peak RSS while transcribing the longest file: **{report['peak_rss_mb']:.0f} MB**",
@@ -213,6 +256,69 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BACKEND_LABELS = {"torch": "torch", "onnx": "ONNX fp32", "onnx-int8": "ONNX int8"}
+
+
+def run_backends(args: argparse.Namespace, backends: list[str]) -> dict[str, Any]:
+    """Each backend in its own child process (clean load time and peak RSS), one after the other."""
+    reports = []
+    for backend in backends:
+        out = Path(tempfile.mkdtemp(prefix="bench-backend-")) / "report.json"
+        cmd = [sys.executable, "-m", "bench.engine", "--backend", backend, "--json-out", str(out), "--no-mp3",
+               "--audio-dir", args.audio_dir, "--device", args.device, "--repeat", str(args.repeat)]
+        for flag in ("model_dir", "vad_model_dir", "punc_model_dir"):
+            if getattr(args, flag):
+                cmd += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
+        if args.quick:
+            cmd.append("--quick")
+        print(f"--- {backend}: {' '.join(cmd[1:])}", flush=True)
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        reports.append(json.loads(out.read_text(encoding="utf-8")))
+    torch_report = next((r for r in reports if r["backend"] == "torch"), None)
+    torch_texts = {row["input"]: row["text"] for row in torch_report["rows"]} if torch_report else {}
+    for r in reports:
+        audio = sum(row["duration_s"] for row in r["rows"])
+        r["throughput"] = audio / sum(row["engine_s"] for row in r["rows"])  # audio seconds per second
+        r["bare_throughput"] = audio / sum(row["bare_s"] for row in r["rows"])
+        for row in r["rows"]:
+            row["same_text_as_torch"] = row["text"] == torch_texts.get(row["input"]) if torch_texts else None
+    if torch_report:
+        for r in reports:
+            r["speedup_vs_torch"] = r["throughput"] / torch_report["throughput"]
+    return {"benchmark": "engine-backends", "date": reports[0]["date"], "machine": reports[0]["machine"],
+            "model": reports[0]["model"], "reports": reports}
+
+
+def backends_markdown(combined: dict[str, Any]) -> str:
+    reports = combined["reports"]
+    labels = [row["input"] for row in reports[0]["rows"]]
+    lines = [
+        f"Engine benchmark by backend, {combined['date']}, {combined['machine']['cores']} cores, model "
+        f"`{combined['model']}`; one child process per backend, run back to back; best of the runs per input.",
+        "",
+        "| backend | load s | peak RSS MB | " + " | ".join(f"RTF {label}" for label in labels)
+        + " | audio s / s | vs torch | engine / bare | text = torch |",
+        "|---|---|---|" + "---|" * len(labels) + "---|---|---|---|",
+    ]
+    for r in reports:
+        rtfs = " | ".join(f"{row['rtf']:.3f}" for row in r["rows"])
+        same = [row["same_text_as_torch"] for row in r["rows"]]
+        same_text = "—" if r["backend"] == "torch" else ("yes" if all(same) else f"{sum(same)}/{len(same)} inputs")
+        lines.append(f"| {BACKEND_LABELS.get(r['backend'], r['backend'])} | {r['load_seconds']:.1f} | "
+                     f"{r['peak_rss_mb']:.0f} | {rtfs} | {r['throughput']:.2f} | {r.get('speedup_vs_torch', 1.0):.2f}x | "
+                     f"{r['ratio_total']:.3f} | {same_text} |")
+    lines += ["", "| backend | input | audio s | bare s | engine s | of which decode s | of which ASR session.run s "
+                  "| RTF | engine / bare |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in reports:
+        for row in r["rows"]:
+            lines.append(f"| {BACKEND_LABELS.get(r['backend'], r['backend'])} | {row['input']} | {row['duration_s']:.1f} | "
+                         f"{row['bare_s']:.2f} | {row['engine_s']:.2f} | {row['decode_s']:.2f} | "
+                         f"{row['asr_session_s'] or 0:.2f} | {row['rtf']:.3f} | "
+                         f"{row['ratio_engine_to_bare']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--audio-dir", default=str(ROOT / "tests" / "data"),
@@ -225,10 +331,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each side per input under 5 min, best one kept (default 2)")
     parser.add_argument("--quick", action="store_true", help="only the 10 s and 2 min inputs")
+    parser.add_argument("--backend", default="torch", choices=sorted(BACKEND_LABELS),
+                        help="engine backend to measure (default torch); onnx needs `python -m asr.export` first")
+    parser.add_argument("--backends", help="comma-separated backends, each in a child process, one table "
+                                           "(e.g. torch,onnx,onnx-int8)")
+    parser.add_argument("--no-mp3", action="store_true", help="leave out the 4.5-min MP3 input")
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)  # a child of --backends writes its report here
     args = parser.parse_args(argv)
-    report = run(args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if args.backends:
+        combined = run_backends(args, [b.strip() for b in args.backends.split(",") if b.strip()])
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"engine-backends-{stamp}.json").write_text(json.dumps(combined, indent=2), encoding="utf-8")
+        markdown = backends_markdown(combined)
+        (RESULTS / f"engine-backends-{stamp}.md").write_text(markdown, encoding="utf-8")
+        print()
+        print(markdown)
+        return 0
+    report = run(args)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        print(to_markdown(report))
+        return 0
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"engine-{stamp}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     markdown = to_markdown(report)
     (RESULTS / f"engine-{stamp}.md").write_text(markdown, encoding="utf-8")
