@@ -103,6 +103,11 @@ def resolve_backend(backend: str, device: str, asr_source: str, onnx_model_dir: 
             )
         return "onnx", files
     if device.startswith("cpu") and files is not None:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            logger.warning("ONNX files found in %s but onnxruntime is not installed: using PyTorch", folder)
+            return "torch", None
         return "onnx", files
     return "torch", None
 

@@ -281,12 +281,24 @@ def run_backends(args: argparse.Namespace, backends: list[str]) -> dict[str, Any
         r["throughput"] = audio / sum(row["engine_s"] for row in r["rows"])  # audio seconds per second
         r["bare_throughput"] = audio / sum(row["bare_s"] for row in r["rows"])
         for row in r["rows"]:
-            row["same_text_as_torch"] = row["text"] == torch_texts.get(row["input"]) if torch_texts else None
+            reference = torch_texts.get(row["input"])
+            row["same_text_as_torch"] = row["text"] == reference if torch_texts else None
+            row["agreement_with_torch"] = text_agreement(reference, row["text"]) if reference is not None else None
     if torch_report:
         for r in reports:
             r["speedup_vs_torch"] = r["throughput"] / torch_report["throughput"]
     return {"benchmark": "engine-backends", "date": reports[0]["date"], "machine": reports[0]["machine"],
             "model": reports[0]["model"], "reports": reports}
+
+
+def text_agreement(reference: str, text: str) -> float:
+    """Share of characters (tokens and punctuation) in common, in order: 1.0 when the texts are equal."""
+    import difflib
+
+    if reference == text:
+        return 1.0
+    blocks = difflib.SequenceMatcher(None, reference, text, autojunk=False).get_matching_blocks()
+    return sum(b.size for b in blocks) / max(len(reference), len(text), 1)
 
 
 def backends_markdown(combined: dict[str, Any]) -> str:
@@ -303,7 +315,9 @@ def backends_markdown(combined: dict[str, Any]) -> str:
     for r in reports:
         rtfs = " | ".join(f"{row['rtf']:.3f}" for row in r["rows"])
         same = [row["same_text_as_torch"] for row in r["rows"]]
-        same_text = "—" if r["backend"] == "torch" else ("yes" if all(same) else f"{sum(same)}/{len(same)} inputs")
+        agreement = min(row["agreement_with_torch"] for row in r["rows"])
+        same_text = ("—" if r["backend"] == "torch" else "yes" if all(same)
+                     else f"{sum(same)}/{len(same)} inputs; ≥ {agreement:.1%} of characters")
         lines.append(f"| {BACKEND_LABELS.get(r['backend'], r['backend'])} | {r['load_seconds']:.1f} | "
                      f"{r['peak_rss_mb']:.0f} | {rtfs} | {r['throughput']:.2f} | {r.get('speedup_vs_torch', 1.0):.2f}x | "
                      f"{r['ratio_total']:.3f} | {same_text} |")

@@ -74,7 +74,7 @@ def test_export_writes_the_graphs_the_backend_needs(tiny_models, tiny_onnx):
 
 def test_the_torch_fixture_engine_stays_on_torch(engine):
     # ENGINE_BACKEND=auto and no export next to the tiny model: the rest of the suite tests PyTorch.
-    assert engine.backend == "torch" and engine.info()["backend"] == "torch"
+    assert engine.backend == "torch" and engine.info()["backend"] == "torch", "ONNX files next to models/tiny-seaco?"
 
 
 @pytest.mark.parametrize("path", UTTERANCES, ids=lambda p: p.stem[:30])
