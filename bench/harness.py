@@ -244,17 +244,19 @@ def attach(url: str, pid: int | None, temp_dir: str | None) -> Server:
 
 # --------------------------------------------------------------------------------------------- sampler
 
-def folder_mb(folder: Path | None) -> float | None:
+def folder_size(folder: Path | None) -> tuple[float | None, int | None]:
+    """(MB, number of files) under `folder`; (None, None) when there is no such folder."""
     if folder is None or not folder.exists():
-        return None
-    total = 0
+        return None, None
+    total = count = 0
     for dirpath, _dirs, files in os.walk(folder):
         for name in files:
             try:
                 total += os.lstat(os.path.join(dirpath, name)).st_size
+                count += 1
             except OSError:
                 pass  # removed while walking
-    return total / 2**20
+    return total / 2**20, count
 
 
 def _metric(text: str, name: str) -> float | None:
@@ -294,7 +296,7 @@ class Sampler:
                     row["open_files"] = proc.num_fds()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
-        row["temp_mb"] = folder_mb(self.server.temp_dir)
+        row["temp_mb"], row["temp_files"] = folder_size(self.server.temp_dir)
         row["gpu_mb"] = gpu_memory_mb()
         try:
             body = self._client.get(self.server.url + "/health").json()

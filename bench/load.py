@@ -432,7 +432,7 @@ def scenario_soak(ctx: Context, server: Server) -> dict[str, Any]:
     growth: dict[str, Any] = {"warmup_s": warm_t, "requests_after_warmup": n_after}
     if len(after) >= 4:
         k = max(2, len(after) // 10)
-        for key in ("rss_mb", "open_files", "threads", "temp_mb"):
+        for key in ("rss_mb", "open_files", "threads", "temp_mb", "temp_files"):
             values = [s.get(key) for s in after]
             if any(v is None for v in values):
                 continue
@@ -450,7 +450,8 @@ def scenario_soak(ctx: Context, server: Server) -> dict[str, Any]:
     if rss:
         rows.append(("RSS after warm-up → end", f"{rss['after_warmup']:,.0f} → {rss['end']:,.0f} MB "
                      f"({rss['growth_pct']:+.2f}%, {rss['per_1000_requests']:+.1f} MB per 1000 requests)"))
-        for key, label in (("open_files", "open files"), ("threads", "threads")):
+        for key, label in (("open_files", "open files"), ("threads", "threads"),
+                           ("temp_files", "files in the temp dir")):
             g = growth.get(key)
             if g is None:
                 continue
@@ -637,8 +638,9 @@ def faults(ctx: Context) -> dict[str, Any]:
             probe_client.close()
             outcomes.append(after_cut)
             temp_after = sampler.sample().get("temp_mb")
-            left = [p for p in _temp_files(server.temp_dir) - files_before if p.parent == server.temp_dir]
-            left_mb = sum(p.stat().st_size for p in left if p.exists()) / 2**20
+            left = [p for p in _temp_files(server.temp_dir) - files_before
+                    if p.parent == server.temp_dir and p.exists() and p.stat().st_size > 0]
+            left_mb = sum(p.stat().st_size for p in left) / 2**20
             healthy = (health(server.url) or {}).get("status") == "ok" and server.pid == pid_before
             rows.append(("uploads cut mid-body (half to /gradio_api/upload, half to /v1/audio/transcriptions)",
                          f"{len(cut)}; then /health ok and same PID: {healthy}; next request: {after_cut.status}; "

@@ -181,18 +181,20 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
     outcomes, samples = result["outcomes"], result["samples"]
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-    markers = {"single": "o", "batch": "s", "live": "^", "sysinfo": ".", "probe": "D", "overflow": "x", "bad": "v"}
+    style = {"single": ("o", "C0"), "batch": ("s", "C1"), "live": ("^", "C2"), "sysinfo": (".", "C7"),
+             "probe": ("D", "C4"), "overflow": ("o", "C5"), "bad": ("v", "C3")}
     for kind in sorted({o["kind"] for o in outcomes}):
+        marker, color = style.get(kind, ("o", "C9"))
         ok = [o for o in outcomes if o["kind"] == kind and o["status"] == "ok"]
         bad = [o for o in outcomes if o["kind"] == kind and o["status"] != "ok"]
         if ok:
-            axes[0].scatter([o["start"] for o in ok], [o["latency_s"] for o in ok], s=18,
-                            marker=markers.get(kind, "o"), label=kind)
+            axes[0].scatter([o["start"] for o in ok], [o["latency_s"] for o in ok], s=18, marker=marker, color=color,
+                            label=kind)
         if bad:
-            axes[0].scatter([o["start"] for o in bad], [o["latency_s"] for o in bad], s=30, marker="x",
-                            color="red", label=f"{kind} failed/503")
-    axes[0].set_ylabel("latency (s)")
-    axes[0].legend(fontsize=7, loc="upper left", ncol=4)
+            axes[0].scatter([o["start"] for o in bad], [o["latency_s"] for o in bad], s=36, marker="x", color=color,
+                            label=f"{kind}: failed or 503")
+    axes[0].set_ylabel("latency (s), by send time")
+    axes[0].legend(fontsize=7, loc="upper left", ncol=4, framealpha=0.7)
     t = [s["t"] for s in samples]
     axes[1].plot(t, [s.get("rss_mb") for s in samples], label="server RSS")
     axes[1].set_ylabel("RSS (MB)")
