@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ sys.path.insert(0, str(ROOT))
 from asr import testmodels  # noqa: E402
 from asr.engine import Engine  # noqa: E402
 from asr.settings import Settings  # noqa: E402
+
+#: Browser tests save their screenshots here; `SCREENSHOT_DIR=docs/screenshots ./run.sh test -m browser`
+#: refreshes the README's (a plain test run leaves docs/ alone).
+SCREENSHOT_DIR = Path(os.environ.get("SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "paraformer-screenshots")
+if not SCREENSHOT_DIR.is_absolute():
+    SCREENSHOT_DIR = ROOT / SCREENSHOT_DIR
 
 UTTERANCE = DATA / "utterances" / "funasr_asr_example.wav"  # 欢迎大家来体验达摩院推出的语音识别模型
 

@@ -25,14 +25,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import UTTERANCE, free_port
+from conftest import SCREENSHOT_DIR, UTTERANCE, free_port
 from test_ops import PYTHON, ROOT, _alive, app_env, ops_env, run_sh, script
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 needs_nginx = pytest.mark.skipif(not NGINX, reason="nginx is not installed (apt-get install nginx): "
                                  "the scaling tests run two replicas behind it")
 pytestmark = pytest.mark.scaling
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = SCREENSHOT_DIR
 TRANSCRIBE = "/v1/audio/transcriptions"
 
 

@@ -16,7 +16,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError
 
 from asr.audio import ffmpeg_binary
-from tests.conftest import DATA, Server, start_server, stop_server
+from conftest import DATA, Server, start_server, stop_server
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
 BAD = DATA / "bad" / "random_bytes.mp3"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, ROOT, Server
+from conftest import DATA, ROOT, SCREENSHOT_DIR, Server
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = SCREENSHOT_DIR
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip("no Chromium/chromedriver installed (apt-get install chromium chromium-driver)",
                 allow_module_level=True)

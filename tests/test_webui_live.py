@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from asr.live import LiveSession, StreamingVad, to_mono_16k
-from tests.conftest import DATA
+from conftest import DATA
 
 MAX_SEGMENT_S = 4.0
 
