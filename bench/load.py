@@ -18,7 +18,8 @@ process (bench/baseline.py), so each service figure gets a ratio to it.
 Requests go where users' go: gradio_client for the UI endpoints (/transcribe, /transcribe_batch,
 /transcribe_recording, /system_info), HTTP for /health and /metrics. Clients are closed loops: each sends a
 request, waits for its answer, pauses `--interval` s, and sends the next, until `--requests` were sent.
-Each run writes bench/results/<scenario>-<stamp>.json, a PNG per scenario and a Markdown report.
+Each run writes bench/results/<scenario>-<stamp>.json, a PNG per scenario and a Markdown report;
+`python -m bench.report FILE.json... --out report.md` makes one report from several runs.
 """
 
 from __future__ import annotations
@@ -903,11 +904,30 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_baseline:
         ctx.baseline = run_baseline(ctx, files_for(ctx, scenarios))
 
+    run = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+           "model": models.label if models else f"the server at {args.url}", "device": args.device,
+           "audio": audio.source, "baseline": ctx.baseline, "server_start_s": None,
+           "command": " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])])}
+    folder, stamp = Path(args.results_dir), datetime.now().strftime("%Y%m%d-%H%M%S")
     results: list[dict[str, Any]] = []
+    errors: list[str] = []
+
+    def record(name: str, runner: Callable[[], dict[str, Any]]) -> None:
+        logger.info("scenario %s ...", name)
+        try:
+            result = runner()
+        except Exception as exc:  # the other scenarios still run and are reported
+            logger.exception("scenario %s failed", name)
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            return
+        results.append(result)
+        save_json(run, result, folder, stamp)  # at once: a later crash keeps what is done
+        logger.info("scenario %s: %d requests, %d failed, %d rejected", name, result["summary"]["requests"],
+                    result["summary"]["failed"], result["summary"]["rejected"])
+
     server_scenarios = [s for s in scenarios if s != "faults"]
     runners: dict[str, Callable[[Context, Server], dict[str, Any]]] = {
         "A": scenario_a, "B": scenario_b, "C": scenario_c, "overflow": scenario_overflow, "soak": scenario_soak}
-    server_start_s = None
     if server_scenarios:
         if args.url:
             server = attach(args.url, args.server_pid, args.server_temp_dir)
@@ -915,33 +935,26 @@ def main(argv: list[str] | None = None) -> int:
             assert models is not None
             server = start_app(models, work / "server", device=args.device, queue_max_size=args.queue_max_size,
                                model_concurrency=args.model_concurrency)
-            server_start_s = server.start_s
+            run["server_start_s"] = server.start_s
         try:
             warm = UserClient(server.url, time.monotonic(), "warm-up")
             warm_out = warm.single(audio.clip_10s)
             warm.close()
             logger.info("warm-up request: %s in %.1f s", warm_out.status, warm_out.latency_s)
             for name in server_scenarios:
-                logger.info("scenario %s ...", name)
-                result = runners[name](ctx, server)
-                results.append(result)
-                logger.info("scenario %s: %d requests, %d failed, %d rejected", name, result["summary"]["requests"],
-                            result["summary"]["failed"], result["summary"]["rejected"])
+                record(name, lambda n=name: runners[n](ctx, server))
         finally:
             if server.proc is not None:
                 stop_app(server)
     if "faults" in scenarios:
-        logger.info("scenario faults ...")
-        results.append(faults(ctx))
+        record("faults", lambda: faults(ctx))
 
-    run = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-           "model": models.label if models else f"the server at {args.url}", "device": args.device,
-           "audio": audio.source, "baseline": ctx.baseline, "server_start_s": server_start_s,
-           "command": " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])])}
-    write_outputs(run, results, Path(args.results_dir), run_name, args.docs_images)
-    failed = any(r["summary"]["failed"] or r["summary"]["rejected"] for r in results
-                 if r["scenario"] in ("A", "B", "C", "soak"))
+    write_outputs(run, results, folder, stamp, run_name, args.docs_images)
+    failed = bool(errors) or any(r["summary"]["failed"] or r["summary"]["rejected"] for r in results
+                                 if r["scenario"] in ("A", "B", "C", "soak"))
     failed = failed or any(not t["met"] for r in results if r["scenario"] == "overflow" for t in r["targets"])
+    for error in errors:
+        print(f"scenario failed to run: {error}")
     if failed or args.keep_work:
         print(f"work folder (server logs, uploads, outputs) kept: {work}")
     else:
@@ -949,20 +962,24 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def write_outputs(run: dict[str, Any], results: list[dict[str, Any]], folder: Path, name: str,
-                  docs_images: str | None) -> Path:
+def save_json(run: dict[str, Any], result: dict[str, Any], folder: Path, stamp: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"{result['scenario']}-{stamp}.json"
+    path.write_text(json.dumps({"run": run, **result}, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    return path
+
+
+def write_outputs(run: dict[str, Any], results: list[dict[str, Any]], folder: Path, stamp: str, name: str,
+                  docs_images: str | None) -> Path:
+    """JSON and PNG per scenario, and one Markdown report of the run (a variant linking docs/ PNGs on request)."""
+    folder.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}
     docs: dict[str, str] = {}
     for result in results:
-        png = report.plot(result, folder / f"{result['scenario']}-{stamp}.png")
-        images[result["scenario"]] = png.name
+        save_json(run, result, folder, stamp)
+        images[result["scenario"]] = report.plot(result, folder / f"{result['scenario']}-{stamp}.png").name
         if docs_images:
-            target_png = report.plot(result, Path(docs_images) / f"bench-{result['scenario']}.png")
-            docs[result["scenario"]] = target_png.name
-        (folder / f"{result['scenario']}-{stamp}.json").write_text(
-            json.dumps({"run": run, **result}, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+            docs[result["scenario"]] = report.plot(result, Path(docs_images) / f"bench-{result['scenario']}.png").name
     markdown = report.run_markdown(run, results, images)
     md_path = folder / f"{name}-{stamp}.md"
     md_path.write_text(markdown, encoding="utf-8")

@@ -157,6 +157,8 @@ def run_markdown(run: dict[str, Any], results: list[dict[str, Any]], images: dic
         f"Audio: `{run['audio']}`.",
         "",
     ]
+    if run.get("command"):
+        lines += [f"Command: `{run['command']}`", ""]
     base = run.get("baseline")
     if base:
         lines.append(f"Baseline: a bare `funasr.AutoModel.generate` loop over the same files in a separate process "
@@ -216,3 +218,46 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def merge(paths: list[Path], out: Path, docs_images: Path | None) -> str:
+    """One report from the JSON files of several runs (e.g. `A B C overflow` in one run, `soak faults` in another)."""
+    import json
+
+    results = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    runs = [r.pop("run") for r in results]
+    run = dict(runs[0])
+    files: dict[str, Any] = {}
+    for r in runs:
+        files.update((r.get("baseline") or {}).get("files", {}))
+    if run.get("baseline"):
+        run["baseline"] = {**run["baseline"], "files": files}
+    commands = list(dict.fromkeys(r.get("command", "") for r in runs))
+    images: dict[str, str] = {}
+    for result in results:
+        folder = docs_images or out.parent
+        name = f"bench-{result['scenario']}.png" if docs_images else f"{out.stem}-{result['scenario']}.png"
+        images[result["scenario"]] = plot(result, folder / name).name
+    run["command"] = "`; `".join(commands)
+    markdown = run_markdown(run, results, images)
+    out.write_text(markdown, encoding="utf-8")
+    return markdown
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.report",
+                                     description="One Markdown report (and PNGs) from bench.load JSON results.")
+    parser.add_argument("json", nargs="+", type=Path, help="bench/results/<scenario>-<stamp>.json files")
+    parser.add_argument("--out", type=Path, required=True, help="the Markdown file to write")
+    parser.add_argument("--docs-images", type=Path, help="write the PNGs here as bench-<scenario>.png")
+    args = parser.parse_args(argv)
+    print(merge(args.json, args.out, args.docs_images))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -70,3 +70,21 @@ def test_per_scenario_options() -> None:
     with pytest.raises(SystemExit):
         per_scenario("D=1", "--requests")
     assert split(10, 3) == [4, 3, 3] and sum(split(60, 6)) == 60
+
+
+def test_merge_runs_into_one_report(tmp_path: Path) -> None:
+    import json
+
+    for name, command in (("A", "python -m bench.load A"), ("soak", "python -m bench.load soak")):
+        outcomes = [_outcome(0, 20)]
+        result = {"scenario": name, "title": f"{name}: test", "setup": "s", "outcomes": outcomes, "samples": [],
+                  "summary": report.summarize(outcomes, [], None), "targets": [], "notes": [], "extra_rows": [],
+                  "events": [], "run": {"date": "d", "machine": "m", "model": "x", "device": "cpu", "audio": "a",
+                                        "baseline": None, "command": command}}
+        (tmp_path / f"{name}.json").write_text(json.dumps(result), encoding="utf-8")
+    out = tmp_path / "merged.md"
+    assert report.main([str(tmp_path / "A.json"), str(tmp_path / "soak.json"), "--out", str(out),
+                        "--docs-images", str(tmp_path / "docs")]) == 0
+    md = out.read_text(encoding="utf-8")
+    assert "### A: test" in md and "### soak: test" in md and "python -m bench.load soak" in md
+    assert (tmp_path / "docs" / "bench-A.png").exists() and "](bench-soak.png)" in md
