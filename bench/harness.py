@@ -131,13 +131,13 @@ def resolve_models(model_dir: str | None, vad_dir: str | None, punc_dir: str | N
     return ModelFolders(asr, vad, punc, "full-size random-weight SeACo-Paraformer (247 M params) + CT-punc")
 
 
-def server_env(models: ModelFolders, work: Path, device: str, **extra: str) -> dict[str, str]:
+def server_env(models: ModelFolders, work: Path, device: str, backend: str = "torch", **extra: str) -> dict[str, str]:
     """The environment for a server under test: the caller's minus app/ops settings, plus ours."""
     env = {k: v for k, v in os.environ.items() if k not in _STRIP_KEYS and not k.startswith(_STRIP_PREFIXES)}
     env.update(ENV_FILE=str(work / "no.env"), MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad),
                PUNC_MODEL_DIR=str(models.punc or ""), ENABLE_PUNC="true" if models.punc else "false",
                TEMP_DIR=str(work / "uploads"), OUTPUT_DIR=str(work / "outputs"), LOG_DIR=str(work / "logs"),
-               DEVICE=device, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+               DEVICE=device, ENGINE_BACKEND=backend, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
     env.update(extra)
     return env
 
@@ -185,12 +185,12 @@ class Server:
         return self.log.read_text(errors="replace")[-chars:] if self.log and self.log.exists() else ""
 
 
-def start_app(models: ModelFolders, work: Path, *, device: str, queue_max_size: int, model_concurrency: int,
-              timeout: float = 300) -> Server:
+def start_app(models: ModelFolders, work: Path, *, device: str, backend: str, queue_max_size: int,
+              model_concurrency: int, timeout: float = 300) -> Server:
     """`python app.py` on a free loopback port, waited for until /health says ok."""
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
-    env = server_env(models, work, device, QUEUE_MAX_SIZE=str(queue_max_size),
+    env = server_env(models, work, device, backend, QUEUE_MAX_SIZE=str(queue_max_size),
                      MODEL_CONCURRENCY=str(model_concurrency))
     log = work / "server.log"
     with open(log, "wb") as out:

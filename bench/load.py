@@ -507,9 +507,9 @@ def start_run_sh(ctx: Context, work: Path) -> RunShServer:
     assert ctx.models is not None
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
-    settings = server_env(ctx.models, work, ctx.args.device)
+    settings = server_env(ctx.models, work, ctx.args.device, ctx.args.engine_backend)
     keys = ("MODEL_DIR", "VAD_MODEL_DIR", "PUNC_MODEL_DIR", "ENABLE_PUNC", "TEMP_DIR", "OUTPUT_DIR", "LOG_DIR",
-            "DEVICE")
+            "DEVICE", "ENGINE_BACKEND")
     env_file = work / "bench.env"
     lines = [f"{k}={settings[k]}" for k in keys] + [f"HOST=127.0.0.1", f"PORT={port}", "START_TIMEOUT=300",
                                                     f"QUEUE_MAX_SIZE={ctx.args.queue_max_size}"]
@@ -850,6 +850,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a 30 s clip instead of the 2-min WAV (A, overflow) "
                                                              "and the 4.5-min MP3 (C): a smoke run")
     parser.add_argument("--device", default="auto", help="DEVICE for the server and the baseline (default auto)")
+    parser.add_argument("--engine-backend", default="torch", choices=["torch", "onnx", "auto"],
+                        help="ENGINE_BACKEND of the server we start (default torch: the same compute as the bare "
+                             "AutoModel baseline, so the ratios measure the service; auto picks ONNX Runtime on CPU "
+                             "when the model folder has an export)")
     parser.add_argument("--requests", help="requests per scenario: N, or A=10,B=30,C=3 (defaults: the reference's "
                                            "A=50, B=60, C=30; overflow: how many beyond the queue limit, 5)")
     parser.add_argument("--concurrency", help="clients: N or A=5,C=3 (defaults A=5, C=3; B has 6 fixed users)")
@@ -933,9 +937,11 @@ def main(argv: list[str] | None = None) -> int:
             server = attach(args.url, args.server_pid, args.server_temp_dir)
         else:
             assert models is not None
-            server = start_app(models, work / "server", device=args.device, queue_max_size=args.queue_max_size,
+            server = start_app(models, work / "server", device=args.device, backend=args.engine_backend,
+                               queue_max_size=args.queue_max_size,
                                model_concurrency=args.model_concurrency)
             run["server_start_s"] = server.start_s
+        run["backend"] = (health(server.url) or {}).get("backend")
         try:
             warm = UserClient(server.url, time.monotonic(), "warm-up")
             warm_out = warm.single(audio.clip_10s)

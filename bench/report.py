@@ -153,7 +153,8 @@ def scenario_markdown(result: dict[str, Any], image: str | None) -> str:
 def run_markdown(run: dict[str, Any], results: list[dict[str, Any]], images: dict[str, str]) -> str:
     """A whole run: the machine and model, the baseline, then one section per scenario."""
     lines = [
-        f"Load benchmarks, {run['date']}: {run['machine']}. Model: {run['model']}; device `{run['device']}`. "
+        f"Load benchmarks, {run['date']}: {run['machine']}. Model: {run['model']}; device `{run['device']}`, "
+        f"engine backend `{run.get('backend') or '?'}`. "
         f"Audio: `{run['audio']}`.",
         "",
     ]
