@@ -165,8 +165,12 @@ class Engine:
                                 max_chars=s.max_hotword_chars)
 
     def transcribe(self, source: AudioSource | Audio, *, hotwords: str | Sequence[str] | None = None,
-                   sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None) -> Transcription:
+                   sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None,
+                   record: bool = True) -> Transcription:
         """Transcribe one input. `hotwords=None` uses the default list; a given list replaces it.
+
+        `record=False` leaves the call out of the request counts, observers and the INFO log: for work
+        that is not a request of its own, such as the live tab's re-decoding of the open segment.
 
         Raises an `InputError` for unusable input and `ModelNotReadyError` before the model is loaded.
         """
@@ -176,20 +180,20 @@ class Engine:
             audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
             decode_time = time.perf_counter() - started
             result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
-        except ASRError as exc:
-            self._count(failed=True)
-            self._notify(None, exc)
-            raise
         except Exception as exc:
-            self._count(failed=True)
-            logger.exception("transcription failed for %s", name or "input")
-            self._notify(None, exc)
+            if not isinstance(exc, ASRError):
+                logger.exception("transcription failed for %s", name or "input")
+            if record:
+                self._count(failed=True)
+                self._notify(None, exc)
             raise
         transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
-        self._count(failed=False, audio_seconds=audio.duration)
-        self._notify(transcription, None)
-        logger.info("transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f", audio.name or "input",
-                    audio.duration, transcription.processing_time, transcription.rtf)
+        if record:
+            self._count(failed=False, audio_seconds=audio.duration)
+            self._notify(transcription, None)
+        logger.log(logging.INFO if record else logging.DEBUG,
+                   "transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f", audio.name or "input",
+                   audio.duration, transcription.processing_time, transcription.rtf)
         return transcription
 
     def _generate(self, samples: np.ndarray, words: list[str], batch_size_s: int | None

@@ -150,7 +150,7 @@ class LiveSession:
         if self._open_start is not None:
             tail = self._slice(self._open_start, None)
             if tail.size >= self.min_partial_s * SAMPLE_RATE:
-                self._partial = self._transcribe(tail)
+                self._partial = self._transcribe(tail, final=False)
                 decoded += tail.size / SAMPLE_RATE
         self._trim()
         self._record(decoded)
@@ -187,10 +187,11 @@ class LiveSession:
             self._finals.append(text)
         self.stats.segments_closed += 1
 
-    def _transcribe(self, samples: np.ndarray) -> str:
+    def _transcribe(self, samples: np.ndarray, *, final: bool = True) -> str:
+        # A partial is a draft of a segment that will be transcribed again when it closes: it is not a request.
         try:
             return self.engine.transcribe(samples, sample_rate=SAMPLE_RATE, hotwords=self.hotwords,
-                                          name="live").text
+                                          name="live", record=final).text
         except InputError as exc:  # a blip shorter than the minimum length: nothing to say
             logger.debug("live segment skipped: %s", exc)
             return ""

@@ -184,3 +184,13 @@ def test_bad_input_is_reported_before_the_model_is_touched(tiny_settings):
     # An unloaded engine still rejects bad input with the input error, not "model not ready".
     with pytest.raises(NotAudioError):
         Engine(tiny_settings).transcribe(DATA / "bad" / "not_audio.wav")
+
+
+def test_unrecorded_calls_leave_the_request_counts_alone(engine):
+    served, failed = engine.requests_served, engine.requests_failed
+    engine.transcribe(UTTERANCE, record=False)
+    with pytest.raises(InputError):
+        engine.transcribe(DATA / "bad" / "empty.wav", record=False)
+    assert (engine.requests_served, engine.requests_failed) == (served, failed)
+    engine.transcribe(UTTERANCE)
+    assert engine.requests_served == served + 1
