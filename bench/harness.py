@@ -331,7 +331,7 @@ class Sampler:
 class Outcome:
     """One request as the client saw it. Times are seconds since the scenario's start."""
 
-    kind: str  # single | batch | live | sysinfo | bad | overflow | probe
+    kind: str  # single | batch | live | sysinfo | bad | overflow | probe (A, alone) | blocker (overflow)
     name: str
     start: float
     latency_s: float
@@ -423,7 +423,7 @@ class UserClient:
 
     @staticmethod
     def _read_result(outcome: Outcome, result: Any) -> None:
-        if outcome.kind in ("single", "probe", "bad", "overflow", "live"):
+        if outcome.kind in ("single", "probe", "blocker", "bad", "overflow", "live"):
             details = result[2] if outcome.kind != "live" else result[1]
             outcome.model_wait_s = _details_number(details, 3)
             outcome.processing_s = _details_number(details, 1)

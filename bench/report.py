@@ -115,7 +115,8 @@ def scenario_markdown(result: dict[str, Any], image: str | None) -> str:
     rows: list[tuple[str, str, str]] = [
         ("requests (transcriptions)", f"{s['requests']} ({s['transcriptions']})", ref.get("requests", "–")),
         ("failed / rejected (503)", f"{s['failed']} / {s['rejected']}", ref.get("failed", ref.get("rejected", "–"))),
-        ("latency mean ± sd", f"{_s(lat['mean'])} ± {_s(lat['sd'])}" if lat["n"] else "–", ref.get("latency", "–")),
+        ("latency mean ± sd", f"{_s(lat['mean'])} ± {_s(lat['sd'])}" if lat["n"] else "–",
+         ref.get("latency", "–")),
         ("latency p50 / p95 / max", " / ".join(_s(lat[k]) for k in ("p50", "p95", "max")), "–"),
         ("queue wait mean / max (Gradio queue + model lock)", f"{_s(wait['mean'], 2)} / {_s(wait['max'], 2)}",
          ref.get("queue_wait", "–")),
@@ -185,7 +186,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     outcomes, samples = result["outcomes"], result["samples"]
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     style = {"single": ("o", "C0"), "batch": ("s", "C1"), "live": ("^", "C2"), "sysinfo": (".", "C7"),
-             "probe": ("D", "C4"), "overflow": ("o", "C5"), "bad": ("v", "C3")}
+             "probe": ("D", "C4"), "blocker": ("D", "C4"), "overflow": ("o", "C5"), "bad": ("v", "C3")}
     for kind in sorted({o["kind"] for o in outcomes}):
         marker, color = style.get(kind, ("o", "C9"))
         ok = [o for o in outcomes if o["kind"] == kind and o["status"] == "ok"]
@@ -201,12 +202,18 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     t = [s["t"] for s in samples]
     axes[1].plot(t, [s.get("rss_mb") for s in samples], label="server RSS")
     axes[1].set_ylabel("RSS (MB)")
+    peak = max([s.get("rss_mb") or 0 for s in samples] + [s.get("gpu_mb") or 0 for s in samples] + [1])
+    axes[1].set_ylim(0, peak * 1.15)  # from 0: a flat line looks flat
+    axes[1].ticklabel_format(axis="y", useOffset=False, style="plain")
     if any(s.get("gpu_mb") for s in samples):
         axes[1].plot(t, [s.get("gpu_mb") for s in samples], label="GPU memory")
         axes[1].legend(fontsize=7)
     axes[2].step(t, [s.get("queue_depth") for s in samples], where="post", label="Gradio queue (waiting jobs)")
     axes[2].step(t, [s.get("model_waiting") for s in samples], where="post", label="waiting for the model lock")
     axes[2].set_ylabel("queue depth")
+    deepest = max([s.get("queue_depth") or 0 for s in samples] + [s.get("model_waiting") or 0 for s in samples] + [0])
+    axes[2].set_ylim(-0.3, max(deepest, 1) * 1.15 + 0.3)
+    axes[2].yaxis.get_major_locator().set_params(integer=True)
     axes[2].set_xlabel("time since the scenario started (s)")
     axes[2].legend(fontsize=7, loc="upper left")
     for event in result.get("events", []):
