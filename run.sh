@@ -56,6 +56,7 @@ die() { echo "error: $*" >&2; exit 1; }
 # executed, so a value like $(cmd) stays text.
 read_env_file() {
   local file="$1" line key value
+  local -A from_file=()
   [[ -f "$file" ]] || return 0
   [[ -r "$file" ]] || die "cannot read $file"
   while IFS= read -r line || [[ -n "$line" ]]; do
@@ -73,7 +74,10 @@ read_env_file() {
       value="${value%%[[:space:]]#*}"                        # inline comment
       value="${value%"${value##*[![:space:]]}"}"             # trailing spaces
     fi
-    [[ -v "$key" ]] || export "$key=$value"
+    # The environment wins over the file; within the file the last line wins (as for the app's settings).
+    [[ -v "$key" && -z "${from_file[$key]:-}" ]] && continue
+    from_file[$key]=1
+    export "$key=$value"
   done < "$file"
 }
 
