@@ -249,70 +249,44 @@ def _build_state_dict(conf: dict[str, Any], vocab_size: int, input_size: int | N
     return model.state_dict()
 
 
-def build_seaco(out_dir: Path, conf: dict[str, Any], vocab_size: int, vad_dir: Path | None, seed: int = 0) -> Path:
+def _write_model_folder(out_dir: Path, conf: dict[str, Any], tokens: list[str], task: str,
+                        file_path_metas: dict[str, Any], input_size: int | None, seed: int) -> Path:
+    """config.yaml, configuration.json, tokens.json and random-weight model.pt, as the published models have."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokens = token_list(vocab_size)
     (out_dir / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    configuration = {
+        "framework": "pytorch",
+        "task": task,
+        "model": {"type": "funasr"},
+        "pipeline": {"type": "funasr-pipeline"},
+        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml", **file_path_metas},
+        "note": "random weights built by asr.testmodels; not a trained model",
+    }
+    (out_dir / "configuration.json").write_text(json.dumps(configuration, indent=2), encoding="utf-8")
+    torch.save(_build_state_dict(conf, len(tokens), input_size, seed), out_dir / "model.pt")
+    return out_dir
+
+
+def build_seaco(out_dir: Path, conf: dict[str, Any], vocab_size: int, vad_dir: Path | None, seed: int = 0) -> Path:
+    tokens = token_list(vocab_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
     # seg_dict maps each character to its token so multi-character hotwords tokenise per character.
     (out_dir / "seg_dict").write_text(
         "".join(f"{t} {t}\n" for t in tokens if not t.startswith("<")), encoding="utf-8"
     )
     _write_am_mvn(out_dir / "am.mvn", FBANK_DIM, LFR_M, vad_dir)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    (out_dir / "configuration.json").write_text(
-        json.dumps(
-            {
-                "framework": "pytorch",
-                "task": "auto-speech-recognition",
-                "model": {"type": "funasr"},
-                "pipeline": {"type": "funasr-pipeline"},
-                "file_path_metas": {
-                    "init_param": "model.pt",
-                    "config": "config.yaml",
-                    "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
-                    "frontend_conf": {"cmvn_file": "am.mvn"},
-                },
-                "note": "random weights built by asr.testmodels; not a trained model",
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
-    state = _build_state_dict(conf, vocab_size, FBANK_DIM * LFR_M, seed)
-    torch.save(state, out_dir / "model.pt")
-    return out_dir
+    # No cmvn_file in config.yaml: configuration.json points at am.mvn, as in the published model.
+    metas = {"tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+             "frontend_conf": {"cmvn_file": "am.mvn"}}
+    return _write_model_folder(out_dir, conf, tokens, "auto-speech-recognition", metas, FBANK_DIM * LFR_M, seed)
 
 
 def build_punc(out_dir: Path, conf: dict[str, Any], vocab_size: int, seed: int = 0) -> Path:
-    import torch
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokens = token_list(vocab_size)
-    (out_dir / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    (out_dir / "configuration.json").write_text(
-        json.dumps(
-            {
-                "framework": "pytorch",
-                "task": "punctuation",
-                "model": {"type": "funasr"},
-                "pipeline": {"type": "funasr-pipeline"},
-                "file_path_metas": {
-                    "init_param": "model.pt",
-                    "config": "config.yaml",
-                    "tokenizer_conf": {"token_list": "tokens.json"},
-                },
-                "note": "random weights built by asr.testmodels; not a trained model",
-            },
-            indent=2,
-        ),
-        encoding="utf-8",
-    )
-    state = _build_state_dict(conf, vocab_size, None, seed)
-    torch.save(state, out_dir / "model.pt")
-    return out_dir
+    metas = {"tokenizer_conf": {"token_list": "tokens.json"}}
+    return _write_model_folder(out_dir, conf, token_list(vocab_size), "punctuation", metas, None, seed)
 
 
 def fetch_vad(models_dir: Path = MODELS_DIR) -> Path:
