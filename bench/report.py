@@ -236,8 +236,12 @@ def merge(paths: list[Path], out: Path, docs_images: Path | None) -> str:
     runs = [r.pop("run") for r in results]
     run = dict(runs[0])
     files: dict[str, Any] = {}
-    for r in runs:
-        files.update((r.get("baseline") or {}).get("files", {}))
+    names: set[str] = set()
+    for r in runs:  # a file measured in several runs (each run assembles its own copy): the first JSON given wins
+        for path, row in (r.get("baseline") or {}).get("files", {}).items():
+            if Path(path).name not in names:
+                names.add(Path(path).name)
+                files[path] = row
     if run.get("baseline"):
         run["baseline"] = {**run["baseline"], "files": files}
     commands = list(dict.fromkeys(r.get("command", "") for r in runs))
