@@ -355,26 +355,24 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.backends:
         combined = run_backends(args, [b.strip() for b in args.backends.split(",") if b.strip()])
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"engine-backends-{stamp}.json").write_text(json.dumps(combined, indent=2), encoding="utf-8")
-        markdown = backends_markdown(combined)
-        (RESULTS / f"engine-backends-{stamp}.md").write_text(markdown, encoding="utf-8")
-        print()
-        print(markdown)
+        save(f"engine-backends-{stamp}", combined, backends_markdown(combined))
         return 0
     report = run(args)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2), encoding="utf-8")
         print(to_markdown(report))
         return 0
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"engine-{stamp}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    markdown = to_markdown(report)
-    (RESULTS / f"engine-{stamp}.md").write_text(markdown, encoding="utf-8")
-    print()
-    print(markdown)
+    save(f"engine-{stamp}", report, to_markdown(report))
     return 0
 
+
+def save(name: str, report: dict[str, Any], markdown: str) -> None:
+    """Write bench/results/<name>.json and .md, and print the Markdown."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (RESULTS / f"{name}.md").write_text(markdown, encoding="utf-8")
+    print()
+    print(markdown)
 
 if __name__ == "__main__":
     sys.exit(main())
