@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return out
 
         # ABBA order, best of each: a noisy neighbour slows one run, not the comparison.
-        repeats = args.repeat if len(samples) < 300 * 16000 else 1
+        repeats = args.repeat if len(samples) < 300 * 16000 else args.repeat_long
         for i in range(repeats):
             if i % 2 == 0:
                 bare_result, result = time_bare(), time_engine()
@@ -265,7 +265,8 @@ def run_backends(args: argparse.Namespace, backends: list[str]) -> dict[str, Any
     for backend in backends:
         out = Path(tempfile.mkdtemp(prefix="bench-backend-")) / "report.json"
         cmd = [sys.executable, "-m", "bench.engine", "--backend", backend, "--json-out", str(out), "--no-mp3",
-               "--audio-dir", args.audio_dir, "--device", args.device, "--repeat", str(args.repeat)]
+               "--audio-dir", args.audio_dir, "--device", args.device, "--repeat", str(args.repeat),
+               "--repeat-long", str(args.repeat_long)]
         for flag in ("model_dir", "vad_model_dir", "punc_model_dir"):
             if getattr(args, flag):
                 cmd += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
@@ -344,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each side per input under 5 min, best one kept (default 2)")
+    parser.add_argument("--repeat-long", type=int, default=1,
+                        help="runs of each side per input of 5 min or more (default 1; 2 = ABBA, best kept)")
     parser.add_argument("--quick", action="store_true", help="only the 10 s and 2 min inputs")
     parser.add_argument("--backend", default="torch", choices=sorted(BACKEND_LABELS),
                         help="engine backend to measure (default torch); onnx needs `python -m asr.export` first")
