@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from asr.engine import Engine, Transcription
 from asr.errors import ASRError
+from asr.gpu import gpu_info
 
 from .admission import Admission
 from .errors import APIError
@@ -30,11 +31,7 @@ class GPUCollector(Collector):
     """GPU memory per NVIDIA GPU from NVML at scrape time; no series at all on machines without one."""
 
     def collect(self) -> Iterable[Metric]:
-        try:
-            from asr.gpu import gpu_info  # NVML errors already mean "no GPU" there ([]), never an exception
-        except ImportError:  # asr/gpu.py is the UI's module; metrics must not depend on it being there
-            return []
-        gpus = gpu_info()
+        gpus = gpu_info()  # NVML errors already mean "no GPU" there ([]), never an exception
         if not gpus:
             return []
         used = GaugeMetricFamily(f"{PREFIX}_gpu_memory_used_bytes", "GPU memory in use (all processes).",
