@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         return JSONResponse(body, status_code=code)
 
     blocks = build_ui(engine, settings)
-    blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=settings.model_concurrency)
+    blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=engine.concurrency())
     # /v1/* and /metrics, registered before the UI is mounted at "/"; the API shares the UI queue's limit.
     install_api(app, engine, settings, blocks)
     auth = None

@@ -1,8 +1,9 @@
 """The recognition engine: one SeACo-Paraformer (+ FSMN-VAD + CT-punctuation) per process.
 
-FunASR models are not thread-safe, so every model call goes through one lock inside the engine;
-callers (UI tabs, HTTP routes, benchmarks) call `transcribe()` from any thread. Decoding runs
-before the lock is taken, so model time is never spent waiting on ffmpeg.
+FunASR models are not thread-safe, so FunASR code runs under one lock inside the engine; callers
+(UI tabs, HTTP routes, benchmarks) call `transcribe()` from any thread. Decoding runs before the lock
+is taken, so model time is never spent waiting on ffmpeg. Concurrent requests can share ASR network
+calls (`asr.batching`, BATCH_MAX_REQUESTS): each request still gets the result it would get alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
 from .audio import Audio, AudioLimits, AudioSource, load_audio
 from .errors import ASRError, ModelLoadError, ModelNotReadyError
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
@@ -98,10 +100,13 @@ class Engine:
         #: "torch" or "onnx" once loaded (ENGINE_BACKEND=auto picks ONNX Runtime on CPU when an export exists).
         self.backend: str | None = None
         self._model_lock = threading.Lock()
+        #: Held by whoever runs FunASR code; the batcher waits on it for the other requests' segments.
+        self._model_condition = threading.Condition(self._model_lock)
+        self.batcher: CrossRequestBatcher | None = None
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._waiting = 0
-        self._busy = False
+        self._inside = 0
         self.requests_served = 0
         self.requests_failed = 0
         self.audio_seconds_served = 0.0
@@ -133,6 +138,11 @@ class Engine:
                 else:
                     self._model = _build_automodel(self.spec, self.settings)
                     _install_confidence_hook(self._model.model)
+                    make_batches_exact(self._model.model)
+                self.batcher = CrossRequestBatcher(self._model_condition, lambda: self._inside,
+                                                   max_requests=self.batch_max_requests(self.spec.device),
+                                                   max_seconds=self.settings.batch_size_s)
+                self.batcher.install(self._model.model)
             except ModelLoadError as exc:
                 self.state, self.load_error = "error", str(exc)
                 logger.error("model load failed: %s", exc)
@@ -144,8 +154,25 @@ class Engine:
                 raise ModelLoadError(message) from exc
             self.load_seconds = time.perf_counter() - started
             self.state = "ready"
-            logger.info("models loaded in %.1f s on %s with %s (asr=%s vad=%s punc=%s)", self.load_seconds,
-                        self.spec.device, self.backend, self.spec.asr, self.spec.vad, self.spec.punc)
+            logger.info("models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s)",
+                        self.load_seconds, self.spec.device, self.backend, self.batcher.max_requests, self.spec.asr,
+                        self.spec.vad, self.spec.punc)
+
+    def concurrency(self) -> int:
+        """Jobs the UI queue hands the engine at once: MODEL_CONCURRENCY, or when 0: 2 or the batch size."""
+        if self.settings.model_concurrency:
+            return self.settings.model_concurrency
+        device = self.spec.device if self.spec else resolve_device(self.settings.device)
+        return max(2, self.batch_max_requests(device))
+
+    def batch_max_requests(self, device: str) -> int:
+        """BATCH_MAX_REQUESTS, or when 0: 8 on a GPU, 1 (no cross-request batching) on CPU.
+
+        On CPU a batched call measured no faster than the same segments one by one (docs/benchmarks.md).
+        """
+        if self.settings.batch_max_requests:
+            return self.settings.batch_max_requests
+        return 1 if device.startswith("cpu") else 8
 
     def resolve_backend(self, spec: ModelSpec) -> tuple[str, Any]:
         """("torch" | "onnx", the ONNX files or None) from ENGINE_BACKEND, the device and what is exported."""
@@ -212,17 +239,18 @@ class Engine:
         queued = time.perf_counter()
         with self._stats_lock:
             self._waiting += 1
-        with self._model_lock:
+            self._inside += 1
+        with self._model_condition:
             with self._stats_lock:
                 self._waiting -= 1
-                self._busy = True
+            began = time.perf_counter()
             try:
-                began = time.perf_counter()
                 results = self._model.generate(input=samples, **kwargs)
-                finished = time.perf_counter()
             finally:
                 with self._stats_lock:
-                    self._busy = False
+                    self._inside -= 1
+                self._model_condition.notify_all()  # batched segments wait for every request inside
+            finished = time.perf_counter()
         return (results[0] if results else None), began - queued, finished - began
 
     # ---------------------------------------------------------------- observers
@@ -252,12 +280,13 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        """Calls waiting for the model right now (not counting the one running)."""
+        """Requests waiting for the model right now (not counting those it is working on)."""
         return self._waiting
 
     @property
     def busy(self) -> bool:
-        return self._busy
+        """Whether the model is working on at least one request."""
+        return self._inside > self._waiting
 
     def info(self) -> dict[str, Any]:
         spec = self.spec or self.resolve_spec()
@@ -275,7 +304,9 @@ class Engine:
             "requests_failed": self.requests_failed,
             "audio_seconds_served": round(self.audio_seconds_served, 3),
             "waiting": self._waiting,
-            "busy": self._busy,
+            "busy": self.busy,
+            "batching": ({"max_requests": self.batcher.max_requests, "max_seconds": self.batcher.max_seconds,
+                          **self.batcher.stats.as_dict()} if self.batcher else None),
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
@@ -397,6 +428,7 @@ def _install_confidence_hook(model: Any) -> None:
                 best, ids = log_probs[i, : int(lengths[i])].max(dim=-1)
                 keep = [p for p, t in zip(best.exp().tolist(), ids.tolist()) if t not in dropped]
                 result["token_probs"] = keep
+                result[PREDICTED_TOKENS] = int(lengths[i])
         captured.clear()
         return output
 

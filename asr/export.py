@@ -65,6 +65,9 @@ def _seaco_backbone_forward(self: Any, speech: Any, speech_lengths: Any, bias_em
 
     enc, enc_len = self.encoder(speech=speech, speech_lengths=speech_lengths)
     mask = self.make_pad_mask(enc_len)[:, None, :]
+    # Zero the padding frames, as asr.batching.make_batches_exact does in PyTorch: the predictor's
+    # convolution reads one frame past a segment's end, and alone that frame is zero.
+    enc = enc * mask.transpose(1, 2).to(enc.dtype)
     pre_acoustic_embeds, pre_token_length, _, _ = self.predictor(enc, mask)
     # The predictor already floors the token count; PyTorch rounds that floored value.
     pre_token_length = pre_token_length.floor().type(torch.int32)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .batching import PREDICTED_TOKENS
 from .errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,8 @@ def _register_onnx_model() -> None:
                     copy.copy(token), vad_offset=kwargs.get("begin_time", 0),
                 )
                 text, timestamp, _ = postprocess_utils.sentence_postprocess(token, timestamp)
-                results.append({"key": key[i], "text": text, "timestamp": timestamp, "token_probs": token_probs})
+                results.append({"key": key[i], "text": text, "timestamp": timestamp, "token_probs": token_probs,
+                                PREDICTED_TOKENS: int(token_num[i])})
             return results, meta_data
 
     tables.model_classes[ONNX_CLASS] = OnnxSeacoParaformer

@@ -27,8 +27,9 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address the app listens on.")
     port: int = Field(7860, ge=1, le=65535, description="Port the app listens on.")
     queue_max_size: int = Field(20, ge=1, description="Jobs allowed to wait in the Gradio queue; more get HTTP 503.")
-    model_concurrency: int = Field(2, ge=1, description="UI jobs processed at once; the engine still runs one "
-                                   "model call at a time, the others decode their audio meanwhile.")
+    model_concurrency: int = Field(0, ge=0, description="UI jobs processed at once; 0 = auto: 2, or "
+                                   "BATCH_MAX_REQUESTS when that is higher (only requests in the engine together "
+                                   "can share a model call).")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
     log_dir: Path = Field(PROJECT_ROOT / "logs", description="run.sh and ops scripts write logs here.")
     temp_dir: Path = Field(PROJECT_ROOT / "tmp" / "uploads", description="Upload temp files (cleaned by ops).")
@@ -45,7 +46,10 @@ class Settings(BaseSettings):
     enable_punc: bool = Field(True, description="Add punctuation to the text.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
     ncpu: int = Field(0, ge=0, description="CPU threads (PyTorch, and ONNX Runtime intra-op); 0 = all cores.")
-    batch_size_s: int = Field(300, ge=1, description="Seconds of audio per model batch (FunASR batch_size_s).")
+    batch_size_s: int = Field(300, ge=1, description="Seconds of audio per model batch (FunASR batch_size_s); also "
+                              "caps a batch of concurrent requests (longest segment x segments).")
+    batch_max_requests: int = Field(0, ge=0, description="Concurrent requests whose segments may share one model "
+                                    "call; 0 = auto: 8 on a GPU, 1 (off) on CPU, where it measured no gain.")
     engine_backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="auto (ONNX Runtime on CPU when an ONNX export is present, else PyTorch), torch or onnx.")
     onnx_quantize: bool = Field(False, description="ONNX backend: use the int8 model (*_quant.onnx); faster, a few "

@@ -183,3 +183,21 @@ def test_concurrent_calls_match_sequential_calls(onnx_engine):
         results = list(pool.map(run, [UTTERANCES[i % len(UTTERANCES)] for i in range(6)]))
     assert all(text == sequential[name] for name, text in results)
     assert onnx_engine.waiting == 0 and not onnx_engine.busy
+
+
+def test_batched_onnx_calls_give_the_unbatched_text(tiny_models, tiny_onnx, onnx_engine, long_wav, tmp_path):
+    """Cross-request batching on ONNX Runtime: each request's text is its text alone.
+
+    Sentence times may move by one timestamp step at a segment's end: the exported timestamp head's
+    backward LSTM runs over the padded batch (PyTorch runs it per segment, see asr.batching).
+    """
+    batched_engine = Engine(make_settings(tiny_models, tmp_path, engine_backend="onnx", onnx_model_dir=tiny_onnx,
+                                          batch_max_requests=4))
+    batched_engine.load()
+    work = [(p, HOTWORDS if i % 2 else None) for i, p in enumerate(UTTERANCES)] + [(long_wav, HOTWORDS)]
+    alone = {item: onnx_engine.transcribe(item[0], hotwords=item[1]) for item in work}
+    with ThreadPoolExecutor(4) as pool:
+        batched = list(pool.map(lambda item: batched_engine.transcribe(item[0], hotwords=item[1]), work))
+    for item, result in zip(work, batched):
+        assert_same(alone[item], result)
+    assert batched_engine.batcher.stats.largest_jobs > 1

@@ -98,7 +98,7 @@ def create_live_tab(engine: Engine, settings: Settings) -> None:
     mic.start_recording(on_start, None, [live, session], queue=False, api_visibility="private")
     mic.stream(on_chunk, [mic, session, words], [live, session], stream_every=STREAM_EVERY_S,
                time_limit=int(settings.max_audio_seconds), concurrency_id="live",
-               concurrency_limit=settings.model_concurrency, show_progress="hidden", api_visibility="private")
+               concurrency_limit=engine.concurrency(), show_progress="hidden", api_visibility="private")
     mic.stop_recording(finish_stream, [session], [live, session], concurrency_id="model", api_visibility="private")
 
 

@@ -60,7 +60,7 @@ def system_info(engine: Engine, settings: Settings) -> dict[str, Any]:
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "funasr": _version("funasr"),
                      "gradio": gr.__version__},
         "queue_waiting": info["waiting"], "model_busy": info["busy"], "queue_max_size": settings.queue_max_size,
-        "model_concurrency": settings.model_concurrency,
+        "model_concurrency": engine.concurrency(),
         "requests_served": info["requests_served"], "requests_failed": info["requests_failed"],
         "audio_seconds_served": info["audio_seconds_served"],
         "uptime_s": round(time.time() - _STARTED, 1),

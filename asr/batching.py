@@ -1,0 +1,245 @@
+"""Cross-request batching: the ASR network calls of concurrent requests run as one batched call.
+
+Each request runs FunASR's own pipeline (VAD, decoding segment by segment, merging, punctuation,
+sentence timestamps) in its caller's thread, holding the engine's model lock. The batcher replaces the
+ASR model's `inference`: a request that reaches it leaves its segment(s) there and waits, which releases
+the lock, so the next request can run its own pipeline up to its next segment. The waiting segments run
+as one call when every request inside the engine has one waiting (those that arrived while the batch was
+gathering included), or when the cap is reached:
+
+- at most `max_requests` requests per call, and at most `max_seconds` of padded audio (longest segment
+  times the number of segments), but always at least one request;
+- only segments with the same decoding options share a call (hotword list above all), so each request
+  keeps its own hotwords; the oldest waiting segment's group goes first.
+
+The gathering window is therefore "until the others have reached the model", with no fixed timer: a
+timer would add its length to every segment of a request that is alone. A request alone, or a batcher
+with `max_requests=1`, calls the model directly.
+
+What a request gets back is what the model would have returned for its segments alone: its own slice of
+the results, and an empty result when none of its segments produced a token (FunASR's `([],)`).
+Segments are padded to the longest one in the call; the tests check that the text does not change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Key a model's `inference` sets on each result: how many tokens the predictor gave the segment (read, then removed).
+PREDICTED_TOKENS = "predicted_tokens"
+#: Options that change how FunASR groups segments, not what the model returns for them.
+_NOT_DECODING_OPTIONS = frozenset({"batch_size", "batch_size_s", "batch_size_threshold_s"})
+#: A waiting segment re-checks this often; a safety net only (a notify wakes it when something changes).
+_RECHECK_S = 1.0
+SAMPLE_RATE = 16000
+
+
+@dataclass(eq=False)  # identity: jobs are told apart by who submitted them, never by content
+class _Job:
+    """One request's call to the model: its segments and options, and, once run, its answer."""
+
+    data_in: list
+    key: list
+    kwargs: dict[str, Any]
+    group: tuple
+    submitted: float = field(default_factory=time.perf_counter)
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+    @property
+    def longest_s(self) -> float:
+        return max((len(x) for x in self.data_in), default=0) / SAMPLE_RATE
+
+
+@dataclass
+class BatchStats:
+    """What the batcher did since start: calls, segments per call, the largest call."""
+
+    calls: int = 0
+    jobs: int = 0
+    segments: int = 0
+    largest_jobs: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "jobs": self.jobs, "segments": self.segments, "largest_jobs": self.largest_jobs,
+                "jobs_per_call": round(self.jobs / self.calls, 3) if self.calls else 0.0}
+
+
+class CrossRequestBatcher:
+    """Stands in for `model.inference`; see the module docstring. Call `install(model)` once after loading."""
+
+    def __init__(self, condition: threading.Condition, requests_inside: Callable[[], int], *, max_requests: int,
+                 max_seconds: float):
+        self._condition = condition  # the engine's model lock: held by whoever runs FunASR code
+        self._requests_inside = requests_inside
+        self.max_requests = max(1, int(max_requests))
+        self.max_seconds = float(max_seconds)
+        self._inference: Callable[..., Any] | None = None
+        self._pending: list[_Job] = []
+        self.stats = BatchStats()
+
+    def install(self, model: Any) -> None:
+        """Route `model.inference` through the batcher (the original is kept and called by it)."""
+        self._inference = model.inference
+        model.inference = self
+
+    # Called by FunASR with the model lock held.
+    def __call__(self, data_in: Any, data_lengths: Any = None, key: Sequence | None = None, **kwargs: Any) -> Any:
+        assert self._inference is not None, "install() first"
+        batchable = data_lengths is None and isinstance(data_in, list) and key is not None
+        if self.max_requests == 1 or not batchable or self._requests_inside() <= 1:
+            return _without_token_counts(self._call_model(data_in, key, data_lengths, kwargs))
+        job = _Job(list(data_in), list(key), kwargs, _group_of(kwargs))
+        self._pending.append(job)
+        self._condition.notify_all()
+        while not job.done:
+            batch = self._ready_batch()
+            if batch:
+                self._run(batch)
+            else:
+                self._condition.wait(_RECHECK_S)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _ready_batch(self) -> list[_Job]:
+        """The jobs to run now, or [] while other requests inside the engine may still bring a segment."""
+        if not self._pending:
+            return []
+        oldest = self._pending[0]
+        group = [j for j in self._pending if j.group == oldest.group]
+        chosen = _cap(group, self.max_requests, self.max_seconds)
+        everyone_waiting = len(self._pending) >= self._requests_inside()
+        overdue = time.perf_counter() - oldest.submitted > 30 * _RECHECK_S  # never expected; keeps a stall bounded
+        if everyone_waiting or len(chosen) < len(group) or len(chosen) >= self.max_requests or overdue:
+            return chosen
+        return []
+
+    def _run(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            self._pending.remove(job)
+        data_in = [x for job in jobs for x in job.data_in]
+        keys = [k for job in jobs for k in job.key]
+        try:
+            output = self._call_model(data_in, keys, None, jobs[0].kwargs)
+            offset = 0
+            for job in jobs:
+                job.result, offset = self._own_answer(output, len(job.data_in), offset)
+        except Exception as exc:
+            if len(jobs) == 1:
+                jobs[0].error = exc
+            else:
+                # One request's segment must not sink the others: run each alone.
+                logger.warning("batched model call failed (%s: %s); running its %d requests one by one",
+                               type(exc).__name__, exc, len(jobs))
+                for job in jobs:
+                    try:
+                        job.result = self._own_answer(self._call_model(job.data_in, job.key, None, job.kwargs),
+                                                      len(job.data_in), 0)[0]
+                    except Exception as single_exc:
+                        job.error = single_exc
+        finally:
+            for job in jobs:
+                job.done = True
+            self.stats.calls += 1
+            self.stats.jobs += len(jobs)
+            self.stats.segments += len(data_in)
+            self.stats.largest_jobs = max(self.stats.largest_jobs, len(jobs))
+            self._condition.notify_all()
+
+    def _call_model(self, data_in: Any, key: Any, data_lengths: Any, kwargs: dict[str, Any]) -> Any:
+        assert self._inference is not None
+        if data_lengths is not None:
+            return self._inference(data_in, data_lengths=data_lengths, key=key, **kwargs)
+        return self._inference(data_in, key=key, **kwargs)
+
+    @staticmethod
+    def _own_answer(output: Any, count: int, offset: int) -> tuple[Any, int]:
+        """(what the model returns for `count` segments starting at `offset` alone, the next offset)."""
+        results = output[0] if isinstance(output, tuple) and output else output
+        if not isinstance(results, list) or not results:
+            return output, offset + count  # ([],): no segment produced a token
+        own = results[offset: offset + count]
+        predicted = [r.pop(PREDICTED_TOKENS, None) for r in own]
+        if predicted and all(p is not None and p < 1 for p in predicted):
+            return ([],), offset + count  # alone, the model stops before decoding (SeacoParaformer.inference)
+        meta = output[1] if isinstance(output, tuple) and len(output) > 1 else {}
+        return (own, meta), offset + count
+
+
+def make_batches_exact(model: Any) -> None:
+    """Make a padded segment decode as it does alone (PyTorch SeACo-Paraformer); a batch of one is untouched.
+
+    Two parts of the model see past a segment's end when it is padded in a batch:
+    - the CIF predictor's convolution reads one frame past the end: alone that frame is zero, in a batch
+      it is the encoder's output for a padding frame (not zero after the final layer norm), which moves
+      the last token boundaries, so the padding frames are zeroed (`asr.export` builds the same step into
+      the ONNX graph);
+    - the timestamp head's backward LSTM starts from the end of the padded batch, so it runs per segment.
+    """
+    import torch
+
+    encode = model.encode
+    timestamps = model.calc_predictor_timestamp
+
+    def encode_with_zeroed_padding(speech: Any, speech_lengths: Any, *args: Any, **kwargs: Any) -> Any:
+        encoder_out, encoder_out_lens = encode(speech, speech_lengths, *args, **kwargs)
+        hidden = encoder_out[0] if isinstance(encoder_out, tuple) else encoder_out
+        if hidden.shape[0] > 1:
+            padding = torch.arange(hidden.shape[1], device=hidden.device)[None, :] >= encoder_out_lens[:, None]
+            hidden = hidden.masked_fill(padding[..., None], 0.0)
+            encoder_out = (hidden, *encoder_out[1:]) if isinstance(encoder_out, tuple) else hidden
+        return encoder_out, encoder_out_lens
+
+    def timestamps_per_segment(encoder_out: Any, encoder_out_lens: Any, token_num: Any) -> tuple:
+        if encoder_out.shape[0] == 1:
+            return timestamps(encoder_out, encoder_out_lens, token_num)
+        parts = [timestamps(encoder_out[i: i + 1, : int(n)], encoder_out_lens[i: i + 1], token_num[i: i + 1])
+                 for i, n in enumerate(encoder_out_lens)]
+        return tuple(_pad_cat([part[k] for part in parts]) for k in range(len(parts[0])))
+
+    model.encode = encode_with_zeroed_padding
+    model.calc_predictor_timestamp = timestamps_per_segment
+
+
+def _pad_cat(tensors: list) -> Any:
+    """Stack [1, T_i, ...] tensors into [B, max T, ...], zero-padded (the model reads only each segment's part)."""
+    import torch
+
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in tensors])
+
+
+def _without_token_counts(output: Any) -> Any:
+    results = output[0] if isinstance(output, tuple) and output else output
+    for result in results if isinstance(results, list) else []:
+        if isinstance(result, dict):
+            result.pop(PREDICTED_TOKENS, None)
+    return output
+
+
+def _group_of(kwargs: dict[str, Any]) -> tuple:
+    """Segments share a call only when every plain option (hotword above all) is the same."""
+    return tuple(sorted((k, v) for k, v in kwargs.items()
+                        if k not in _NOT_DECODING_OPTIONS and isinstance(v, (str, int, float, bool, type(None)))))
+
+
+def _cap(group: list[_Job], max_requests: int, max_seconds: float) -> list[_Job]:
+    """The oldest jobs of a group that fit the caps (padded audio seconds, requests); at least one."""
+    chosen: list[_Job] = []
+    longest, segments = 0.0, 0
+    for job in group[:max_requests]:
+        new_longest, new_segments = max(longest, job.longest_s), segments + len(job.data_in)
+        if chosen and new_longest * new_segments > max_seconds:
+            break
+        chosen.append(job)
+        longest, segments = new_longest, new_segments
+    return chosen

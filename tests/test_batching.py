@@ -1,0 +1,165 @@
+"""Cross-request batching: concurrent requests share model calls and each still gets its own answer.
+
+The batcher is tested on a fake model (grouping, caps, failures, empty results), then in the engine on
+the tiny model, where a batched request's text, confidence and sentences must equal its unbatched ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asr.batching import PREDICTED_TOKENS, CrossRequestBatcher
+from asr.engine import Engine
+
+from conftest import DATA, make_settings
+
+UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
+RATE = 16000
+
+
+class FakeModel:
+    """Answers each segment with its length and hotword; a segment of length 13 makes the call fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], Any]] = []
+
+    def inference(self, data_in: list, key: list | None = None, **kwargs: Any) -> tuple:
+        self.calls.append(([len(x) for x in data_in], kwargs.get("hotword")))
+        if any(len(x) == 13 for x in data_in):
+            raise RuntimeError("segment 13 breaks the model")
+        if all(len(x) < 5 for x in data_in):
+            return ([],)  # like SeacoParaformer: no segment produced a token
+        return ([{"key": k, "text": f"{kwargs.get('hotword')}:{len(x)}", PREDICTED_TOKENS: int(len(x) >= 5)}
+                 for k, x in zip(key, data_in)], {"batch_data_time": 1.0})
+
+
+class FakeEngine:
+    """The engine's side of the contract: a condition held while FunASR code runs, and a count of requests inside."""
+
+    def __init__(self, max_requests: int, max_seconds: float = 1e9) -> None:
+        self.condition = threading.Condition()
+        self.inside = 0
+        self.count_lock = threading.Lock()
+        self.model = FakeModel()
+        self.batcher = CrossRequestBatcher(self.condition, lambda: self.inside, max_requests=max_requests,
+                                           max_seconds=max_seconds)
+        self.batcher.install(self.model)
+
+    def request(self, length: int, hotword: str | None, barrier: threading.Barrier | None = None) -> Any:
+        with self.count_lock:
+            self.inside += 1
+        if barrier:
+            barrier.wait()
+        with self.condition:
+            try:
+                return self.model.inference([np.zeros(length)], key=[f"k{length}"], hotword=hotword)
+            except Exception as exc:
+                return exc
+            finally:
+                with self.count_lock:
+                    self.inside -= 1
+                self.condition.notify_all()
+
+
+def run_concurrently(engine: FakeEngine, requests: list[tuple[int, str | None]]) -> list[Any]:
+    barrier = threading.Barrier(len(requests))
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(lambda r: engine.request(*r, barrier=barrier), requests))
+
+
+def test_concurrent_requests_share_calls_and_keep_their_own_answers():
+    engine = FakeEngine(max_requests=8)
+    requests = [(20 + i, "甲" if i % 2 else None) for i in range(6)]
+    answers = run_concurrently(engine, requests)
+    for (length, hotword), answer in zip(requests, answers):
+        results, meta = answer
+        assert [r["text"] for r in results] == [f"{hotword}:{length}"]
+        assert PREDICTED_TOKENS not in results[0]
+        assert meta == {"batch_data_time": 1.0}
+    # Two hotword lists -> two groups; every call carries one list only, and all six rode in 2 calls.
+    assert len(engine.model.calls) == 2
+    for lengths, hotword in engine.model.calls:
+        assert all((length % 2 == 1) == (hotword == "甲") for length in lengths)
+    assert engine.batcher.stats.jobs == 6 and engine.batcher.stats.calls == 2
+
+
+def test_caps_on_requests_and_padded_seconds():
+    engine = FakeEngine(max_requests=3)
+    run_concurrently(engine, [(20 + i, None) for i in range(7)])
+    assert max(len(lengths) for lengths, _ in engine.model.calls) == 3
+    assert sum(len(lengths) for lengths, _ in engine.model.calls) == 7
+
+    # Padded seconds = longest segment x segments: 3 segments of ~0.06 s would pass 0.15 s.
+    engine = FakeEngine(max_requests=8, max_seconds=0.15)
+    run_concurrently(engine, [(RATE // 20 + i, None) for i in range(4)])
+    assert max(len(lengths) for lengths, _ in engine.model.calls) == 2
+
+
+def test_one_broken_segment_does_not_sink_the_others():
+    engine = FakeEngine(max_requests=8)
+    answers = run_concurrently(engine, [(11, None), (13, None), (12, None)])
+    assert isinstance(answers[1], RuntimeError)
+    assert answers[0][0][0]["text"] == "None:11" and answers[2][0][0]["text"] == "None:12"
+
+
+def test_a_request_without_tokens_gets_the_empty_answer_it_gets_alone():
+    engine = FakeEngine(max_requests=8)
+    answers = run_concurrently(engine, [(3, None), (12, None)])
+    assert answers[0] == ([],)  # batched with a segment that has tokens, still "nothing" as when alone
+    assert answers[1][0][0]["text"] == "None:12"
+    assert len(engine.model.calls) == 1
+
+
+def test_one_request_or_batching_off_calls_the_model_directly():
+    engine = FakeEngine(max_requests=8)
+    assert engine.request(10, None)[0][0]["text"] == "None:10"
+    off = FakeEngine(max_requests=1)
+    run_concurrently(off, [(10 + i, None) for i in range(4)])
+    assert len(off.model.calls) == 4 and off.batcher.stats.calls == 0
+
+
+# ------------------------------------------------------------------------------ the engine, tiny model
+@pytest.fixture(scope="module")
+def batching_engine(tiny_models, tmp_path_factory) -> Engine:
+    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("batching"), batch_max_requests=4))
+    eng.load()
+    return eng
+
+
+def test_batched_results_equal_unbatched_results(engine, batching_engine, long_wav):
+    """Every request, run 4 at a time with mixed hotword lists, gets exactly what it gets alone."""
+    hotword_lists = [None, "达摩院,语音识别", "科哥", None]
+    work: list[tuple[Path, str | None]] = [(p, hotword_lists[i % 4]) for i, p in enumerate(UTTERANCES * 2)]
+    work.append((long_wav, "达摩院"))
+    alone = {(p, h): engine.transcribe(p, hotwords=h) for p, h in set(work)}  # fixture engine: no batching
+    assert engine.batcher is not None and engine.batcher.max_requests == 1
+
+    before = batching_engine.batcher.stats.jobs
+    with ThreadPoolExecutor(4) as pool:
+        batched = list(pool.map(lambda item: batching_engine.transcribe(item[0], hotwords=item[1]), work))
+    for (path, hotwords), result in zip(work, batched):
+        expected = alone[(path, hotwords)]
+        assert result.text == expected.text, f"{path.name} with {hotwords}"
+        assert result.confidence == pytest.approx(expected.confidence, abs=1e-5)
+        assert [(s.text, s.start, s.end) for s in result.sentences] == \
+               [(s.text, s.start, s.end) for s in expected.sentences]
+    stats = batching_engine.batcher.stats
+    assert stats.jobs > before and stats.largest_jobs > 1  # requests did share calls
+    assert stats.as_dict()["jobs_per_call"] > 1.2
+    assert batching_engine.waiting == 0 and not batching_engine.busy
+
+
+def test_auto_batch_size_and_concurrency_follow_the_device(tiny_models, tmp_path):
+    cpu = Engine(make_settings(tiny_models, tmp_path))
+    assert cpu.batch_max_requests("cpu") == 1 and cpu.batch_max_requests("cuda:0") == 8
+    assert cpu.concurrency() == 2
+    gpu_like = Engine(make_settings(tiny_models, tmp_path, device="cuda:0"))
+    assert gpu_like.concurrency() == 8  # requests must be in the engine together to share a call
+    fixed = Engine(make_settings(tiny_models, tmp_path, batch_max_requests=3, model_concurrency=5))
+    assert fixed.batch_max_requests("cpu") == 3 and fixed.concurrency() == 5
