@@ -58,7 +58,8 @@ def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, An
         "backend": engine.backend or engine.settings.engine_backend,
         "uptime_s": round(time.time() - started_at, 1),
         "queue": {"model_waiting": engine.waiting, "model_busy": engine.busy,
-                  "max_size": engine.settings.queue_max_size},
+                  "max_size": engine.settings.queue_max_size, "concurrency": engine.concurrency()},
+        "batching": engine.info()["batching"],
         "requests": {"served": engine.requests_served, "failed": engine.requests_failed},
     }
     if engine.state == "error":

@@ -186,12 +186,12 @@ class Server:
 
 
 def start_app(models: ModelFolders, work: Path, *, device: str, backend: str, queue_max_size: int,
-              model_concurrency: int, timeout: float = 300) -> Server:
-    """`python app.py` on a free loopback port, waited for until /health says ok."""
+              model_concurrency: int, batch_max_requests: int = 0, timeout: float = 300) -> Server:
+    """`python app.py` on a free loopback port, waited for until /health says ok (0: the server's auto value)."""
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
     env = server_env(models, work, device, backend, QUEUE_MAX_SIZE=str(queue_max_size),
-                     MODEL_CONCURRENCY=str(model_concurrency))
+                     MODEL_CONCURRENCY=str(model_concurrency), BATCH_MAX_REQUESTS=str(batch_max_requests))
     log = work / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
@@ -204,7 +204,8 @@ def start_app(models: ModelFolders, work: Path, *, device: str, backend: str, qu
     except (TimeoutError, RuntimeError):
         stop_app(server)
         raise RuntimeError(f"the server did not become healthy:\n{server.log_tail()}") from None
-    logger.info("server healthy after %.1f s", server.start_s)
+    server.model_concurrency = int((health(server.url) or {}).get("queue", {}).get("concurrency") or model_concurrency)
+    logger.info("server healthy after %.1f s (%d jobs at once)", server.start_s, server.model_concurrency)
     return server
 
 
@@ -239,7 +240,8 @@ def attach(url: str, pid: int | None, temp_dir: str | None) -> Server:
     port = httpx.URL(url).port or 80
     found = pid or pid_listening_on(port)
     return Server(url.rstrip("/"), Path(temp_dir) if temp_dir else None, None, lambda: found,
-                  queue_max_size=int(body.get("queue", {}).get("max_size") or 20))
+                  queue_max_size=int(body.get("queue", {}).get("max_size") or 20),
+                  model_concurrency=int(body.get("queue", {}).get("concurrency") or 2))
 
 
 # --------------------------------------------------------------------------------------------- sampler

@@ -253,8 +253,17 @@ def scenario_a(ctx: Context, server: Server) -> dict[str, Any]:
     if s.get("throughput_ratio") is not None:
         result["targets"].append(target(f"throughput with {users} clients ≥ 1.3× the sequential baseline",
                                         f"{s['throughput_ratio']:.2f}×", s["throughput_ratio"] >= 1.3))
-    result["notes"].append("The engine runs one model call at a time (no cross-request batching), so concurrent "
-                           "requests queue: latency grows with the number of clients, throughput stays ~1×.")
+    batching = (health(server.url) or {}).get("batching") or {}
+    if batching.get("max_requests", 1) > 1:
+        result["extra_rows"].append(("cross-request batching (server totals)",
+                                     f"up to {batching['max_requests']} requests per call; {batching['jobs']} "
+                                     f"segment calls ran as {batching['calls']} model calls "
+                                     f"({batching['jobs_per_call']:.2f} per call, largest {batching['largest_jobs']})"))
+        result["notes"].append("Cross-request batching is on: the running requests' segments share model calls "
+                               "(each request's text is what it gets alone).")
+    else:
+        result["notes"].append("Cross-request batching is off (BATCH_MAX_REQUESTS=1, the CPU default): one request's "
+                               "segment per model call, so concurrent requests queue and throughput stays ~1×.")
     return result
 
 
@@ -864,7 +873,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup-share", type=float, default=0.2, help="soak: share of the run that is warm-up")
     parser.add_argument("--sample-interval", type=float, default=2.0, help="seconds between server samples")
     parser.add_argument("--queue-max-size", type=int, default=20, help="QUEUE_MAX_SIZE of the server we start")
-    parser.add_argument("--model-concurrency", type=int, default=2, help="MODEL_CONCURRENCY of the server we start")
+    parser.add_argument("--model-concurrency", type=int, default=0,
+                        help="MODEL_CONCURRENCY of the server we start (default 0: the server's auto)")
+    parser.add_argument("--batch-max-requests", type=int, default=0,
+                        help="BATCH_MAX_REQUESTS of the server we start (default 0: auto, off on CPU)")
     parser.add_argument("--disconnects", type=int, default=6, help="faults: uploads cut mid-body")
     parser.add_argument("--fault-batch-files", type=int, default=8, help="faults: files in the batch that is cut")
     parser.add_argument("--watchdog-interval", type=float, default=1.0, help="faults: watchdog check interval")
@@ -940,7 +952,8 @@ def main(argv: list[str] | None = None) -> int:
             assert models is not None
             server = start_app(models, work / "server", device=args.device, backend=args.engine_backend,
                                queue_max_size=args.queue_max_size,
-                               model_concurrency=args.model_concurrency)
+                               model_concurrency=args.model_concurrency,
+                               batch_max_requests=args.batch_max_requests)
             run["server_start_s"] = server.start_s
         run["backend"] = (health(server.url) or {}).get("backend")
         try:
