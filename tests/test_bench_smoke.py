@@ -36,3 +36,14 @@ def test_bench_load_a_and_overflow_smoke(tiny_models, tmp_path: Path) -> None:
     assert "### A:" in report and "### Overflow" in report and "reference (RTX 3060)" in report
     assert "| failed / rejected (503) | 0 / 0 |" in report
     assert list(results.glob("A-*.png")) and list(results.glob("overflow-*.png"))
+
+
+def test_bench_batching_smoke(tiny_models, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "bench.batching", "--model-dir", str(tiny_models.asr), "--clients", "3",
+           "--rounds", "1", "--inputs", "utterances", "--results-dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    result = json.loads(next(tmp_path.glob("batching-*.json")).read_text(encoding="utf-8"))
+    assert result["off"]["same_text"] and result["on"]["same_text"]
+    assert result["off"]["jobs_per_call"] == 1 and result["on"]["jobs_per_call"] > 1
+    assert "Batching gain" in next(tmp_path.glob("batching-*.md")).read_text(encoding="utf-8")
