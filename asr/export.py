@@ -17,6 +17,8 @@ ONNX gives the same text as the PyTorch model:
 - the hotword embedder takes hotwords of any length (FunASR's fixes it at 10 tokens);
 - a fifth output, `decoder_logits`, is the decoder's distribution before hotword biasing: PyTorch
   skips the bias decoder entirely when a request has no hotwords, and the runtime uses this output then.
+Then the backbone graphs (fp32 and int8) are rewritten for ONNX Runtime (`asr.ort_graph`: CIF loops
+without quadratic copies, fused attention; same outputs bit for bit).
 """
 
 from __future__ import annotations
@@ -118,16 +120,30 @@ def _export_graph(module: Any, path: Path, opset: int) -> None:
                           input_names=input_names, output_names=output_names, dynamic_axes=axes, dynamo=False)
 
 
-def _quantize(path: Path) -> Path:
-    """int8 weights for the MatMuls, with the exclusions FunASR's exporter uses (output and bias layers)."""
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has the VNNI int8 dot-product instructions (avx512_vnni or avx_vnni)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def _quantize(path: Path, op_types: tuple[str, ...] = ("MatMul",)) -> Path:
+    """int8 weights (per channel), with the exclusions FunASR's exporter uses (output and bias layers).
+
+    Signed int8 weights let ONNX Runtime use VNNI (≈ 1.2x faster here than unsigned); without VNNI,
+    signed weights can saturate in the AVX2 kernels, so unsigned ones are used there.
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = path.with_name(path.stem + "_quant.onnx")
     nodes = [n.name for n in onnx.load(str(path)).graph.node]
     exclude = [n for n in nodes if "output" in n or "bias_encoder" in n or "bias_decoder" in n]
-    quantize_dynamic(model_input=str(path), model_output=str(target), op_types_to_quantize=["MatMul"],
-                     per_channel=True, reduce_range=False, weight_type=QuantType.QUInt8, nodes_to_exclude=exclude)
+    weights = QuantType.QInt8 if cpu_has_vnni() else QuantType.QUInt8
+    quantize_dynamic(model_input=str(path), model_output=str(target), op_types_to_quantize=list(op_types),
+                     per_channel=True, reduce_range=False, weight_type=weights, nodes_to_exclude=exclude)
     return target
 
 
@@ -180,7 +196,15 @@ def export_model(model_dir: Path, *, output_dir: Path | None = None, quantize: b
     if quantize:
         for path in list(written):
             logger.info("quantizing %s", path)
-            written.append(_quantize(path))
+            # The backbone's LSTM is the timestamp head's (its int8 moves a few timestamps by a step); the hotword
+            # embedder's LSTM stays fp32.
+            backbone = kind == "SeacoParaformer" and path == written[0]
+            written.append(_quantize(path, ("MatMul", "LSTM") if backbone else ("MatMul",)))
+    if kind == "SeacoParaformer":
+        from .ort_graph import optimize_for_ort
+
+        for path in (p for p in written if p.name in ("model.onnx", "model_quant.onnx")):
+            logger.info("rewriting %s for ONNX Runtime: %s", path.name, optimize_for_ort(path))
     logger.info("exported %s in %.1f s: %s", model_dir, time.perf_counter() - started,
                 ", ".join(p.name for p in written))
     return written
