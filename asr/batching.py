@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 PREDICTED_TOKENS = "predicted_tokens"
 #: Options that change how FunASR groups segments, not what the model returns for them.
 _NOT_DECODING_OPTIONS = frozenset({"batch_size", "batch_size_s", "batch_size_threshold_s"})
+#: SeACo-Paraformer keeps every hotword (plus its `<s>` entry) up to this many; above it, it keeps the best ones
+#: by the first segment of the call, so a batched request's choice would depend on its neighbours: it runs alone.
+HOTWORD_FILTER = 50
 #: A waiting segment re-checks this often; a safety net only (a notify wakes it when something changes).
 _RECHECK_S = 1.0
 SAMPLE_RATE = 16000
@@ -94,7 +97,8 @@ class CrossRequestBatcher:
     # Called by FunASR with the model lock held.
     def __call__(self, data_in: Any, data_lengths: Any = None, key: Sequence | None = None, **kwargs: Any) -> Any:
         assert self._inference is not None, "install() first"
-        batchable = data_lengths is None and isinstance(data_in, list) and key is not None
+        batchable = (data_lengths is None and isinstance(data_in, list) and key is not None
+                     and len(str(kwargs.get("hotword") or "").split()) + 1 <= HOTWORD_FILTER)
         if self.max_requests == 1 or not batchable or self._requests_inside() <= 1:
             return _without_token_counts(self._call_model(data_in, key, data_lengths, kwargs))
         job = _Job(list(data_in), list(key), kwargs, _group_of(kwargs))

@@ -116,6 +116,14 @@ def test_a_request_without_tokens_gets_the_empty_answer_it_gets_alone():
     assert len(engine.model.calls) == 1
 
 
+def test_requests_with_more_hotwords_than_the_filter_run_alone():
+    engine = FakeEngine(max_requests=8)
+    many = " " + " ".join(f"词{i}" for i in range(60)) + " "
+    answers = run_concurrently(engine, [(20, many), (21, many), (22, "甲"), (23, "甲")])
+    assert [a[0][0]["text"] for a in answers] == [f"{many}:20", f"{many}:21", "甲:22", "甲:23"]
+    assert sorted(len(lengths) for lengths, _ in engine.model.calls) == [1, 1, 2]
+
+
 def test_one_request_or_batching_off_calls_the_model_directly():
     engine = FakeEngine(max_requests=8)
     assert engine.request(10, None)[0][0]["text"] == "None:10"
