@@ -59,7 +59,7 @@ def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, An
         "uptime_s": round(time.time() - started_at, 1),
         "queue": {"model_waiting": engine.waiting, "model_busy": engine.busy,
                   "max_size": engine.settings.queue_max_size, "concurrency": engine.concurrency()},
-        "batching": engine.info()["batching"],
+        "batching": engine.batching_info(),
         "requests": {"served": engine.requests_served, "failed": engine.requests_failed},
     }
     if engine.state == "error":

@@ -288,6 +288,13 @@ class Engine:
         """Whether the model is working on at least one request."""
         return self._inside > self._waiting
 
+    def batching_info(self) -> dict[str, Any] | None:
+        """Cross-request batching: its limits and counters since start (None before the model is loaded)."""
+        if self.batcher is None:
+            return None
+        return {"max_requests": self.batcher.max_requests, "max_seconds": self.batcher.max_seconds,
+                **self.batcher.stats.as_dict()}
+
     def info(self) -> dict[str, Any]:
         spec = self.spec or self.resolve_spec()
         return {
@@ -305,8 +312,7 @@ class Engine:
             "audio_seconds_served": round(self.audio_seconds_served, 3),
             "waiting": self._waiting,
             "busy": self.busy,
-            "batching": ({"max_requests": self.batcher.max_requests, "max_seconds": self.batcher.max_seconds,
-                          **self.batcher.stats.as_dict()} if self.batcher else None),
+            "batching": self.batching_info(),
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 

@@ -171,3 +171,17 @@ def test_auto_batch_size_and_concurrency_follow_the_device(tiny_models, tmp_path
     assert gpu_like.concurrency() == 8  # requests must be in the engine together to share a call
     fixed = Engine(make_settings(tiny_models, tmp_path, batch_max_requests=3, model_concurrency=5))
     assert fixed.batch_max_requests("cpu") == 3 and fixed.concurrency() == 5
+
+
+def test_health_reports_batching_and_never_fails_before_a_load(tiny_models, tmp_path, batching_engine):
+    from app import health_payload
+
+    code, body = health_payload(batching_engine, 0.0)
+    assert code == 200 and body["batching"]["max_requests"] == 4 and body["queue"]["concurrency"] == 4
+    # A model folder that does not exist: the engine cannot even resolve its spec; /health must still answer.
+    broken = Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "no-such-model"))
+    with pytest.raises(Exception):
+        broken.load()
+    code, body = health_payload(broken, 0.0)
+    assert code == 503 and body["status"] == "error" and "no-such-model" in body["detail"]
+    assert body["batching"] is None
