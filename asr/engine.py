@@ -168,7 +168,8 @@ class Engine:
     def batch_max_requests(self, device: str) -> int:
         """BATCH_MAX_REQUESTS, or when 0: 8 on a GPU, 1 (no cross-request batching) on CPU.
 
-        On CPU a batched call measured no faster than the same segments one by one (docs/benchmarks.md).
+        On 2 CPU cores batching paid for concurrent long files (1.33x) and cost for short clips (0.80x,
+        docs/benchmarks.md), so there it is opt-in.
         """
         if self.settings.batch_max_requests:
             return self.settings.batch_max_requests

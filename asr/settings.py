@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     batch_size_s: int = Field(300, ge=1, description="Seconds of audio per model batch (FunASR batch_size_s); also "
                               "caps a batch of concurrent requests (longest segment x segments).")
     batch_max_requests: int = Field(0, ge=0, description="Concurrent requests whose segments may share one model "
-                                    "call; 0 = auto: 8 on a GPU, 1 (off) on CPU, where it measured no gain.")
+                                    "call; 0 = auto: 8 on a GPU, 1 (off) on CPU, where it pays only for concurrent long files.")
     engine_backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="auto (ONNX Runtime on CPU when an ONNX export is present, else PyTorch), torch or onnx.")
     onnx_quantize: bool = Field(False, description="ONNX backend: use the int8 model (*_quant.onnx); faster, a few "
