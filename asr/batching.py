@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .audio import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
 #: Key a model's `inference` sets on each result: how many tokens the predictor gave the segment (read, then removed).
@@ -41,7 +43,6 @@ _NOT_DECODING_OPTIONS = frozenset({"batch_size", "batch_size_s", "batch_size_thr
 HOTWORD_FILTER = 50
 #: A waiting segment re-checks this often; a safety net only (a notify wakes it when something changes).
 _RECHECK_S = 1.0
-SAMPLE_RATE = 16000
 
 
 @dataclass(eq=False)  # identity: jobs are told apart by who submitted them, never by content

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from asr.audio import SAMPLE_RATE as RATE
 from asr.batching import PREDICTED_TOKENS, CrossRequestBatcher
 from asr.engine import Engine
 
 from conftest import DATA, make_settings
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
-RATE = 16000
 
 
 class FakeModel:
