@@ -45,12 +45,16 @@ def internal_error() -> APIError:
     return APIError(500, GENERIC_500, type="server_error", code="internal_error", outcome="error")
 
 
+#: The form field an input error is about (OpenAI's `param`); the file unless named here.
+_PARAM_OF_ERROR = {"bad_hotwords": "hotwords", "speakers_unavailable": "diarize", "bad_speaker_count": "num_speakers"}
+
+
 def from_asr_error(exc: ASRError) -> APIError:
     """The engine's messages are written for people, so they are passed on as they are."""
     if isinstance(exc, FileTooLargeError):
         return too_large(str(exc))
     if isinstance(exc, InputError):
-        return bad_request(str(exc), param="hotwords" if exc.code == "bad_hotwords" else "file", code=exc.code)
+        return bad_request(str(exc), param=_PARAM_OF_ERROR.get(exc.code, "file"), code=exc.code)
     if isinstance(exc, ModelNotReadyError):
         return unavailable(str(exc), code=exc.code, retry_after_s=10, outcome="not_ready")
     return internal_error()

@@ -17,10 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
-from asr.engine import Engine, Transcription
+from asr.engine import Engine, Transcription, Word
 from asr.errors import ASRError
 from asr.settings import Settings
-from asr.subtitles import to_srt, to_vtt
+from asr.subtitles import to_srt, to_txt, to_vtt
 
 from .admission import Admission
 from .auth import APIKeys
@@ -54,6 +54,9 @@ class TranscriptionForm:
     file: UploadFile
     response_format: str
     hotwords: str | None
+    granularities: frozenset[str] = frozenset()
+    diarize: bool = False
+    num_speakers: int | None = None
 
 
 def services(request: Request) -> APIServices:
@@ -86,9 +89,11 @@ async def create_transcription(request: Request) -> Response:
         try:
             async with request.form(max_files=1, max_fields=50) as form:
                 params = _parse_form(form)
+                api.engine.check_speakers(params.diarize, params.num_speakers)  # before reading the upload
                 data = await _read_upload(params.file, api.engine.limits.max_bytes)
                 result = await run_in_threadpool(api.engine.transcribe, data, hotwords=params.hotwords,
-                                                 name=params.file.filename or "upload")
+                                                 name=params.file.filename or "upload", diarize=params.diarize,
+                                                 num_speakers=params.num_speakers)
         except ASRError as exc:
             error = from_asr_error(exc)
             logger.log(logging.ERROR if error.status >= 500 else logging.INFO, "API transcription refused: %s (%s)",
@@ -103,7 +108,7 @@ async def create_transcription(request: Request) -> Response:
             raise internal_error() from None
         finally:
             api.admission.leave()
-        return render(result, params.response_format)
+        return render(result, params.response_format, params.granularities)
 
 
 @router.get("/metrics")
@@ -142,18 +147,51 @@ def _parse_form(form: FormData) -> TranscriptionForm:
     granularities = [str(g) for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")]
     for granularity in granularities:
         if granularity not in ("segment", "word"):
-            raise bad_request(f"timestamp_granularities must be 'segment', not '{granularity}'.",
+            raise bad_request(f"timestamp_granularities must be 'segment' or 'word', not '{granularity}'.",
                               param="timestamp_granularities")
-        if granularity == "word":
-            raise bad_request("Word timestamps are not available; use timestamp_granularities[]=segment.",
-                              param="timestamp_granularities", code="unsupported_value")
+    if granularities and response_format != "verbose_json":
+        raise bad_request("timestamp_granularities need response_format=verbose_json (as with OpenAI).",
+                          param="timestamp_granularities", code="unsupported_value")
+    # `diarize` (ours and OpenAI's diarizing models') or `spk` (FunASR's funasr-server): label the speakers.
+    diarize = _form_bool(form, "diarize") or _form_bool(form, "spk")
+    num_speakers = _form_int(form, "num_speakers", "speakers")
+    if num_speakers is not None and not diarize:
+        diarize = True  # a speaker count is a request for speakers
     # `hotwords` wins; without it the OpenAI `prompt` is read as hotwords (SeACo has no text prompt).
     # Neither: None, the engine's default list. An empty `hotwords` means "no hotwords".
     hotwords = form.get("hotwords")
     if hotwords is None:
         hotwords = form.get("prompt") or None
     return TranscriptionForm(file=file, response_format=response_format,
-                             hotwords=None if hotwords is None else str(hotwords))
+                             hotwords=None if hotwords is None else str(hotwords),
+                             granularities=frozenset(granularities), diarize=diarize, num_speakers=num_speakers)
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def _form_bool(form: FormData, name: str) -> bool:
+    value = form.get(name)
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise bad_request(f"{name} must be true or false, not '{value}'.", param=name)
+
+
+def _form_int(form: FormData, *names: str) -> int | None:
+    for name in names:
+        value = form.get(name)
+        if value is None or str(value).strip() == "":
+            continue
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise bad_request(f"{name} must be a whole number of speakers, not '{value}'.", param=name) from None
+    return None
 
 
 async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
@@ -170,31 +208,54 @@ def _not_ready_message(engine: Engine) -> str:
 
 
 # ------------------------------------------------------------------------------------------ response
-def render(result: Transcription, response_format: str) -> Response:
+def render(result: Transcription, response_format: str, granularities: frozenset[str] = frozenset()) -> Response:
     if response_format == "text":
+        if result.speakers:
+            return PlainTextResponse(to_txt(result.sentences))  # one line per turn, 说话人N：
         return PlainTextResponse(result.text + "\n")
     if response_format == "srt":
         return PlainTextResponse(to_srt(result.sentences))
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(result.sentences), media_type="text/vtt")
     if response_format == "verbose_json":
-        return JSONResponse(verbose_json(result))
+        return JSONResponse(verbose_json(result, granularities))
     return JSONResponse({"text": result.text})
 
 
-def verbose_json(result: Transcription) -> dict:
-    """OpenAI's verbose_json, plus our `confidence` (whole text, see README: Confidence)."""
-    segments = [
-        {"id": i, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text, "tokens": [],
-         "temperature": 0.0}
-        for i, s in enumerate(result.sentences)
-    ]
-    return {
+def verbose_json(result: Transcription, granularities: frozenset[str] = frozenset()) -> dict:
+    """OpenAI's verbose_json, plus our `confidence` (whole text, see README: Confidence).
+
+    Segments come unless only words were asked for, as with OpenAI; `words` (OpenAI's shape: word, start,
+    end) when timestamp_granularities has `word`, then each segment lists its own words too. A segment has
+    `speaker` (1, 2, ...) when the request asked for speakers.
+    """
+    with_words = "word" in granularities
+    with_segments = "segment" in granularities or not granularities
+    body: dict = {
         "task": "transcribe",
         "language": "chinese",
         "duration": round(result.duration, 3),
         "text": result.text,
-        "segments": segments,
-        "confidence": round(result.confidence, 4),
-        "usage": {"type": "duration", "seconds": math.ceil(result.duration)},
     }
+    if with_words:
+        body["words"] = [_word_json(w) for w in result.words]
+    if with_segments:
+        segments = []
+        for i, s in enumerate(result.sentences):
+            segment = {"id": i, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
+                       "tokens": [], "temperature": 0.0}
+            if s.speaker is not None:
+                segment["speaker"] = s.speaker
+            if with_words:
+                segment["words"] = [_word_json(w) for w in s.words]
+            segments.append(segment)
+        body["segments"] = segments
+    if any(s.speaker is not None for s in result.sentences):
+        body["speakers"] = result.speakers
+    body["confidence"] = round(result.confidence, 4)
+    body["usage"] = {"type": "duration", "seconds": math.ceil(result.duration)}
+    return body
+
+
+def _word_json(word: Word) -> dict:
+    return {"word": word.text, "start": round(word.start, 3), "end": round(word.end, 3)}

@@ -17,8 +17,14 @@ timer would add its length to every segment of a request that is alone. A reques
 with `max_requests=1`, calls the model directly.
 
 What a request gets back is what the model would have returned for its segments alone: its own slice of
-the results, and an empty result when none of its segments produced a token (FunASR's `([],)`).
-Segments are padded to the longest one in the call; the tests check that the text does not change.
+the results. Segments are padded to the longest one in the call; the tests check that the text does not
+change.
+
+Every answer has one result per segment: a segment for which the predictor emits no token gets an empty
+result (`empty_result`), where FunASR's model returns `([],)` for a call whose segments all predict none.
+`AutoModel.inference_with_vad` would then find fewer results than segments and return an empty text for the
+whole file (funasr 1.4.16, the `len(results_sorted) != n` branch); on CPU each segment is its own call, so
+one cough or noise burst cut as its own segment was enough to lose a meeting's transcript.
 """
 
 from __future__ import annotations
@@ -101,7 +107,8 @@ class CrossRequestBatcher:
         batchable = (data_lengths is None and isinstance(data_in, list) and key is not None
                      and len(str(kwargs.get("hotword") or "").split()) + 1 <= HOTWORD_FILTER)
         if self.max_requests == 1 or not batchable or self._requests_inside() <= 1:
-            return _without_token_counts(self._call_model(data_in, key, data_lengths, kwargs))
+            output = self._call_model(data_in, key, data_lengths, kwargs)
+            return _one_result_per_segment(output, list(key or []), 0)[0]
         job = _Job(list(data_in), list(key), kwargs, _group_of(kwargs))
         self._pending.append(job)
         self._condition.notify_all()
@@ -137,7 +144,7 @@ class CrossRequestBatcher:
             output = self._call_model(data_in, keys, None, jobs[0].kwargs)
             offset = 0
             for job in jobs:
-                job.result, offset = self._own_answer(output, len(job.data_in), offset)
+                job.result, offset = self._own_answer(output, job.key, offset)
         except Exception as exc:
             if len(jobs) == 1:
                 jobs[0].error = exc
@@ -148,7 +155,7 @@ class CrossRequestBatcher:
                 for job in jobs:
                     try:
                         job.result = self._own_answer(self._call_model(job.data_in, job.key, None, job.kwargs),
-                                                      len(job.data_in), 0)[0]
+                                                      job.key, 0)[0]
                     except Exception as single_exc:
                         job.error = single_exc
         finally:
@@ -167,17 +174,9 @@ class CrossRequestBatcher:
         return self._inference(data_in, key=key, **kwargs)
 
     @staticmethod
-    def _own_answer(output: Any, count: int, offset: int) -> tuple[Any, int]:
-        """(what the model returns for `count` segments starting at `offset` alone, the next offset)."""
-        results = output[0] if isinstance(output, tuple) and output else output
-        if not isinstance(results, list) or not results:
-            return output, offset + count  # ([],): no segment produced a token
-        own = results[offset: offset + count]
-        predicted = [r.pop(PREDICTED_TOKENS, None) for r in own]
-        if predicted and all(p is not None and p < 1 for p in predicted):
-            return ([],), offset + count  # alone, the model stops before decoding (SeacoParaformer.inference)
-        meta = output[1] if isinstance(output, tuple) and len(output) > 1 else {}
-        return (own, meta), offset + count
+    def _own_answer(output: Any, keys: list, offset: int) -> tuple[Any, int]:
+        """(the answer for the segments `keys` starting at `offset` of a batched call, the next offset)."""
+        return _one_result_per_segment(output, keys, offset)
 
 
 def make_batches_exact(model: Any) -> None:
@@ -223,12 +222,30 @@ def _pad_cat(tensors: list) -> Any:
     return torch.cat([torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in tensors])
 
 
-def _without_token_counts(output: Any) -> Any:
+def empty_result(key: Any) -> dict[str, Any]:
+    """The result of a segment without tokens: it adds nothing to the text, the timestamps or the confidence."""
+    return {"key": key, "text": "", "timestamp": [], "token_probs": []}
+
+
+def _one_result_per_segment(output: Any, keys: list, offset: int) -> tuple[Any, int]:
+    """(one result for each of `keys`, from `offset` in the model's answer; the next offset).
+
+    FunASR's `([],)` (no segment of the call predicted a token) becomes an empty result per segment, and so
+    does a segment whose predictor gave no token inside a call that others made non-empty: both read the same
+    as that segment alone. The predicted-token counts the models add are removed.
+    """
+    count = len(keys)
     results = output[0] if isinstance(output, tuple) and output else output
-    for result in results if isinstance(results, list) else []:
-        if isinstance(result, dict):
-            result.pop(PREDICTED_TOKENS, None)
-    return output
+    meta = output[1] if isinstance(output, tuple) and len(output) > 1 else {}
+    if not isinstance(results, list) or not results:
+        return ([empty_result(k) for k in keys], meta), offset + count
+    own = results[offset: offset + count] if count else results
+    answer = []
+    for i, result in enumerate(own):
+        predicted = result.pop(PREDICTED_TOKENS, None) if isinstance(result, dict) else None
+        answer.append(empty_result(result.get("key", keys[i] if i < count else None))
+                      if predicted is not None and predicted < 1 else result)
+    return (answer, meta), offset + (count or len(own))
 
 
 def _group_of(kwargs: dict[str, Any]) -> tuple:

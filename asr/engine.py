@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,9 +22,10 @@ import numpy as np
 
 from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
 from .audio import Audio, AudioLimits, AudioSource, load_audio
-from .errors import ASRError, ModelLoadError, ModelNotReadyError
+from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
 from .settings import Settings
+from .speakers import MAX_SPEAKERS
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +35,27 @@ Observer = Callable[["Transcription | None", "BaseException | None"], None]
 
 
 @dataclass(frozen=True)
-class Sentence:
-    """One sentence with its start and end in seconds from the beginning of the audio."""
+class Word:
+    """One word with its start and end in seconds: a Chinese character, or an English word (pieces merged)."""
 
     text: str
     start: float
     end: float
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence with its start and end in seconds from the beginning of the audio.
+
+    `speaker` (1 = the first to speak) is set when the request asked for speakers, else None.
+    `words` are the sentence's words with their times (empty when the model gave no token timestamps).
+    """
+
+    text: str
+    start: float
+    end: float
+    speaker: int | None = None
+    words: list[Word] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,18 @@ class Transcription:
     wait_time: float
     hotwords: list[str] = field(default_factory=list)
     name: str = ""
+    #: Time spent labelling speakers (part of `model_time`); 0 when the request did not ask for speakers.
+    speaker_time: float = 0.0
+
+    @property
+    def words(self) -> list[Word]:
+        """Every word of the text with its times, in order (the sentences' words, joined)."""
+        return [w for s in self.sentences for w in s.words]
+
+    @property
+    def speakers(self) -> int:
+        """How many speakers were told apart (0 when the request did not ask for speakers)."""
+        return len({s.speaker for s in self.sentences if s.speaker is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +104,7 @@ class ModelSpec:
     vad: str | None
     punc: str | None
     device: str
+    spk: str | None = None
 
 
 class Engine:
@@ -97,6 +127,8 @@ class Engine:
             temp_dir=settings.temp_dir,
         )
         self._model: Any = None
+        #: CAM++ and FunASR's clustering (asr.speakers), loaded when ENABLE_SPK is on.
+        self._speakers: Any = None
         #: "torch" or "onnx" once loaded (ENGINE_BACKEND=auto picks ONNX Runtime on CPU when an export exists).
         self.backend: str | None = None
         self._model_lock = threading.Lock()
@@ -121,6 +153,7 @@ class Engine:
             vad=_model_source(s.vad_model_dir, s.vad_model, "VAD_MODEL_DIR") if s.enable_vad else None,
             punc=_model_source(s.punc_model_dir, s.punc_model, "PUNC_MODEL_DIR") if s.enable_punc else None,
             device=resolve_device(s.device),
+            spk=_model_source(s.spk_model_dir, s.spk_model, "SPK_MODEL_DIR") if s.enable_spk else None,
         )
 
     def load(self) -> None:
@@ -143,6 +176,11 @@ class Engine:
                                                    max_requests=self.batch_max_requests(self.spec.device),
                                                    max_seconds=self.settings.batch_size_s)
                 self.batcher.install(self._model.model)
+                if self.spec.spk:
+                    from .speakers import SpeakerLabeller
+
+                    self._speakers = SpeakerLabeller(self.spec.spk, self.spec.device,
+                                                     ncpu=self.settings.ncpu or os.cpu_count() or 1)
             except ModelLoadError as exc:
                 self.state, self.load_error = "error", str(exc)
                 logger.error("model load failed: %s", exc)
@@ -154,9 +192,9 @@ class Engine:
                 raise ModelLoadError(message) from exc
             self.load_seconds = time.perf_counter() - started
             self.state = "ready"
-            logger.info("models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s)",
-                        self.load_seconds, self.spec.device, self.backend, self.batcher.max_requests, self.spec.asr,
-                        self.spec.vad, self.spec.punc)
+            logger.info("models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s "
+                        "spk=%s)", self.load_seconds, self.spec.device, self.backend, self.batcher.max_requests,
+                        self.spec.asr, self.spec.vad, self.spec.punc, self.spec.spk)
 
     def concurrency(self) -> int:
         """Jobs the UI queue hands the engine at once: MODEL_CONCURRENCY, or when 0: 2 or the batch size."""
@@ -192,10 +230,27 @@ class Engine:
         return resolve_hotwords(hotwords, self.default_hotwords, max_count=s.max_hotwords,
                                 max_chars=s.max_hotword_chars)
 
+    @property
+    def speakers_available(self) -> bool:
+        """Whether requests may ask for speakers (ENABLE_SPK, and the speaker model loaded)."""
+        return self._speakers is not None
+
+    def check_speakers(self, diarize: bool, num_speakers: int | None) -> None:
+        """Raise the error a request asking for speakers gets here, before any work is done."""
+        if num_speakers is not None and not 1 <= num_speakers <= MAX_SPEAKERS:
+            raise SpeakerCountError(f"the number of speakers must be between 1 and {MAX_SPEAKERS}, "
+                                    f"not {num_speakers}")
+        if diarize and not self.speakers_available and self.state == "ready":
+            raise SpeakersUnavailableError("speaker labels are off on this server: its admin can turn them on "
+                                           "with ENABLE_SPK=true (README: Speakers)")
+
     def transcribe(self, source: AudioSource | Audio, *, hotwords: str | Sequence[str] | None = None,
                    sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None,
-                   record: bool = True) -> Transcription:
+                   record: bool = True, diarize: bool = False, num_speakers: int | None = None) -> Transcription:
         """Transcribe one input. `hotwords=None` uses the default list; a given list replaces it.
+
+        `diarize=True` labels each sentence with its speaker (needs ENABLE_SPK); `num_speakers`, when the
+        caller knows it, fixes how many speakers the sentences are split into.
 
         `record=False` leaves the call out of the request counts, observers and the INFO log: for work
         that is not a request of its own, such as the live tab's re-decoding of the open segment.
@@ -205,9 +260,15 @@ class Engine:
         try:
             started = time.perf_counter()
             words = self.resolve_hotwords(hotwords)
+            self.check_speakers(diarize, num_speakers)
             audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
             decode_time = time.perf_counter() - started
             result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
+            speakers, speaker_time = None, 0.0
+            if diarize:
+                speakers, speaker_wait, speaker_time = self._label_speakers(audio, result, num_speakers)
+                wait_time += speaker_wait
+                model_time += speaker_time
         except Exception as exc:
             if not isinstance(exc, ASRError):
                 logger.exception("transcription failed for %s", name or "input")
@@ -215,7 +276,8 @@ class Engine:
                 self._count(failed=True)
                 self._notify(None, exc)
             raise
-        transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
+        transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time, speakers,
+                                          speaker_time)
         if record:
             self._count(failed=False, audio_seconds=audio.duration)
             self._notify(transcription, None)
@@ -237,6 +299,8 @@ class Engine:
             kwargs["hotword"] = hotword
         if self.spec and self.spec.vad:
             kwargs["sentence_timestamp"] = True
+        if self.spec and self.spec.punc:
+            kwargs["return_raw_text"] = True  # the unpunctuated tokens, which the word timestamps time
         queued = time.perf_counter()
         with self._stats_lock:
             self._waiting += 1
@@ -253,6 +317,22 @@ class Engine:
                 self._model_condition.notify_all()  # batched segments wait for every request inside
             finished = time.perf_counter()
         return (results[0] if results else None), began - queued, finished - began
+
+    def _label_speakers(self, audio: Audio, result: dict | None, num_speakers: int | None
+                        ) -> tuple[list[int] | None, float, float]:
+        """(a speaker for each sentence of `result`, wait time, labelling time), under the model lock."""
+        from .speakers import Span
+
+        spans = [Span(start, end) for start, end in _sentence_spans_ms(result)]
+        if not spans:
+            return [], 0.0, 0.0
+        queued = time.perf_counter()
+        with self._model_condition:
+            began = time.perf_counter()
+            labels = self._speakers.label(audio.samples, [Span(s.start / 1000, s.end / 1000) for s in spans],
+                                          num_speakers)
+        finished = time.perf_counter()
+        return labels, began - queued, finished - began
 
     # ---------------------------------------------------------------- observers
     def add_observer(self, observer: Observer) -> None:
@@ -303,6 +383,7 @@ class Engine:
             "model": spec.asr,
             "vad_model": spec.vad,
             "punc_model": spec.punc,
+            "spk_model": spec.spk,
             "device": spec.device,
             "backend": self.backend or _planned_backend(self, spec),
             "load_seconds": self.load_seconds,
@@ -350,10 +431,22 @@ def _model_source(local_dir: Path | None, hub_id: str, key: str) -> str:
     if not path.is_dir():
         raise ModelLoadError(f"{key}={local_dir} does not exist: point {key} at a model folder, or leave it "
                              f"empty to download '{hub_id}' from ModelScope")
-    if not ((path / "config.yaml").exists() and (path / "model.pt").exists()):
-        raise ModelLoadError(f"{key}={local_dir} is not a FunASR model folder (config.yaml and model.pt are "
+    weights = _weights_file(path)
+    if not ((path / "config.yaml").exists() and (path / weights).exists()):
+        raise ModelLoadError(f"{key}={local_dir} is not a FunASR model folder (config.yaml and {weights} are "
                              f"needed)")
     return str(path)
+
+
+def _weights_file(folder: Path) -> str:
+    """The weights file a model folder names in configuration.json (CAM++: campplus_cn_common.bin), else model.pt."""
+    import json
+
+    try:
+        metas = json.loads((folder / "configuration.json").read_text(encoding="utf-8"))["file_path_metas"]
+        return str(metas["init_param"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "model.pt"
 
 
 def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
@@ -401,10 +494,10 @@ def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
     logger.debug("model load failure", exc_info=exc)
     if spec is None:
         return f"could not load the models ({detail})"
-    hub_ids = [m for m in (spec.asr, spec.vad, spec.punc) if m and not Path(m).exists()]
+    hub_ids = [m for m in (spec.asr, spec.vad, spec.punc, spec.spk) if m and not Path(m).exists()]
     if hub_ids:
         return (f"could not load {', '.join(hub_ids)} from ModelScope: no network to download it? Set MODEL_DIR, "
-                f"VAD_MODEL_DIR and PUNC_MODEL_DIR to local copies (README: Models). [{detail}]")
+                f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (README: Models). [{detail}]")
     return f"could not load the model from {spec.asr}: check the folder is a complete model [{detail}]"
 
 
@@ -444,30 +537,106 @@ def _install_confidence_hook(model: Any) -> None:
 
 
 def _to_transcription(result: dict | None, audio: Audio, words: list[str], decode_time: float,
-                      wait_time: float, model_time: float) -> Transcription:
+                      wait_time: float, model_time: float, speakers: list[int] | None = None,
+                      speaker_time: float = 0.0) -> Transcription:
     processing = decode_time + model_time
     common = dict(duration=audio.duration, processing_time=processing,
                   rtf=processing / audio.duration if audio.duration else 0.0, decode_time=decode_time,
-                  model_time=model_time, wait_time=wait_time, hotwords=words, name=audio.name)
+                  model_time=model_time, wait_time=wait_time, hotwords=words, name=audio.name,
+                  speaker_time=speaker_time)
     if not result or not str(result.get("text", "")).strip():
         return Transcription(text="", confidence=0.0, sentences=[], **common)
     text = str(result["text"]).strip()
     probs = result.get("token_probs") or []
     confidence = float(np.mean(probs)) if probs else 0.0
-    return Transcription(text=text, confidence=min(max(confidence, 0.0), 1.0),
-                         sentences=_sentences(result, text, audio.duration), **common)
+    sentences = _sentences(result, text, audio.duration)
+    if speakers is not None and len(speakers) == len(sentences):
+        sentences = [replace(s, speaker=speaker) for s, speaker in zip(sentences, speakers)]
+    return Transcription(text=text, confidence=min(max(confidence, 0.0), 1.0), sentences=sentences, **common)
+
+
+def _sentence_spans_ms(result: dict | None) -> list[tuple[float, float]]:
+    """(start, end) in ms of each sentence `_sentences` makes from the same result, in the same order."""
+    if not result or not str(result.get("text", "")).strip():
+        return []
+    info = result.get("sentence_info")
+    if info:
+        return [(float(s["start"]), float(s["end"])) for s in info]
+    stamps = result.get("timestamp") or []
+    if stamps:
+        return [(float(stamps[0][0]), float(stamps[-1][1]))]
+    return []
 
 
 def _sentences(result: dict, text: str, duration: float) -> list[Sentence]:
     # The model's frame-based timestamps can overshoot the end of the audio by a frame or two.
-    def sentence(words: str, start_ms: float, end_ms: float) -> Sentence:
-        start = min(max(start_ms / 1000.0, 0.0), duration)
-        return Sentence(words, start, min(max(end_ms / 1000.0, start), duration))
+    def seconds(ms: float) -> float:
+        return min(max(ms / 1000.0, 0.0), duration)
 
+    words = _words(result, duration)
     info = result.get("sentence_info")
     if info:
-        return [sentence(str(s["text"]), s["start"], s["end"]) for s in info]
+        sentences = []
+        for s, own in zip(info, _words_per_sentence(info, words)):
+            own = [w for w in own if w is not None]
+            if own:  # the sentence spans its words (FunASR's own span can be a word short at a boundary)
+                sentences.append(Sentence(str(s["text"]), own[0].start, own[-1].end, words=own))
+            else:
+                start = seconds(s["start"])
+                sentences.append(Sentence(str(s["text"]), start, max(seconds(s["end"]), start)))
+        return sentences
     stamps = result.get("timestamp") or []
     if stamps:
-        return [sentence(text, stamps[0][0], stamps[-1][1])]
+        start = seconds(stamps[0][0])
+        return [Sentence(text, start, max(seconds(stamps[-1][1]), start), words=[w for w in words if w is not None])]
     return [Sentence(text, 0.0, duration)]
+
+
+def _words(result: dict, duration: float) -> list[Word | None]:
+    """One entry per token timestamp: the word, or None for a marker such as <unk> that is no word.
+
+    FunASR's post-processing already joins English sub-word pieces into words and gives them one timestamp,
+    and its raw text lists the same units, space-separated, that its timestamps time.
+    """
+    stamps = result.get("timestamp") or []
+    units = str(result.get("raw_text") if result.get("raw_text") is not None else result.get("text", "")).split()
+    if not stamps or len(units) != len(stamps):
+        if stamps:
+            logger.debug("no word times: %d units, %d timestamps", len(units), len(stamps))
+        return []
+    return [None if unit.startswith("<") and unit.endswith(">")
+            else Word(unit, min(max(begin / 1000.0, 0.0), duration), min(max(end / 1000.0, 0.0), duration))
+            for unit, (begin, end) in zip(units, stamps)]
+
+
+#: The units FunASR times in a sentence's text: a CJK character, or a word of letters and digits.
+_TEXT_UNIT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+                        r"，。？！、；：,.?!;:\"'“”‘’（）()《》<>\-—…·]+")
+
+
+def _words_per_sentence(info: list[dict], words: list[Word | None]) -> list[list[Word | None]]:
+    """Split the words over the sentences by the sentences' own text.
+
+    FunASR's per-sentence timestamp lists can put a boundary word's time into the neighbouring sentence
+    (seen on the test models: '台受英？' with two timestamps, its third in the next sentence), so the words
+    are matched to each sentence's text unit by unit; when that fails, FunASR's lists are used.
+    """
+    spoken = [w for w in words if w is not None]
+    units = [_TEXT_UNIT.findall(str(s["text"]).replace("<unk>", "")) for s in info]
+    if spoken and sum(len(u) for u in units) == len(spoken):
+        parts, at, matched = [], 0, True
+        for sentence_units in units:
+            own = spoken[at: at + len(sentence_units)]
+            matched = matched and [u.casefold() for u in sentence_units] == [w.text.casefold() for w in own]
+            parts.append(own)
+            at += len(sentence_units)
+        if matched:
+            return parts
+    counts = [len(s.get("timestamp") or []) for s in info]
+    if not words or sum(counts) != len(words):
+        return [[] for _ in info]
+    parts, at = [], 0
+    for count in counts:
+        parts.append(words[at: at + count])
+        at += count
+    return parts

@@ -44,6 +44,16 @@ class HotwordError(InputError):
     code = "bad_hotwords"
 
 
+class SpeakersUnavailableError(InputError):
+    """Speakers were asked for, but this server runs without the speaker model (ENABLE_SPK=false)."""
+
+    code = "speakers_unavailable"
+
+
+class SpeakerCountError(InputError):
+    code = "bad_speaker_count"
+
+
 class DecodeError(InputError):
     """ffmpeg failed for a reason other than the ones above (corrupt beyond repair, timeout)."""
 

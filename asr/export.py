@@ -16,7 +16,9 @@ ONNX gives the same text as the PyTorch model:
 - hotwords are filtered like PyTorch does (all of them up to 50; above that the 50 best plus `<s>`);
 - the hotword embedder takes hotwords of any length (FunASR's fixes it at 10 tokens);
 - a fifth output, `decoder_logits`, is the decoder's distribution before hotword biasing: PyTorch
-  skips the bias decoder entirely when a request has no hotwords, and the runtime uses this output then.
+  skips the bias decoder entirely when a request has no hotwords, and the runtime uses this output then;
+- a segment whose predictor gives no token is decoded as one token and reported with `token_num` 0
+  (FunASR's graph fails on a batch without any token, where PyTorch returns no result).
 Then the backbone graphs (fp32 and int8) are rewritten for ONNX Runtime (`asr.ort_graph`: CIF loops
 without quadratic copies, fused attention; same outputs bit for bit).
 """
@@ -70,12 +72,15 @@ def _seaco_backbone_forward(self: Any, speech: Any, speech_lengths: Any, bias_em
     # Zero the padding frames, as asr.batching.make_batches_exact does in PyTorch: the predictor's
     # convolution reads one frame past a segment's end, and alone that frame is zero.
     enc = enc * mask.transpose(1, 2).to(enc.dtype)
-    pre_acoustic_embeds, pre_token_length, _, _ = self.predictor(enc, mask)
+    pre_acoustic_embeds, pre_token_length = _predict_at_least_one_token(self.predictor, enc, mask)
     # The predictor already floors the token count; PyTorch rounds that floored value.
     pre_token_length = pre_token_length.floor().type(torch.int32)
+    # A segment without tokens is decoded as one token (its result is dropped: `token_num` says 0), so the
+    # graph never meets an empty batch; the other segments' lengths, and so their outputs, are unchanged.
+    decode_length = torch.clamp(pre_token_length, min=1)
 
     decoder_out, decoder_hidden, _ = self.decoder(
-        enc, enc_len, pre_acoustic_embeds, pre_token_length, return_hidden=True, return_both=True
+        enc, enc_len, pre_acoustic_embeds, decode_length, return_hidden=True, return_both=True
     )
     decoder_pred = torch.log_softmax(decoder_out, dim=-1)
 
@@ -86,7 +91,7 @@ def _seaco_backbone_forward(self: Any, speech: Any, speech_lengths: Any, bias_em
     batch_ones = torch.ones_like(pre_token_length)
     n_words = torch.ones_like(bias_embed[0, :, 0]).sum(dim=0, keepdim=True).to(torch.int64)
     scores = self.seaco_decoder.forward_asf6(bias_embed, batch_ones * n_words.to(torch.int32), decoder_hidden,
-                                             pre_token_length)
+                                             decode_length)
     scores = scores[0].sum(0).sum(0)
     ranked = torch.argsort(scores, descending=True)
     order = torch.cat([ranked[:HOTWORD_FILTER], n_words - 1, ranked[HOTWORD_FILTER:]], dim=0)
@@ -95,15 +100,42 @@ def _seaco_backbone_forward(self: Any, speech: Any, speech_lengths: Any, bias_em
     contextual_info = torch.index_select(bias_embed, 1, kept)
     contextual_length = batch_ones * n_kept.to(torch.int32)
 
-    cif_attended, _ = self.seaco_decoder(contextual_info, contextual_length, pre_acoustic_embeds, pre_token_length)
-    dec_attended, _ = self.seaco_decoder(contextual_info, contextual_length, decoder_hidden, pre_token_length)
+    cif_attended, _ = self.seaco_decoder(contextual_info, contextual_length, pre_acoustic_embeds, decode_length)
+    dec_attended, _ = self.seaco_decoder(contextual_info, contextual_length, decoder_hidden, decode_length)
     dha_pred = torch.log_softmax(self.hotword_output_layer(cif_attended + dec_attended), dim=-1)
     # Where the bias decoder predicts "no bias" keep the decoder's distribution, else take its own.
     dha_mask = (dha_pred.max(-1)[-1] == self.NO_BIAS).int().unsqueeze(-1)
     logits = decoder_pred * dha_mask + dha_pred * (1 - dha_mask)
 
-    us_alphas, us_cif_peak = self.predictor.get_upsample_timestmap(enc, mask, pre_token_length)
+    us_alphas, us_cif_peak = self.predictor.get_upsample_timestmap(enc, mask, decode_length)
     return logits, pre_token_length, us_alphas, us_cif_peak, decoder_pred
+
+
+def _predict_at_least_one_token(predictor: Any, hidden: Any, mask: Any) -> tuple:
+    """FunASR's CifPredictorV3Export.forward, except that a segment whose weights sum below one token fires once.
+
+    FunASR's exported CIF cannot build an empty sequence: a batch in which no segment reaches one token
+    (a cough cut as its own segment) fails inside ONNX Runtime (a Reshape in the CIF loop), where PyTorch
+    returns no result. The missing weight is added at the segment's last column only for such segments, so
+    every other segment integrates exactly the same weights (x + 0.0) and fires exactly as before. Returns
+    (acoustic embeddings, the token count before that correction).
+    """
+    import torch
+    from funasr.models.bicif_paraformer.cif_predictor import cif_export
+
+    context = hidden.transpose(1, 2)
+    output = torch.relu(predictor.cif_conv1d(predictor.pad(context))).transpose(1, 2)
+    alphas = torch.sigmoid(predictor.cif_output(output))
+    alphas = torch.nn.functional.relu(alphas * predictor.smooth_factor - predictor.noise_threshold)
+    mask = mask.transpose(-1, -2).float()
+    alphas = (alphas * mask).squeeze(-1)
+    hidden, alphas, token_num = predictor.tail_process_fn(hidden, alphas, mask=mask.squeeze(-1))
+    silent = (token_num < 1).to(alphas.dtype)  # token_num is already floored
+    last_column = torch.nn.functional.one_hot(torch.full_like(token_num, alphas.shape[1] - 1).long(),
+                                              alphas.shape[1]).to(alphas.dtype)
+    alphas = alphas + last_column * (silent * predictor.threshold)[:, None]
+    acoustic_embeds, _ = cif_export(hidden, alphas, predictor.threshold)
+    return acoustic_embeds, token_num
 
 
 def _export_graph(module: Any, path: Path, opset: int) -> None:

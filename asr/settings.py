@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     vad_model_dir: Path | None = Field(None, description="Local FSMN-VAD folder; overrides `vad_model`.")
     punc_model: str = Field("ct-punc", description="Punctuation model id (FunASR alias or ModelScope id).")
     punc_model_dir: Path | None = Field(None, description="Local CT-punctuation folder; overrides `punc_model`.")
+    spk_model: str = Field("iic/speech_campplus_sv_zh-cn_16k-common", description="CAM++ speaker model id "
+                           "(ModelScope), used when spk_model_dir is empty and enable_spk is on.")
+    spk_model_dir: Path | None = Field(None, description="Local CAM++ speaker model folder; overrides `spk_model`.")
+    enable_spk: bool = Field(False, description="Load the speaker model so requests may ask who spoke each sentence "
+                             "(diarize=true / the speakers checkbox); off: such requests get a clear error.")
     enable_vad: bool = Field(True, description="Split long audio at pauses (needed for files over ~1 minute).")
     enable_punc: bool = Field(True, description="Add punctuation to the text.")
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
@@ -74,7 +79,7 @@ class Settings(BaseSettings):
     webui_auth: SecretStr | None = Field(None, description="user:pass to require a login for the web UI.")
     api_keys: SecretStr | None = Field(None, description="Comma-separated keys required by /v1/* (Bearer).")
 
-    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "onnx_model_dir", "webui_auth", "api_keys",
+    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "spk_model_dir", "onnx_model_dir", "webui_auth", "api_keys",
                      mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

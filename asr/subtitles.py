@@ -1,7 +1,8 @@
-"""Plain text and subtitle files (SRT, WebVTT) from a transcription's sentences.
+"""Plain text and subtitle files (SRT, WebVTT) from a transcription's sentences, and word times.
 
 Shared by the web UI downloads and the HTTP API, so the signatures stay minimal: a sequence of
-`Sentence` in, a string out.
+`Sentence` in, a string out. Sentences that carry a speaker are labelled `说话人N`: a `说话人N：` prefix in
+TXT and SRT (one paragraph per turn in TXT), a voice tag `<v 说话人N>` in WebVTT.
 """
 
 from __future__ import annotations
@@ -27,15 +28,24 @@ def format_timestamp(seconds: float, *, separator: str = ",") -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"
 
 
+def speaker_label(speaker: int) -> str:
+    """`说话人1`: how a speaker is named in files and tables (numbered from 1 in order of first appearance)."""
+    return f"说话人{speaker}"
+
+
 def _cues(sentences: Sequence[Sentence]) -> list[Sentence]:
     # A cue without text is noise in a subtitle file; an end before the start would be rejected by players.
-    return [Sentence(s.text.strip(), s.start, max(s.end, s.start)) for s in sentences if s.text.strip()]
+    return [Sentence(s.text.strip(), s.start, max(s.end, s.start), s.speaker) for s in sentences if s.text.strip()]
+
+
+def _with_speaker(s: Sentence) -> str:
+    return s.text if s.speaker is None else f"{speaker_label(s.speaker)}：{s.text}"
 
 
 def to_srt(sentences: Sequence[Sentence]) -> str:
-    """SubRip: numbered cues `1\\nHH:MM:SS,mmm --> HH:MM:SS,mmm\\ntext\\n\\n`; "" for no sentences."""
+    """SubRip: numbered cues `1\nHH:MM:SS,mmm --> HH:MM:SS,mmm\ntext\n\n`; "" for no sentences."""
     blocks = [
-        f"{i}\n{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{s.text}\n"
+        f"{i}\n{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{_with_speaker(s)}\n"
         for i, s in enumerate(_cues(sentences), start=1)
     ]
     return "\n".join(blocks)
@@ -43,14 +53,43 @@ def to_srt(sentences: Sequence[Sentence]) -> str:
 
 def to_vtt(sentences: Sequence[Sentence]) -> str:
     """WebVTT: a `WEBVTT` header then cues with `.` before the milliseconds (the header alone when empty)."""
+    def text(s: Sentence) -> str:
+        if s.speaker is None:
+            return s.text
+        escaped = s.text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return f"<v {speaker_label(s.speaker)}>{escaped}</v>"
+
     blocks = [
-        f"{format_timestamp(s.start, separator='.')} --> {format_timestamp(s.end, separator='.')}\n{s.text}\n"
+        f"{format_timestamp(s.start, separator='.')} --> {format_timestamp(s.end, separator='.')}\n{text(s)}\n"
         for s in _cues(sentences)
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
 def to_txt(sentences: Sequence[Sentence]) -> str:
-    """The sentences joined as one paragraph (Chinese text needs no spaces), with a final newline; "" when empty."""
-    text = "".join(s.text.strip() for s in sentences)
-    return text + "\n" if text else ""
+    """The sentences joined as one paragraph (Chinese text needs no spaces), with a final newline; "" when empty.
+
+    With speakers: one line per turn (consecutive sentences of one speaker), `说话人N：text`.
+    """
+    cues = _cues(sentences)
+    if not any(s.speaker is not None for s in cues):
+        text = "".join(s.text for s in cues)
+        return text + "\n" if text else ""
+    turns: list[Sentence] = []
+    for s in cues:
+        if turns and turns[-1].speaker == s.speaker:
+            turns[-1] = Sentence(turns[-1].text + s.text, turns[-1].start, s.end, s.speaker)
+        else:
+            turns.append(s)
+    return "".join(_with_speaker(turn) + "\n" for turn in turns)
+
+
+def to_word_tsv(sentences: Sequence[Sentence]) -> str:
+    """Word times, tab-separated: `start end word sentence [speaker]` (seconds, 3 decimals); "" without words."""
+    with_speakers = any(s.speaker is not None for s in sentences)
+    header = "start\tend\tword\tsentence" + ("\tspeaker" if with_speakers else "")
+    rows = []
+    for number, s in enumerate(sentences, start=1):
+        speaker = ("\t" + (speaker_label(s.speaker) if s.speaker is not None else "")) if with_speakers else ""
+        rows += [f"{w.start:.3f}\t{w.end:.3f}\t{w.text}\t{number}{speaker}" for w in s.words]
+    return "\n".join([header, *rows]) + "\n" if rows else ""

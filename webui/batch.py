@@ -18,12 +18,14 @@ from asr.engine import Engine, Transcription
 from asr.errors import ASRError
 from asr.settings import Settings
 
-from .common import BATCH_SIZE_MAX, batch_size_s, safe_stem, write_result_files
+from .common import (BATCH_SIZE_MAX, batch_size_s, labelled_text, safe_stem, speaker_controls, speaker_options,
+                     write_result_files)
 from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
 
-CSV_FIELDS = ["file", "duration_s", "confidence", "status", "error", "text", "processing_s"]
+#: `speakers`: how many were told apart (empty when not asked); `text` then has one `说话人N：` line per turn.
+CSV_FIELDS = ["file", "duration_s", "confidence", "status", "error", "speakers", "text", "processing_s"]
 
 BatchUpdate = tuple[str, dict[str, list], list[str] | None]
 
@@ -45,7 +47,7 @@ def _write_csv(path: Path, records: list[dict[str, object]]) -> None:
 def _zip(folder: Path, target: Path) -> Path:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.iterdir()):
-            if path.suffix in {".txt", ".srt", ".vtt", ".csv"}:
+            if path.suffix in {".txt", ".srt", ".vtt", ".csv", ".tsv"}:
                 archive.write(path, path.name)
     return target
 
@@ -58,7 +60,8 @@ def new_batch_dir(settings: Settings) -> Path:
 
 def transcribe_batch(engine: Engine, settings: Settings, paths: list[str] | None, hotwords: str | None,
                      batch_size: float | None, request: gr.Request | None = None,
-                     progress: gr.Progress | None = None) -> Iterator[BatchUpdate]:
+                     progress: gr.Progress | None = None, speakers: bool | None = False,
+                     num_speakers: float | None = 0) -> Iterator[BatchUpdate]:
     """Yields (status Markdown, results table, downloads) after each file; downloads come with the last."""
     lang = lang_of(request)
     paths = [p for p in (paths or []) if p]
@@ -73,6 +76,7 @@ def transcribe_batch(engine: Engine, settings: Settings, paths: list[str] | None
     records: list[dict[str, object]] = []
     ok = failed = 0
     size_s = batch_size_s(settings, batch_size)
+    diarize, count = speaker_options(speakers, num_speakers)
     logger.info("batch of %d files into %s", len(paths), folder)
 
     def update(files: list[str] | None = None, extra: str = "") -> BatchUpdate:
@@ -85,7 +89,8 @@ def transcribe_batch(engine: Engine, settings: Settings, paths: list[str] | None
         if progress is not None:
             progress((index, len(paths)), desc=f"{tr('recognising', lang)} {name}")
         try:
-            result: Transcription | None = engine.transcribe(path, hotwords=hotwords, name=name, batch_size_s=size_s)
+            result: Transcription | None = engine.transcribe(path, hotwords=hotwords, name=name, batch_size_s=size_s,
+                                                             diarize=diarize, num_speakers=count)
             error = ""
         except ASRError as exc:
             result, error = None, str(exc)
@@ -95,16 +100,17 @@ def transcribe_batch(engine: Engine, settings: Settings, paths: list[str] | None
         if result is not None:
             ok += 1
             write_result_files(result, folder, f"{index + 1:03d}_{safe_stem(name)}")
-            rows[index] = [name, round(result.duration, 2), result.text, round(result.confidence, 4),
+            rows[index] = [name, round(result.duration, 2), labelled_text(result), round(result.confidence, 4),
                            tr("status_ok", lang)]
             records.append({"file": name, "duration_s": round(result.duration, 3),
                             "confidence": round(result.confidence, 4), "status": "ok", "error": "",
-                            "text": result.text, "processing_s": round(result.processing_time, 3)})
+                            "speakers": result.speakers if diarize else "", "text": labelled_text(result),
+                            "processing_s": round(result.processing_time, 3)})
         else:
             failed += 1
             rows[index] = [name, "", "", "", tr("status_failed", lang, reason=error)]
             records.append({"file": name, "duration_s": "", "confidence": "", "status": "failed", "error": error,
-                            "text": "", "processing_s": ""})
+                            "speakers": "", "text": "", "processing_s": ""})
         _write_csv(csv_path, records)
         yield update()
     archive = _zip(folder, folder / f"{folder.name}.zip")
@@ -122,6 +128,7 @@ def create_batch_tab(engine: Engine, settings: Settings) -> None:
                                       value=", ".join(engine.default_hotwords))
                 batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"),
                                   info=t("batch_size_info"))
+                speakers, num_speakers = speaker_controls(engine, "batch")
                 button = gr.Button(t("start_batch"), variant="primary", elem_id="batch-start")
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="batch-status")
@@ -130,9 +137,12 @@ def create_batch_tab(engine: Engine, settings: Settings) -> None:
                                      column_widths=["20%", "8%", "46%", "8%", "18%"])
                 downloads = gr.File(label=t("batch_downloads"), file_count="multiple", interactive=False)
 
-    def run(audio_files: list[str] | None, hotwords: str | None, batch_size: float | None, request: gr.Request,
+    def run(audio_files: list[str] | None, hotwords: str | None, batch_size: float | None,
+            label_speakers: bool | None, speaker_count: float | None, request: gr.Request,
             progress: gr.Progress = gr.Progress()) -> Iterator[BatchUpdate]:
-        yield from transcribe_batch(engine, settings, audio_files, hotwords, batch_size, request, progress)
+        yield from transcribe_batch(engine, settings, audio_files, hotwords, batch_size, request, progress,
+                                    label_speakers, speaker_count)
 
-    button.click(run, [files, words, batch], [status, table, downloads], api_name="transcribe_batch",
+    button.click(run, [files, words, batch, speakers, num_speakers], [status, table, downloads],
+                 api_name="transcribe_batch",
                  concurrency_id="model", show_progress_on=[status])

@@ -9,18 +9,37 @@ from pathlib import Path
 
 import gradio as gr
 
-from asr.engine import Transcription
+from asr.engine import Engine, Transcription
 from asr.errors import ASRError
 from asr.settings import Settings
-from asr.subtitles import to_srt, to_txt, to_vtt
+from asr.subtitles import speaker_label, to_srt, to_txt, to_vtt, to_word_tsv
 
-from .i18n import tr
+from asr.speakers import MAX_SPEAKERS
+
+from .i18n import t, tr
 
 logger = logging.getLogger(__name__)
 
 #: The batch-size control multiplies the server's FunASR `batch_size_s` (seconds of speech per model
 #: pass): 1 = the configured default, the same as the API; larger packs more VAD segments per pass.
 BATCH_SIZE_MAX = 8
+
+
+def speaker_options(diarize: bool | None, num_speakers: float | int | None) -> tuple[bool, int | None]:
+    """(diarize, num_speakers) for the engine from the UI's checkbox and number (0 or empty: find out)."""
+    count = int(num_speakers or 0)
+    return bool(diarize), (count if diarize and count > 0 else None)
+
+
+def speaker_controls(engine: Engine, prefix: str) -> tuple[gr.Checkbox, gr.Number]:
+    """The speakers checkbox and the number of speakers; greyed out when the server has no speaker model."""
+    available = engine.settings.enable_spk
+    checkbox = gr.Checkbox(value=False, label=t("speakers"), interactive=available,
+                           info=t("speakers_info") if available else t("speakers_off_info"),
+                           elem_id=f"{prefix}-speakers")
+    count = gr.Number(value=0, minimum=0, maximum=MAX_SPEAKERS, step=1, precision=0, label=t("num_speakers"),
+                      interactive=available, elem_id=f"{prefix}-num-speakers")
+    return checkbox, count
 
 
 def batch_size_s(settings: Settings, batch_size: float | int | None) -> int:
@@ -46,15 +65,26 @@ def details_markdown(result: Transcription, lang: str) -> str:
         f"| {tr('confidence', lang)} | {result.confidence:.3f} |",
         f"| {tr('hotwords_used', lang)} | {words} |",
     ]
+    if result.speakers:
+        rows.append(f"| {tr('speaker_count', lang)} | {result.speakers} |")
     return f"| {tr('details', lang)} | |\n|---|---|\n" + "\n".join(rows)
 
 
-def sentence_headers(lang: str) -> list[str]:
-    return [tr("col_start", lang), tr("col_end", lang), tr("col_text", lang)]
+def sentence_headers(lang: str, with_speakers: bool = False) -> list[str]:
+    speaker = [tr("col_speaker", lang)] if with_speakers else []
+    return [tr("col_start", lang), tr("col_end", lang), *speaker, tr("col_text", lang)]
 
 
 def sentence_rows(result: Transcription) -> list[list[object]]:
+    if result.speakers:
+        return [[f"{s.start:.2f}", f"{s.end:.2f}", speaker_label(s.speaker) if s.speaker else "", s.text]
+                for s in result.sentences]
     return [[f"{s.start:.2f}", f"{s.end:.2f}", s.text] for s in result.sentences]
+
+
+def labelled_text(result: Transcription) -> str:
+    """The text, or with speakers one `说话人N：` line per turn."""
+    return to_txt(result.sentences).rstrip("\n") if result.speakers else result.text
 
 
 def safe_stem(name: str) -> str:
@@ -64,10 +94,13 @@ def safe_stem(name: str) -> str:
 
 
 def write_result_files(result: Transcription, folder: Path, stem: str) -> list[Path]:
-    """TXT, SRT and VTT for one result, in `folder`. Returns the paths."""
+    """TXT, SRT, VTT and the word times (TSV, when the model gave them) for one result, in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    txt = result.text + "\n" if result.text else to_txt(result.sentences)
+    txt = labelled_text(result) + "\n" if result.text else to_txt(result.sentences)
     files = {f"{stem}.txt": txt, f"{stem}.srt": to_srt(result.sentences), f"{stem}.vtt": to_vtt(result.sentences)}
+    words = to_word_tsv(result.sentences)
+    if words:
+        files[f"{stem}.words.tsv"] = words
     paths = []
     for name, content in files.items():
         path = folder / name

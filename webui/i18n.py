@@ -76,6 +76,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "batch_saved": ("结果已保存到 {path}", "Results saved in {path}"),
     "recognising": ("正在识别", "Recognising"),
     "failed": ("识别失败", "Recognition failed"),
+    "speakers": ("区分说话人", "Label speakers"),
+    "speakers_info": ("标出每句话是谁说的（CAM++ 说话人模型）", "Say who spoke each sentence (CAM++ speaker model)"),
+    "speakers_off_info": ("服务器未启用说话人模型（ENABLE_SPK）", "The server runs without the speaker model (ENABLE_SPK)"),
+    "num_speakers": ("说话人数（0 = 自动判断）", "Number of speakers (0 = find out)"),
+    "col_speaker": ("说话人", "Speaker"),
+    "speaker_count": ("说话人数", "Speakers"),
+    "downloads_words": ("下载结果（TXT / SRT / VTT / 逐字时间 TSV）", "Download (TXT / SRT / VTT / word times TSV)"),
 }
 
 # Locales the Gradio 6 frontend resolves to (its bundled languages); English is left out on purpose.

@@ -11,29 +11,32 @@ from asr.engine import Engine
 from asr.errors import ASRError
 from asr.settings import Settings
 
-from .common import (BATCH_SIZE_MAX, batch_size_s, details_markdown, new_result_dir, safe_stem, sentence_headers,
-                     sentence_rows, ui_error, write_result_files)
+from .common import (BATCH_SIZE_MAX, batch_size_s, details_markdown, labelled_text, new_result_dir, safe_stem,
+                     sentence_headers, sentence_rows, speaker_controls, speaker_options, ui_error, write_result_files)
 from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
 
 
 def transcribe_file(engine: Engine, settings: Settings, path: str | None, hotwords: str | None,
-                    batch_size: float | None, request: gr.Request | None = None
-                    ) -> tuple[str, float, str, dict[str, list], list[str]]:
-    """Text, confidence, details (Markdown), sentence rows and [TXT, SRT, VTT] paths for one file."""
+                    batch_size: float | None, request: gr.Request | None = None, speakers: bool | None = False,
+                    num_speakers: float | None = 0) -> tuple[str, float, str, dict[str, list], list[str]]:
+    """Text, confidence, details (Markdown), sentence rows and [TXT, SRT, VTT, words TSV] paths for one file."""
     lang = lang_of(request)
     if not path:
         raise gr.Error(tr("no_file", lang), print_exception=False)
     name = Path(path).name
     try:
+        diarize, count = speaker_options(speakers, num_speakers)
         result = engine.transcribe(path, hotwords=hotwords, name=name,
-                                   batch_size_s=batch_size_s(settings, batch_size))
+                                   batch_size_s=batch_size_s(settings, batch_size), diarize=diarize,
+                                   num_speakers=count)
     except ASRError as exc:
         raise ui_error(exc, lang) from None
     files = write_result_files(result, new_result_dir(settings, "single-"), safe_stem(name))
-    table = {"headers": sentence_headers(lang), "data": sentence_rows(result)}
-    return result.text, round(result.confidence, 4), details_markdown(result, lang), table, [str(p) for p in files]
+    table = {"headers": sentence_headers(lang, bool(result.speakers)), "data": sentence_rows(result)}
+    return (labelled_text(result), round(result.confidence, 4), details_markdown(result, lang), table,
+            [str(p) for p in files])
 
 
 def create_single_tab(engine: Engine, settings: Settings) -> None:
@@ -45,6 +48,7 @@ def create_single_tab(engine: Engine, settings: Settings) -> None:
                                       value=", ".join(engine.default_hotwords), elem_id="single-hotwords")
                 batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"),
                                   info=t("batch_size_info"))
+                speakers, num_speakers = speaker_controls(engine, "single")
                 button = gr.Button(t("start"), variant="primary", elem_id="single-start")
             with gr.Column(scale=2):
                 text = gr.Textbox(label=t("result"), lines=6, buttons=["copy"], interactive=False,
@@ -54,11 +58,13 @@ def create_single_tab(engine: Engine, settings: Settings) -> None:
                     details = gr.Markdown()
                 sentences = gr.Dataframe(headers=sentence_headers("zh"), label=t("sentences"),
                                          interactive=False, wrap=True, max_height=300)
-                downloads = gr.File(label=t("downloads"), file_count="multiple", interactive=False)
+                downloads = gr.File(label=t("downloads_words"), file_count="multiple", interactive=False)
 
     # The parameter names are what gradio_client shows for the `/transcribe` endpoint.
-    def run(audio_file: str | None, hotwords: str | None, batch_size: float | None, request: gr.Request):
-        return transcribe_file(engine, settings, audio_file, hotwords, batch_size, request)
+    def run(audio_file: str | None, hotwords: str | None, batch_size: float | None, label_speakers: bool | None,
+            speaker_count: float | None, request: gr.Request):
+        return transcribe_file(engine, settings, audio_file, hotwords, batch_size, request, label_speakers,
+                               speaker_count)
 
-    button.click(run, [audio, words, batch], [text, confidence, details, sentences, downloads],
+    button.click(run, [audio, words, batch, speakers, num_speakers], [text, confidence, details, sentences, downloads],
                  api_name="transcribe", concurrency_id="model")
