@@ -576,14 +576,20 @@ def _sentences(result: dict, text: str, duration: float) -> list[Sentence]:
     words = _words(result, duration)
     info = result.get("sentence_info")
     if info:
-        sentences = []
-        for s, own in zip(info, _words_per_sentence(info, words)):
+        sentences: list[Sentence] = []
+        per_sentence = _words_per_sentence(info, words)
+        timed = any(w is not None for own in per_sentence for w in own)
+        for s, own in zip(info, per_sentence):
             own = [w for w in own if w is not None]
+            text = str(s["text"])
             if own:  # the sentence spans its words (FunASR's own span can be a word short at a boundary)
-                sentences.append(Sentence(str(s["text"]), own[0].start, own[-1].end, words=own))
+                sentences.append(Sentence(text, own[0].start, own[-1].end, words=own))
+            elif timed and sentences and not _TEXT_UNIT.search(text.replace("<unk>", "")):
+                # Punctuation alone (FunASR can split off a lone "，"): it belongs to the sentence before.
+                sentences[-1] = replace(sentences[-1], text=sentences[-1].text + text.strip())
             else:
                 start = seconds(s["start"])
-                sentences.append(Sentence(str(s["text"]), start, max(seconds(s["end"]), start)))
+                sentences.append(Sentence(text, start, max(seconds(s["end"]), start)))
         return sentences
     stamps = result.get("timestamp") or []
     if stamps:

@@ -312,7 +312,7 @@ def fetch_vad(models_dir: Path = MODELS_DIR) -> Path:
 
 
 # CAM++ speaker embedder, as in FunASR's funasr/models/campplus/template.yaml (the published
-# iic/speech_campplus_sv_zh-cn_16k-common: 7.2 M parameters, 192-dim embeddings).
+# iic/speech_campplus_sv_zh-cn_16k-common: 6.8 M parameters, 192-dim embeddings).
 _CAMPPLUS_FULL: dict[str, Any] = {
     "model": "CAMPPlus",
     "model_conf": {

@@ -81,6 +81,42 @@ def test_openai_client_transcribes_mandarin_with_hotwords_to_srt(server: Server)
     assert text.strip() == verbose.text
 
 
+def test_openai_client_gets_words_and_speakers_on_a_long_file(server: Server, long_wav: Path) -> None:
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with open(long_wav, "rb") as audio:
+        verbose = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json",
+                                                     timestamp_granularities=["word", "segment"],
+                                                     extra_body={"diarize": True})
+    duration = sf.info(long_wav).duration
+    assert verbose.segments and verbose.words and verbose.model_extra["speakers"] >= 1
+    assert all(isinstance(s.model_extra["speaker"], int) and s.model_extra["speaker"] >= 1 for s in verbose.segments)
+    starts = [w.start for w in verbose.words]
+    assert starts == sorted(starts) and all(0 <= w.start <= w.end <= duration for w in verbose.words)
+    nested = [w for s in verbose.segments for w in s.model_extra["words"]]
+    assert [(w["word"], w["start"], w["end"]) for w in nested] == [(w.word, w.start, w.end) for w in verbose.words]
+    for segment in verbose.segments:
+        assert all(segment.start <= w["start"] <= w["end"] <= segment.end for w in segment.model_extra["words"])
+    # funasr-server's spelling and a speaker count; words only when only words are asked for (as with OpenAI).
+    response = transcribe(server.url, long_wav, spk="true", num_speakers="2", response_format="verbose_json",
+                          **{"timestamp_granularities[]": "word"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "segments" not in body and body["words"] and body["speakers"] == 2
+    srt = transcribe(server.url, UTTERANCE, diarize="true", response_format="srt").text
+    assert all(text.startswith("说话人") for _, _, text in parse_srt(srt))
+    vtt = transcribe(server.url, UTTERANCE, diarize="true", response_format="vtt").text
+    assert "<v 说话人1>" in vtt
+
+
+def test_speaker_and_word_requests_fail_clearly(server: Server) -> None:
+    for data, param in [(dict(diarize="maybe"), "diarize"), (dict(num_speakers="two"), "num_speakers"),
+                        (dict(num_speakers="99"), "num_speakers"),
+                        ({"timestamp_granularities[]": "word", "response_format": "json"}, "timestamp_granularities")]:
+        response = transcribe(server.url, **data)
+        assert response.status_code == 400, (data, response.text)
+        assert response.json()["error"]["param"] == param
+
+
 def run_readme_blocks(url: str, tmp_path: Path, *, keyed: bool) -> list[str]:
     """Run the README's API bash blocks (those using $API_KEY, or the others) as written, on `url`."""
     section = (ROOT / "README.md").read_text().split("\n## API\n", 1)[1].split("\n## ", 1)[0]

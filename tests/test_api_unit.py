@@ -102,6 +102,9 @@ def test_bad_requests_get_400_in_openai_shape(client: TestClient) -> None:
         (post(client, response_format="xml"), "response_format", "invalid_value"),
         (post(client, language="en"), "language", "unsupported_language"),
         (post(client, **{"timestamp_granularities[]": "word"}), "timestamp_granularities", "unsupported_value"),
+        (post(client, **{"timestamp_granularities[]": "char", "response_format": "verbose_json"}),
+         "timestamp_granularities", "invalid_value"),
+        (post(client, diarize="true"), "diarize", "speakers_unavailable"),  # this server runs without ENABLE_SPK
         (post(client, hotwords="这是一个远远超过二十个字符限制的非常长的热词用来测试错误"), "hotwords", "bad_hotwords"),
         (client.post(ROUTE, data={"model": "x"}), "file", "missing_file"),
     ]

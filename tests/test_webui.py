@@ -37,9 +37,44 @@ def test_single_file(client: Client) -> None:
     assert table["headers"] == ["开始", "结束", "文本"] and table["data"]
     assert float(table["data"][-1][1]) <= 5.6  # sentence ends lie inside the 5.55 s clip
     suffixes = sorted(Path(f).suffix for f in files)
-    assert suffixes == [".srt", ".txt", ".vtt"]
+    assert suffixes == [".srt", ".tsv", ".txt", ".vtt"]
+    words = next(Path(f) for f in files if f.endswith(".words.tsv")).read_text(encoding="utf-8").splitlines()
+    assert words[0] == "start\tend\tword\tsentence" and len(words) > 5
     srt = next(Path(f) for f in files if f.endswith(".srt")).read_text(encoding="utf-8")
     assert srt.startswith("1\n00:00:0") and " --> " in srt
+
+
+def test_single_file_with_speakers(client: Client) -> None:
+    voices = [sf.read(DATA / "utterances" / n, dtype="float32")[0]
+              for n in ("funasr_asr_example.wav", "firered_BAC009S0764W0121.wav")]
+    pause = np.zeros(12800, np.float32)
+    text, _, details, table, files = client.predict(
+        handle_file(str(_write_wav(np.concatenate([voices[0], pause, voices[1], pause, voices[0]]), "two.wav"))),
+        "", 1, True, 2, api_name="/transcribe")
+    assert table["headers"] == ["开始", "结束", "说话人", "文本"]
+    assert {row[2] for row in table["data"]} == {"说话人1", "说话人2"}
+    assert all(line.startswith("说话人") for line in text.splitlines()) and "说话人数" in details
+    txt = next(Path(f) for f in files if f.endswith(".txt")).read_text(encoding="utf-8")
+    assert txt.startswith("说话人1：")
+
+
+def _write_wav(audio: np.ndarray, name: str) -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / name
+    sf.write(path, audio, 16000)
+    return path
+
+
+def test_batch_csv_with_speakers(client: Client) -> None:
+    status, table, files = client.predict([handle_file(str(p)) for p in UTTERANCES[:2]], "", 1, True, 0,
+                                          api_name="/transcribe_batch")
+    csv_file = next(f for f in files if f.endswith(".csv"))
+    with open(csv_file, encoding="utf-8-sig") as handle:
+        records = list(csv.DictReader(handle))
+    assert [r["speakers"] for r in records] == ["1", "1"]  # short clips: one voice each
+    assert all(r["text"].startswith("说话人1：") for r in records)
+    assert all(row[2].startswith("说话人1：") for row in table["data"])
 
 
 def test_single_file_video_and_batch_size(client: Client) -> None:

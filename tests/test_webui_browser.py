@@ -112,3 +112,56 @@ def test_english_browser_gets_english(server: Server, tmp_path: Path) -> None:
         assert "Hotwords" in driver.page_source and "开始识别" not in button.text
     finally:
         driver.quit()
+
+
+def test_speakers_in_the_single_and_batch_tabs(server: Server, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """Two voices alternating, 区分说话人 ticked: the sentence table and the batch CSV name the speakers."""
+    import csv
+    import html
+
+    import numpy as np
+    import soundfile as sf
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    voices = [sf.read(DATA / "utterances" / n, dtype="float32")[0]
+              for n in ("funasr_asr_example.wav", "firered_BAC009S0764W0121.wav")]
+    pause = np.zeros(12800, np.float32)
+    meeting = tmp_path / "meeting.wav"
+    sf.write(meeting, np.concatenate([voices[0], pause, voices[1], pause, voices[0], pause, voices[1]]), 16000)
+
+    browser.get(server.url)
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#single-start"))
+    browser.find_element(By.CSS_SELECTOR, "#single-file input[type=file]").send_keys(str(meeting))
+    wait_for(browser, lambda d: "meeting" in d.find_element(By.CSS_SELECTOR, "#single-file").text)
+    browser.find_element(By.CSS_SELECTOR, "#single-speakers input[type=checkbox]").click()
+    count = browser.find_element(By.CSS_SELECTOR, "#single-num-speakers input")
+    count.clear()
+    count.send_keys("2")
+    browser.find_element(By.CSS_SELECTOR, "#single-start").click()
+    wait_for(browser, lambda d: "说话人2" in d.page_source and "倍实时" in d.page_source)
+    assert "说话人1：" in browser.find_element(By.CSS_SELECTOR, "#single-text textarea").get_attribute("value")
+    browser.save_screenshot(str(SHOTS / "single-speakers.png"))
+
+    open_tab(browser, "批量处理")
+    files = [meeting, DATA / "utterances" / "funasr_asr_example.wav"]
+    browser.find_element(By.CSS_SELECTOR, "#batch-files input[type=file]").send_keys("\n".join(map(str, files)))
+    wait_for(browser, lambda d: "funasr_asr_example" in d.find_element(By.CSS_SELECTOR, "#batch-files").text)
+    browser.find_element(By.CSS_SELECTOR, "#batch-speakers input[type=checkbox]").click()
+    browser.find_element(By.CSS_SELECTOR, "#batch-start").click()
+    wait_for(browser, lambda d: d.find_elements(By.XPATH, "//a[contains(@href, 'results.csv')]"), timeout=120)
+    link = browser.find_element(By.XPATH, "//a[contains(@href, 'results.csv')]").get_attribute("href")
+    # The CSV as this browser downloads it (its own session), shown as a page for the screenshot.
+    text = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0]).then(r => r.text()).then(done, e => done('error: ' + e));", link)
+    rows = list(csv.reader(text.lstrip("\ufeff").splitlines()))
+    assert rows[0][:6] == ["file", "duration_s", "confidence", "status", "error", "speakers"]
+    assert all(row[5] and row[6].startswith("说话人1：") for row in rows[1:])
+    table = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    page = ("<html><head><meta charset='utf-8'><style>body{font-family:sans-serif}td{border:1px solid #999;"
+            "padding:4px;vertical-align:top;white-space:pre-wrap}</style></head><body><h3>results.csv</h3><table>"
+            f"{table}</table></body></html>")
+    page_file = tmp_path / "results.html"
+    page_file.write_text(page, encoding="utf-8")
+    browser.get(page_file.as_uri())
+    browser.save_screenshot(str(SHOTS / "batch-csv-speakers.png"))

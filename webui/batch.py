@@ -19,7 +19,7 @@ from asr.errors import ASRError
 from asr.settings import Settings
 
 from .common import (BATCH_SIZE_MAX, batch_size_s, labelled_text, safe_stem, speaker_controls, speaker_options,
-                     write_result_files)
+                     ui_error, write_result_files)
 from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
@@ -70,13 +70,17 @@ def transcribe_batch(engine: Engine, settings: Settings, paths: list[str] | None
     if len(paths) > settings.batch_max_files:
         raise gr.Error(tr("too_many_files", lang, limit=settings.batch_max_files, count=len(paths)),
                        print_exception=False)
+    diarize, count = speaker_options(speakers, num_speakers)
+    try:
+        engine.check_speakers(diarize, count)  # once, not as the same failure on every file
+    except ASRError as exc:
+        raise ui_error(exc, lang) from None
     folder = new_batch_dir(settings)
     csv_path = folder / "results.csv"
     rows: list[list[object]] = [[Path(p).name, "", "", "", tr("status_pending", lang)] for p in paths]
     records: list[dict[str, object]] = []
     ok = failed = 0
     size_s = batch_size_s(settings, batch_size)
-    diarize, count = speaker_options(speakers, num_speakers)
     logger.info("batch of %d files into %s", len(paths), folder)
 
     def update(files: list[str] | None = None, extra: str = "") -> BatchUpdate:
