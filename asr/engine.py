@@ -264,11 +264,9 @@ class Engine:
             audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
             decode_time = time.perf_counter() - started
             result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
-            speakers, speaker_time = None, 0.0
+            transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
             if diarize:
-                speakers, speaker_wait, speaker_time = self._label_speakers(audio, result, num_speakers)
-                wait_time += speaker_wait
-                model_time += speaker_time
+                transcription = self._with_speakers(transcription, audio, num_speakers)
         except Exception as exc:
             if not isinstance(exc, ASRError):
                 logger.exception("transcription failed for %s", name or "input")
@@ -276,8 +274,6 @@ class Engine:
                 self._count(failed=True)
                 self._notify(None, exc)
             raise
-        transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time, speakers,
-                                          speaker_time)
         if record:
             self._count(failed=False, audio_seconds=audio.duration)
             self._notify(transcription, None)
@@ -318,21 +314,25 @@ class Engine:
             finished = time.perf_counter()
         return (results[0] if results else None), began - queued, finished - began
 
-    def _label_speakers(self, audio: Audio, result: dict | None, num_speakers: int | None
-                        ) -> tuple[list[int] | None, float, float]:
-        """(a speaker for each sentence of `result`, wait time, labelling time), under the model lock."""
+    def _with_speakers(self, transcription: Transcription, audio: Audio, num_speakers: int | None) -> Transcription:
+        """The transcription with a speaker on each sentence; labelling runs under the model lock."""
         from .speakers import Span
 
-        spans = [Span(start, end) for start, end in _sentence_spans_ms(result)]
-        if not spans:
-            return [], 0.0, 0.0
+        if not transcription.sentences:
+            return transcription
         queued = time.perf_counter()
         with self._model_condition:
             began = time.perf_counter()
-            labels = self._speakers.label(audio.samples, [Span(s.start / 1000, s.end / 1000) for s in spans],
+            labels = self._speakers.label(audio.samples, [Span(s.start, s.end) for s in transcription.sentences],
                                           num_speakers)
-        finished = time.perf_counter()
-        return labels, began - queued, finished - began
+        labelling = time.perf_counter() - began
+        model_time = transcription.model_time + labelling
+        processing = transcription.decode_time + model_time
+        return replace(transcription,
+                       sentences=[replace(s, speaker=label) for s, label in zip(transcription.sentences, labels)],
+                       model_time=model_time, processing_time=processing,
+                       rtf=processing / audio.duration if audio.duration else 0.0,
+                       wait_time=transcription.wait_time + began - queued, speaker_time=labelling)
 
     # ---------------------------------------------------------------- observers
     def add_observer(self, observer: Observer) -> None:
@@ -537,35 +537,18 @@ def _install_confidence_hook(model: Any) -> None:
 
 
 def _to_transcription(result: dict | None, audio: Audio, words: list[str], decode_time: float,
-                      wait_time: float, model_time: float, speakers: list[int] | None = None,
-                      speaker_time: float = 0.0) -> Transcription:
+                      wait_time: float, model_time: float) -> Transcription:
     processing = decode_time + model_time
     common = dict(duration=audio.duration, processing_time=processing,
                   rtf=processing / audio.duration if audio.duration else 0.0, decode_time=decode_time,
-                  model_time=model_time, wait_time=wait_time, hotwords=words, name=audio.name,
-                  speaker_time=speaker_time)
+                  model_time=model_time, wait_time=wait_time, hotwords=words, name=audio.name)
     if not result or not str(result.get("text", "")).strip():
         return Transcription(text="", confidence=0.0, sentences=[], **common)
     text = str(result["text"]).strip()
     probs = result.get("token_probs") or []
     confidence = float(np.mean(probs)) if probs else 0.0
-    sentences = _sentences(result, text, audio.duration)
-    if speakers is not None and len(speakers) == len(sentences):
-        sentences = [replace(s, speaker=speaker) for s, speaker in zip(sentences, speakers)]
-    return Transcription(text=text, confidence=min(max(confidence, 0.0), 1.0), sentences=sentences, **common)
-
-
-def _sentence_spans_ms(result: dict | None) -> list[tuple[float, float]]:
-    """(start, end) in ms of each sentence `_sentences` makes from the same result, in the same order."""
-    if not result or not str(result.get("text", "")).strip():
-        return []
-    info = result.get("sentence_info")
-    if info:
-        return [(float(s["start"]), float(s["end"])) for s in info]
-    stamps = result.get("timestamp") or []
-    if stamps:
-        return [(float(stamps[0][0]), float(stamps[-1][1]))]
-    return []
+    return Transcription(text=text, confidence=min(max(confidence, 0.0), 1.0),
+                         sentences=_sentences(result, text, audio.duration), **common)
 
 
 def _sentences(result: dict, text: str, duration: float) -> list[Sentence]:
