@@ -28,7 +28,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 from starlette.datastructures import Headers
@@ -36,6 +36,9 @@ from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .store import Owner, ResultNotFound, ResultStore
+
+if TYPE_CHECKING:
+    from asr.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +132,7 @@ class ResultAccess:
         self._admin_keys = _keys(admin_keys)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ResultAccess:
+    def from_settings(cls, settings: Settings) -> ResultAccess:
         return cls(ResultStore(settings.output_dir), api_keys=settings.api_keys,
                    admin_keys=settings.admin_api_keys, retention_h=settings.output_retention_h,
                    upload_dir=settings.temp_dir)  # app.py makes it Gradio's upload folder (GRADIO_TEMP_DIR)
