@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from api import install_api  # noqa: E402
 from asr.engine import Engine, get_engine  # noqa: E402
 from asr.settings import Settings, get_settings  # noqa: E402
+from results import ResultAccess, ResultsMiddleware  # noqa: E402
 
 __version__ = "0.1.0"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -83,23 +84,30 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     app = FastAPI(title="Paraformer WebUI", version=__version__)
     app.state.engine = engine
     app.state.settings = settings
+    access = ResultAccess.from_settings(settings)
+    app.state.results = access
 
     @app.get("/health")
     async def health() -> JSONResponse:
         code, body = health_payload(engine, started_at)
         return JSONResponse(body, status_code=code)
 
-    blocks = build_ui(engine, settings)
+    blocks = build_ui(engine, settings, access)
     blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=engine.concurrency())
     # /v1/* and /metrics, registered before the UI is mounted at "/"; the API shares the UI queue's limit.
-    install_api(app, engine, settings, blocks)
+    install_api(app, engine, settings, blocks, access)
     auth = None
     if settings.webui_auth:
         user, _, password = settings.webui_auth.get_secret_value().partition(":")
         auth = (user, password)
+    # Result files are handed to Gradio where they lie (a static path: not copied into its cache, where they
+    # would be served to anyone with the URL) and reach only their owner: ResultsMiddleware answers 404 to
+    # everyone else before Gradio sees the request. OUTPUT_DIR is not in allowed_paths.
+    gr.set_static_paths([settings.output_dir])
     # max_file_size: Gradio refuses an oversized upload while receiving it, before it fills the temp dir.
-    app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, allowed_paths=[str(settings.output_dir)],
-                              i18n=build_i18n(), max_file_size=engine.limits.max_bytes)
+    app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, i18n=build_i18n(),
+                              max_file_size=engine.limits.max_bytes)
+    app.add_middleware(ResultsMiddleware, access=access)
 
     if load:
         def load_engine() -> None:

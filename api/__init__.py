@@ -1,4 +1,5 @@
-"""The HTTP API next to the UI: OpenAI-compatible `/v1/audio/transcriptions` and `/v1/models`, and `/metrics`."""
+"""The HTTP API next to the UI: OpenAI-compatible `/v1/audio/transcriptions` and `/v1/models`, `/v1/results`
+(the caller's stored results), and `/metrics`."""
 
 from __future__ import annotations
 
@@ -8,18 +9,22 @@ from fastapi import FastAPI
 
 from asr.engine import Engine
 from asr.settings import Settings
+from results import ResultAccess
 
 from .admission import Admission
 from .auth import APIKeys
 from .errors import APIError, handle_api_error
 from .metrics import Metrics
+from .results import router as results_router
 from .routes import APIServices, router
 
 __all__ = ["APIServices", "Admission", "install_api", "router"]
 
 
-def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = None) -> APIServices:
+def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = None,
+                access: ResultAccess | None = None) -> APIServices:
     """Add the API routes and /metrics to `app`; with `blocks` (queued), share its admission limit.
+    `access` (default: from `settings`) decides who reads which result; it is kept on `app.state.results`.
 
     Call before mounting Gradio at "/", so these routes are matched first.
     """
@@ -27,8 +32,10 @@ def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = 
     if blocks is not None:
         admission.attach_gradio(blocks)
     api = APIServices(engine=engine, settings=settings, admission=admission, metrics=Metrics(engine, admission),
-                      keys=APIKeys(settings.api_keys))
+                      keys=APIKeys(settings.api_keys, settings.admin_api_keys))
     app.state.api = api
+    app.state.results = access or ResultAccess.from_settings(settings)
     app.include_router(router)
+    app.include_router(results_router)
     app.add_exception_handler(APIError, handle_api_error)
     return api

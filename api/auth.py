@@ -1,4 +1,5 @@
 """Optional API keys: with `API_KEYS` set, `/v1/*` and `/metrics` need `Authorization: Bearer <key>`.
+`ADMIN_API_KEYS` are valid keys too (they also read every user's results, see results/access.py).
 
 Keys are compared in constant time and never logged (neither the configured ones nor what a client sent).
 """
@@ -13,8 +14,9 @@ from .errors import APIError
 
 
 class APIKeys:
-    def __init__(self, secret: SecretStr | None):
-        raw = secret.get_secret_value() if secret else ""
+    def __init__(self, secret: SecretStr | None, admin: SecretStr | None = None):
+        # Admin keys are accepted where keys are required; they do not turn the requirement on.
+        raw = ",".join(s.get_secret_value() for s in (secret, admin) if s) if secret else ""
         self._keys = [key.strip().encode() for key in raw.split(",") if key.strip()]
 
     @property

@@ -33,7 +33,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Logging level.")
     log_dir: Path = Field(PROJECT_ROOT / "logs", description="run.sh and ops scripts write logs here.")
     temp_dir: Path = Field(PROJECT_ROOT / "tmp" / "uploads", description="Upload temp files (cleaned by ops).")
-    output_dir: Path = Field(PROJECT_ROOT / "outputs", description="Batch results are written here as they finish.")
+    output_dir: Path = Field(PROJECT_ROOT / "outputs", description="Results of the web UI (single files and batches, "
+                             "each file as it finishes), one folder per result; served only to its owner.")
+    output_retention_h: float = Field(168.0, ge=0, description="ops/cleanup.py removes results older than this many "
+                                      "hours (the UI tells users); 0 = keep them until removed by hand.")
 
     # --- models -----------------------------------------------------------------------------
     model: str = Field(DEFAULT_MODEL, description="ModelScope id of the ASR model, used when model_dir is empty.")
@@ -78,9 +81,11 @@ class Settings(BaseSettings):
     enable_live_tab: bool = Field(True, description="Show the live recording tab (turn off on small GPUs).")
     webui_auth: SecretStr | None = Field(None, description="user:pass to require a login for the web UI.")
     api_keys: SecretStr | None = Field(None, description="Comma-separated keys required by /v1/* (Bearer).")
+    admin_api_keys: SecretStr | None = Field(None, description="Comma-separated admin keys (Bearer): valid API keys "
+                                             "that may read every user's results; empty: nobody may.")
 
-    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "spk_model_dir", "onnx_model_dir", "webui_auth", "api_keys",
-                     mode="before")
+    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "spk_model_dir", "onnx_model_dir", "webui_auth",
+                     "api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
-"""Temp cleanup: remove upload temp files not accessed for more than CLEANUP_MAX_AGE_H hours (default 1).
+"""Cleanup: upload temp files not accessed for CLEANUP_MAX_AGE_H hours (default 1), and results older than
+OUTPUT_RETENTION_H hours (default 168, a week; 0 keeps them).
 
-    python ops/cleanup.py [--max-age-hours 1] [--dry-run]     # cron: every 2 hours
+    python ops/cleanup.py [--max-age-hours 1] [--retention-hours 168] [--dry-run]     # cron: every 2 hours
 
-Works only inside TEMP_DIR (default tmp/uploads; Gradio puts each upload in a subfolder there). Symbolic links
-are never followed: a link is removed as a link, what it points to is left alone. Subfolders emptied by the run
-(or empty and older than the age limit) are removed; TEMP_DIR itself stays. "Not accessed" means neither read
-(atime) nor written (mtime) since the limit, so a `noatime`/`relatime` mount errs on the side of keeping files.
+Temp files: only inside TEMP_DIR (default tmp/uploads; Gradio puts each upload in a subfolder there). Subfolders
+emptied by the run (or empty and older than the age limit) are removed; TEMP_DIR itself stays. "Not accessed"
+means neither read (atime) nor written (mtime) since the limit, so a `noatime`/`relatime` mount errs on the side
+of keeping files.
+
+Results: each entry of OUTPUT_DIR (default outputs; one folder per result) goes as a whole once nothing in it
+was written for OUTPUT_RETENTION_H hours; downloading a result does not keep it longer. A batch still being
+written is kept (its newest file is fresh).
+
+Symbolic links are never followed in either: a link is removed as a link, what it points to is left alone.
 Every removal and the bytes freed go to LOG_DIR/ops.log. Exit status: 0 done, 1 some entries could not be removed.
 """
 
@@ -16,6 +23,8 @@ import argparse
 import errno
 import logging
 import os
+import re
+import shutil
 import stat
 import sys
 import time
@@ -24,6 +33,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ops.common import ROOT, Config, run_loop, setup_logging  # noqa: E402
 
+_RESULT_NAME = re.compile(r"[a-z]+-\d{8}-\d{6}-[0-9a-f]{32}")  # results/store.py's names (ops imports no app code)
+
 
 def last_used(st: os.stat_result) -> float:
     if stat.S_ISLNK(st.st_mode):  # resolving a link updates its atime: only its mtime (creation) means anything
@@ -31,12 +42,12 @@ def last_used(st: os.stat_result) -> float:
     return max(st.st_atime, st.st_mtime)
 
 
-def check_temp_dir(temp_dir: Path) -> Path:
-    """The resolved temp dir, refusing places where a cleanup could only do harm."""
+def check_temp_dir(temp_dir: Path, key: str = "TEMP_DIR", example: str = "tmp/uploads") -> Path:
+    """The resolved folder, refusing places where a cleanup could only do harm."""
     resolved = temp_dir.resolve()
     forbidden = {Path("/"), Path.home().resolve(), ROOT, ROOT.parent}
     if resolved in forbidden or len(resolved.parts) < 3:
-        raise SystemExit(f"refusing to clean {resolved}: TEMP_DIR must be a dedicated folder such as tmp/uploads")
+        raise SystemExit(f"refusing to clean {resolved}: {key} must be a dedicated folder such as {example}")
     return resolved
 
 
@@ -95,6 +106,61 @@ def cleanup(temp_dir: Path, max_age_s: float, logger: logging.Logger, *, dry_run
     return errors
 
 
+def _newest_write(path: Path) -> tuple[float, int, int]:
+    """(newest mtime, files, bytes) of an entry and everything under it, without following links."""
+    st = path.lstat()
+    newest, files, size = st.st_mtime, 0, 0
+    if not stat.S_ISDIR(st.st_mode):
+        return newest, 1, st.st_size if stat.S_ISREG(st.st_mode) else 0
+    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        for name in dirnames + filenames:
+            sub = Path(dirpath) / name
+            sub_st = sub.lstat()
+            newest = max(newest, sub_st.st_mtime)
+            if not stat.S_ISDIR(sub_st.st_mode):
+                files += 1
+                size += sub_st.st_size if stat.S_ISREG(sub_st.st_mode) else 0
+    return newest, files, size
+
+
+def _shown(name: str) -> str:
+    # The random part of a result's name stays out of the log; the kind, time and 6 digits identify it.
+    return name[:-26] + "…" if _RESULT_NAME.fullmatch(name) else name
+
+
+def expire_results(output_dir: Path, max_age_s: float, logger: logging.Logger, *, dry_run: bool = False) -> int:
+    """Remove result folders (whole) under output_dir not written for max_age_s; return the entries that failed."""
+    if not output_dir.is_dir():
+        logger.info("no results to expire: %s does not exist", output_dir)
+        return 0
+    root = check_temp_dir(output_dir, "OUTPUT_DIR", "outputs")
+    cutoff = time.time() - max_age_s
+    removed = freed = errors = 0
+    verb = "would remove" if dry_run else "removed"
+    for entry in sorted(root.iterdir()):
+        try:
+            newest, files, size = _newest_write(entry)
+            if newest > cutoff:
+                continue
+            if not dry_run:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)  # removes links inside as links, never what they point to
+                else:
+                    entry.unlink()
+            removed += 1
+            freed += size
+            logger.info("%s result %s (%d file(s), %d bytes, last written %s)", verb, _shown(entry.name), files,
+                        size, time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            errors += 1
+            logger.error("could not remove result %s: %s", _shown(entry.name), exc)
+    logger.info("results in %s older than %.0f h: %s %d, %.1f MB freed (%d bytes)%s", root, max_age_s / 3600, verb,
+                removed, freed / 1e6, freed, f", {errors} error(s)" if errors else "")
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     config = Config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,17 +168,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="the folder to clean (TEMP_DIR, default tmp/uploads)")
     parser.add_argument("--max-age-hours", type=float, default=config.get_float("CLEANUP_MAX_AGE_H", 1.0),
                         help="remove files not accessed for this long (CLEANUP_MAX_AGE_H, default 1)")
+    parser.add_argument("--output-dir", type=Path, default=config.path("OUTPUT_DIR", "outputs"),
+                        help="the results folder (OUTPUT_DIR, default outputs)")
+    parser.add_argument("--retention-hours", type=float, default=config.get_float("OUTPUT_RETENTION_H", 168.0),
+                        help="remove results not written for this long; 0 keeps them (OUTPUT_RETENTION_H, default 168)")
     parser.add_argument("--dry-run", action="store_true", help="only log what would be removed")
     parser.add_argument("--loop", action="store_true", help="clean every CLEANUP_INTERVAL_S s (default 7200)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")
     args = parser.parse_args(argv)
     if args.max_age_hours < 0:
         parser.error("--max-age-hours must be >= 0")
+    if args.retention_hours < 0:
+        parser.error("--retention-hours must be >= 0")
     logger = setup_logging("cleanup", config.log_dir, verbose=not args.quiet)
     temp_dir = args.temp_dir if args.temp_dir.is_absolute() else ROOT / args.temp_dir
+    output_dir = args.output_dir if args.output_dir.is_absolute() else ROOT / args.output_dir
 
     def step() -> int:
-        return 1 if cleanup(temp_dir, args.max_age_hours * 3600, logger, dry_run=args.dry_run) else 0
+        errors = cleanup(temp_dir, args.max_age_hours * 3600, logger, dry_run=args.dry_run)
+        if args.retention_hours > 0:
+            errors += expire_results(output_dir, args.retention_hours * 3600, logger, dry_run=args.dry_run)
+        return 1 if errors else 0
 
     if args.loop:
         return run_loop(step, config.get_float("CLEANUP_INTERVAL_S", 7200), logger)

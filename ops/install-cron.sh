@@ -28,7 +28,7 @@ errors="2>>$(q "$LOG_DIR/cron.log")"   # the scripts log to LOG_DIR/ops.log; cro
 block="$BEGIN
 # watchdog: every minute; restarts the app after WATCHDOG_FAILURES (3) failed /health checks in a row
 * * * * * $cd_env $py ops/watchdog.py --quiet $errors
-# upload temp files not accessed for CLEANUP_MAX_AGE_H (1) hours: every 2 hours
+# uploads unused for CLEANUP_MAX_AGE_H (1) h, results older than OUTPUT_RETENTION_H (168) h: every 2 hours
 0 */2 * * * $cd_env $py ops/cleanup.py --quiet $errors
 # GPU memory alert: every 15 minutes
 */15 * * * * $cd_env $py ops/gpu_alert.py --quiet $errors

@@ -144,7 +144,7 @@ def test_cleanup_removes_only_old_files_inside_the_temp_dir(tmp_path: Path) -> N
     (temp / "link-file").symlink_to(outside)
     for link in (temp / "link-dir", temp / "link-file"):
         os.utime(link, (time.time() - 5 * HOUR,) * 2, follow_symlinks=False)
-    env = ops_env(tmp_path, TEMP_DIR=str(temp))
+    env = ops_env(tmp_path, TEMP_DIR=str(temp), OUTPUT_DIR=str(tmp_path / "outputs"))
 
     dry = script("cleanup.py", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
@@ -165,8 +165,47 @@ def test_cleanup_removes_only_old_files_inside_the_temp_dir(tmp_path: Path) -> N
 
 
 def test_cleanup_refuses_a_dangerous_temp_dir(tmp_path: Path) -> None:
-    result = script("cleanup.py", env=ops_env(tmp_path, TEMP_DIR="/"))
+    result = script("cleanup.py", env=ops_env(tmp_path, TEMP_DIR="/", OUTPUT_DIR=str(tmp_path / "outputs")))
     assert result.returncode != 0 and "refusing" in result.stderr
+    result = script("cleanup.py", env=ops_env(tmp_path, TEMP_DIR=str(tmp_path / "uploads"), OUTPUT_DIR=str(ROOT)))
+    assert result.returncode != 0 and "refusing" in result.stderr and "OUTPUT_DIR" in result.stderr
+
+
+def test_cleanup_removes_results_past_their_retention(tmp_path: Path) -> None:
+    out = tmp_path / "outputs"
+    outside = _file(tmp_path / "outside" / "precious.txt", 10, 500 * HOUR)
+    old = "batch-20250101-000000-" + "a" * 32
+    _file(out / old / "001_a.txt", 100, 200 * HOUR)
+    _file(out / old / "results.csv", 50, 169 * HOUR)
+    (out / old / "link.txt").symlink_to(outside)  # removed as a link, its target stays
+    running = "batch-20250102-000000-" + "b" * 32  # an old start, but a file written a minute ago
+    _file(out / running / "001_a.txt", 100, 300 * HOUR)
+    _file(out / running / "results.csv", 60, 60)
+    fresh = "single-20250103-000000-" + "c" * 32
+    _file(out / fresh / "a.srt", 70, 167 * HOUR)
+    stray = _file(out / "old-note.txt", 5, 400 * HOUR)
+    for entry in (out / old, out / old / "link.txt", out / running, out / fresh):  # made just now by the test
+        when = time.time() - 170 * HOUR
+        os.utime(entry, (when, when), follow_symlinks=False)
+    env = ops_env(tmp_path, TEMP_DIR=str(tmp_path / "uploads"), OUTPUT_DIR=str(out))
+
+    kept_forever = script("cleanup.py", env={**env, "OUTPUT_RETENTION_H": "0"})
+    assert kept_forever.returncode == 0 and (out / old).is_dir() and stray.exists()
+    dry = script("cleanup.py", "--dry-run", env=env)
+    assert dry.returncode == 0 and (out / old).is_dir()
+    assert "would remove result batch-20250101-000000-aaaaaa…" in dry.stdout
+
+    result = script("cleanup.py", env=env)  # OUTPUT_RETENTION_H: the default, 168 h
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (out / old).exists() and not stray.exists()
+    assert (out / running / "001_a.txt").exists() and (out / fresh / "a.srt").exists()
+    assert outside.read_bytes() == b"x" * 10 and out.is_dir()
+    log = (tmp_path / "logs" / "ops.log").read_text()
+    assert "removed result batch-20250101-000000-aaaaaa… (3 file(s), 150 bytes" in log
+    assert "a" * 32 not in log, "the random part of a result's name stays out of the log"
+
+    shorter = script("cleanup.py", "--retention-hours", "100", env=env)
+    assert shorter.returncode == 0 and (out / running).is_dir() and not (out / fresh).exists()
 
 
 # --- GPU memory alert ---------------------------------------------------------------------------------------

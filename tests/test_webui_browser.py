@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import DATA, ROOT, SCREENSHOT_DIR, Server
@@ -82,6 +83,18 @@ def test_four_tabs_with_results(server: Server, browser: webdriver.Chrome) -> No
     wait_for(browser, lambda d: "结果已保存" in d.find_element(By.CSS_SELECTOR, "#batch-status").text)
     assert "失败" in browser.find_element(By.CSS_SELECTOR, "#batch-table").text
     browser.save_screenshot(str(SHOTS / "batch.png"))
+
+    # A reload finds the batch again (the owner cookie); its zip is this browser's alone.
+    browser.refresh()
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#single-start"))
+    open_tab(browser, "批量处理")
+    wait_for(browser, lambda d: "成功 3，失败 1" in d.find_element(By.CSS_SELECTOR, "#batch-history-table").text)
+    link = wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#batch-history-files a[href*='.zip']"))[0]
+    zip_url = link.get_attribute("href")
+    cookie = browser.get_cookie("paraformer_owner")
+    assert cookie and cookie["httpOnly"]
+    assert httpx.get(zip_url, cookies={cookie["name"]: cookie["value"]}).status_code == 200
+    assert httpx.get(zip_url).status_code == 404  # anyone else, with the same link
 
     # Live: the fake microphone plays the clip; the streamed transcript fills in while recording.
     open_tab(browser, "实时录音")

@@ -8,6 +8,7 @@ import gradio as gr
 
 from asr.engine import Engine
 from asr.settings import Settings
+from results import ResultAccess
 
 from .batch import create_batch_tab
 from .i18n import build_i18n, t
@@ -20,20 +21,22 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_ui", "build_i18n"]
 
 
-def build_ui(engine: Engine, settings: Settings) -> gr.Blocks:
-    """The four tabs (the live one only with `settings.enable_live_tab`).
+def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = None) -> gr.Blocks:
+    """The four tabs (the live one only with `settings.enable_live_tab`). `access` (default: from `settings`)
+    owns the result files the tabs write; serve the UI behind `results.ResultsMiddleware`.
 
     The wording comes from `build_i18n()`: pass it to `gr.mount_gradio_app(..., i18n=...)` or
     `blocks.launch(i18n=...)` (launch() replaces what is attached here).
     """
+    access = access or ResultAccess.from_settings(settings)
     with gr.Blocks(title="Paraformer 语音识别") as blocks:
         gr.Markdown(t("title"))
         gr.Markdown(t("subtitle"))
         with gr.Tabs():
-            create_single_tab(engine, settings)
-            create_batch_tab(engine, settings)
+            create_single_tab(engine, settings, access)
+            create_batch_tab(engine, settings, access, blocks)
             if settings.enable_live_tab:
-                create_live_tab(engine, settings)
+                create_live_tab(engine, settings, access)
             create_sysinfo_tab(engine, settings, blocks)
     # What mount_gradio_app(i18n=...) sets; attached here too so a mount without it still speaks both languages.
     blocks.i18n_instance = build_i18n()

@@ -1,5 +1,7 @@
 """📁 Batch: many files, one after another; the table fills in as each finishes and every result is
-written to `settings.output_dir` at once, so a crash mid-batch loses nothing already done."""
+written to its result folder in `settings.output_dir` at once, so a crash mid-batch loses nothing already
+done. The batch belongs to the browser that ran it: "my earlier batches" lists that browser's batches after
+a reload, and nobody else's."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import csv
 import logging
 import os
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +18,18 @@ import gradio as gr
 from asr.engine import Engine, Transcription
 from asr.errors import ASRError
 from asr.settings import Settings
+from results import Result, ResultAccess
 
-from .common import (BATCH_SIZE_MAX, batch_size_s, labelled_text, safe_stem, speaker_controls, speaker_options,
-                     ui_error, write_result_files)
+from .common import (BATCH_SIZE_MAX, batch_size_s, kept_for, labelled_text, request_owner, safe_stem,
+                     speaker_controls, speaker_options, ui_error, write_result_files)
 from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
 
 #: `speakers`: how many were told apart (empty when not asked); `text` then has one `说话人N：` line per turn.
 CSV_FIELDS = ["file", "duration_s", "confidence", "status", "error", "speakers", "text", "processing_s"]
+CSV_NAME = "results.csv"
+HISTORY_MAX = 20
 
 BatchUpdate = tuple[str, dict[str, list], list[str] | None]
 
@@ -44,6 +48,14 @@ def _write_csv(path: Path, records: list[dict[str, object]]) -> None:
     os.replace(tmp, path)
 
 
+def _csv_rows(path: Path) -> int:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return sum(1 for _ in csv.DictReader(handle))
+    except OSError:
+        return 0
+
+
 def _zip(folder: Path, target: Path) -> Path:
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.iterdir()):
@@ -52,14 +64,13 @@ def _zip(folder: Path, target: Path) -> Path:
     return target
 
 
-def new_batch_dir(settings: Settings) -> Path:
-    folder = settings.output_dir / f"batch-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def _zip_name(result: Result) -> str:
+    # The batch's time, not its whole name: the download is named for people; the folder keeps the secret part.
+    return result.id.rsplit("-", 1)[0] + ".zip"
 
 
-def transcribe_batch(engine: Engine, settings: Settings, paths: list[str] | None, hotwords: str | None,
-                     batch_size: float | None, request: gr.Request | None = None,
+def transcribe_batch(engine: Engine, settings: Settings, access: ResultAccess, paths: list[str] | None,
+                     hotwords: str | None, batch_size: float | None, request: gr.Request | None = None,
                      progress: gr.Progress | None = None, speakers: bool | None = False,
                      num_speakers: float | None = 0) -> Iterator[BatchUpdate]:
     """Yields (status Markdown, results table, downloads) after each file; downloads come with the last."""
@@ -75,13 +86,17 @@ def transcribe_batch(engine: Engine, settings: Settings, paths: list[str] | None
         engine.check_speakers(diarize, count)  # once, not as the same failure on every file
     except ASRError as exc:
         raise ui_error(exc, lang) from None
-    folder = new_batch_dir(settings)
-    csv_path = folder / "results.csv"
+    owner = request_owner(access, request, lang)
+    if not all(access.may_use_upload(p, owner) for p in paths):  # someone else's upload paths
+        raise gr.Error(tr("no_files", lang), print_exception=False)
+    batch = access.store.create("batch", owner, total=len(paths))
+    folder = batch.folder
+    csv_path = folder / CSV_NAME
     rows: list[list[object]] = [[Path(p).name, "", "", "", tr("status_pending", lang)] for p in paths]
     records: list[dict[str, object]] = []
     ok = failed = 0
     size_s = batch_size_s(settings, batch_size)
-    logger.info("batch of %d files into %s", len(paths), folder)
+    logger.info("batch of %d files into result %s…", len(paths), batch.id[:-26])
 
     def update(files: list[str] | None = None, extra: str = "") -> BatchUpdate:
         status = tr("batch_progress", lang, done=ok + failed, total=len(paths), ok=ok, failed=failed) + extra
@@ -117,13 +132,39 @@ def transcribe_batch(engine: Engine, settings: Settings, paths: list[str] | None
                             "speakers": "", "text": "", "processing_s": ""})
         _write_csv(csv_path, records)
         yield update()
-    archive = _zip(folder, folder / f"{folder.name}.zip")
+    archive = _zip(folder, folder / _zip_name(batch))
+    access.store.update_info(batch, finished=True, ok=ok, failed=failed)
     if progress is not None:
         progress((len(paths), len(paths)))
-    yield update([str(csv_path), str(archive)], "  \n" + tr("batch_saved", lang, path=folder))
+    yield update([str(csv_path), str(archive)], "  \n" + tr("batch_saved", lang, kept=kept_for(access, lang)))
 
 
-def create_batch_tab(engine: Engine, settings: Settings) -> None:
+def history_headers(lang: str) -> list[str]:
+    return [tr(k, lang) for k in ("col_time", "col_files", "col_status")]
+
+
+def batch_history(access: ResultAccess, request: gr.Request | None = None) -> tuple[dict[str, list], list[str]]:
+    """This browser's earlier batches, newest first: a table, and each one's zip (or its CSV when the batch
+    never finished, e.g. the server restarted mid-batch)."""
+    lang = lang_of(request)
+    rows: list[list[object]] = []
+    files: list[str] = []
+    for result in access.store.list(request_owner(access, request, lang), kind="batch", limit=HISTORY_MAX):
+        info = result.info
+        total = info.get("total", "")
+        if info.get("finished"):
+            status = tr("history_done", lang, ok=info.get("ok", 0), failed=info.get("failed", 0))
+            download = result.folder / _zip_name(result)
+        else:
+            download = result.folder / CSV_NAME
+            status = tr("history_unfinished", lang, done=_csv_rows(download), total=total)
+        rows.append([time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(result.created)), total, status])
+        if download.is_file():
+            files.append(str(download))
+    return {"headers": history_headers(lang), "data": rows}, files
+
+
+def create_batch_tab(engine: Engine, settings: Settings, access: ResultAccess, blocks: gr.Blocks) -> None:
     with gr.Tab(t("tab_batch"), id="batch"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -140,13 +181,25 @@ def create_batch_tab(engine: Engine, settings: Settings) -> None:
                                      wrap=True, max_height=500, elem_id="batch-table",
                                      column_widths=["20%", "8%", "46%", "8%", "18%"])
                 downloads = gr.File(label=t("batch_downloads"), file_count="multiple", interactive=False)
+        with gr.Accordion(t("history"), open=True, elem_id="batch-history"):
+            history = gr.Dataframe(headers=history_headers("zh"), interactive=False, wrap=True, max_height=300,
+                                   elem_id="batch-history-table")
+            history_files = gr.File(label=t("history_downloads"), file_count="multiple", interactive=False,
+                                    elem_id="batch-history-files")
+            refresh = gr.Button(t("history_refresh"), size="sm")
 
     def run(audio_files: list[str] | None, hotwords: str | None, batch_size: float | None,
             label_speakers: bool | None, speaker_count: float | None, request: gr.Request,
             progress: gr.Progress = gr.Progress()) -> Iterator[BatchUpdate]:
-        yield from transcribe_batch(engine, settings, audio_files, hotwords, batch_size, request, progress,
+        yield from transcribe_batch(engine, settings, access, audio_files, hotwords, batch_size, request, progress,
                                     label_speakers, speaker_count)
 
-    button.click(run, [files, words, batch, speakers, num_speakers], [status, table, downloads],
-                 api_name="transcribe_batch",
-                 concurrency_id="model", show_progress_on=[status])
+    def earlier_batches(request: gr.Request) -> tuple[dict[str, list], list[str]]:
+        return batch_history(access, request)
+
+    event = button.click(run, [files, words, batch, speakers, num_speakers], [status, table, downloads],
+                         api_name="transcribe_batch", concurrency_id="model", show_progress_on=[status])
+    # Not queued behind the model: the list is a few small files read from disk.
+    event.then(earlier_batches, None, [history, history_files], queue=False, api_visibility="private")
+    refresh.click(earlier_batches, None, [history, history_files], api_name="batch_history", queue=False)
+    blocks.load(earlier_batches, None, [history, history_files], queue=False, api_visibility="private")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -13,6 +12,7 @@ from asr.engine import Engine, Transcription
 from asr.errors import ASRError
 from asr.settings import Settings
 from asr.subtitles import speaker_label, to_srt, to_txt, to_vtt, to_word_tsv
+from results import Owner, ResultAccess
 
 from asr.speakers import MAX_SPEAKERS
 
@@ -109,7 +109,15 @@ def write_result_files(result: Transcription, folder: Path, stem: str) -> list[P
     return paths
 
 
-def new_result_dir(settings: Settings, prefix: str) -> Path:
-    """A fresh folder under the temp dir for one request's downloads (Gradio serves files from there)."""
-    settings.temp_dir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=settings.temp_dir))
+def request_owner(access: ResultAccess, request: gr.Request | None, lang: str) -> Owner:
+    """Who runs this event: the browser's owner cookie (or an API key a script sends)."""
+    headers = {} if request is None else {str(k).lower(): str(v) for k, v in dict(request.headers or {}).items()}
+    owner = access.owner_of(headers)
+    if owner is None:  # only when the app runs without ResultsMiddleware, which gives every request a cookie
+        raise gr.Error(tr("no_session", lang), print_exception=False)
+    return owner
+
+
+def kept_for(access: ResultAccess, lang: str) -> str:
+    hours = access.retention_h
+    return tr("kept_hours", lang, hours=f"{hours:g}") if hours > 0 else tr("kept_forever", lang)

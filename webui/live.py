@@ -17,6 +17,7 @@ from asr.engine import Engine
 from asr.errors import ASRError
 from asr.live import LiveSession
 from asr.settings import Settings
+from results import ResultAccess
 
 from .common import ui_error
 from .i18n import lang_of, t, tr
@@ -58,7 +59,7 @@ def finish_stream(session: LiveSession | None, request: gr.Request | None = None
     return live_html(update.final_text, ""), None
 
 
-def create_live_tab(engine: Engine, settings: Settings) -> None:
+def create_live_tab(engine: Engine, settings: Settings, access: ResultAccess) -> None:
     with gr.Tab(t("tab_live"), id="live"):
         words = gr.Textbox(label=t("hotwords"), info=t("hotwords_info"), lines=1,
                               value=", ".join(engine.default_hotwords))
@@ -82,7 +83,9 @@ def create_live_tab(engine: Engine, settings: Settings) -> None:
     def run(recording_file: str | None, hotwords: str | None, request: gr.Request) -> tuple[str, str]:
         if not recording_file:
             raise gr.Error(tr("no_recording", lang_of(request)), print_exception=False)
-        result_text, _, details_md, _, _ = transcribe_file(engine, settings, recording_file, hotwords, 1, request)
+        # No downloads on this tab, so nothing is kept on disk.
+        result_text, _, details_md, _, _ = transcribe_file(engine, settings, access, recording_file, hotwords, 1,
+                                                           request, keep_files=False)
         return result_text, details_md
 
     def on_chunk(chunk: Any, state: LiveSession | None, words: str | None, request: gr.Request):

@@ -10,20 +10,26 @@ import gradio as gr
 from asr.engine import Engine
 from asr.errors import ASRError
 from asr.settings import Settings
+from results import ResultAccess
 
-from .common import (BATCH_SIZE_MAX, batch_size_s, details_markdown, labelled_text, new_result_dir, safe_stem,
+from .common import (BATCH_SIZE_MAX, batch_size_s, details_markdown, labelled_text, request_owner, safe_stem,
                      sentence_headers, sentence_rows, speaker_controls, speaker_options, ui_error, write_result_files)
 from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
 
 
-def transcribe_file(engine: Engine, settings: Settings, path: str | None, hotwords: str | None,
-                    batch_size: float | None, request: gr.Request | None = None, speakers: bool | None = False,
-                    num_speakers: float | None = 0) -> tuple[str, float, str, dict[str, list], list[str]]:
-    """Text, confidence, details (Markdown), sentence rows and [TXT, SRT, VTT, words TSV] paths for one file."""
+def transcribe_file(engine: Engine, settings: Settings, access: ResultAccess, path: str | None,
+                    hotwords: str | None, batch_size: float | None, request: gr.Request | None = None,
+                    speakers: bool | None = False, num_speakers: float | None = 0, *, keep_files: bool = True
+                    ) -> tuple[str, float, str, dict[str, list], list[str]]:
+    """Text, confidence, details (Markdown), sentence rows and [TXT, SRT, VTT, words TSV] paths for one file;
+    the files are a result owned by the requesting browser (none is written with `keep_files=False`)."""
     lang = lang_of(request)
     if not path:
+        raise gr.Error(tr("no_file", lang), print_exception=False)
+    owner = request_owner(access, request, lang)
+    if not access.may_use_upload(path, owner):  # someone else's upload path, copied from their page
         raise gr.Error(tr("no_file", lang), print_exception=False)
     name = Path(path).name
     try:
@@ -33,13 +39,15 @@ def transcribe_file(engine: Engine, settings: Settings, path: str | None, hotwor
                                    num_speakers=count)
     except ASRError as exc:
         raise ui_error(exc, lang) from None
-    files = write_result_files(result, new_result_dir(settings, "single-"), safe_stem(name))
+    files: list[Path] = []
+    if keep_files:  # a fresh result folder in OUTPUT_DIR: only this browser (and an admin) can fetch its files
+        files = write_result_files(result, access.store.create("single", owner).folder, safe_stem(name))
     table = {"headers": sentence_headers(lang, bool(result.speakers)), "data": sentence_rows(result)}
     return (labelled_text(result), round(result.confidence, 4), details_markdown(result, lang), table,
             [str(p) for p in files])
 
 
-def create_single_tab(engine: Engine, settings: Settings) -> None:
+def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) -> None:
     with gr.Tab(t("tab_single"), id="single"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -63,7 +71,7 @@ def create_single_tab(engine: Engine, settings: Settings) -> None:
     # The parameter names are what gradio_client shows for the `/transcribe` endpoint.
     def run(audio_file: str | None, hotwords: str | None, batch_size: float | None, label_speakers: bool | None,
             speaker_count: float | None, request: gr.Request):
-        return transcribe_file(engine, settings, audio_file, hotwords, batch_size, request, label_speakers,
+        return transcribe_file(engine, settings, access, audio_file, hotwords, batch_size, request, label_speakers,
                                speaker_count)
 
     button.click(run, [audio, words, batch, speakers, num_speakers], [text, confidence, details, sentences, downloads],
