@@ -22,6 +22,7 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
 from api import install_api  # noqa: E402
+from asr.device import device_report  # noqa: E402
 from asr.engine import Engine, get_engine  # noqa: E402
 from asr.settings import Settings, get_settings  # noqa: E402
 
@@ -50,11 +51,15 @@ def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, An
     """/health body and status code: 200 when the model is ready, 503 while loading or after a failure."""
     status = {"ready": "ok", "loading": "loading", "not_loaded": "loading", "error": "error"}[engine.state]
     spec = engine.spec
+    # Once the load has resolved the device: what really runs (never the setting), and a GPU left unused.
+    device = device_report(engine.settings.device, spec.device, engine.backend) if spec else None
     body: dict[str, Any] = {
         "status": status,
         "version": __version__,
         "model": spec.asr if spec else engine.settings.model,
         "device": spec.device if spec else None,
+        "device_info": device,
+        "gpu_warning": device["warning"] if device else None,
         "backend": engine.backend or engine.settings.engine_backend,
         "uptime_s": round(time.time() - started_at, 1),
         "queue": {"model_waiting": engine.waiting, "model_busy": engine.busy,
