@@ -119,9 +119,12 @@ def resolve_device(requested: str, backend: str = "auto") -> str:
         return "cuda:0"
     index = int(value.partition(":")[2] or 0)
     if not state.available:
-        present = f"{_gpu_list()} is present but " if nvidia_gpus() else "no NVIDIA GPU was found and "
-        raise DeviceError(f"DEVICE={requested}: {present}{state.problem}. {fix_for(state)}; or set DEVICE=auto "
-                          f"to run on the CPU when there is no usable GPU")
+        if nvidia_gpus():
+            raise DeviceError(f"DEVICE={requested}: {_gpu_list()} is present but {state.problem}. {fix_for(state)}; "
+                              f"or set DEVICE=auto to run on the CPU when there is no usable GPU")
+        raise DeviceError(f"DEVICE={requested}: no NVIDIA GPU was found (the NVIDIA driver reports none) and "
+                          f"{state.problem}. Without a GPU set DEVICE=auto or cpu; on a GPU machine install the "
+                          f"driver (nvidia-smi must list the GPU), then `./run.sh install` ({README_GPU})")
     if index >= state.device_count:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise DeviceError(f"DEVICE={requested}: torch sees {state.device_count} GPU(s), cuda:0..cuda:"
