@@ -126,7 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port to listen on (PORT, default 7860)")
     parser.add_argument("--queue-max-size", type=int, help="jobs that may wait in the queue (QUEUE_MAX_SIZE, default 20)")
     parser.add_argument("--model-dir", help="local SeACo-Paraformer folder (MODEL_DIR)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (DEVICE, default auto)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (DEVICE, default auto: the GPU when torch can "
+                                         "use one; cuda without a usable GPU is a load error)")
     return parser.parse_args(argv)
 
 

