@@ -244,7 +244,7 @@ class Check:
                 step.data = body()
             step.gpu_peak_mb = peak.peak
             step.ok = True
-        except Exception as exc:  # report it and carry on with what does not need it
+        except (Exception, SystemExit) as exc:  # report it and carry on with what does not need it
             step.error = f"{type(exc).__name__}: {exc}"
             print(f"  FAILED: {step.error}", flush=True)
             traceback.print_exc(limit=4)
@@ -524,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --fetch-wheels: the target has ffmpeg; leave the imageio-ffmpeg wheel out")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
+    if args.shared and not (Path(args.shared) / "utterances").is_dir():
+        parser.error(f"--shared {args.shared}: no utterances/ folder there (the shared audio: long/, utterances/)")
     if args.fetch_wheels:
         return fetch_wheels(Path(args.fetch_wheels), Path(args.have) if args.have else None, args.python,
                             args.system_ffmpeg)
