@@ -28,7 +28,8 @@ Usage: ./run.sh [--replicas N] COMMAND [REPLICA]
   restart [I]    one replica: stop, then start. All: a rolling restart, one replica at a time, each back to
                  health (and ROLLING_PAUSE_S, 10 s, for nginx to take it back) before the next is stopped
                  (with one replica: stop, then start)
-  status [I]     every replica (or replica I): running or not, PID, uptime, GPU, health
+  status [I]     every replica (or replica I): running or not, PID, uptime, GPU, health, the device the
+                 model runs on; a warning when nvidia-smi lists a GPU the model does not use
   logs [I]       follow the log of replica I (default 0: logs/app.log)
   replicas       one line per replica, tab-separated, for the ops scripts:
                  index port health_url gpu pid_file log_file stopped_file
