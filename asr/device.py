@@ -156,7 +156,8 @@ def fix_for(state: CudaState) -> str:
 
 def _gpu_list() -> str:
     names = nvidia_gpus()
-    return f"an NVIDIA GPU ({', '.join(names)})" if len(names) == 1 else f"{len(names)} NVIDIA GPUs ({', '.join(names)})"
+    listed = ", ".join(names)
+    return f"an NVIDIA GPU ({listed})" if len(names) == 1 else f"{len(names)} NVIDIA GPUs ({listed})"
 
 
 def gpu_unused_warning(requested: str, device: str | None, backend: str | None) -> str | None:

@@ -15,7 +15,8 @@ In one run, each step timed and printed as it finishes, then one summary:
    throughput, mean and max latency, requests per model call, text equal to the unbatched text;
 6. service: the seed's scenario A (5 clients x the 2-min WAV, 3 s pause, 50 requests) through the HTTP service
    started as users start it (bench.load.scenario_a), its latency beside the reference's 11.2 s;
-7. GPU memory: peak and end readings through NVML (asr/gpu.py) during every step, and torch's peak allocation;
+7. GPU memory: the peak through NVML (asr/gpu.py, every process) during every step, and the peak torch
+   allocated in this process for the engine and batching steps;
 8. GPU alert: ops/gpu_alert.py with its threshold lowered under the memory in use: it must fire.
 
 `--size full` (the default on a GPU) is the list above; `--size small` (the default on the CPU) runs every step
@@ -330,8 +331,20 @@ def engine_step(models: dict[str, str], device: str, inputs: dict[str, Path]) ->
                      "model_s": result.model_time, "rtf": result.rtf, "chars": len(result.text)})
         print(f"  {label:>7}: {result.duration:6.1f} s audio in {result.processing_time:6.2f} s, RTF {result.rtf:.4f}")
     data = {"load_s": load_s, "device": engine.spec.device, "backend": engine.backend,
+            "torch_peak_mb": torch_peak_mb(engine.spec.device),
             "auto_batch_max_requests": engine.batcher.max_requests, "concurrency": engine.concurrency(), "rtf": rows}
     return engine, data
+
+
+def torch_peak_mb(device: str) -> float | None:
+    """The most GPU memory torch has allocated in this process so far (None on the CPU); printed when known."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    peak = torch.cuda.max_memory_allocated(torch.device(device)) / 2**20
+    print(f"  torch peak allocation in this process: {peak:,.0f} MiB")
+    return peak
 
 
 def batching_step(engine: Any, path: Path, concurrency: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -350,6 +363,7 @@ def batching_step(engine: Any, path: Path, concurrency: tuple[int, ...]) -> list
                   f"max {s['max_latency_s']:.2f} s, {s['jobs_per_call']:.2f} requests per model call, text = "
                   f"unbatched: {s['same_text']}")
         print(f"    gain {r['gain']:.2f}x throughput, {r['latency_cost']:.2f}x mean latency")
+        r["torch_peak_mb"] = torch_peak_mb(engine.spec.device)
     return results
 
 
@@ -428,13 +442,15 @@ def to_markdown(run: dict[str, Any]) -> str:
              "| step | seconds | ok | GPU memory peak (NVML) |", "|---|---|---|---|"]
     for s in run["steps"]:
         peak = f"{s['gpu_peak_mb']:,.0f} MiB" if s["gpu_peak_mb"] else "–"
-        lines.append(f"| {s['name']} | {s['seconds']:.1f} | {'yes' if s['ok'] else 'NO: ' + s['error'][:120]} | {peak} |")
+        ok = "yes" if s["ok"] else "NO: " + s["error"][:120]
+        lines.append(f"| {s['name']} | {s['seconds']:.1f} | {ok} | {peak} |")
     lines += ["", f"Device: `{dev.get('device')}` ({dev.get('name') or 'CPU'}), torch {dev.get('torch')}, CUDA build "
                   f"{dev.get('torch_cuda') or 'none'}" + (f"; warning: {dev['warning']}" if dev.get("warning") else "")]
     engine = (steps.get("engine") or {}).get("data")
     if engine:
+        peak = f" torch's peak allocation {engine['torch_peak_mb']:,.0f} MiB." if engine.get("torch_peak_mb") else ""
         lines += ["", f"Engine: load **{engine['load_s']:.1f} s** on {engine['device']} ({engine['backend']}), auto "
-                      f"batching up to {engine['auto_batch_max_requests']} requests.", "",
+                      f"batching up to {engine['auto_batch_max_requests']} requests.{peak}", "",
                   "| input | audio s | processing s | RTF |", "|---|---|---|---|"]
         lines += [f"| {r['input']} | {r['duration_s']:.1f} | {r['processing_s']:.2f} | {r['rtf']:.4f} |"
                   for r in engine["rtf"]]
@@ -445,7 +461,8 @@ def to_markdown(run: dict[str, Any]) -> str:
         for r in batching:
             for side in ("off", "on"):
                 s = r[side]
-                lines.append(f"| {r['clients']} × {r['audio_s'] / r['clients']:.0f} s | {side} | {s['throughput']:.1f} | "
+                lines.append(f"| {r['clients']} × {r['audio_s'] / r['clients']:.0f} s | {side} | "
+                             f"{s['throughput']:.1f} | "
                              f"{s['mean_latency_s']:.2f} | {s['max_latency_s']:.2f} | {s['jobs_per_call']:.2f} | "
                              f"{'yes' if s['same_text'] else 'NO'} |")
             lines.append(f"| | gain | {r['gain']:.2f}× | {r['latency_cost']:.2f}× | | | |")
