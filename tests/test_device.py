@@ -143,7 +143,7 @@ def test_auto_on_a_gpu_box_with_a_cpu_torch_reports_the_cpu_everywhere(tiny_mode
     data = system_info(engine, settings)
     assert data["device"] == "cpu" and data["gpu_warning"] == body["gpu_warning"]
     table = info_markdown(data, "en")
-    assert "⚠️ GPU unused" in table and "cpu, DEVICE=auto, torch" in table
+    assert "⚠️ GPU unused" in table and "| cpu (DEVICE=auto, torch) |" in table
     assert "GPU 未使用" in info_markdown(data, "zh")
     metrics = Metrics(engine, Admission(settings.queue_max_size)).render().decode()
     assert 'paraformer_device_info{backend="torch",device="cpu",name=""} 1.0' in metrics

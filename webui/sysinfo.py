@@ -77,13 +77,11 @@ def _duration(seconds: float) -> str:
 
 
 def _device_cell(data: dict[str, Any], label: Any) -> str:
-    # The device that runs, as loaded; the setting beside it when it is not that device (auto -> cuda:0).
+    # The device that runs, as loaded, with the GPU's name; the setting and the backend in brackets.
     device = data["device"] or label("未加载", "not loaded")
     if data["device_name"]:
-        device += f" ({data['device_name']})"
-    if data["device_requested"] != data["device"]:
-        device += f", DEVICE={data['device_requested']}"
-    return f"{device}, {data['backend']}"
+        device += f" — {data['device_name']}"
+    return f"{device} (DEVICE={data['device_requested']}, {data['backend']})"
 
 
 def info_markdown(data: dict[str, Any], lang: str) -> str:
