@@ -488,7 +488,11 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"\nsize: {size.name} ({'the issue’s sizes' if size.name == 'full' else 'smaller sizes, same steps'})")
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     audio_dir = Path(args.shared).resolve() if args.shared else ROOT / "tests" / "data"
-    models = check.run("models", lambda: models_step(size, Path(args.models_dir).resolve()))
+    models_dir = Path(args.models_dir)
+    if models_dir.is_symlink() and not models_dir.exists():  # models/ links to a folder another machine has
+        models_dir = Path(tempfile.gettempdir()) / "gpu-check-models"
+        print(f"{args.models_dir} is a dangling link here: building the models in {models_dir}")
+    models = check.run("models", lambda: models_step(size, models_dir.resolve()))
     inputs = check.run("inputs", lambda: inputs_step(size, audio_dir, work))
     engine = None
     if models and inputs:
