@@ -22,6 +22,7 @@ from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 
 from api import install_api  # noqa: E402
+from asr.device import device_report  # noqa: E402
 from asr.engine import Engine, get_engine  # noqa: E402
 from asr.settings import Settings, get_settings  # noqa: E402
 from results import ResultAccess, ResultsMiddleware  # noqa: E402
@@ -51,11 +52,15 @@ def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, An
     """/health body and status code: 200 when the model is ready, 503 while loading or after a failure."""
     status = {"ready": "ok", "loading": "loading", "not_loaded": "loading", "error": "error"}[engine.state]
     spec = engine.spec
+    # Once the load has resolved the device: what really runs (never the setting), and a GPU left unused.
+    device = device_report(engine.settings.device, spec.device, engine.backend) if spec else None
     body: dict[str, Any] = {
         "status": status,
         "version": __version__,
         "model": spec.asr if spec else engine.settings.model,
         "device": spec.device if spec else None,
+        "device_info": device,
+        "gpu_warning": device["warning"] if device else None,
         "backend": engine.backend or engine.settings.engine_backend,
         "uptime_s": round(time.time() - started_at, 1),
         "queue": {"model_waiting": engine.waiting, "model_busy": engine.busy,
@@ -129,7 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port to listen on (PORT, default 7860)")
     parser.add_argument("--queue-max-size", type=int, help="jobs that may wait in the queue (QUEUE_MAX_SIZE, default 20)")
     parser.add_argument("--model-dir", help="local SeACo-Paraformer folder (MODEL_DIR)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (DEVICE, default auto)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (DEVICE, default auto: the GPU when torch can "
+                                         "use one; cuda without a usable GPU is a load error)")
     return parser.parse_args(argv)
 
 

@@ -9,20 +9,27 @@ cd "$ROOT"
 VENV="${VENV:-$ROOT/.venv}"
 PYTHON_BIN="${PYTHON_BIN:-python3}"
 TORCH_VERSION="2.13.0"
+# The CUDA builds of torch $TORCH_VERSION on download.pytorch.org (cu126 = CUDA 12.6): keep in step with it.
+TORCH_CUDA_BUILDS="126 128 130"
+TORCH_INDEX_BASE="https://download.pytorch.org/whl"
 
 usage() {
   cat <<'EOF_USAGE'
 Usage: ./run.sh [--replicas N] COMMAND [REPLICA]
 
-  install        create .venv, install torch (CPU; TORCH_INDEX_URL=... for a CUDA build) first,
-                 then requirements.txt, the FSMN-VAD model and the tiny test models
+  install        create .venv, install torch first, then requirements.txt, the FSMN-VAD model and the
+                 tiny test models. torch: TORCH_INDEX_URL when set; else on a machine whose nvidia-smi
+                 lists a GPU, the CUDA build for its driver (checked: torch must see the GPU); else PyPI's
+  check-gpu      the NVIDIA GPUs nvidia-smi lists, the driver's CUDA version, and whether the venv's torch
+                 can use them; when it cannot, the TORCH_INDEX_URL to install (exit 1)
   start [I]      start every replica (or replica I) in the background, wait for /health
   stop [I]       stop every replica (or replica I): SIGTERM, then SIGKILL after STOP_TIMEOUT s;
                  only the PIDs run.sh started
   restart [I]    one replica: stop, then start. All: a rolling restart, one replica at a time, each back to
                  health (and ROLLING_PAUSE_S, 10 s, for nginx to take it back) before the next is stopped
                  (with one replica: stop, then start)
-  status [I]     every replica (or replica I): running or not, PID, uptime, GPU, health
+  status [I]     every replica (or replica I): running or not, PID, uptime, GPU, health, the device the
+                 model runs on; a warning when nvidia-smi lists a GPU the model does not use
   logs [I]       follow the log of replica I (default 0: logs/app.log)
   replicas       one line per replica, tab-separated, for the ops scripts:
                  index port health_url gpu pid_file log_file stopped_file
@@ -43,7 +50,8 @@ Settings come from the environment, then ENV_FILE (default .env; see .env.exampl
 where /health is checked; LOG_DIR (logs), PID_FILE (LOG_DIR/app.pid), START_TIMEOUT (180 s) and
 STOP_TIMEOUT (20 s) tune start and stop.
 
-Exit status: 0 success; 1 failure (message on stderr); 2 usage error;
+Exit status: 0 success; 1 failure (message on stderr); 2 usage error; check-gpu: 0 the GPU is used or
+there is none, 1 a GPU is present that torch cannot use;
 status: 0 running and healthy (every replica), 1 running but not healthy (some replica down or not ok),
 3 not running (no replica).
 EOF_USAGE
@@ -163,17 +171,160 @@ check_index() {
   (( $1 < REPLICAS )) || [[ -f "${BASE_PID_FILE%.pid}-$1.pid" ]] || {
     echo "error: no replica $1 (REPLICAS=$REPLICAS: replicas 0..$((REPLICAS - 1)))" >&2; exit 2; }
 }
+# --- GPU: what nvidia-smi sees and whether the venv's torch can use it ---------------------------------------
+
+# NVIDIA_GPUS (one "GPU N: name" line each), DRIVER_CUDA (the newest CUDA the driver runs, "12.8", or empty)
+# and NVIDIA_SMI_ERROR (nvidia-smi is there but fails: no driver loaded). 0 when nvidia-smi lists a GPU.
+nvidia_facts() {
+  NVIDIA_GPUS="" DRIVER_CUDA="" NVIDIA_SMI_ERROR=""
+  command -v nvidia-smi >/dev/null 2>&1 || return 1
+  local out
+  if ! out="$(nvidia-smi -L 2>&1)"; then
+    NVIDIA_SMI_ERROR="$(head -n 1 <<< "$out")"
+    return 1
+  fi
+  NVIDIA_GPUS="$(grep -E '^GPU [0-9]+:' <<< "$out" | sed -E 's/ \(UUID: [^)]*\)$//' || true)"
+  [[ -n "$NVIDIA_GPUS" ]] || return 1
+  DRIVER_CUDA="$(nvidia-smi 2>/dev/null | sed -nE 's/.*CUDA Version: *([0-9]+\.[0-9]+).*/\1/p' | head -n 1 || true)"
+  return 0
+}
+
+gpu_names() { sed -E 's/^GPU [0-9]+: //' <<< "$NVIDIA_GPUS" | paste -sd, - | sed 's/,/, /g'; }
+
+# The index of the torch CUDA build for a driver that runs CUDA $1 ("12.8"): the newest build it runs; within
+# its major version, the oldest build also runs on an older minor driver (CUDA minor version compatibility).
+# Prints nothing and returns 1 when the driver is older than every build.
+torch_index_for_cuda() {
+  local major="${1%%.*}" minor="${1#*.}" build best="" oldest_same="" newest=""
+  [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] || return 1
+  for build in $TORCH_CUDA_BUILDS; do
+    local b_major="${build:0:${#build}-1}" b_minor="${build: -1}"
+    newest="$build"
+    if (( b_major == major )); then
+      [[ -z "$oldest_same" ]] && oldest_same="$build"
+      (( b_minor <= minor )) && best="$build"
+    elif (( b_major < major )); then
+      best="$build"
+    fi
+  done
+  best="${best:-$oldest_same}"
+  [[ -n "$best" ]] || return 1
+  echo "$TORCH_INDEX_BASE/cu$best"
+}
+
+# torch's version, CUDA build, usable (1/0), GPU count, GPU names and why CUDA is unusable, |-separated
+# (`version` as argument: the version alone).
+TORCH_PROBE='
+import sys
+import torch
+if sys.argv[1:] == ["version"]:
+    print(torch.__version__)
+    sys.exit(0)
+build, ok, names, why = torch.version.cuda or "", False, [], ""
+try:
+    ok = torch.cuda.is_available()
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if ok else []
+except Exception as exc:
+    ok, why = False, str(exc)
+if build and not ok and not why:
+    try:
+        torch.cuda.init()
+        why = "no CUDA GPU is visible"
+    except Exception as exc:
+        why = str(exc)
+why = (why.strip().splitlines() or [""])[0][:200]
+print("|".join([torch.__version__, build, str(int(ok)), str(len(names)), ", ".join(names), why.replace("|", "/")]))
+'
+
+# What nvidia-smi lists against what the venv's torch can use. 0: torch uses the GPU, or there is none;
+# 1: a GPU is present and torch cannot use it (the message says what to install).
+cmd_check_gpu() {
+  if ! nvidia_facts; then
+    if [[ -n "$NVIDIA_SMI_ERROR" ]]; then
+      echo "nvidia-smi is installed but fails: $NVIDIA_SMI_ERROR"
+      echo "no GPU can be used until the NVIDIA driver works; the service runs on the CPU meanwhile (DEVICE=auto)"
+      return 1
+    fi
+    echo "no NVIDIA GPU (nvidia-smi not found or lists none): the service runs on the CPU"
+    return 0
+  fi
+  echo "NVIDIA GPU: $(gpu_names); the driver runs CUDA ${DRIVER_CUDA:-(unknown)}"
+  [[ -x "$VENV/bin/python" ]] || { echo "no virtual environment at $VENV: run ./run.sh install"; return 1; }
+  local probe version build ok count names why index
+  if ! probe="$("$VENV/bin/python" -c "$TORCH_PROBE" 2>/dev/null)"; then
+    echo "torch is not installed in $VENV: run ./run.sh install"
+    return 1
+  fi
+  IFS='|' read -r version build ok count names why <<< "$probe"
+  if [[ "$ok" == 1 ]]; then
+    echo "torch $version (CUDA $build) uses it: $count GPU(s): $names"
+    return 0
+  fi
+  index="$(torch_index_for_cuda "$DRIVER_CUDA" || true)"
+  if [[ -z "$build" ]]; then
+    echo "torch $version is a CPU-only build: it cannot use the GPU, and the service runs on the CPU"
+  else
+    echo "torch $version (CUDA $build) cannot use the GPU: ${why:-unknown reason}"
+  fi
+  if [[ -n "$index" ]]; then
+    echo "install the CUDA build for this driver: TORCH_INDEX_URL=$index ./run.sh install"
+  elif [[ -n "$DRIVER_CUDA" ]]; then
+    echo "the driver (CUDA $DRIVER_CUDA) is older than every CUDA build of torch $TORCH_VERSION (cu${TORCH_CUDA_BUILDS// /, cu}): upgrade the NVIDIA driver"
+  else
+    echo "pick the build for this driver (nvidia-smi shows its CUDA version): TORCH_INDEX_URL=$TORCH_INDEX_BASE/cuNNN ./run.sh install"
+  fi
+  return 1
+}
+
+# torch $TORCH_VERSION from index $1 (empty: pip's default). pip takes any installed 2.13.0 build as
+# satisfying ==2.13.0, so a different build (+cpu when +cu128 is wanted) is removed first.
+install_torch() {
+  local index="$1" pip=("$VENV/bin/python" -m pip) installed want
+  if [[ -z "$index" ]]; then
+    "${pip[@]}" install -q "torch==$TORCH_VERSION"
+    return
+  fi
+  installed="$("$VENV/bin/python" -c "$TORCH_PROBE" version 2>/dev/null || true)"
+  want="${index%/}"
+  want="${want##*/}"
+  if [[ -n "$installed" && "$installed" != "$TORCH_VERSION+$want" ]]; then
+    echo "replacing torch $installed with the $want build"
+    "${pip[@]}" uninstall -y -q torch
+  fi
+  if ! "${pip[@]}" install -q "torch==$TORCH_VERSION" --index-url "$index"; then
+    die "could not install torch $TORCH_VERSION from $index. Set TORCH_INDEX_URL to an index or mirror that has" \
+        "this build (or PIP_FIND_LINKS to a folder with its wheel); TORCH_INDEX_URL=$TORCH_INDEX_BASE/cpu installs" \
+        "the CPU build"
+  fi
+}
+
 cmd_install() {
   if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON_BIN" -m venv "$VENV"
   fi
-  local pip=("$VENV/bin/python" -m pip)
+  local pip=("$VENV/bin/python" -m pip) index="${TORCH_INDEX_URL:-}" gpu=0
   "${pip[@]}" install -q --upgrade pip
-  # torch first, alone, so nothing else can choose its build.
-  if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
-    "${pip[@]}" install -q "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
-  else
-    "${pip[@]}" install -q "torch==$TORCH_VERSION"
+  # torch first, alone, so nothing else can choose its build. On a GPU machine: the CUDA build its driver runs.
+  if nvidia_facts; then
+    gpu=1
+    echo "NVIDIA GPU found: $(gpu_names) (the driver runs CUDA ${DRIVER_CUDA:-(unknown)})"
+    if [[ -z "$index" && -n "$DRIVER_CUDA" ]]; then
+      index="$(torch_index_for_cuda "$DRIVER_CUDA")" || die "the NVIDIA driver runs CUDA $DRIVER_CUDA, older" \
+        "than every CUDA build of torch $TORCH_VERSION (cu${TORCH_CUDA_BUILDS// /, cu}): upgrade the driver, or" \
+        "install the CPU build: TORCH_INDEX_URL=$TORCH_INDEX_BASE/cpu ./run.sh install"
+      echo "installing torch $TORCH_VERSION for CUDA from $index (TORCH_INDEX_URL=... picks another build)"
+    fi
+  elif [[ -n "$NVIDIA_SMI_ERROR" ]]; then
+    echo "warning: nvidia-smi fails ($NVIDIA_SMI_ERROR): no GPU can be used until the NVIDIA driver works;" \
+         "installing torch ${index:+from $index }without a GPU check (./run.sh check-gpu once the driver works)" >&2
+  fi
+  install_torch "$index"
+  if (( gpu )) && ! cmd_check_gpu; then
+    if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
+      echo "warning: keeping the torch build TORCH_INDEX_URL asked for; the service will run on the CPU" >&2
+    else
+      die "torch cannot use the GPU (above); the rest was not installed"
+    fi
   fi
   "${pip[@]}" install -q -r requirements.txt
   if "${pip[@]}" show torchaudio >/dev/null 2>&1; then
@@ -182,7 +333,9 @@ cmd_install() {
   fi
   "${pip[@]}" check
   "$VENV/bin/python" -m asr.testmodels --vad --tiny
-  [[ -f .env ]] || cp .env.example .env
+  local env_file
+  env_file="$(abs_path "${ENV_FILE:-.env}")"
+  [[ -f "$env_file" ]] || cp .env.example "$env_file"
   echo "installed: start with ./run.sh start, test with ./run.sh test"
 }
 
@@ -206,9 +359,10 @@ with socket.socket() as s:
 EOF_PY
 }
 
-# One word (ok, loading, error, down, ...), then the detail on error: what /health says right now.
-health_status() {
-  "$VENV/bin/python" - "$HEALTH_URL" <<'EOF_PY' 2>/dev/null || echo "down"
+# What /health says right now, in three lines: one word (ok, loading, error, down, ...) with the detail on
+# error; the device the model runs on (empty before the load); the app's warning about an unused GPU.
+health_fields() {
+  "$VENV/bin/python" - "$HEALTH_URL" <<'EOF_PY' 2>/dev/null || printf 'down\n\n\n'
 import json, sys, urllib.error, urllib.request
 try:
     with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
@@ -216,10 +370,27 @@ try:
 except urllib.error.HTTPError as e:
     body = json.loads(e.read() or b"{}")
 except Exception:
-    print("down"); sys.exit(0)
+    print("down\n\n"); sys.exit(0)
 detail = body.get("detail")
 print(body.get("status", "unknown") + (f" ({detail})" if detail else ""))
+print(body.get("device") or "")
+print(" ".join(str(body.get("gpu_warning") or "").split()))
 EOF_PY
+}
+
+health_status() { health_fields | head -n 1; }
+
+# Warn (stderr) when the selected replica runs on the CPU while this machine has an NVIDIA GPU: the app's
+# own reason when it gives one ($2), else what nvidia-smi lists.
+warn_gpu_unused() {
+  local device="$1" app_warning="$2"
+  [[ -n "$device" && "$device" != cuda* ]] || return 0
+  if [[ -n "$app_warning" ]]; then
+    echo "warning: ${P}$app_warning" >&2
+  elif nvidia_facts; then
+    echo "warning: ${P}nvidia-smi lists $(gpu_names) but the model runs on $device: see ./run.sh check-gpu" \
+         "and README: GPU" >&2
+  fi
 }
 
 last_log_lines() {
@@ -267,7 +438,7 @@ launch_replica() {
 
 # Wait until the selected replica (PID $1) says ok, until the clock passes $2 (SECONDS). 0 ok, 1 not.
 wait_replica() {
-  local pid="$1" deadline="$2" health
+  local pid="$1" deadline="$2" health device gpu_warning
   while (( SECONDS < deadline )); do
     if ! kill -0 "$pid" 2>/dev/null; then
       rm -f "$PID_FILE"
@@ -275,10 +446,12 @@ wait_replica() {
       last_log_lines
       return 1
     fi
-    health="$(health_status)"
+    { read -r health; read -r device; read -r gpu_warning; } < <(health_fields)
     case "$health" in
       ok)
-        echo "${P}started (PID $pid): http://$CHECK_HOST:$PORT/  (health: ok, ${GPU:+GPU $GPU, }logs: $APP_LOG)"
+        echo "${P}started (PID $pid): http://$CHECK_HOST:$PORT/  (health: ok, ${GPU:+GPU $GPU, }device $device," \
+             "logs: $APP_LOG)"
+        warn_gpu_unused "$device" "$gpu_warning"
         return 0 ;;
       error*)
         fail "the app (PID $pid) failed to load: $health; stopping it"
@@ -346,11 +519,13 @@ stop_replica() {
 
 # 0 running and ok, 1 running but not ok, 3 not running.
 status_replica() {
-  local pid uptime health
+  local pid uptime health device gpu_warning
   if pid="$(running_pid)"; then
     uptime="$(ps -o etime= -p "$pid" | tr -d ' ')"
-    health="$(health_status)"
-    echo "${P}running: PID $pid, uptime $uptime, ${GPU:+GPU $GPU, }health $health ($HEALTH_URL)"
+    { read -r health; read -r device; read -r gpu_warning; } < <(health_fields)
+    echo "${P}running: PID $pid, uptime $uptime, ${GPU:+GPU $GPU, }health $health${device:+, device $device}" \
+         "($HEALTH_URL)"
+    warn_gpu_unused "$device" "$gpu_warning"
     [[ "$health" == ok ]] && return 0
     return 1
   fi
@@ -521,6 +696,7 @@ main() {
     -h|--help|help) usage ;;
     "") usage >&2; exit 2 ;;
     install) cmd_install ;;
+    check-gpu) cmd_check_gpu ;;
     start) load_env; cmd_start "${2:-}" ;;
     stop) load_env; cmd_stop "${2:-}" ;;
     restart) load_env; cmd_restart "${2:-}" ;;

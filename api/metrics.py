@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from asr.device import device_report
 from asr.engine import Engine, Transcription
 from asr.errors import ASRError
 from asr.gpu import gpu_info
@@ -44,6 +45,27 @@ class GPUCollector(Collector):
         return [used, total]
 
 
+class DeviceCollector(Collector):
+    """Where the model runs, once loaded: `device_info{device, name, backend}` 1, and `gpu_unused` 1 when an
+    NVIDIA GPU is present but the model runs on the CPU (alert on it)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterable[Metric]:
+        spec = self.engine.spec
+        if spec is None or self.engine.state != "ready":
+            return []
+        report = device_report(self.engine.settings.device, spec.device, self.engine.backend)
+        info = GaugeMetricFamily(f"{PREFIX}_device_info", "The device the model runs on (1), with the GPU's name "
+                                 "and the backend.", labels=["device", "name", "backend"])
+        info.add_metric([spec.device, report["name"] or "", self.engine.backend or ""], 1)
+        unused = GaugeMetricFamily(f"{PREFIX}_gpu_unused", "1 when an NVIDIA GPU is present but the model runs on "
+                                   "the CPU (see /health's gpu_warning for why).")
+        unused.add_metric([], 1 if report["warning"] else 0)
+        return [info, unused]
+
+
 class Metrics:
     def __init__(self, engine: Engine, admission: Admission):
         self.registry = CollectorRegistry()
@@ -71,6 +93,7 @@ class Metrics:
         Gauge(f"{PREFIX}_model_loaded", "1 when the model is loaded and ready.", registry=r).set_function(
             lambda: int(engine.state == "ready"))
         r.register(GPUCollector())
+        r.register(DeviceCollector(engine))
         engine.add_observer(self.observe_transcription)
 
     def observe_transcription(self, result: Transcription | None, error: BaseException | None) -> None:

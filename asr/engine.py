@@ -22,6 +22,7 @@ import numpy as np
 
 from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
 from .audio import Audio, AudioLimits, AudioSource, load_audio
+from .device import planned_device, resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
 from .settings import Settings
@@ -152,7 +153,7 @@ class Engine:
             asr=_model_source(s.model_dir, s.model, "MODEL_DIR"),
             vad=_model_source(s.vad_model_dir, s.vad_model, "VAD_MODEL_DIR") if s.enable_vad else None,
             punc=_model_source(s.punc_model_dir, s.punc_model, "PUNC_MODEL_DIR") if s.enable_punc else None,
-            device=resolve_device(s.device),
+            device=resolve_device(s.device, s.engine_backend),
             spk=_model_source(s.spk_model_dir, s.spk_model, "SPK_MODEL_DIR") if s.enable_spk else None,
         )
 
@@ -200,7 +201,7 @@ class Engine:
         """Jobs the UI queue hands the engine at once: MODEL_CONCURRENCY, or when 0: 2 or the batch size."""
         if self.settings.model_concurrency:
             return self.settings.model_concurrency
-        device = self.spec.device if self.spec else resolve_device(self.settings.device)
+        device = self.spec.device if self.spec else planned_device(self.settings.device, self.settings.engine_backend)
         return max(2, self.batch_max_requests(device))
 
     def batch_max_requests(self, device: str) -> int:
@@ -377,15 +378,18 @@ class Engine:
                 **self.batcher.stats.as_dict()}
 
     def info(self) -> dict[str, Any]:
-        spec = self.spec or self.resolve_spec()
+        try:
+            spec: ModelSpec | None = self.spec or self.resolve_spec()
+        except ASRError:  # a folder or DEVICE that cannot load: load_error says why; nothing runs anywhere
+            spec = None
         return {
             "state": self.state,
-            "model": spec.asr,
-            "vad_model": spec.vad,
-            "punc_model": spec.punc,
-            "spk_model": spec.spk,
-            "device": spec.device,
-            "backend": self.backend or _planned_backend(self, spec),
+            "model": spec.asr if spec else str(self.settings.model_dir or self.settings.model),
+            "vad_model": spec.vad if spec else None,
+            "punc_model": spec.punc if spec else None,
+            "spk_model": spec.spk if spec else None,
+            "device": spec.device if spec else None,
+            "backend": self.backend or (_planned_backend(self, spec) if spec else self.settings.engine_backend),
             "load_seconds": self.load_seconds,
             "load_error": self.load_error,
             "default_hotwords": list(self.default_hotwords),
@@ -416,14 +420,6 @@ def get_engine(settings: Settings | None = None) -> Engine:
 
 
 # -------------------------------------------------------------------- helpers
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
 def _model_source(local_dir: Path | None, hub_id: str, key: str) -> str:
     if local_dir is None or str(local_dir) == "":
         return hub_id

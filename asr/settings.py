@@ -52,7 +52,8 @@ class Settings(BaseSettings):
                              "(diarize=true / the speakers checkbox); off: such requests get a clear error.")
     enable_vad: bool = Field(True, description="Split long audio at pauses (needed for files over ~1 minute).")
     enable_punc: bool = Field(True, description="Add punctuation to the text.")
-    device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")
+    device: str = Field("auto", description="auto (the first GPU torch can use, else the CPU, with a warning when a "
+                        "GPU is present but unusable), cpu, or cuda / cuda:N (that GPU, or a load error that says why).")
     ncpu: int = Field(0, ge=0, description="CPU threads (PyTorch, and ONNX Runtime intra-op); 0 = all cores.")
     batch_size_s: int = Field(300, ge=1, description="Seconds of audio per model batch (FunASR batch_size_s); also "
                               "caps a batch of concurrent requests (longest segment x segments).")

@@ -34,7 +34,7 @@ def run(model_dir: Path, vad_dir: Path, punc_dir: Path | None, device: str, file
     from funasr import AutoModel
 
     from asr.audio import load_audio
-    from asr.engine import resolve_device
+    from asr.device import resolve_device
 
     kwargs: dict[str, Any] = dict(model=str(model_dir), vad_model=str(vad_dir), device=resolve_device(device),
                                   disable_update=True, disable_pbar=True, disable_log=True,

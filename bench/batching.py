@@ -69,35 +69,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         paths = [build_inputs(Path(args.audio_dir), work, quick=True)["2 min"]] * args.clients
     audios = [load_audio(p) for p in paths]
     engine.transcribe(audios[0], record=False)  # warm-up
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "backend": engine.backend,
+            "model": str(model_dir), "inputs": [p.name for p in paths], **compare(engine, audios, args.rounds),
+            "command": "python -m bench.batching " + " ".join(sys.argv[1:])}
 
+
+def compare(engine: Engine, audios: list, rounds: int = 1) -> dict[str, Any]:
+    """len(audios) concurrent requests with batching off, then on, `rounds` times each (A-B-B-A), beside the
+    same requests one after another. The engine is loaded and warm; its batcher limit is left as found."""
+    assert engine.batcher is not None
+    clients, configured = len(audios), engine.batcher.max_requests
     started = time.perf_counter()
     alone = [engine.transcribe(a, record=False).text for a in audios]
     sequential_s = time.perf_counter() - started
 
-    rounds: list[dict[str, Any]] = []
-    order = [1, args.clients, args.clients, 1] * args.rounds
-    for batch in order[: 2 * args.rounds]:
-        rounds.append(concurrent_round(engine, audios, batch))
-        print(f"batch {batch}: {rounds[-1]['wall_s']:.1f} s, {rounds[-1]['jobs']} segment calls in "
-              f"{rounds[-1]['model_calls']} model calls", flush=True)
+    results: list[dict[str, Any]] = []
+    order = [1, clients, clients, 1] * rounds
+    try:
+        for batch in order[: 2 * rounds]:
+            results.append(concurrent_round(engine, audios, batch))
+            print(f"batch {batch}: {results[-1]['wall_s']:.1f} s, {results[-1]['jobs']} segment calls in "
+                  f"{results[-1]['model_calls']} model calls", flush=True)
+    finally:
+        engine.batcher.max_requests = configured
 
     def side(batch: int) -> dict[str, Any]:
-        runs = [r for r in rounds if r["batch"] == batch]
+        runs = [r for r in results if r["batch"] == batch]
         best = min(runs, key=lambda r: r["wall_s"])
         return {"wall_s": best["wall_s"], "throughput": best["audio_s"] / best["wall_s"],
                 "mean_latency_s": statistics.mean(best["latencies_s"]), "max_latency_s": max(best["latencies_s"]),
                 "jobs_per_call": (best["jobs"] / best["model_calls"]) if best["model_calls"] else 1.0,
                 "same_text": all(r["texts"] == alone for r in runs), "walls_s": [r["wall_s"] for r in runs]}
 
-    off, on = side(1), side(args.clients)
+    off, on = side(1), side(clients)
     audio_s = sum(a.duration for a in audios)
-    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "backend": engine.backend,
-            "model": str(model_dir), "clients": args.clients, "inputs": [p.name for p in paths],
-            "audio_s": audio_s, "sequential_s": sequential_s, "sequential_throughput": audio_s / sequential_s,
-            "off": off, "on": on, "gain": on["throughput"] / off["throughput"],
-            "latency_cost": on["mean_latency_s"] / off["mean_latency_s"],
-            "on_vs_sequential": on["throughput"] / (audio_s / sequential_s),
-            "command": "python -m bench.batching " + " ".join(sys.argv[1:])}
+    return {"clients": clients, "audio_s": audio_s, "sequential_s": sequential_s,
+            "sequential_throughput": audio_s / sequential_s, "off": off, "on": on,
+            "gain": on["throughput"] / off["throughput"], "latency_cost": on["mean_latency_s"] / off["mean_latency_s"],
+            "on_vs_sequential": on["throughput"] / (audio_s / sequential_s)}
 
 
 def to_markdown(r: dict[str, Any]) -> str:

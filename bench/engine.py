@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     engine.load()
     report["load_seconds"] = time.perf_counter() - started
+    report["device"] = engine.spec.device
     if engine.backend != backend:
         raise SystemExit(f"asked for {args.backend}, the engine loaded {engine.backend} (exported ONNX files missing?)")
     report["rss_after_load_mb"] = psutil.Process().memory_info().rss / 2**20
@@ -236,7 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def to_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Engine benchmark, {report['date']}, {report['machine']['cores']} cores, model `{report['model']}`, "
-        f"backend {report.get('backend', 'torch')}.",
+        f"backend {report.get('backend', 'torch')} on {report.get('device', 'cpu')}.",
         "",
         f"- model load: **{report['load_seconds']:.1f} s**; RSS after load {report['rss_after_load_mb']:.0f} MB; "
         f"peak RSS while transcribing the longest file: **{report['peak_rss_mb']:.0f} MB**",

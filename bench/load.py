@@ -955,7 +955,9 @@ def main(argv: list[str] | None = None) -> int:
                                model_concurrency=args.model_concurrency,
                                batch_max_requests=args.batch_max_requests)
             run["server_start_s"] = server.start_s
-        run["backend"] = (health(server.url) or {}).get("backend")
+        body = health(server.url) or {}
+        run["backend"] = body.get("backend")
+        run["device"] = body.get("device") or args.device  # what the server runs on, not what was asked
         try:
             warm = UserClient(server.url, time.monotonic(), "warm-up")
             warm_out = warm.single(audio.clip_10s)

@@ -168,10 +168,15 @@ def test_batched_results_equal_unbatched_results(engine, batching_engine, long_w
     assert batching_engine.waiting == 0 and not batching_engine.busy
 
 
-def test_auto_batch_size_and_concurrency_follow_the_device(tiny_models, tmp_path):
+def test_auto_batch_size_and_concurrency_follow_the_device(tiny_models, tmp_path, monkeypatch):
+    from asr import device
+
     cpu = Engine(make_settings(tiny_models, tmp_path))
     assert cpu.batch_max_requests("cpu") == 1 and cpu.batch_max_requests("cuda:0") == 8
     assert cpu.concurrency() == 2
+    # DEVICE=cuda:0 where torch has no CUDA: the load will fail, and nothing takes the GPU's defaults meanwhile
+    assert Engine(make_settings(tiny_models, tmp_path, device="cuda:0")).concurrency() == 2
+    monkeypatch.setattr(device, "cuda_state", lambda: device.CudaState("2.13.0+cu128", "12.8", True, 1, ("GPU",), None))
     gpu_like = Engine(make_settings(tiny_models, tmp_path, device="cuda:0"))
     assert gpu_like.concurrency() == 8  # requests must be in the engine together to share a call
     fixed = Engine(make_settings(tiny_models, tmp_path, batch_max_requests=3, model_concurrency=5))

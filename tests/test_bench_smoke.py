@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.server
 def test_bench_load_a_and_overflow_smoke(tiny_models, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "bench.load", "A", "overflow", "--tiny", "--quick", "--device", "cpu",
+    cmd = [sys.executable, "-m", "bench.load", "A", "overflow", "--tiny", "--quick", "--device", "auto",
            "--requests", "A=2,overflow=2", "--concurrency", "A=2", "--interval", "A=0", "--probe-runs", "1",
            "--queue-max-size", "2", "--model-concurrency", "1", "--sample-interval", "0.5", "--no-baseline",
            "--results-dir", str(results)]
@@ -24,6 +24,7 @@ def test_bench_load_a_and_overflow_smoke(tiny_models, tmp_path: Path) -> None:
 
     a = json.loads(next(results.glob("A-*.json")).read_text(encoding="utf-8"))
     assert a["summary"]["requests"] == 2 and a["summary"]["failed"] == 0 and a["summary"]["rejected"] == 0
+    assert a["run"]["device"] in ("cpu", "cuda:0"), "the device the server runs on, not DEVICE=auto"
     assert a["summary"]["latency"]["mean"] > 0 and a["summary"]["rss_end_mb"] > 100
     assert a["samples"] and all("rss_mb" in s for s in a["samples"])
 

@@ -405,6 +405,126 @@ def test_run_sh_reads_env_file_but_the_environment_wins(tmp_path: Path) -> None:
     assert (tmp_path / "from-env" / "app.stopped").exists()
 
 
+# --- run.sh on a GPU machine (a fake nvidia-smi) -------------------------------------------------------------
+
+def fake_nvidia_smi(tmp: Path, driver_cuda: str = "12.8", gpus: tuple[str, ...] = ("NVIDIA GeForce RTX 3060",),
+                    fails: bool = False) -> str:
+    """A PATH whose nvidia-smi lists `gpus` (-L) and prints a banner with the driver's CUDA version."""
+    bin_dir = tmp / "gpu-bin"
+    bin_dir.mkdir(exist_ok=True)
+    listing = "".join(f'  echo "GPU {i}: {name} (UUID: GPU-{i:08d})"\n' for i, name in enumerate(gpus))
+    body = ('echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9\n' if fails
+            else f'if [[ "${{1:-}}" == -L ]]; then\n{listing}  exit 0\nfi\n'
+                 f'echo "| NVIDIA-SMI 570.86.15   Driver Version: 570.86.15   CUDA Version: {driver_cuda}     |"\n')
+    (bin_dir / "nvidia-smi").write_text("#!/usr/bin/env bash\n" + body)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+# A stand-in for the venv's python during `run.sh install`: pip commands are logged, torch is a state file
+# (its version, e.g. 2.13.0+cpu) that `pip install torch --index-url .../cuNNN` changes, and the torch probe
+# answers as that build would on a machine with one usable GPU (any build but +cpu uses it).
+_FAKE_PYTHON = r"""#!/usr/bin/env bash
+state="$FAKE_TORCH"
+if [[ "$1" == -c ]]; then
+  torch="$(cat "$state" 2>/dev/null)"
+  [[ -n "$torch" ]] || exit 1
+  if [[ "${3:-}" == version ]]; then echo "$torch"; exit 0; fi
+  case "$torch" in
+    *+cpu) echo "$torch||0|0||" ;;
+    *) echo "$torch|12.8|1|1|NVIDIA GeForce RTX 3060|" ;;
+  esac
+  exit 0
+fi
+echo "$*" >> "$FAKE_LOG"
+case "$*" in
+  "-m pip install -q torch=="*) version="${5#torch==}"; all="$*"; url="${all##*--index-url }"
+                                [[ "$url" == "$all" ]] || version+="+${url##*/}"   # PyPI's build has no tag
+                                echo "$version" > "$state" ;;
+  "-m pip uninstall -y -q torch") rm -f "$state" ;;
+  "-m pip show torchaudio") exit 1 ;;
+esac
+exit 0
+"""
+
+
+def _fake_venv(tmp: Path, torch: str | None) -> dict[str, str]:
+    venv = tmp / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(_FAKE_PYTHON)
+    (venv / "bin" / "python").chmod(0o755)
+    state = tmp / "torch-version"
+    if torch:
+        state.write_text(torch + "\n")
+    return {"VENV": str(venv), "FAKE_TORCH": str(state), "FAKE_LOG": str(tmp / "pip.log")}
+
+
+def test_install_on_a_gpu_machine_installs_the_cuda_build_for_its_driver(tmp_path: Path) -> None:
+    env = ops_env(tmp_path, PATH=fake_nvidia_smi(tmp_path, "12.8"), **_fake_venv(tmp_path, "2.13.0+cpu"))
+    env.pop("TORCH_INDEX_URL", None)
+    result = run_sh("install", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pip = (tmp_path / "pip.log").read_text().splitlines()
+    assert "-m pip uninstall -y -q torch" in pip, "the CPU build is replaced (pip takes it as ==2.13.0)"
+    assert "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" in pip
+    assert pip.index("-m pip install -q -r requirements.txt") > pip.index(
+        "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128")
+    assert "NVIDIA GPU found: NVIDIA GeForce RTX 3060 (the driver runs CUDA 12.8)" in result.stdout
+    assert "torch 2.13.0+cu128 (CUDA 12.8) uses it" in result.stdout
+    assert (tmp_path / "no.env").exists(), "the settings file goes where ENV_FILE says"
+
+    # An older driver gets the oldest build of its CUDA major; one older than every build stops with the fix.
+    (tmp_path / "pip.log").unlink()
+    older = run_sh("install", env={**env, "PATH": fake_nvidia_smi(tmp_path, "12.4")})
+    assert older.returncode == 0 and "whl/cu126" in (tmp_path / "pip.log").read_text()
+    too_old = run_sh("install", env={**env, "PATH": fake_nvidia_smi(tmp_path, "11.8")})
+    assert too_old.returncode == 1 and "upgrade the driver" in too_old.stderr
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in too_old.stderr
+
+
+def test_install_keeps_a_chosen_cpu_build_with_a_warning_and_stops_on_a_gpu_torch_cannot_use(tmp_path: Path) -> None:
+    env = ops_env(tmp_path, PATH=fake_nvidia_smi(tmp_path), **_fake_venv(tmp_path, None),
+                  TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu")
+    chosen = run_sh("install", env=env)
+    assert chosen.returncode == 0, chosen.stdout + chosen.stderr
+    assert "torch 2.13.0+cpu is a CPU-only build" in chosen.stdout
+    assert "warning: keeping the torch build" in chosen.stderr
+    assert "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in (
+        tmp_path / "pip.log").read_text()
+    # No CUDA version readable from the driver: pip's default build, then the check decides.
+    (tmp_path / "pip.log").unlink()
+    env.pop("TORCH_INDEX_URL")
+    unknown = run_sh("install", env={**env, "PATH": fake_nvidia_smi(tmp_path, "")})
+    assert unknown.returncode == 0, unknown.stdout + unknown.stderr  # PyPI's build: the fake says it sees the GPU
+    assert "-m pip install -q torch==2.13.0\n" in (tmp_path / "pip.log").read_text() + "\n"
+
+
+def test_install_without_a_gpu_is_unchanged(tmp_path: Path) -> None:
+    if shutil.which("nvidia-smi"):
+        pytest.skip("this machine has a real nvidia-smi")
+    env = ops_env(tmp_path, **_fake_venv(tmp_path, None))
+    env.pop("TORCH_INDEX_URL", None)
+    result = run_sh("install", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pip = (tmp_path / "pip.log").read_text().splitlines()
+    assert "-m pip install -q torch==2.13.0" in pip and not any("uninstall" in line for line in pip)
+    assert "NVIDIA" not in result.stdout
+
+
+def test_check_gpu_names_the_torch_to_install(tmp_path: Path) -> None:
+    """The real venv (a CPU-only torch here) on a machine whose nvidia-smi lists a GPU."""
+    result = run_sh("check-gpu", env=ops_env(tmp_path, PATH=fake_nvidia_smi(tmp_path, "13.0")))
+    assert result.returncode == 1
+    assert "NVIDIA GPU: NVIDIA GeForce RTX 3060; the driver runs CUDA 13.0" in result.stdout
+    assert "CPU-only build" in result.stdout
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu130 ./run.sh install" in result.stdout
+    broken = run_sh("check-gpu", env=ops_env(tmp_path, PATH=fake_nvidia_smi(tmp_path, fails=True)))
+    assert broken.returncode == 1 and "nvidia-smi is installed but fails" in broken.stdout
+    if not shutil.which("nvidia-smi"):
+        none = run_sh("check-gpu", env=ops_env(tmp_path))
+        assert none.returncode == 0 and "no NVIDIA GPU" in none.stdout
+
+
 # --- run.sh with the app ------------------------------------------------------------------------------------
 
 def app_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
@@ -454,6 +574,12 @@ def test_run_sh_start_watchdog_restart_after_kill_9_and_stop(tiny_models, tmp_pa
 
         status = run_sh("status", env=env)
         assert status.returncode == 0 and f"PID {first_pid}" in status.stdout and "health ok" in status.stdout
+        assert "device cpu" in status.stdout and "warning" not in status.stderr
+        # The same app seen on a machine whose nvidia-smi lists a GPU: it runs on the CPU, so status warns.
+        on_gpu_box = run_sh("status", env={**env, "PATH": fake_nvidia_smi(tmp_path)})
+        assert on_gpu_box.returncode == 0, on_gpu_box.stderr
+        assert ("warning: nvidia-smi lists NVIDIA GeForce RTX 3060 but the model runs on cpu: see ./run.sh "
+                "check-gpu") in on_gpu_box.stderr
 
         os.kill(first_pid, signal.SIGKILL)
         deadline = time.time() + 10

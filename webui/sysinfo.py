@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 import psutil
 
+from asr.device import device_report
 from asr.engine import Engine
 from asr.gpu import gpu_info
 from asr.settings import Settings
@@ -48,11 +49,13 @@ def system_info(engine: Engine, settings: Settings) -> dict[str, Any]:
     info = engine.info()
     memory = psutil.virtual_memory()
     gpus = gpu_info()
+    device = device_report(settings.device, info["device"], info["backend"])
     return {
         "model": info["model"], "vad_model": info["vad_model"], "punc_model": info["punc_model"],
         "model_state": info["state"], "model_load_s": info["load_seconds"], "load_error": info["load_error"],
-        "device": info["device"],
-        "cuda_available": torch.cuda.is_available(), "cuda_version": torch.version.cuda,
+        "device": info["device"], "device_requested": settings.device, "device_name": device["name"],
+        "backend": info["backend"], "gpu_warning": device["warning"],
+        "cuda_available": device["cuda_available"], "cuda_version": torch.version.cuda,
         "gpus": gpus,
         "cpu": _cpu_name(), "cpu_cores": os.cpu_count(), "cpu_percent": psutil.cpu_percent(interval=None),
         "ram_used_mb": round(memory.used / 2**20), "ram_total_mb": round(memory.total / 2**20),
@@ -71,6 +74,14 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _device_cell(data: dict[str, Any], label: Any) -> str:
+    # The device that runs, as loaded, with the GPU's name; the setting and the backend in brackets.
+    device = data["device"] or label("未加载", "not loaded")
+    if data["device_name"]:
+        device += f" — {data['device_name']}"
+    return f"{device} (DEVICE={data['device_requested']}, {data['backend']})"
 
 
 def info_markdown(data: dict[str, Any], lang: str) -> str:
@@ -92,7 +103,7 @@ def info_markdown(data: dict[str, Any], lang: str) -> str:
         (label("VAD / 标点模型", "VAD / punctuation"), f"`{data['vad_model']}` / `{data['punc_model']}`"),
         (label("模型状态", "Model state"), f"{data['model_state']}" + (f" ({data['load_error']})" if data["load_error"] else "")),
         (label("加载耗时", "Load time"), load),
-        (label("设备类型", "Device"), data["device"]),
+        (label("设备类型", "Device"), _device_cell(data, label)),
         (label("CUDA 可用", "CUDA available"), (yes if data["cuda_available"] else no)
          + (f" (CUDA {data['cuda_version']})" if data["cuda_version"] else "")),
         (label("GPU 显存", "GPU memory"), gpu_lines),
@@ -106,6 +117,8 @@ def info_markdown(data: dict[str, Any], lang: str) -> str:
          f"{data['requests_served']} / {data['requests_failed']} ({data['audio_seconds_served']:.0f} s audio)"),
         (label("运行时间", "Uptime"), _duration(data["uptime_s"])),
     ]
+    if data["gpu_warning"]:
+        rows.insert(5, (label("⚠️ GPU 未使用", "⚠️ GPU unused"), data["gpu_warning"]))
     header = label("| 项目 | 值 |", "| Item | Value |")
     return header + "\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 

@@ -1,0 +1,151 @@
+"""The device that really runs: DEVICE resolved against this torch build, and every report naming it.
+
+This machine's torch is a CPU-only build, so the no-CUDA paths run for real; a GPU machine is simulated by
+replacing what torch reports (`cuda_state`) and what NVML reports (`nvidia_gpus`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from asr import device
+from asr.device import CudaState, DeviceError, device_report, planned_device, resolve_device
+from asr.engine import Engine
+from conftest import UTTERANCE, make_settings
+
+RTX = ("NVIDIA GeForce RTX 3060",)
+TWO_GPUS = CudaState("2.13.0+cu128", "12.8", True, 2, ("NVIDIA H200", "NVIDIA L4"), None)
+NO_DRIVER = CudaState("2.13.0+cu128", "12.8", False, 0, (), "torch 2.13.0+cu128 (CUDA 12.8) finds no usable GPU: "
+                      "The NVIDIA driver on your system is too old (found version 11040)")
+
+
+@pytest.fixture
+def gpu_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML reports an RTX 3060 (torch stays what it is here: a CPU-only build)."""
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: RTX)
+    monkeypatch.setattr(device, "_warned", set())
+
+
+@pytest.fixture
+def cuda_box(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch sees two usable GPUs."""
+    monkeypatch.setattr(device, "cuda_state", lambda: TWO_GPUS)
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: TWO_GPUS.names)
+
+
+def test_this_torch_build_has_no_cuda_and_says_so() -> None:
+    state = device.cuda_state()
+    assert not state.available and state.device_count == 0
+    assert state.problem and ("CPU-only build" in state.problem or "no usable GPU" in state.problem)
+
+
+def test_cuda_without_cuda_is_a_load_error_that_says_why_and_what_to_do() -> None:
+    for requested in ("cuda", "cuda:0", "cuda:1", "CUDA"):
+        with pytest.raises(DeviceError) as caught:
+            resolve_device(requested)
+        message = str(caught.value)
+        assert f"DEVICE={requested}" in message and "no NVIDIA GPU was found" in message
+        assert "CPU-only build" in message and "nvidia-smi" in message and "DEVICE=auto" in message
+    assert planned_device("cuda") == "cpu"  # defaults before the (failing) load: the CPU's
+
+
+def test_a_driver_too_old_and_an_index_out_of_range_are_named(monkeypatch, gpu_box) -> None:
+    monkeypatch.setattr(device, "cuda_state", lambda: NO_DRIVER)
+    with pytest.raises(DeviceError, match=r"NVIDIA GPU \(NVIDIA GeForce RTX 3060\) is present but .*too old"):
+        resolve_device("cuda")
+    monkeypatch.setattr(device, "cuda_state", lambda: TWO_GPUS)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    with pytest.raises(DeviceError, match=r"sees 2 GPU\(s\), cuda:0..cuda:1 \(CUDA_VISIBLE_DEVICES='2,3'"):
+        resolve_device("cuda:2")
+
+
+def test_bad_values_are_refused() -> None:
+    for bad in ("gpu", "cuda:x", "cuda:-1", "mps"):
+        with pytest.raises(DeviceError, match="is not a device"):
+            resolve_device(bad)
+
+
+def test_auto_falls_back_to_the_cpu_and_warns_when_a_gpu_is_present(gpu_box, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="asr.device"):
+        assert resolve_device("auto") == "cpu"
+        assert resolve_device("auto") == "cpu"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, "said once per process"
+    assert "NVIDIA GeForce RTX 3060" in warnings[0] and "runs on the CPU" in warnings[0]
+    assert "CPU-only build" in warnings[0] and "./run.sh install" in warnings[0]
+
+
+def test_no_gpu_no_warning(monkeypatch) -> None:
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: ())
+    assert resolve_device("auto") == "cpu"
+    assert device_report("auto", "cpu", "torch")["warning"] is None
+
+
+def test_the_cuda_paths_on_a_gpu_machine(cuda_box) -> None:
+    assert resolve_device("auto") == "cuda:0"
+    assert resolve_device("cuda") == "cuda:0"
+    assert resolve_device("cuda:1") == "cuda:1"
+    assert resolve_device("cpu") == "cpu"
+    report = device_report("cuda:1", "cuda:1", "torch")
+    assert report["name"] == "NVIDIA L4" and report["warning"] is None and report["torch_cuda"] == "12.8"
+    # ONNX Runtime runs on the CPU: with a GPU asked for that is a contradiction; with auto, the CPU (and a warning).
+    with pytest.raises(DeviceError, match="ENGINE_BACKEND=onnx"):
+        resolve_device("cuda", "onnx")
+    assert resolve_device("auto", "onnx") == "cpu"
+    assert "ENGINE_BACKEND=onnx" in device_report("auto", "cpu", "onnx")["warning"]
+    assert "set DEVICE=auto" in device_report("cpu", "cpu", "torch")["warning"]
+
+
+def test_defaults_follow_the_device_that_runs(tiny_models, tmp_path, cuda_box) -> None:
+    gpu = Engine(make_settings(tiny_models, tmp_path, device="auto"))
+    assert gpu.resolve_spec().device == "cuda:0"
+    assert gpu.concurrency() == 8 and gpu.batch_max_requests(gpu.resolve_spec().device) == 8
+    assert gpu.resolve_backend(gpu.resolve_spec())[0] == "torch"
+    assert gpu.info()["device"] == "cuda:0"
+
+
+def test_engine_with_cuda_and_no_cuda_fails_to_load_and_every_report_says_so(tiny_models, tmp_path) -> None:
+    from api.admission import Admission
+    from api.metrics import Metrics
+    from app import health_payload
+    from webui.sysinfo import info_markdown, system_info
+
+    settings = make_settings(tiny_models, tmp_path, device="cuda")
+    engine = Engine(settings)
+    assert engine.concurrency() == 2, "before the load: the CPU's defaults, not the GPU's"
+    with pytest.raises(DeviceError, match="DEVICE=cuda"):
+        engine.load()
+    assert engine.state == "error" and "CPU-only build" in engine.load_error
+    code, body = health_payload(engine, 0.0)
+    assert code == 503 and body["status"] == "error" and body["device"] is None and "DEVICE=cuda" in body["detail"]
+    data = system_info(engine, settings)
+    assert data["device"] is None and data["model_state"] == "error" and "DEVICE=cuda" in data["load_error"]
+    assert "DEVICE=cuda" in info_markdown(data, "en")
+    metrics = Metrics(engine, Admission(settings.queue_max_size)).render().decode()
+    assert "paraformer_device_info" not in metrics and "paraformer_model_loaded 0.0" in metrics
+
+
+def test_auto_on_a_gpu_box_with_a_cpu_torch_reports_the_cpu_everywhere(tiny_models, tmp_path, gpu_box) -> None:
+    from api.admission import Admission
+    from api.metrics import Metrics
+    from app import health_payload
+    from webui.sysinfo import info_markdown, system_info
+
+    settings = make_settings(tiny_models, tmp_path, device="auto")
+    engine = Engine(settings)
+    engine.load()
+    assert engine.spec.device == "cpu" and engine.batcher.max_requests == 1 and engine.concurrency() == 2
+    code, body = health_payload(engine, 0.0)
+    assert code == 200 and body["device"] == "cpu" and body["device_info"]["requested"] == "auto"
+    assert "NVIDIA GeForce RTX 3060" in body["gpu_warning"] and "runs on the CPU" in body["gpu_warning"]
+    data = system_info(engine, settings)
+    assert data["device"] == "cpu" and data["gpu_warning"] == body["gpu_warning"]
+    table = info_markdown(data, "en")
+    assert "⚠️ GPU unused" in table and "| cpu (DEVICE=auto, torch) |" in table
+    assert "GPU 未使用" in info_markdown(data, "zh")
+    metrics = Metrics(engine, Admission(settings.queue_max_size)).render().decode()
+    assert 'paraformer_device_info{backend="torch",device="cpu",name=""} 1.0' in metrics
+    assert "paraformer_gpu_unused 1.0" in metrics
+    assert engine.transcribe(UTTERANCE, hotwords="").duration > 1  # and it serves, on the CPU
