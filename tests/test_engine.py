@@ -92,6 +92,60 @@ def test_hotwords_reach_the_bias_decoder(engine, monkeypatch):
     assert with_words.confidence != without.confidence  # the biased posteriors differ
 
 
+@pytest.fixture(scope="module")
+def vad(tiny_models):
+    """A second FSMN-VAD, run by the tests themselves: the reference for segments and sentence times."""
+    from funasr import AutoModel
+
+    return AutoModel(model=str(tiny_models.vad), disable_update=True, disable_pbar=True, disable_log=True)
+
+
+def vad_segments(vad, samples: np.ndarray) -> list[tuple[float, float]]:
+    """Speech segments in seconds: the same VAD on the same samples finds what the engine's VAD finds."""
+    return [(a / 1000, b / 1000) for a, b in vad.generate(input=samples)[0]["value"]]
+
+
+def emitted_posteriors(bare, samples: np.ndarray, hotwords: list[str]) -> list[tuple[int, float]]:
+    """(token id, posterior) of each token the model emits for one segment, from its forward pieces run here:
+    features, encoder, CIF predictor, then the decoder (with hotword biasing when there are hotwords)."""
+    import torch
+    from funasr.utils.load_utils import extract_fbank
+
+    model, frontend, tokenizer = bare.model, bare.kwargs["frontend"], bare.kwargs["tokenizer"]
+    speech, lengths = extract_fbank([torch.from_numpy(samples.copy())], data_type="sound", frontend=frontend)
+    with torch.no_grad():
+        encoded, encoded_lengths = model.encode(speech, lengths)
+        embeds, count = model.calc_predictor(encoded, encoded_lengths)[:2]
+        count = int(count.round().long()[0])
+        biasing = model.generate_hotwords_list(" ".join(hotwords), tokenizer=tokenizer, frontend=frontend) if hotwords else None
+        scores = model._seaco_decode_with_ASF(encoded, encoded_lengths, embeds, torch.tensor([count]),
+                                              hw_list=biasing)
+    posterior, ids = torch.softmax(scores[0, :count], dim=-1).max(dim=-1)
+    return [(i, p) for i, p in zip(ids.tolist(), posterior.tolist()) if i not in (model.blank_id, model.sos, model.eos)]
+
+
+@pytest.mark.parametrize("hotwords", [[], ["达摩院", "语音识别"]])
+def test_confidence_is_the_mean_posterior_of_the_emitted_tokens(engine, bare, vad, hotwords):
+    # Two utterances with a pause: several VAD segments, whose tokens the engine pools.
+    clips = [sf.read(p, dtype="float32")[0] for p in (UTTERANCE, UTTERANCES[0])]
+    samples = np.concatenate([clips[0], np.zeros(3 * 16000, np.float32), clips[1]])
+    segments = vad_segments(vad, samples)
+    assert len(segments) >= 2, segments
+    emitted = [token for a, b in segments
+               for token in emitted_posteriors(bare, samples[round(a * 16000):round(b * 16000)], hotwords)]
+    result = engine.transcribe(samples, sample_rate=16000, hotwords=hotwords)
+    tokenizer = bare.kwargs["tokenizer"]
+    spoken = tokenizer.tokens2text(tokenizer.ids2tokens([i for i, _ in emitted]))
+
+    def letters(text):
+        return [c.lower() for c in text.replace("<unk>", "") if c.isalnum()]
+
+    assert letters(result.text) == letters(spoken)  # the same tokens (punctuation added)
+    expected = float(np.mean([p for _, p in emitted]))
+    print(f"confidence {result.confidence:.9f}, from the posteriors {expected:.9f}, {len(emitted)} tokens")
+    assert result.confidence == pytest.approx(expected, rel=1e-5, abs=0)
+
+
 def test_default_hotwords_apply_when_the_request_has_none(tiny_models, tmp_path):
     eng = Engine(make_settings(tiny_models, tmp_path, default_hotwords="科哥,Paraformer"))
     assert eng.resolve_hotwords(None) == ["科哥", "Paraformer"]
