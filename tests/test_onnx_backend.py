@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from asr.engine import Engine
-from asr.errors import ASRError, InputError, ModelLoadError
+from asr.errors import HotwordError, InputError, ModelLoadError
 from asr.export import export_model, model_type, onnx_file_names
 from asr.onnx_backend import find_asr_onnx, resolve_backend
 
@@ -163,7 +163,7 @@ def test_bad_inputs_give_the_same_errors_on_both_backends(engine, onnx_engine, b
 
 def test_bad_hotwords_and_silence_behave_the_same(engine, onnx_engine):
     for eng in (engine, onnx_engine):
-        with pytest.raises(ASRError, match="20"):
+        with pytest.raises(HotwordError, match="'字{21}' has 21 characters; the limit is 20 "):
             eng.transcribe(UTTERANCE, hotwords="字" * 21)
     silence = [eng.transcribe(DATA / "bad" / "silence_10s.wav") for eng in (engine, onnx_engine)]
     assert [(r.text, r.sentences, r.confidence) for r in silence] == [("", [], 0.0)] * 2
