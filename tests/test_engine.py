@@ -63,7 +63,7 @@ def emitted_posteriors(bare, samples: np.ndarray, hotwords: list[str]) -> list[t
                                               hw_list=biasing)
     posterior, ids = torch.softmax(scores[0, :count], dim=-1).max(dim=-1)
     dropped = (model.blank_id, model.sos, model.eos)
-    return [(i, p) for i, p in zip(ids.tolist(), posterior.tolist()) if i not in dropped]
+    return [(i, p) for i, p in zip(ids.tolist(), posterior.tolist(), strict=True) if i not in dropped]
 
 
 def assert_sentences_follow_the_speech(sentences, segments: list[tuple[float, float]]) -> None:

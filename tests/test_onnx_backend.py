@@ -112,7 +112,8 @@ def test_graph_rewrite_keeps_the_outputs_bit_for_bit(engine, onnx_engine, tiny_o
     for bias in (onnx_model._bias_embed([[onnx_model.sos]]), onnx_model._bias_embed(hotwords)):
         feed = {"speech": speech.numpy(), "speech_lengths": lengths.numpy().astype(np.int32),
                 "bias_embed": np.repeat(bias[None], len(clips), axis=0)}
-        for output, expected, got in zip(before.get_outputs(), before.run(None, feed), after.run(None, feed)):
+        outputs = zip(before.get_outputs(), before.run(None, feed), after.run(None, feed), strict=True)
+        for output, expected, got in outputs:
             np.testing.assert_array_equal(got, expected, err_msg=f"{name}: {output.name} changed")
 
 

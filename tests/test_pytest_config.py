@@ -6,6 +6,8 @@ under a blanket `ignore::UserWarning` a failed assert in a poller thread passed 
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from conftest import ROOT
@@ -53,3 +55,13 @@ def test_a_failure_in_a_background_thread_fails_the_test(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(["*FAILED tests/test_inner.py::test_thread_assert_fails*",
                                  "*FAILED tests/test_inner.py::test_thread_exception_fails*"])
     assert "health answered 503" in result.stdout.str() and "health hung" in result.stdout.str()
+
+
+def test_importing_funasr_leaves_the_warning_filters_alone(tiny_models) -> None:
+    """FunASR's AutoModel module runs `warnings.filterwarnings("ignore")` when imported, which silenced every
+    filter above for the rest of the test that imported it first; conftest's `tiny_models` imports it under
+    `catch_warnings`, which undoes that."""
+    from funasr import AutoModel  # noqa: F401
+
+    blanket = [f for f in warnings.filters if f[0] == "ignore" and f[1] is None and f[2] is Warning]
+    assert not blanket, "a blanket ignore is in force: thread exceptions and all other warnings go unseen"
