@@ -1,5 +1,6 @@
 import csv
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -98,15 +99,38 @@ def test_bad_inputs_give_a_specific_error_or_audio(rel, expect):
         assert load_audio(path).duration > 1.0
 
 
-def test_limits_are_enforced_before_decoding_everything():
-    path = DATA / "utterances" / "funasr_asr_example.wav"
-    with pytest.raises(AudioTooLongError, match="limit of 2 s"):
-        load_audio(path, limits=AudioLimits(max_seconds=2))
-    with pytest.raises(FileTooLargeError, match="over the limit"):
-        load_audio(path, limits=AudioLimits(max_bytes=1000))
-    with pytest.raises(FileTooLargeError):
-        load_audio(path.read_bytes(), limits=AudioLimits(max_bytes=1000))
-    with pytest.raises(NotAudioError, match="not found"):
+@pytest.fixture
+def ffmpeg_output_seconds(monkeypatch) -> list[float]:
+    """Seconds of 16 kHz float32 audio each ffmpeg run handed back, recorded as asr.audio runs them."""
+    seconds: list[float] = []
+    run = subprocess.run
+
+    def recording_run(*args, **kwargs):
+        proc = run(*args, **kwargs)
+        seconds.append(len(proc.stdout) / 4 / SAMPLE_RATE)
+        return proc
+
+    monkeypatch.setattr(audio_mod.subprocess, "run", recording_run)
+    return seconds
+
+
+def test_limits_are_enforced_before_decoding_everything(tmp_path, ffmpeg_output_seconds):
+    minute = tmp_path / "minute.wav"
+    sf.write(minute, np.tile(REFERENCE, 15)[: 60 * SAMPLE_RATE], SAMPLE_RATE, subtype="PCM_16")
+    for source in (minute, minute.read_bytes()):
+        with pytest.raises(AudioTooLongError, match="longer than the limit of 2 s"):
+            load_audio(source, limits=AudioLimits(max_seconds=2))
+    # ffmpeg stopped one second past the limit, in both runs: 3 of the file's 60 seconds were decoded.
+    assert ffmpeg_output_seconds == [pytest.approx(3.0, abs=0.05)] * 2, ffmpeg_output_seconds
+    assert load_audio(minute).duration == pytest.approx(60.0)  # and without a limit, all of it
+
+    ffmpeg_output_seconds.clear()
+    with pytest.raises(FileTooLargeError, match="is 1.9 MB, over the limit of 1 MB"):
+        load_audio(minute, limits=AudioLimits(max_bytes=10**6))
+    with pytest.raises(FileTooLargeError, match="is 1.9 MB, over the limit of 1 MB"):
+        load_audio(minute.read_bytes(), limits=AudioLimits(max_bytes=10**6))
+    assert ffmpeg_output_seconds == []  # refused on its size, before ffmpeg ran
+    with pytest.raises(NotAudioError, match="missing.wav: file not found"):
         load_audio(DATA / "missing.wav")
 
 

@@ -8,29 +8,50 @@ the test's `int8_token_agreement` property), not asserted.
 from __future__ import annotations
 
 import difflib
+import json
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
+from asr import ort_graph
 from asr.engine import Engine
-from asr.errors import ASRError, InputError, ModelLoadError
+from asr.errors import HotwordError, InputError, ModelLoadError
 from asr.export import export_model, model_type, onnx_file_names
-from asr.onnx_backend import find_asr_onnx, resolve_backend
+from asr.onnx_backend import _session, find_asr_onnx, resolve_backend
 
 from conftest import DATA, UTTERANCE, make_settings
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
 HOTWORDS = "达摩院,语音识别"
+UNREWRITTEN = "unrewritten"
 
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_models, tmp_path_factory) -> Path:
-    """The tiny SeACo-Paraformer exported (fp32 and int8) into a temp folder: a build product, never committed."""
+    """The tiny SeACo-Paraformer exported (fp32 and int8) into a temp folder: a build product, never committed.
+
+    The backbones as exported, before `asr.ort_graph` rewrote them, are kept in `unrewritten/` with
+    `rewrites.json`, what the rewrite changed in each.
+    """
     out = tmp_path_factory.mktemp("tiny-onnx")
-    export_model(tiny_models.asr, output_dir=out, quantize=True)
+    (out / UNREWRITTEN).mkdir()
+    rewrites: dict[str, dict] = {}
+    rewrite = ort_graph.optimize_for_ort
+
+    def keep_then_rewrite(path: Path, output: Path | None = None) -> dict:
+        shutil.copy(path, out / UNREWRITTEN / Path(path).name)
+        rewrites[Path(path).name] = rewrite(path, output)
+        return rewrites[Path(path).name]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ort_graph, "optimize_for_ort", keep_then_rewrite)
+        export_model(tiny_models.asr, output_dir=out, quantize=True)
+    (out / UNREWRITTEN / "rewrites.json").write_text(json.dumps(rewrites), encoding="utf-8")
     return out
 
 
@@ -70,6 +91,30 @@ def test_export_writes_the_graphs_the_backend_needs(tiny_models, tiny_onnx):
     embedder = ort.InferenceSession(str(tiny_onnx / "model_eb.onnx"), providers=["CPUExecutionProvider"])
     assert not isinstance(embedder.get_inputs()[0].shape[1], int)  # hotwords of any length
     assert not list(tiny_models.asr.glob("*.onnx"))  # the model folder itself is left alone
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model_quant.onnx"])
+def test_graph_rewrite_keeps_the_outputs_bit_for_bit(engine, onnx_engine, tiny_onnx, name):
+    """asr.ort_graph's claim: the rewritten backbone gives exactly the outputs of the exported one, here on a
+    padded batch of two utterances, with and without hotwords, in sessions opened as the engine opens them."""
+    import torch
+    from funasr.utils.load_utils import extract_fbank
+
+    rewrites = json.loads((tiny_onnx / UNREWRITTEN / "rewrites.json").read_text(encoding="utf-8"))[name]
+    assert rewrites["attention"] > 0 and sum(rewrites["loops"].values()) > 0, rewrites  # the rewrites fired
+    clips = [torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in (UTTERANCE, UTTERANCES[1])]
+    speech, lengths = extract_fbank(clips, data_type="sound", frontend=engine._model.kwargs["frontend"])
+    assert len(set(lengths.tolist())) == 2  # the shorter one is padded: masks and CIF loops see padding
+    tokenizer, onnx_model = engine._model.kwargs["tokenizer"], onnx_engine._model.model
+    hotwords = [tokenizer.tokens2ids(list(w)) for w in HOTWORDS.split(",")] + [[onnx_model.sos]]
+    before = _session(tiny_onnx / UNREWRITTEN / name, 1)
+    after = _session(tiny_onnx / name, 1)
+    for bias in (onnx_model._bias_embed([[onnx_model.sos]]), onnx_model._bias_embed(hotwords)):
+        feed = {"speech": speech.numpy(), "speech_lengths": lengths.numpy().astype(np.int32),
+                "bias_embed": np.repeat(bias[None], len(clips), axis=0)}
+        outputs = zip(before.get_outputs(), before.run(None, feed), after.run(None, feed), strict=True)
+        for output, expected, got in outputs:
+            np.testing.assert_array_equal(got, expected, err_msg=f"{name}: {output.name} changed")
 
 
 def test_the_torch_fixture_engine_stays_on_torch(engine):
@@ -163,7 +208,7 @@ def test_bad_inputs_give_the_same_errors_on_both_backends(engine, onnx_engine, b
 
 def test_bad_hotwords_and_silence_behave_the_same(engine, onnx_engine):
     for eng in (engine, onnx_engine):
-        with pytest.raises(ASRError, match="20"):
+        with pytest.raises(HotwordError, match="'字{21}' has 21 characters; the limit is 20 "):
             eng.transcribe(UTTERANCE, hotwords="字" * 21)
     silence = [eng.transcribe(DATA / "bad" / "silence_10s.wav") for eng in (engine, onnx_engine)]
     assert [(r.text, r.sentences, r.confidence) for r in silence] == [("", [], 0.0)] * 2

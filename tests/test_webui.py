@@ -115,8 +115,30 @@ def test_batch_with_a_corrupt_file(client: Client, server: Server) -> None:
 
 
 def test_batch_file_limit(client: Client) -> None:
-    with pytest.raises(AppError, match="20"):
+    with pytest.raises(AppError, match="一次最多 20 个文件，本次上传了 21 个"):  # BATCH_MAX_FILES=20, in Chinese
         client.predict([handle_file(str(UTTERANCES[0]))] * 21, "", 1, api_name="/transcribe_batch")
+
+
+def test_batch_size_control_scales_funasr_batch_size_s(engine, tiny_settings, monkeypatch) -> None:
+    """The tabs' batch-size value multiplies BATCH_SIZE_S (clamped to 1..BATCH_SIZE_MAX) on its way to FunASR."""
+    from webui.batch import transcribe_batch
+    from webui.common import BATCH_SIZE_MAX
+    from webui.single import transcribe_file
+
+    seen: list[int] = []
+    generate = engine._model.generate
+
+    def recording_generate(*args, **kwargs):
+        seen.append(kwargs["batch_size_s"])
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(engine._model, "generate", recording_generate)
+    path = str(UTTERANCES[1])
+    for value in (1, 4, None, 0, 100):
+        transcribe_file(engine, tiny_settings, path, "", value)
+    list(transcribe_batch(engine, tiny_settings, [path, path], "", 3))
+    base = tiny_settings.batch_size_s
+    assert seen == [base, 4 * base, base, base, BATCH_SIZE_MAX * base, 3 * base, 3 * base]
 
 
 def test_recording_and_system_info(client: Client) -> None:
