@@ -94,6 +94,27 @@ def load_audio(source: AudioSource, *, sample_rate: int | None = None, limits: A
     return audio
 
 
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def probe_duration(path: str | os.PathLike, timeout_s: float = 30.0) -> float | None:
+    """The duration a file's container declares, in seconds, without decoding it; None when it declares none.
+
+    For progress estimates before a file is decoded (a job's total); the decoded length is what counts.
+    """
+    args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)]
+    try:
+        # Without an output ffmpeg exits with an error after printing the input's header, which is all we need.
+        proc = subprocess.run(args, capture_output=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = _DURATION.search(proc.stderr.decode("utf-8", "replace"))
+    if not match:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def _from_path(path: Path, limits: AudioLimits, name: str) -> Audio:
     if not path.is_file():
         raise NotAudioError(f"{name}: file not found")

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import SAMPLE_RATE
+from .progress import before_model_call
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class CrossRequestBatcher:
     # Called by FunASR with the model lock held.
     def __call__(self, data_in: Any, data_lengths: Any = None, key: Sequence | None = None, **kwargs: Any) -> Any:
         assert self._inference is not None, "install() first"
+        before_model_call(_seconds_of(data_in))  # a job's progress and cancel point, before any state changes
         batchable = (data_lengths is None and isinstance(data_in, list) and key is not None
                      and len(str(kwargs.get("hotword") or "").split()) + 1 <= HOTWORD_FILTER)
         if self.max_requests == 1 or not batchable or self._requests_inside() <= 1:
@@ -220,6 +222,16 @@ def _pad_cat(tensors: list) -> Any:
 
     width = max(t.shape[1] for t in tensors)
     return torch.cat([torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1])) for t in tensors])
+
+
+def _seconds_of(data_in: Any) -> float:
+    """Audio seconds in a model call's input: a list of segments, or one array of samples."""
+    try:
+        if isinstance(data_in, (list, tuple)):
+            return sum(len(x) for x in data_in) / SAMPLE_RATE
+        return float(getattr(data_in, "shape", (len(data_in),))[-1]) / SAMPLE_RATE
+    except TypeError:
+        return 0.0
 
 
 def empty_result(key: Any) -> dict[str, Any]:

@@ -85,13 +85,33 @@ class Settings(BaseSettings):
     admin_api_keys: SecretStr | None = Field(None, description="Comma-separated admin keys (Bearer): valid API keys "
                                              "that may read every user's results; empty: nobody may.")
 
+    # --- jobs (durable transcription jobs, /v1/jobs and the batch tab) ------------------------
+    jobs_dir: Path = Field(PROJECT_ROOT / "data" / "jobs", description="Job uploads, results and (with the sqlite "
+                           "backend) the job database and queue; shared storage when replicas on several boxes "
+                           "share the work.")
+    jobs_backend: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="Where job records and the queue live: sqlite (files in JOBS_DIR, one box) or redis "
+        "(JOBS_REDIS_URL, several boxes).")
+    jobs_redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for JOBS_BACKEND=redis.")
+    job_workers: int = Field(1, ge=0, description="Jobs this process runs at once (threads sharing the engine); "
+                             "0 = accept jobs but leave them to other replicas.")
+    job_max_queued: int = Field(100, ge=1, description="Jobs queued or running in the whole service; more get "
+                                "HTTP 503.")
+    job_max_queued_per_key: int = Field(20, ge=0, description="Jobs queued or running per API key (or browser); "
+                                        "more get HTTP 429; 0 = no per-key limit.")
+    job_max_files: int = Field(500, ge=1, description="Most files in one job.")
+    job_retention_h: float = Field(24.0, gt=0, description="Finished jobs (uploads, results, records) are kept "
+                                   "this many hours, then ops/cleanup.py removes them.")
+    job_lease_s: float = Field(60.0, ge=1, description="A running job's worker renews its claim this often x3; "
+                               "a job whose claim lapses (its process died) is taken up again.")
+
     @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "spk_model_dir", "onnx_model_dir", "webui_auth",
                      "api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("log_dir", "temp_dir", "output_dir", "model_dir", "vad_model_dir", "punc_model_dir",
+    @field_validator("log_dir", "temp_dir", "output_dir", "jobs_dir", "model_dir", "vad_model_dir", "punc_model_dir",
                      "onnx_model_dir")
     @classmethod
     def _relative_to_project(cls, value: Path | None) -> Path | None:

@@ -1,0 +1,86 @@
+"""Uploads and results of jobs on disk: JOBS_DIR/uploads/<job id>/<n> and JOBS_DIR/results/<job id>/<n>.json.
+
+Paths are built from the job id (checked to be `job_` + 32 hex digits) and the file's index, never from a
+name a client sent, so no upload can land outside JOBS_DIR. Results are written to a temp file and renamed,
+so a crash leaves either the whole result or none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from asr.engine import Sentence, Transcription
+
+from .records import is_job_id
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+
+
+class JobFiles:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _folder(self, kind: str, job_id: str) -> Path:
+        if not is_job_id(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        return self.root / kind / job_id
+
+    def upload_path(self, job_id: str, index: int) -> Path:
+        return self._folder("uploads", job_id) / f"{int(index):04d}"
+
+    def result_path(self, job_id: str, index: int) -> Path:
+        return self._folder("results", job_id) / f"{int(index):04d}.json"
+
+    def save_upload(self, job_id: str, index: int, source: BinaryIO, max_bytes: int) -> int:
+        """Copy an upload in chunks; returns its size. Raises ValueError past `max_bytes` (the file is removed)."""
+        path = self.upload_path(job_id, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = 0
+        with open(path, "wb") as out:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    break
+                out.write(chunk)
+        if size > max_bytes:
+            path.unlink(missing_ok=True)
+            raise ValueError(f"larger than {max_bytes / 2**20:.0f} MB")
+        return size
+
+    def write_result(self, job_id: str, index: int, result: Transcription) -> None:
+        path = self.result_path(job_id, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            json.dump(result.to_dict(), out, ensure_ascii=False)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    def read_result(self, job_id: str, index: int) -> Transcription | None:
+        try:
+            data = json.loads(self.result_path(job_id, index).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        data["sentences"] = [Sentence(**s) for s in data.get("sentences", [])]
+        return Transcription(**data)
+
+    def remove_upload(self, job_id: str, index: int) -> None:
+        self.upload_path(job_id, index).unlink(missing_ok=True)
+
+    def remove(self, job_id: str) -> int:
+        """Delete a job's uploads and results; returns the bytes freed."""
+        freed = 0
+        for kind in ("uploads", "results"):
+            folder = self._folder(kind, job_id)
+            if folder.is_dir():
+                freed += sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+                shutil.rmtree(folder, ignore_errors=True)
+        return freed

@@ -1,0 +1,539 @@
+"""Dispatch and workers: jobs go through Huey (SqliteHuey on one box, RedisHuey across boxes) to worker
+threads that share this process's engine.
+
+Huey hands each queued job to one worker. It does not notice a worker that dies while holding a task, so
+the job record carries a lease: the worker renews it while it runs, and `recover()` (every third of a lease,
+in every process with workers) puts a job whose lease lapsed back on the queue. A job held by a process of
+this box that no longer exists is taken back at once, so `run.sh start` after a kill -9 resumes it
+immediately. Claiming is an atomic update of the record, so a second copy of a task (a recovery racing a
+slow worker) finds the job taken and does nothing: no job runs twice at once. Each file's result is
+written before the file is marked done, and a job taken up again skips its finished files.
+
+A job stops at the next model call (segment) when it is cancelled, when its lease was taken over, or
+when the process shuts down (then it goes back on the queue for the next start, or another replica).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from huey import RedisHuey, SqliteHuey
+from huey.api import Huey
+from huey.consumer import Consumer
+
+from asr.engine import Engine
+from asr.errors import ASRError, ModelNotReadyError
+from asr.audio import probe_duration
+from asr.progress import segment_hook
+from asr.settings import Settings
+
+from .files import JobFiles
+from .records import ACTIVE, Job, JobFile, is_job_id, new_job_id
+from .store import JobStore, open_store
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "transcription_job"
+#: Called with ("started" | "finished", job): metrics.
+JobObserver = Callable[[str, Job], None]
+
+
+class JobError(Exception):
+    """A submission that cannot be accepted as it is (HTTP 400); the message is for the client."""
+
+    def __init__(self, message: str, code: str = "invalid_value"):
+        super().__init__(message)
+        self.code = code
+
+
+class QueueFull(Exception):
+    """Too many jobs waiting: `status` 503 for the whole service, 429 for one key."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class _Interrupted(ASRError):
+    """Raised at a segment boundary: this worker must let go of the job (shutdown, or its lease was taken)."""
+
+    code = "interrupted"
+
+
+class _Cancelled(ASRError):
+    code = "cancelled"
+
+
+@dataclass
+class Upload:
+    """One file handed to `submit`: its client name (display only) and an open binary stream or a path."""
+
+    name: str
+    source: BinaryIO | Path
+
+
+class _Consumer(Consumer):
+    # Huey's consumer normally owns the process and installs SIGINT/SIGTERM handlers; here it runs inside the
+    # app, whose server (uvicorn) owns the signals and calls JobService.stop().
+    def _set_signal_handlers(self) -> None:
+        pass
+
+
+def build_huey(settings: Settings) -> Huey:
+    """SqliteHuey in JOBS_DIR (one box) or RedisHuey at JOBS_REDIS_URL (several boxes). Results are not kept
+    by Huey: they are files, and the job record says where the job stands."""
+    if settings.jobs_backend == "redis":
+        return RedisHuey("paraformer-jobs", url=settings.jobs_redis_url, results=False, blocking=True,
+                         read_timeout=1)
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("paraformer-jobs", filename=str(settings.jobs_dir / "queue.db"), results=False)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobService:
+    """Submit, read, cancel and run jobs. `start()` starts this process's workers (JOB_WORKERS)."""
+
+    def __init__(self, settings: Settings, engine: Engine, *, store: JobStore | None = None):
+        self.settings = settings
+        self.engine = engine
+        self.store = store or open_store(settings.jobs_backend, settings.jobs_dir, settings.jobs_redis_url)
+        self.files = JobFiles(settings.jobs_dir)
+        self.huey = build_huey(settings)
+        self._task = self.huey.task(name=TASK_NAME)(self.run_job)
+        self.host = socket.gethostname()
+        #: host:pid:random: tells this process's workers from a dead one's, even when a container reuses the pid.
+        self.instance = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.lease_s = settings.job_lease_s
+        self._stopping = threading.Event()
+        self._consumer: Consumer | None = None
+        self._recovery: threading.Thread | None = None
+        self._observers: list[JobObserver] = []
+
+    # ------------------------------------------------------------------ submitting and reading
+    def submit(self, owner: str, uploads: list[Upload], *, hotwords: str | None = None,
+               batch_size_s: int | None = None, response_format: str = "json", source: str = "api") -> Job:
+        """Store the files and queue the job. Raises JobError (bad request) or QueueFull (busy)."""
+        s = self.settings
+        if not uploads:
+            raise JobError("Send at least one audio file.", code="missing_file")
+        if len(uploads) > s.job_max_files:
+            raise JobError(f"A job takes at most {s.job_max_files} files (JOB_MAX_FILES); this one has "
+                           f"{len(uploads)}.", code="too_many_files")
+        self.engine.resolve_hotwords(hotwords)  # a bad hotword list is refused now, not found out by a worker
+        self.check_room(owner)
+        job = Job(id=new_job_id(), owner=owner, files=[], source=source,
+                  options={"hotwords": hotwords, "batch_size_s": batch_size_s, "response_format": response_format})
+        max_bytes = self.engine.limits.max_bytes
+        try:
+            for index, upload in enumerate(uploads):
+                record = JobFile(name=_display_name(upload.name, index))
+                try:
+                    if isinstance(upload.source, Path):
+                        with open(upload.source, "rb") as stream:
+                            record.size = self.files.save_upload(job.id, index, stream, max_bytes)
+                    else:
+                        record.size = self.files.save_upload(job.id, index, upload.source, max_bytes)
+                except ValueError as exc:  # over MAX_UPLOAD_MB: this file fails, the others go ahead
+                    record.state, record.error = "failed", f"{record.name}: the file is {exc} (MAX_UPLOAD_MB)"
+                job.files.append(record)
+            self.store.create(job)
+        except BaseException:
+            self.files.remove(job.id)
+            raise
+        self._task(job.id)
+        logger.info("job %s queued: %d file(s), %.1f MB, source %s", job.id, len(job.files),
+                    sum(f.size for f in job.files) / 1e6, source)
+        return job
+
+    def check_room(self, owner: str) -> None:
+        """Raise QueueFull when the service (503) or this owner (429) has too many jobs queued or running."""
+        s = self.settings
+        if s.job_max_queued_per_key and self.store.count_active(owner) >= s.job_max_queued_per_key:
+            raise QueueFull(f"You have {s.job_max_queued_per_key} jobs queued or running (JOB_MAX_QUEUED_PER_KEY); "
+                            f"wait for one to finish.", 429)
+        active = self.store.count_active()
+        if active >= s.job_max_queued:
+            raise QueueFull(f"The service has {active} jobs queued or running (limit {s.job_max_queued}); try "
+                            f"again later.", 503)
+
+    def get(self, job_id: str, owner: str) -> Job | None:
+        """The job, or None when it does not exist or belongs to someone else (the two look the same)."""
+        if not is_job_id(job_id):
+            return None
+        job = self.store.get(job_id)
+        return job if job is not None and job.owner == owner else None
+
+    def list(self, owner: str, limit: int = 50) -> list[Job]:
+        return self.store.list_owner(owner, limit)
+
+    def cancel(self, job_id: str, owner: str) -> Job | None:
+        """Cancel a queued job now, or a running one at its next segment; a finished job is returned as it is."""
+        if self.get(job_id, owner) is None:
+            return None
+
+        def change(job: Job) -> bool:
+            if job.finished:
+                return False
+            job.cancel_requested = True
+            if job.state == "queued":
+                _finish_cancelled(job)
+            return True
+
+        job, _ = self.store.update(job_id, change)
+        if job is not None and job.state == "cancelled":
+            self._forget_uploads(job)
+        return job
+
+    def delete(self, job_id: str, owner: str) -> bool:
+        """Remove a finished job's files and record. False when it is not (yet) finished or not the owner's."""
+        job = self.get(job_id, owner)
+        if job is None or not job.finished:
+            return False
+        self.files.remove(job_id)
+        self.store.delete(job_id)
+        return True
+
+    def result(self, job: Job, index: int) -> Any:
+        """The Transcription of one finished file, or None."""
+        return self.files.read_result(job.id, index) if job.files[index].state == "done" else None
+
+    def add_observer(self, observer: JobObserver) -> None:
+        self._observers.append(observer)
+
+    def _notify(self, event: str, job: Job) -> None:
+        for observer in list(self._observers):
+            try:
+                observer(event, job)
+            except Exception:
+                logger.exception("job observer failed")
+
+    # ------------------------------------------------------------------ workers
+    def start(self) -> None:
+        """Start JOB_WORKERS worker threads and the recovery loop (call once the engine is loaded)."""
+        if self.settings.job_workers < 1 or self._consumer is not None:
+            return
+        self._stopping.clear()
+        self.recover()
+        self._consumer = _Consumer(self.huey, workers=self.settings.job_workers, worker_type="thread",
+                                   periodic=False, check_worker_health=False, initial_delay=0.05, max_delay=1.0,
+                                   backoff=1.2, shutdown_timeout=10)
+        self._consumer.start()
+        self._recovery = threading.Thread(target=self._recovery_loop, name="job-recovery", daemon=True)
+        self._recovery.start()
+        logger.info("job workers started: %d thread(s), backend %s, instance %s", self.settings.job_workers,
+                    self.settings.jobs_backend, self.instance)
+
+    def stop(self) -> None:
+        """Stop the workers; a running job lets go at its next segment and goes back on the queue."""
+        self._stopping.set()
+        if self._consumer is not None:
+            self._consumer.stop(graceful=True)
+            self._consumer = None
+
+    @property
+    def running(self) -> bool:
+        return self._consumer is not None
+
+    def _recovery_loop(self) -> None:
+        interval = max(self.lease_s / 3, 0.5)
+        while not self._stopping.wait(interval):
+            try:
+                self.recover()
+            except Exception:  # a store hiccup must not end recovery for good
+                logger.exception("job recovery failed")
+
+    def _stale(self, job: Job, now: float) -> bool:
+        """Whether a running job's worker is gone: its lease lapsed, or its process on this box no longer runs."""
+        if job.state != "running":
+            return False
+        if job.lease_until < now or not job.worker:
+            return True
+        host, _, rest = job.worker.partition(":")
+        pid_text, _, rest = rest.partition(":")
+        if host != self.host or not pid_text.isdigit():
+            return False
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return not job.worker.startswith(self.instance + ":")  # an earlier process that had our pid
+        return not _pid_alive(pid)
+
+    def recover(self) -> int:
+        """Queue again the jobs whose worker died, and queued jobs whose queue entry was lost. Returns how many."""
+        now = time.time()
+        pending: set[str] | None = None
+        requeued = 0
+        for job_id in self.store.active_ids():
+            job = self.store.get(job_id)
+            if job is None:
+                continue
+            if job.state == "running":
+                job, taken = self.store.update(job_id, lambda j: self._stale(j, time.time()) and _requeue(j))
+                if not taken:
+                    continue
+                logger.warning("job %s: its worker is gone (%s); queued again", job_id, "lease lapsed")
+            elif job.updated_at < now - self.lease_s:
+                # Queued for a while: make sure Huey still has it (a process can die between dequeue and claim).
+                if pending is None:
+                    pending = {str(t.args[0]) for t in self.huey.pending() if t.args}
+                if job_id in pending:
+                    continue
+                logger.warning("job %s: queued but not in the queue; queued again", job_id)
+            else:
+                continue
+            self._task(job_id)
+            requeued += 1
+        return requeued
+
+    def run_job(self, job_id: str) -> None:
+        """The Huey task: claim the job, transcribe its unfinished files, record the outcome."""
+        worker = f"{self.instance}:{threading.current_thread().name}"
+        now = time.time()
+        if self._stopping.is_set():
+            self._task(job_id)  # leave it for the next start (or another replica)
+            return
+
+        def claim(job: Job) -> bool:
+            if job.state != "queued" and not self._stale(job, time.time()):
+                return False
+            if job.cancel_requested:
+                _finish_cancelled(job)
+                return True
+            job.state, job.worker, job.lease_until = "running", worker, now + self.lease_s
+            job.runs += 1
+            job.started_at = job.started_at or now
+            job.run_started_at, job.run_done_s = now, job.done_s
+            for f in job.files:
+                if f.state == "running":  # interrupted by the crash: starts over
+                    f.state, f.done_s = "queued", 0.0
+            return True
+
+        job, claimed = self.store.update(job_id, claim)
+        if job is None or not claimed or job.state != "running":
+            return
+        if job.runs == 1:
+            self._notify("started", job)
+        logger.info("job %s: run %d by %s, %d of %d files left", job_id, job.runs, worker,
+                    sum(not f.finished for f in job.files), len(job.files))
+        lost = threading.Event()
+        beat_stop = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, worker, beat_stop, lost),
+                                     name=f"lease-{job_id[:12]}", daemon=True)
+        heartbeat.start()
+        try:
+            self._probe_durations(job, worker)
+            outcome = self._run_files(job, worker, lost)
+        except Exception:
+            # Left running: the lease lapses and recovery tries again (a store outage, say).
+            logger.exception("job %s: worker error", job_id)
+            return
+        finally:
+            beat_stop.set()
+            heartbeat.join()
+        if outcome == "released":
+            def release(j: Job) -> bool:
+                return j.worker == worker and _requeue(j)
+
+            _, released = self.store.update(job_id, release)
+            if released:
+                self._task(job_id)
+                logger.info("job %s: let go at shutdown; queued again", job_id)
+            return
+        if outcome == "lost":
+            logger.warning("job %s: another worker took it over; this one stops", job_id)
+            return
+        finished, written = self.store.update(job_id, lambda j: j.worker == worker and _finish(j))
+        if finished is not None and written:
+            self._forget_uploads(finished)
+            self._notify("finished", finished)
+            logger.info("job %s %s: %s, %.1f s audio in %.1f s", job_id, finished.state,
+                        ", ".join(f"{n} {k}" for k, n in finished.counts().items() if n), finished.done_s,
+                        (finished.finished_at or 0) - (finished.started_at or 0))
+
+    def _heartbeat(self, job_id: str, worker: str, stop: threading.Event, lost: threading.Event) -> None:
+        while not stop.wait(self.lease_s / 3):
+            def renew(job: Job) -> bool:
+                if job.worker != worker:
+                    return False
+                job.lease_until = time.time() + self.lease_s
+                return True
+
+            try:
+                _, ours = self.store.update(job_id, renew)
+            except Exception:
+                logger.exception("job %s: could not renew the lease", job_id)
+                continue
+            if not ours:
+                lost.set()
+                return
+
+    def _probe_durations(self, job: Job, worker: str) -> None:
+        todo = [i for i, f in enumerate(job.files) if f.duration_s is None and not f.finished]
+        if not todo:
+            return
+        found = {i: probe_duration(self.files.upload_path(job.id, i)) for i in todo}
+
+        def change(j: Job) -> bool:
+            if j.worker != worker:
+                return False
+            for i, seconds in found.items():
+                if seconds is not None and j.files[i].duration_s is None:
+                    j.files[i].duration_s = round(seconds, 3)
+            return True
+
+        updated, _ = self.store.update(job.id, change)
+        if updated is not None:
+            job.files = updated.files
+
+    def _run_files(self, job: Job, worker: str, lost: threading.Event) -> str:
+        """Transcribe the unfinished files in order: "finished", "released" (shutdown) or "lost" (lease taken)."""
+        options = job.options
+        for index, record in enumerate(job.files):
+            if record.finished:
+                continue
+            if self._stopping.is_set():
+                return "released"
+            if lost.is_set():
+                return "lost"
+
+            def start(j: Job, i: int = index) -> bool:
+                if j.worker != worker:
+                    return False
+                j.files[i].state, j.files[i].done_s = "running", 0.0
+                j.files[i].attempts += 1
+                return True
+
+            current, ours = self.store.update(job.id, start)
+            if not ours or current is None:
+                return "lost"
+            if current.cancel_requested:
+                return "finished"
+            path = self.files.upload_path(job.id, index)
+            started = time.perf_counter()
+            try:
+                audio = self.engine.decode(path, name=record.name)
+                self._update_file(job.id, worker, index, duration_s=round(audio.duration, 3))
+                with segment_hook(self._segment_hook(job.id, worker, index, lost)):
+                    result = self.engine.transcribe(audio, hotwords=options.get("hotwords"),
+                                                    batch_size_s=options.get("batch_size_s"), name=record.name)
+            except _Cancelled:
+                return "finished"
+            except _Interrupted:
+                return "lost" if lost.is_set() else "released"
+            except ModelNotReadyError:
+                return "released"
+            except ASRError as exc:
+                self._update_file(job.id, worker, index, state="failed", error=str(exc))
+                continue
+            except Exception as exc:  # one broken file must not end the job; the log has the traceback
+                logger.exception("job %s file %d failed", job.id, index)
+                self._update_file(job.id, worker, index, state="failed",
+                                  error=f"{record.name}: internal error ({type(exc).__name__})")
+                continue
+            self.files.write_result(job.id, index, result)
+            self._update_file(job.id, worker, index, state="done", done_s=round(result.duration, 3),
+                              duration_s=round(result.duration, 3),
+                              processing_s=round(time.perf_counter() - started, 3), text_chars=len(result.text))
+            self.files.remove_upload(job.id, index)
+        return "finished"
+
+    def _update_file(self, job_id: str, worker: str, index: int, **values: Any) -> Job | None:
+        def change(job: Job) -> bool:
+            if job.worker != worker:
+                return False
+            for key, value in values.items():
+                setattr(job.files[index], key, value)
+            return True
+
+        job, _ = self.store.update(job_id, change)
+        return job
+
+    def _segment_hook(self, job_id: str, worker: str, index: int, lost: threading.Event) -> Callable[[float], None]:
+        """Before each model call: record the audio decoded so far, and stop if asked to."""
+        decoded = 0.0
+        upcoming = 0.0
+
+        def hook(seconds: float) -> None:
+            nonlocal decoded, upcoming
+            decoded += upcoming  # the previous call has returned
+            upcoming = seconds
+            if self._stopping.is_set() or lost.is_set():
+                raise _Interrupted("the worker is stopping")
+
+            def change(job: Job) -> bool:
+                if job.worker != worker:
+                    return False
+                f = job.files[index]
+                f.done_s = round(min(decoded, f.duration_s or decoded), 3)
+                return True
+
+            job, ours = self.store.update(job_id, change)
+            if job is None or not ours:
+                lost.set()
+                raise _Interrupted("the job was taken over")
+            if job.cancel_requested:
+                raise _Cancelled("the job was cancelled")
+
+        return hook
+
+    def _forget_uploads(self, job: Job) -> None:
+        # Results stay for JOB_RETENTION_H; the uploads are no longer needed once no file will be (re)run.
+        for index in range(len(job.files)):
+            self.files.remove_upload(job.id, index)
+
+
+def _requeue(job: Job) -> bool:
+    job.state, job.worker, job.lease_until = "queued", None, 0.0
+    for f in job.files:
+        if f.state == "running":
+            f.state, f.done_s = "queued", 0.0
+    return True
+
+
+def _finish_cancelled(job: Job) -> None:
+    job.state, job.finished_at, job.worker, job.lease_until = "cancelled", time.time(), None, 0.0
+    for f in job.files:
+        if f.state in ("queued", "running"):
+            f.state, f.done_s = "cancelled", 0.0
+
+
+def _finish(job: Job) -> bool:
+    if job.cancel_requested:
+        _finish_cancelled(job)
+        return True
+    job.worker, job.lease_until, job.finished_at = None, 0.0, time.time()
+    if any(f.state == "done" for f in job.files):
+        job.state = "done"
+    else:
+        job.state = "failed"
+        reasons = [f.error for f in job.files if f.error]
+        job.error = (f"All {len(job.files)} file(s) failed" + (f"; the first: {reasons[0]}" if reasons else "")
+                     if job.files else "The job has no files")
+    return True
+
+
+def _display_name(name: str | None, index: int) -> str:
+    """The client's file name without any folder part or control characters (for display and zip entries)."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = "".join(c for c in base if c.isprintable()).strip()[:200]
+    return base or f"file-{index + 1}"
+
+
+__all__ = ["ACTIVE", "JobError", "JobService", "QueueFull", "Upload", "build_huey"]
