@@ -13,6 +13,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -20,12 +22,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from api import install_api  # noqa: E402
 from asr.device import device_report  # noqa: E402
 from asr.engine import Engine, get_engine  # noqa: E402
 from asr.settings import Settings, get_settings  # noqa: E402
 from results import ResultAccess, ResultsMiddleware  # noqa: E402
+from jobs import JobService  # noqa: E402
 
 __version__ = "0.1.0"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -48,7 +52,7 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, Any]]:
+def health_payload(engine: Engine, started_at: float, jobs: JobService | None = None) -> tuple[int, dict[str, Any]]:
     """/health body and status code: 200 when the model is ready, 503 while loading or after a failure."""
     status = {"ready": "ok", "loading": "loading", "not_loaded": "loading", "error": "error"}[engine.state]
     spec = engine.spec
@@ -68,6 +72,9 @@ def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, An
         "batching": engine.batching_info(),
         "requests": {"served": engine.requests_served, "failed": engine.requests_failed},
     }
+    if jobs is not None:  # the job workers are threads of this process: they live and die with it
+        body["jobs"] = {"backend": jobs.settings.jobs_backend, "workers": jobs.settings.job_workers,
+                        "running": jobs.running}
     if engine.state == "error":
         body["detail"] = engine.load_error
     return (200 if status == "ok" else 503), body
@@ -86,7 +93,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     settings.resolved_temp_dir()
     os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.temp_dir))
 
-    app = FastAPI(title="Paraformer WebUI", version=__version__)
+    jobs = JobService(settings, engine)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if engine.state == "ready":  # load=False with an engine loaded already (tests, embedding)
+            jobs.start()
+        try:
+            yield
+        finally:
+            # A running job lets go at its next segment and is queued again for the next start.
+            await run_in_threadpool(jobs.stop)
+
+    app = FastAPI(title="Paraformer WebUI", version=__version__, lifespan=lifespan)
     app.state.engine = engine
     app.state.settings = settings
     access = ResultAccess.from_settings(settings)
@@ -94,13 +113,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        code, body = health_payload(engine, started_at)
+        code, body = health_payload(engine, started_at, jobs)
         return JSONResponse(body, status_code=code)
 
     blocks = build_ui(engine, settings, access)
     blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=engine.concurrency())
     # /v1/* and /metrics, registered before the UI is mounted at "/"; the API shares the UI queue's limit.
-    install_api(app, engine, settings, blocks, access)
+    install_api(app, engine, settings, blocks, access, jobs=jobs)
     auth = None
     if settings.webui_auth:
         user, _, password = settings.webui_auth.get_secret_value().partition(":")
@@ -119,7 +138,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
             try:
                 engine.load()
             except Exception:  # the state and message are on the engine; /health reports them
-                pass
+                return
+            jobs.start()  # job workers need the model; queued jobs wait in the queue until then
 
         threading.Thread(target=load_engine, name="model-loader", daemon=True).start()
     return app

@@ -10,10 +10,13 @@ from fastapi import FastAPI
 from asr.engine import Engine
 from asr.settings import Settings
 from results import ResultAccess
+from jobs import JobService
 
 from .admission import Admission
 from .auth import APIKeys
 from .errors import APIError, handle_api_error
+from .jobs import install_job_metrics
+from .jobs import router as jobs_router
 from .metrics import Metrics
 from .results import router as results_router
 from .routes import APIServices, router
@@ -22,9 +25,10 @@ __all__ = ["APIServices", "Admission", "install_api", "router"]
 
 
 def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = None,
-                access: ResultAccess | None = None) -> APIServices:
+                access: ResultAccess | None = None, jobs: JobService | None = None) -> APIServices:
     """Add the API routes and /metrics to `app`; with `blocks` (queued), share its admission limit.
     `access` (default: from `settings`) decides who reads which result; it is kept on `app.state.results`.
+    With `jobs`, serve /v1/jobs (kept on `app.state.jobs`).
 
     Call before mounting Gradio at "/", so these routes are matched first.
     """
@@ -35,7 +39,11 @@ def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = 
                       keys=APIKeys(settings.api_keys, settings.admin_api_keys))
     app.state.api = api
     app.state.results = access or ResultAccess.from_settings(settings)
+    app.state.jobs = jobs
+    if jobs is not None:
+        install_job_metrics(api.metrics, jobs)
     app.include_router(router)
     app.include_router(results_router)
+    app.include_router(jobs_router)
     app.add_exception_handler(APIError, handle_api_error)
     return api

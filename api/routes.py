@@ -51,7 +51,7 @@ class APIServices:
 
 @dataclass
 class TranscriptionForm:
-    file: UploadFile
+    file: UploadFile | None  # None only where the caller reads its files itself (jobs: several)
     response_format: str
     hotwords: str | None
     granularities: frozenset[str] = frozenset()
@@ -88,7 +88,7 @@ async def create_transcription(request: Request) -> Response:
                               outcome="busy")
         try:
             async with request.form(max_files=1, max_fields=50) as form:
-                params = _parse_form(form)
+                params = parse_form(form)
                 api.engine.check_speakers(params.diarize, params.num_speakers)  # before reading the upload
                 data = await _read_upload(params.file, api.engine.limits.max_bytes)
                 result = await run_in_threadpool(api.engine.transcribe, data, hotwords=params.hotwords,
@@ -131,9 +131,11 @@ def _check_content_length(request: Request, max_bytes: int) -> None:
                         f"(MAX_UPLOAD_MB).")
 
 
-def _parse_form(form: FormData) -> TranscriptionForm:
-    file = form.get("file")
-    if not isinstance(file, UploadFile):
+def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionForm:
+    """The transcription fields of a multipart form, checked; `file` must be one upload unless `require_file`
+    is False (then it is left to the caller: None here)."""
+    file = form.get("file") if require_file else None
+    if require_file and not isinstance(file, UploadFile):
         raise bad_request("Send the audio as a multipart/form-data upload in the field 'file'.", param="file",
                           code="missing_file")
     response_format = str(form.get("response_format") or "json")
@@ -165,6 +167,12 @@ def _parse_form(form: FormData) -> TranscriptionForm:
     return TranscriptionForm(file=file, response_format=response_format,
                              hotwords=None if hotwords is None else str(hotwords),
                              granularities=frozenset(granularities), diarize=diarize, num_speakers=num_speakers)
+
+
+def parse_options(form: FormData) -> tuple[str, str | None]:
+    """(response_format, hotwords) from a transcription form, checked as `parse_form` checks them."""
+    params = parse_form(form, require_file=False)
+    return params.response_format, params.hotwords
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")

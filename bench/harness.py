@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 #: Settings a caller's shell may carry that would change the server under test.
 _STRIP_PREFIXES = ("GRADIO_", "MODEL", "API_KEYS", "WEBUI_", "WATCHDOG_", "CLEANUP_", "GPU_ALERT_", "SMTP_")
-_STRIP_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "OUTPUT_DIR", "HOST", "PORT", "PID_FILE", "START_TIMEOUT",
+_STRIP_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "OUTPUT_DIR", "JOBS_DIR", "HOST", "PORT", "PID_FILE", "START_TIMEOUT",
                "STOP_TIMEOUT", "VAD_MODEL_DIR", "PUNC_MODEL_DIR", "ENABLE_PUNC", "QUEUE_MAX_SIZE", "DEVICE",
                "REPLICAS", "NCPU", "ENGINE_BACKEND"}
 
@@ -137,6 +137,7 @@ def server_env(models: ModelFolders, work: Path, device: str, backend: str = "to
     env.update(ENV_FILE=str(work / "no.env"), MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad),
                PUNC_MODEL_DIR=str(models.punc or ""), ENABLE_PUNC="true" if models.punc else "false",
                TEMP_DIR=str(work / "uploads"), OUTPUT_DIR=str(work / "outputs"), LOG_DIR=str(work / "logs"),
+               JOBS_DIR=str(work / "jobs"),
                DEVICE=device, ENGINE_BACKEND=backend, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
     env.update(extra)
     return env

@@ -133,7 +133,8 @@ def main() -> int:
     port = free_port(pair=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "WATCHDOG_", "API_KEYS"))}
     env.update(ENV_FILE=str(tmp / "no.env"), LOG_DIR=str(tmp / "logs"), TEMP_DIR=str(tmp / "uploads"),
-               OUTPUT_DIR=str(tmp / "outputs"), HOST="127.0.0.1", PORT=str(port), REPLICAS="2", DEVICE="cpu",
+               OUTPUT_DIR=str(tmp / "outputs"), JOBS_DIR=str(tmp / "jobs"), HOST="127.0.0.1", PORT=str(port),
+               REPLICAS="2", DEVICE="cpu",
                NCPU=args.ncpu, MODEL_DIR=args.model_dir, VAD_MODEL_DIR=args.vad_model_dir,
                PUNC_MODEL_DIR=args.punc_model_dir, START_TIMEOUT="600", QUEUE_MAX_SIZE="100")
     procs: list[subprocess.Popen] = []

@@ -123,6 +123,7 @@ class JobService:
         self.instance = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
         self.lease_s = settings.job_lease_s
         self._stopping = threading.Event()
+        self._start_lock = threading.Lock()
         self._consumer: Consumer | None = None
         self._recovery: threading.Thread | None = None
         self._observers: list[JobObserver] = []
@@ -228,8 +229,12 @@ class JobService:
     # ------------------------------------------------------------------ workers
     def start(self) -> None:
         """Start JOB_WORKERS worker threads and the recovery loop (call once the engine is loaded)."""
-        if self.settings.job_workers < 1 or self._consumer is not None:
-            return
+        with self._start_lock:  # the model loader and the app's startup may both call it
+            if self.settings.job_workers < 1 or self._consumer is not None:
+                return
+            self._start()
+
+    def _start(self) -> None:
         self._stopping.clear()
         self.recover()
         self._consumer = _Consumer(self.huey, workers=self.settings.job_workers, worker_type="thread",
@@ -244,9 +249,10 @@ class JobService:
     def stop(self) -> None:
         """Stop the workers; a running job lets go at its next segment and goes back on the queue."""
         self._stopping.set()
-        if self._consumer is not None:
-            self._consumer.stop(graceful=True)
-            self._consumer = None
+        with self._start_lock:
+            if self._consumer is not None:
+                self._consumer.stop(graceful=True)
+                self._consumer = None
 
     @property
     def running(self) -> bool:
@@ -511,7 +517,7 @@ def _finish_cancelled(job: Job) -> None:
     job.state, job.finished_at, job.worker, job.lease_until = "cancelled", time.time(), None, 0.0
     for f in job.files:
         if f.state in ("queued", "running"):
-            f.state, f.done_s = "cancelled", 0.0
+            f.state = "cancelled"  # done_s stays: how far it got
 
 
 def _finish(job: Job) -> bool:

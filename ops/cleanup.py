@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Cleanup: upload temp files not accessed for CLEANUP_MAX_AGE_H hours (default 1), and results older than
-OUTPUT_RETENTION_H hours (default 168, a week; 0 keeps them).
+"""Cleanup: upload temp files not accessed for CLEANUP_MAX_AGE_H hours (default 1), results older than
+OUTPUT_RETENTION_H hours (default 168, a week; 0 keeps them), and finished jobs older than JOB_RETENTION_H hours
+(default 24).
 
-    python ops/cleanup.py [--max-age-hours 1] [--retention-hours 168] [--dry-run]     # cron: every 2 hours
+    python ops/cleanup.py [--max-age-hours 1] [--retention-hours 168] [--job-retention-hours 24] [--dry-run]
+    # cron: every 2 hours
 
 Temp files: only inside TEMP_DIR (default tmp/uploads; Gradio puts each upload in a subfolder there). Subfolders
 emptied by the run (or empty and older than the age limit) are removed; TEMP_DIR itself stays. "Not accessed"
@@ -12,6 +14,11 @@ of keeping files.
 Results: each entry of OUTPUT_DIR (default outputs; one folder per result) goes as a whole once nothing in it
 was written for OUTPUT_RETENTION_H hours; downloading a result does not keep it longer. A batch still being
 written is kept (its newest file is fresh).
+
+Jobs: a job that finished (done, failed or cancelled) more than JOB_RETENTION_H hours ago loses its folders under
+JOBS_DIR and its record (the SQLite file in JOBS_DIR, or Redis with JOBS_BACKEND=redis: the same settings as the
+app). Queued and running jobs are never touched; job folders without a record (a submission cut short) go once
+older than the retention.
 
 Symbolic links are never followed in either: a link is removed as a link, what it points to is left alone.
 Every removal and the bytes freed go to LOG_DIR/ops.log. Exit status: 0 done, 1 some entries could not be removed.
@@ -161,6 +168,47 @@ def expire_results(output_dir: Path, max_age_s: float, logger: logging.Logger, *
     return errors
 
 
+def cleanup_jobs(config: Config, retention_h: float, logger: logging.Logger, *, dry_run: bool = False) -> int:
+    """Remove finished jobs older than `retention_h`; return the number of jobs that could not be removed."""
+    backend = config.get("JOBS_BACKEND", "sqlite")
+    jobs_dir = config.path("JOBS_DIR", "data/jobs")
+    if backend == "sqlite" and not (jobs_dir / "jobs.db").exists():
+        logger.info("no jobs to clean: %s has no job database", jobs_dir)
+        return 0
+    from jobs.files import JobFiles
+    from jobs.records import is_job_id
+    from jobs.store import open_store
+
+    store = open_store(backend, jobs_dir, config.get("JOBS_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    files = JobFiles(jobs_dir)
+    cutoff = time.time() - retention_h * 3600
+    removed = freed = errors = 0
+    verb = "would remove" if dry_run else "removed"
+    try:
+        for job_id in store.finished_before(cutoff):
+            try:
+                if not dry_run:
+                    freed += files.remove(job_id)
+                    store.delete(job_id)
+                removed += 1
+            except Exception as exc:  # one job's trouble must not stop the others' cleanup
+                errors += 1
+                logger.error("could not remove job %s: %s", job_id, exc)
+        for kind in ("uploads", "results"):  # folders whose record is gone (a submission cut short)
+            folder = jobs_dir / kind
+            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+                if (is_job_id(path.name) and path.is_dir() and path.lstat().st_mtime < cutoff
+                        and store.get(path.name) is None):
+                    logger.info("%s job folder without a record: %s", verb, path)
+                    if not dry_run:
+                        freed += files.remove(path.name)
+    finally:
+        store.close()
+    logger.info("job cleanup of %s: %s %d finished job(s) older than %g h, %.1f MB freed%s", jobs_dir, verb, removed,
+                retention_h, freed / 1e6, f", {errors} error(s)" if errors else "")
+    return errors
+
+
 def main(argv: list[str] | None = None) -> int:
     config = Config()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the results folder (OUTPUT_DIR, default outputs)")
     parser.add_argument("--retention-hours", type=float, default=config.get_float("OUTPUT_RETENTION_H", 168.0),
                         help="remove results not written for this long; 0 keeps them (OUTPUT_RETENTION_H, default 168)")
+    parser.add_argument("--job-retention-hours", type=float, default=config.get_float("JOB_RETENTION_H", 24.0),
+                        help="remove jobs finished longer ago than this (JOB_RETENTION_H, default 24)")
     parser.add_argument("--dry-run", action="store_true", help="only log what would be removed")
     parser.add_argument("--loop", action="store_true", help="clean every CLEANUP_INTERVAL_S s (default 7200)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")
@@ -180,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-age-hours must be >= 0")
     if args.retention_hours < 0:
         parser.error("--retention-hours must be >= 0")
+    if args.job_retention_hours <= 0:
+        parser.error("--job-retention-hours must be > 0")
     logger = setup_logging("cleanup", config.log_dir, verbose=not args.quiet)
     temp_dir = args.temp_dir if args.temp_dir.is_absolute() else ROOT / args.temp_dir
     output_dir = args.output_dir if args.output_dir.is_absolute() else ROOT / args.output_dir
@@ -188,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         errors = cleanup(temp_dir, args.max_age_hours * 3600, logger, dry_run=args.dry_run)
         if args.retention_hours > 0:
             errors += expire_results(output_dir, args.retention_hours * 3600, logger, dry_run=args.dry_run)
+        errors += cleanup_jobs(config, args.job_retention_hours, logger, dry_run=args.dry_run)
         return 1 if errors else 0
 
     if args.loop:

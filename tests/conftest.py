@@ -59,7 +59,8 @@ def tiny_models() -> TinyModels:
 def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
     values = dict(
         model_dir=models.asr, vad_model_dir=models.vad, punc_model_dir=models.punc,
-        temp_dir=tmp / "uploads", output_dir=tmp / "outputs", log_dir=tmp / "logs", device="cpu",
+        temp_dir=tmp / "uploads", output_dir=tmp / "outputs", log_dir=tmp / "logs", jobs_dir=tmp / "jobs",
+        device="cpu",
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -110,11 +111,12 @@ class Server:
 
 
 def server_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "MODEL", "API_KEYS", "WEBUI_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GRADIO_", "MODEL", "API_KEYS", "WEBUI_", "JOB_", "JOBS_"))}
     env.update(
         ENV_FILE=str(tmp / "no.env"), MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad),
         PUNC_MODEL_DIR=str(models.punc), SPK_MODEL_DIR=str(models.spk), TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"),
-        LOG_DIR=str(tmp / "logs"), DEVICE="cpu", NCPU="1", PYTHONUNBUFFERED="1",
+        LOG_DIR=str(tmp / "logs"), JOBS_DIR=str(tmp / "jobs"), DEVICE="cpu", NCPU="1", PYTHONUNBUFFERED="1",
     )
     env.update(extra)
     return env

@@ -1,0 +1,323 @@
+"""Durable jobs: the API round trip, ownership, limits, cancel, recovery after a worker dies, and cleanup.
+
+In-process tests run the real JobService (SQLite store, SqliteHuey, worker threads) on the session's tiny
+engine; `test_kill_9_*` kills a real server process mid-batch and starts it again on the same JOBS_DIR.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from app import create_app
+from asr.engine import Engine
+from asr.settings import Settings
+from conftest import DATA, ROOT, UTTERANCE, TinyModels, start_server, stop_server
+from jobs import Job, JobFile, JobService
+from jobs.service import Upload
+
+UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else "python3"
+
+
+def job_settings(engine: Engine, tmp: Path, **overrides: object) -> Settings:
+    return engine.settings.model_copy(update={"jobs_dir": tmp / "jobs", "job_lease_s": 3.0, **overrides})
+
+
+@pytest.fixture
+def client(engine: Engine, tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(job_settings(engine, tmp_path), engine, load=False)
+    try:
+        with TestClient(app) as client:  # the lifespan starts (and stops) the job workers
+            yield client
+    finally:
+        engine.remove_observer(app.state.api.metrics.observe_transcription)
+
+
+def submit(client: TestClient, paths: list[Path], headers: dict | None = None, **data: str) -> httpx.Response:
+    handles = [open(p, "rb") for p in paths]
+    try:
+        return client.post("/v1/jobs", files=[("file", (p.name, h)) for p, h in zip(paths, handles)], data=data,
+                           headers=headers or {})
+    finally:
+        for h in handles:
+            h.close()
+
+
+def wait_finished(get, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = get(job_id)
+        if body["status"] in ("done", "failed", "cancelled"):
+            return body
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} did not finish: {body}")
+
+
+# ------------------------------------------------------------------------------------ API
+def test_job_results_equal_the_direct_call_in_every_format(client: TestClient) -> None:
+    files = UTTERANCES[:3]
+    response = submit(client, files, response_format="srt", hotwords="达摩院")
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] in ("queued", "running") and response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert len(job["id"]) == 36 and job["id"].startswith("job_")  # 128 random bits in hex
+    done = wait_finished(lambda i: client.get(f"/v1/jobs/{i}").json(), job["id"])
+    assert done["status"] == "done" and done["file_counts"]["done"] == 3
+    assert done["progress"]["audio_seconds_done"] == pytest.approx(done["progress"]["audio_seconds_total"])
+    assert [f["attempts"] for f in done["files"]] == [1, 1, 1]
+    for fmt in ("json", "text", "srt", "vtt", "verbose_json"):
+        for index, path in enumerate(files):
+            with open(path, "rb") as f:
+                direct = client.post("/v1/audio/transcriptions", files={"file": (path.name, f)},
+                                     data={"response_format": fmt, "hotwords": "达摩院"})
+            from_job = client.get(f"/v1/jobs/{job['id']}/result", params={"response_format": fmt, "file": index})
+            assert from_job.status_code == 200, from_job.text
+            if fmt == "verbose_json":  # the same but for the clock
+                assert {**from_job.json(), "usage": None} == {**direct.json(), "usage": None}
+            else:
+                assert from_job.content == direct.content, (fmt, index)
+    archive = client.get(f"/v1/jobs/{job['id']}/result")  # several files, the job's format (srt): a zip
+    assert archive.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(archive.content)).namelist()
+    assert names == [f"{i + 1:03d}_{p.stem}.srt" for i, p in enumerate(files)] + ["job.json"]
+
+
+def test_a_bad_file_fails_alone_with_its_reason(client: TestClient) -> None:
+    response = submit(client, [UTTERANCE, DATA / "bad" / "image_renamed.wav", DATA / "bad" / "empty.wav"])
+    done = wait_finished(lambda i: client.get(f"/v1/jobs/{i}").json(), response.json()["id"])
+    states = [(f["status"], bool(f["error"])) for f in done["files"]]
+    assert done["status"] == "done" and states == [("done", False), ("failed", True), ("failed", True)]
+    assert "image" in done["files"][1]["error"]
+    only_bad = submit(client, [DATA / "bad" / "not_audio.wav"])
+    failed = wait_finished(lambda i: client.get(f"/v1/jobs/{i}").json(), only_bad.json()["id"])
+    assert failed["status"] == "failed" and "not_audio.wav" in failed["error"]
+    result = client.get(f"/v1/jobs/{failed['id']}/result")
+    assert result.status_code == 409 and "not_audio.wav" in result.json()["error"]["message"]
+
+
+def test_each_key_sees_only_its_own_jobs(engine: Engine, tmp_path: Path) -> None:
+    settings = job_settings(engine, tmp_path, api_keys=SecretStr("alice-key,bob-key"))
+    app = create_app(settings, engine, load=False)
+    alice, bob = {"Authorization": "Bearer alice-key"}, {"Authorization": "Bearer bob-key"}
+    try:
+        with TestClient(app) as client:
+            assert submit(client, [UTTERANCE]).status_code == 401
+            job_id = submit(client, [UTTERANCE], headers=alice).json()["id"]
+            wait_finished(lambda i: client.get(f"/v1/jobs/{i}", headers=alice).json(), job_id)
+            assert [j["id"] for j in client.get("/v1/jobs", headers=alice).json()["data"]] == [job_id]
+            assert client.get("/v1/jobs", headers=bob).json()["data"] == []
+            for method, path in (("GET", f"/v1/jobs/{job_id}"), ("GET", f"/v1/jobs/{job_id}/result"),
+                                 ("DELETE", f"/v1/jobs/{job_id}")):
+                response = client.request(method, path, headers=bob)
+                assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+            assert client.get(f"/v1/jobs/{job_id}/result", headers=alice).status_code == 200
+            assert client.delete(f"/v1/jobs/{job_id}", headers=alice).json()["deleted"] is True
+            assert client.get(f"/v1/jobs/{job_id}", headers=alice).status_code == 404
+            assert not (settings.jobs_dir / "results" / job_id).exists()
+    finally:
+        engine.remove_observer(app.state.api.metrics.observe_transcription)
+
+
+def test_limits_give_clear_errors(engine: Engine, tmp_path: Path) -> None:
+    settings = job_settings(engine, tmp_path, job_max_files=2, job_max_queued=2, job_max_queued_per_key=1,
+                            api_keys=SecretStr("a,b,c"))
+    app = create_app(settings, engine, load=False)
+    client = TestClient(app)  # no lifespan: no workers, so jobs stay queued
+    try:
+        key = {"Authorization": "Bearer a"}
+        too_many = submit(client, UTTERANCES[:3], headers=key)
+        assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "too_many_files"
+        none = client.post("/v1/jobs", data={"response_format": "srt"}, headers=key)
+        assert none.status_code == 400 and none.json()["error"]["code"] == "missing_file"
+        bad_format = submit(client, [UTTERANCE], headers=key, response_format="xml")
+        assert bad_format.status_code == 400 and bad_format.json()["error"]["param"] == "response_format"
+        assert submit(client, [UTTERANCE], headers=key).status_code == 202
+        per_key = submit(client, [UTTERANCE], headers=key)
+        assert per_key.status_code == 429 and per_key.json()["error"]["code"] == "too_many_jobs"
+        assert submit(client, [UTTERANCE], headers={"Authorization": "Bearer b"}).status_code == 202
+        full = submit(client, [UTTERANCE], headers={"Authorization": "Bearer c"})
+        assert full.status_code == 503 and full.headers["retry-after"]
+        assert list((settings.jobs_dir / "uploads").iterdir()).__len__() == 2  # refused jobs stored nothing
+        not_done = client.get(f"/v1/jobs/{client.get('/v1/jobs', headers=key).json()['data'][0]['id']}/result",
+                              headers=key)
+        assert not_done.status_code == 409 and not_done.json()["error"]["code"] == "job_not_finished"
+    finally:
+        engine.remove_observer(app.state.api.metrics.observe_transcription)
+
+
+def test_metrics_count_jobs_by_state(client: TestClient) -> None:
+    job_id = submit(client, [UTTERANCE]).json()["id"]
+    wait_finished(lambda i: client.get(f"/v1/jobs/{i}").json(), job_id)
+    text = client.get("/metrics").text
+    assert 'paraformer_jobs{state="done"} 1.0' in text
+    assert "paraformer_job_queue_wait_seconds_count 1.0" in text
+    assert 'paraformer_job_duration_seconds_count{state="done"} 1.0' in text
+
+
+# ------------------------------------------------------------------------------------ service
+@pytest.fixture
+def service(engine: Engine, tmp_path: Path) -> Iterator[JobService]:
+    svc = JobService(job_settings(engine, tmp_path), engine)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def test_cancel_stops_a_running_file_at_its_next_segment(service: JobService, long_wav: Path) -> None:
+    # batch_size_s=1: one VAD segment per model call, so there are many segment boundaries to stop at.
+    job = service.submit("", [Upload("long.wav", long_wav), Upload("next.wav", UTTERANCE)], batch_size_s=1)
+    service.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        current = service.get(job.id, "")
+        if current.files[0].done_s > 0:
+            break
+        time.sleep(0.005)
+    cancelled = service.cancel(job.id, "")
+    assert cancelled is not None and cancelled.cancel_requested
+    final = service.get(job.id, "")
+    while not final.finished and time.time() < deadline:
+        time.sleep(0.02)
+        final = service.get(job.id, "")
+    assert final.state == "cancelled"
+    assert [f.state for f in final.files] == ["cancelled", "cancelled"]
+    assert 0 < final.files[0].done_s < final.files[0].duration_s, "stopped part-way through the long file"
+    assert not (service.files.upload_path(job.id, 0)).exists(), "uploads go once nothing will run"
+
+
+def _dead_worker() -> str:
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a pid that no longer runs
+    return f"{socket.gethostname()}:{proc.pid}:deadbeef:Worker-1"
+
+
+def test_a_job_held_by_a_dead_process_is_taken_up_once_without_redoing_finished_files(
+        service: JobService) -> None:
+    job = service.submit("", [Upload(p.name, p) for p in UTTERANCES[:3]])
+    first = service.engine.transcribe(UTTERANCES[0])
+    service.files.write_result(job.id, 0, first)
+
+    def crashed_mid_job(j: Job) -> bool:  # as a kill -9 leaves it: file 0 done, file 1 running, lease still valid
+        j.state, j.worker, j.lease_until, j.runs, j.started_at = "running", _dead_worker(), time.time() + 600, 1, 1.0
+        j.files[0].state, j.files[0].attempts, j.files[0].done_s, j.files[0].duration_s = "done", 1, 4.2, 4.2
+        j.files[1].state, j.files[1].attempts, j.files[1].done_s = "running", 1, 1.0
+        return True
+
+    service.store.update(job.id, crashed_mid_job)
+    served = service.engine.requests_served
+    assert service.recover() == 1  # the holder's pid is gone: queued again
+    assert service.recover() == 0  # and only once
+    service.start()
+    final = wait_finished(lambda i: {"status": service.get(i, "").state}, job.id)
+    done = service.get(job.id, "")
+    assert final["status"] == "done" and done.runs == 2
+    assert [f.attempts for f in done.files] == [1, 2, 1]
+    assert service.engine.requests_served - served == 2, "file 0 was not transcribed again"
+
+
+def test_a_live_lease_on_another_box_is_respected_until_it_lapses(service: JobService) -> None:
+    job = service.submit("", [Upload(UTTERANCE.name, UTTERANCE)])
+
+    def elsewhere(j: Job) -> bool:
+        j.state, j.worker, j.lease_until = "running", "other-box:1:cafe:Worker-1", time.time() + 2
+        return True
+
+    service.store.update(job.id, elsewhere)
+    assert service.recover() == 0
+    service.run_job(job.id)
+    assert service.get(job.id, "").state == "running" and service.get(job.id, "").runs == 0
+    time.sleep(2.2)
+    assert service.recover() == 1 and service.get(job.id, "").state == "queued"
+
+
+def test_job_records_round_trip() -> None:
+    job = Job(id="job_" + "0" * 32, owner="o", files=[JobFile(name="a.wav", duration_s=10.0, done_s=4.0)],
+              state="running", run_started_at=time.time() - 2, run_done_s=0.0)
+    assert Job.from_doc(json.loads(json.dumps(job.to_doc()))) == job
+    assert job.total_s == 10.0 and job.eta_s() == pytest.approx(3.0, rel=0.1)  # 4 s of audio in 2 s: 6 s left
+
+
+# ------------------------------------------------------------------------------------ cleanup
+def test_cleanup_removes_finished_jobs_after_the_retention(service: JobService, tmp_path: Path) -> None:
+    old = service.submit("", [Upload(UTTERANCE.name, UTTERANCE)])
+    new = service.submit("", [Upload(UTTERANCE.name, UTTERANCE)])
+    running = service.submit("", [Upload(UTTERANCE.name, UTTERANCE)])
+    service.files.write_result(old.id, 0, service.engine.transcribe(UTTERANCE))
+
+    def finished(hours_ago: float):
+        def change(j: Job) -> bool:
+            j.state, j.finished_at = "done", time.time() - hours_ago * 3600
+            return True
+        return change
+
+    service.store.update(old.id, finished(30))
+    service.store.update(new.id, finished(1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB", "TEMP_DIR", "LOG_DIR"))}
+    env.update(ENV_FILE=str(tmp_path / "no.env"), JOBS_DIR=str(service.settings.jobs_dir), JOB_RETENTION_H="24",
+               TEMP_DIR=str(tmp_path / "uploads"), LOG_DIR=str(tmp_path / "logs"))
+    result = subprocess.run([PYTHON, str(ROOT / "ops" / "cleanup.py")], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert service.store.get(old.id) is None and not (service.settings.jobs_dir / "results" / old.id).exists()
+    assert service.store.get(new.id) is not None and service.store.get(running.id) is not None
+    assert "1 finished job(s)" in result.stdout
+
+
+# ------------------------------------------------------------------------------------ kill -9
+@pytest.mark.server
+def test_kill_9_mid_batch_resumes_after_restart_without_redoing_finished_files(
+        tiny_models: TinyModels, tmp_path: Path) -> None:
+    # 8 files of 60 s: long enough to catch the batch half-way, short enough for a fast test.
+    clips = [sf.read(p, dtype="float32")[0] for p in UTTERANCES[:6]]
+    audio = np.concatenate([np.concatenate([c, np.zeros(6400, np.float32)]) for c in clips * 10])[: 60 * 16000]
+    paths = []
+    for i in range(8):
+        path = tmp_path / f"call-{i}.wav"
+        sf.write(path, np.roll(audio, i * 16000), 16000, subtype="PCM_16")
+        paths.append(path)
+    server = start_server(tiny_models, tmp_path, JOB_LEASE_S="60")
+    try:
+        handles = [open(p, "rb") for p in paths]
+        response = httpx.post(server.url + "/v1/jobs", files=[("file", (p.name, h)) for p, h in zip(paths, handles)],
+                              data={"response_format": "text"}, timeout=60)
+        for h in handles:
+            h.close()
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            job = httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=10).json()
+            if job["file_counts"]["done"] >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+        done_before = [i for i, f in enumerate(job["files"]) if f["status"] == "done"]
+        assert 3 <= len(done_before) < 8, job
+        server = start_server(tiny_models, tmp_path, JOB_LEASE_S="60")  # same JOBS_DIR, new process
+        final = wait_finished(lambda i: httpx.get(f"{server.url}/v1/jobs/{i}", timeout=10).json(), job_id, 180)
+    finally:
+        stop_server(server)
+    assert final["status"] == "done" and final["file_counts"]["done"] == 8 and final["runs"] == 2
+    attempts = [f["attempts"] for f in final["files"]]
+    assert all(attempts[i] == 1 for i in done_before), attempts  # finished files were not transcribed again
+    assert sum(attempts) <= 9, attempts  # at most the one file that was running when killed ran twice
+    print(f"\nkill -9 after {len(done_before)}/8 files; attempts per file after restart: {attempts}")
