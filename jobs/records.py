@@ -62,6 +62,7 @@ class Job:
     worker: str | None = None  # the lease holder while running
     lease_until: float = 0.0
     runs: int = 0  # claims so far: 2 or more means it was taken up again after a crash or a restart
+    claimed_by: list[str] = field(default_factory=list)  # the process (host:pid:random) of each claim
     run_started_at: float | None = None  # this run's start and audio done then: the rate behind the ETA
     run_done_s: float = 0.0
     source: str = "api"  # api | ui

@@ -324,6 +324,7 @@ class JobService:
                 return True
             job.state, job.worker, job.lease_until = "running", worker, now + self.lease_s
             job.runs += 1
+            job.claimed_by.append(self.instance)
             job.started_at = job.started_at or now
             job.run_started_at, job.run_done_s = now, job.done_s
             for f in job.files:
