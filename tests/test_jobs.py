@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from pydantic import SecretStr
 from app import create_app
 from asr.engine import Engine
 from asr.settings import Settings
-from conftest import DATA, ROOT, UTTERANCE, TinyModels, start_server, stop_server
+from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, start_server, stop_server
 from jobs import Job, JobFile, JobService
 from jobs.service import Upload
 
@@ -279,6 +280,23 @@ def test_cleanup_removes_finished_jobs_after_the_retention(service: JobService, 
     assert service.store.get(old.id) is None and not (service.settings.jobs_dir / "results" / old.id).exists()
     assert service.store.get(new.id) is not None and service.store.get(running.id) is not None
     assert "1 finished job(s)" in result.stdout
+
+
+# ------------------------------------------------------------------------------------ README
+@pytest.mark.server
+def test_readme_job_session_works_as_written(server: Server, tmp_path: Path) -> None:
+    section = (ROOT / "README.md").read_text().split("\n## Jobs\n", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
+    (tmp_path / "tests").symlink_to(ROOT / "tests")  # the session uses project-relative paths
+    script = "set -euo pipefail\n" + block.replace("localhost:7860", server.url.removeprefix("http://"))
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("done ")
+    path = DATA / "utterances" / "funasr_long.wav"
+    with open(path, "rb") as f:
+        direct = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": (path.name, f)},
+                            data={"response_format": "srt"}, timeout=60)
+    assert (tmp_path / "job.srt").read_text() == direct.text and direct.text.strip()
 
 
 # ------------------------------------------------------------------------------------ kill -9
