@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         code, body = health_payload(engine, started_at, jobs)
         return JSONResponse(body, status_code=code)
 
-    blocks = build_ui(engine, settings, access)
+    blocks = build_ui(engine, settings, access, jobs)
     blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=engine.concurrency())
     # /v1/* and /metrics, registered before the UI is mounted at "/"; the API shares the UI queue's limit.
     install_api(app, engine, settings, blocks, access, jobs=jobs)

@@ -9,9 +9,11 @@ import gradio as gr
 from asr.engine import Engine
 from asr.settings import Settings
 from results import ResultAccess
+from jobs import JobService
 
 from .batch import create_batch_tab
 from .i18n import build_i18n, t
+from .jobs import BatchJobInputs, attach_batch_jobs, browser_token_state
 from .live import create_live_tab
 from .single import create_single_tab
 from .sysinfo import create_sysinfo_tab
@@ -21,9 +23,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_ui", "build_i18n"]
 
 
-def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = None) -> gr.Blocks:
-    """The four tabs (the live one only with `settings.enable_live_tab`). `access` (default: from `settings`)
-    owns the result files the tabs write; serve the UI behind `results.ResultsMiddleware`.
+def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = None,
+             jobs: JobService | None = None) -> gr.Blocks:
+    """The tabs (the live one only with `settings.enable_live_tab`; the jobs one with `jobs`). `access` (default:
+    from `settings`) owns the result files the tabs write; serve the UI behind `results.ResultsMiddleware`.
 
     The wording comes from `build_i18n()`: pass it to `gr.mount_gradio_app(..., i18n=...)` or
     `blocks.launch(i18n=...)` (launch() replaces what is attached here).
@@ -32,9 +35,14 @@ def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = N
     with gr.Blocks(title="Paraformer 语音识别") as blocks:
         gr.Markdown(t("title"))
         gr.Markdown(t("subtitle"))
-        with gr.Tabs():
+        token = browser_token_state() if jobs is not None else None
+        with gr.Tabs() as tabs:
             create_single_tab(engine, settings, access)
-            create_batch_tab(engine, settings, access, blocks)
+            batch = create_batch_tab(engine, settings, access, blocks, job_button=jobs is not None)
+            if jobs is not None:
+                attach_batch_jobs(jobs, settings, BatchJobInputs(batch["files"], batch["hotwords"],
+                                                                 batch["batch_size"], batch["job_button"],
+                                                                 batch["status"]), tabs, blocks, token)
             if settings.enable_live_tab:
                 create_live_tab(engine, settings, access)
             create_sysinfo_tab(engine, settings, blocks)

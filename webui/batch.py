@@ -12,6 +12,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -164,7 +165,9 @@ def batch_history(access: ResultAccess, request: gr.Request | None = None) -> tu
     return {"headers": history_headers(lang), "data": rows}, files
 
 
-def create_batch_tab(engine: Engine, settings: Settings, access: ResultAccess, blocks: gr.Blocks) -> None:
+def create_batch_tab(engine: Engine, settings: Settings, access: ResultAccess, blocks: gr.Blocks, *,
+                     job_button: bool = False) -> dict[str, Any]:
+    """The tab; returns its inputs and status (and, with `job_button`, a button to run them as a job)."""
     with gr.Tab(t("tab_batch"), id="batch"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -175,6 +178,7 @@ def create_batch_tab(engine: Engine, settings: Settings, access: ResultAccess, b
                                   info=t("batch_size_info"))
                 speakers, num_speakers = speaker_controls(engine, "batch")
                 button = gr.Button(t("start_batch"), variant="primary", elem_id="batch-start")
+                submit_job = gr.Button(t("submit_job"), elem_id="batch-submit-job") if job_button else None
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="batch-status")
                 table = gr.Dataframe(headers=table_headers("zh"), label=t("batch_table"), interactive=False,
@@ -203,3 +207,4 @@ def create_batch_tab(engine: Engine, settings: Settings, access: ResultAccess, b
     event.then(earlier_batches, None, [history, history_files], queue=False, api_visibility="private")
     refresh.click(earlier_batches, None, [history, history_files], api_name="batch_history", queue=False)
     blocks.load(earlier_batches, None, [history, history_files], queue=False, api_visibility="private")
+    return {"files": files, "hotwords": words, "batch_size": batch, "status": status, "job_button": submit_job}

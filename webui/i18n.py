@@ -95,6 +95,31 @@ TEXTS: dict[str, tuple[str, str]] = {
     "col_speaker": ("说话人", "Speaker"),
     "speaker_count": ("说话人数", "Speakers"),
     "downloads_words": ("下载结果（TXT / SRT / VTT / 逐字时间 TSV）", "Download (TXT / SRT / VTT / word times TSV)"),
+    # jobs
+    "tab_jobs": ("📋 后台任务", "📋 Jobs"),
+    "submit_job": ("作为后台任务提交（刷新或关闭页面不受影响）", "Submit as a background job (survives reload or closing)"),
+    "jobs_intro": ("本浏览器提交的后台任务：在服务器上运行，刷新或关闭页面不影响；完成后可在此下载结果（保留期内）。",
+                   "Background jobs from this browser: they run on the server whatever the page does; download the "
+                   "results here when they finish (within the retention period)."),
+    "jobs_table": ("最近的任务", "Recent jobs"),
+    "job_select": ("查看任务", "Show job"),
+    "cancel_job": ("取消任务", "Cancel job"),
+    "col_job": ("任务", "Job"),
+    "col_submitted": ("提交时间", "Submitted"),
+    "col_job_files": ("文件（完成/总数）", "Files (done/total)"),
+    "col_progress": ("进度（音频秒数）", "Progress (audio seconds)"),
+    "col_eta": ("预计剩余", "Time left"),
+    "job_queued": ("⏳ 排队中", "⏳ queued"),
+    "job_running": ("🔄 识别中", "🔄 running"),
+    "job_done": ("✅ 完成", "✅ done"),
+    "job_failed": ("❌ 失败", "❌ failed"),
+    "job_cancelled": ("⏹️ 已取消", "⏹️ cancelled"),
+    "job_submitted": ("已提交后台任务 {id}：在「后台任务」页查看进度，刷新或关闭页面不影响识别。",
+                      "Job {id} submitted: follow it in the Jobs tab; reloading or closing the page does not stop it."),
+    "job_summary": ("任务 `{id}`：{state}，已完成 {done}/{total}（失败 {failed}），进度 {progress}",
+                    "Job `{id}`: {state}, {done}/{total} files done ({failed} failed), progress {progress}"),
+    "job_cancelling": ("正在取消：当前文件将在下一段处停止", "Cancelling: the current file stops at its next segment"),
+    "no_jobs": ("本浏览器还没有后台任务", "No jobs from this browser yet"),
 }
 
 # Locales the Gradio 6 frontend resolves to (its bundled languages); English is left out on purpose.
