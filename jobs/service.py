@@ -30,9 +30,9 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 
+from asr.audio import probe_duration
 from asr.engine import Engine
 from asr.errors import ASRError, ModelNotReadyError
-from asr.audio import probe_duration
 from asr.progress import segment_hook
 from asr.settings import Settings
 

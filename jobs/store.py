@@ -40,7 +40,7 @@ class JobStore(ABC):
 
     @abstractmethod
     def update(self, job_id: str, change: Change) -> tuple[Job | None, bool]:
-        """Apply `change` atomically: (the job as stored afterwards, whether it was written); (None, False) if absent."""
+        """Apply `change` atomically: (the job as stored afterwards, whether written); (None, False) if absent."""
 
     @abstractmethod
     def list_owner(self, owner: str, limit: int = 50) -> list[Job]:

@@ -13,7 +13,6 @@ import re
 import signal
 import socket
 import subprocess
-import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -23,13 +22,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, start_server, stop_server
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app import create_app
 from asr.engine import Engine
 from asr.settings import Settings
-from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, start_server, stop_server
 from jobs import Job, JobFile, JobService
 from jobs.service import Upload
 
@@ -54,8 +53,8 @@ def client(engine: Engine, tmp_path: Path) -> Iterator[TestClient]:
 def submit(client: TestClient, paths: list[Path], headers: dict | None = None, **data: str) -> httpx.Response:
     handles = [open(p, "rb") for p in paths]
     try:
-        return client.post("/v1/jobs", files=[("file", (p.name, h)) for p, h in zip(paths, handles)], data=data,
-                           headers=headers or {})
+        files = [("file", (p.name, h)) for p, h in zip(paths, handles, strict=True)]
+        return client.post("/v1/jobs", files=files, data=data, headers=headers or {})
     finally:
         for h in handles:
             h.close()
@@ -314,8 +313,8 @@ def test_kill_9_mid_batch_resumes_after_restart_without_redoing_finished_files(
     server = start_server(tiny_models, tmp_path, JOB_LEASE_S="60")
     try:
         handles = [open(p, "rb") for p in paths]
-        response = httpx.post(server.url + "/v1/jobs", files=[("file", (p.name, h)) for p, h in zip(paths, handles)],
-                              data={"response_format": "text"}, timeout=60)
+        files = [("file", (p.name, h)) for p, h in zip(paths, handles, strict=True)]
+        response = httpx.post(server.url + "/v1/jobs", files=files, data={"response_format": "text"}, timeout=60)
         for h in handles:
             h.close()
         assert response.status_code == 202, response.text

@@ -21,8 +21,8 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import DATA, TinyModels, free_port, start_server, stop_server
+
 from jobs.store import RedisJobStore
 
 REDIS = shutil.which("redis-server")
@@ -60,8 +60,8 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 def post_job(url: str, paths: list[Path], **data: str) -> str:
     handles = [open(p, "rb") for p in paths]
     try:
-        response = httpx.post(url + "/v1/jobs", files=[("file", (p.name, h)) for p, h in zip(paths, handles)],
-                              data=data, timeout=60)
+        files = [("file", (p.name, h)) for p, h in zip(paths, handles, strict=True)]
+        response = httpx.post(url + "/v1/jobs", files=files, data=data, timeout=60)
     finally:
         for h in handles:
             h.close()

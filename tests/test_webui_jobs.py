@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import DATA, SCREENSHOT_DIR, Server
 
 from asr.engine import Engine
-from conftest import DATA, SCREENSHOT_DIR, Server
 from jobs import JobService
 from jobs.service import Upload
 from webui.jobs import browser_owner, build_downloads, detail, ensure_token, job_rows
@@ -55,7 +55,6 @@ def test_a_batch_job_survives_a_reload_and_finishes(server: Server, tmp_path: Pa
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("no Chromium/chromedriver installed (apt-get install chromium chromium-driver)")
     from selenium.webdriver.common.by import By
-
     from test_webui_browser import make_driver, open_tab, wait_for
 
     def text(d, css: str) -> str:
