@@ -102,6 +102,14 @@ def probe_duration(path: str | os.PathLike, timeout_s: float = 30.0) -> float | 
 
     For progress estimates before a file is decoded (a job's total); the decoded length is what counts.
     """
+    try:  # WAV, FLAC, OGG...: the header says it, without starting a process
+        import soundfile
+
+        info = soundfile.info(str(path))
+        if info.frames > 0 and info.samplerate > 0:
+            return info.frames / info.samplerate
+    except Exception:  # not a format libsndfile knows (or not audio): ask ffmpeg
+        pass
     args = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)]
     try:
         # Without an output ffmpeg exits with an error after printing the input's header, which is all we need.

@@ -238,7 +238,7 @@ class JobService:
         self._stopping.clear()
         self.recover()
         self._consumer = _Consumer(self.huey, workers=self.settings.job_workers, worker_type="thread",
-                                   periodic=False, check_worker_health=False, initial_delay=0.05, max_delay=1.0,
+                                   periodic=False, check_worker_health=False, initial_delay=0.05, max_delay=0.5,
                                    backoff=1.2, shutdown_timeout=10)
         self._consumer.start()
         self._recovery = threading.Thread(target=self._recovery_loop, name="job-recovery", daemon=True)
