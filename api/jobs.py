@@ -87,11 +87,12 @@ async def create_job(request: Request) -> JSONResponse:
     with api.metrics.track("/v1/jobs"):
         owner = api.keys.owner(request.headers.get("authorization"))
         service = job_service(request)
-        limit = api.settings.job_max_files * api.engine.limits.max_bytes + MULTIPART_SLACK_BYTES
+        s = api.settings
+        limit = int(s.job_max_files * s.job_max_upload_mb * 2**20) + MULTIPART_SLACK_BYTES
         try:
             if int(request.headers.get("content-length", "0")) > limit:
-                raise too_large(f"The upload is larger than {api.settings.job_max_files} files of "
-                                f"{api.engine.limits.max_bytes / 2**20:.0f} MB.")
+                raise too_large(f"The upload is larger than {s.job_max_files} files of {s.job_max_upload_mb:.0f} MB "
+                                f"(JOB_MAX_FILES x JOB_MAX_UPLOAD_MB).")
         except ValueError:
             pass
         if api.engine.state == "error":

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     job_max_queued_per_key: int = Field(20, ge=0, description="Jobs queued or running per API key (or browser); "
                                         "more get HTTP 429; 0 = no per-key limit.")
     job_max_files: int = Field(500, ge=1, description="Most files in one job.")
+    job_max_upload_mb: float = Field(1024.0, gt=0, description="Largest file in a job, in MB (MAX_UPLOAD_MB is for "
+                                     "direct requests).")
+    job_max_audio_seconds: float = Field(14400.0, gt=0, description="Longest file in a job, in seconds "
+                                         "(MAX_AUDIO_SECONDS is for direct requests).")
     job_retention_h: float = Field(24.0, gt=0, description="Finished jobs (uploads, results, records) are kept "
                                    "this many hours, then ops/cleanup.py removes them.")
     job_lease_s: float = Field(60.0, ge=1, description="A running job's worker renews its claim this often x3; "

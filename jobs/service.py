@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,7 +30,7 @@ from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
 from huey.consumer import Consumer
 
-from asr.audio import probe_duration
+from asr.audio import load_audio, probe_duration
 from asr.engine import Engine
 from asr.errors import ASRError, ModelNotReadyError
 from asr.progress import segment_hook
@@ -122,6 +122,9 @@ class JobService:
         #: host:pid:random: tells this process's workers from a dead one's, even when a container reuses the pid.
         self.instance = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
         self.lease_s = settings.job_lease_s
+        #: The engine's decoding limits with the job's own size and length (a job is for the long ones).
+        self.limits = replace(engine.limits, max_bytes=int(settings.job_max_upload_mb * 2**20),
+                              max_seconds=settings.job_max_audio_seconds)
         self._stopping = threading.Event()
         self._start_lock = threading.Lock()
         self._consumer: Consumer | None = None
@@ -142,7 +145,7 @@ class JobService:
         self.check_room(owner)
         job = Job(id=new_job_id(), owner=owner, files=[], source=source,
                   options={"hotwords": hotwords, "batch_size_s": batch_size_s, "response_format": response_format})
-        max_bytes = self.engine.limits.max_bytes
+        max_bytes = int(s.job_max_upload_mb * 2**20)
         try:
             for index, upload in enumerate(uploads):
                 record = JobFile(name=_display_name(upload.name, index))
@@ -152,8 +155,8 @@ class JobService:
                             record.size = self.files.save_upload(job.id, index, stream, max_bytes)
                     else:
                         record.size = self.files.save_upload(job.id, index, upload.source, max_bytes)
-                except ValueError as exc:  # over MAX_UPLOAD_MB: this file fails, the others go ahead
-                    record.state, record.error = "failed", f"{record.name}: the file is {exc} (MAX_UPLOAD_MB)"
+                except ValueError as exc:  # over JOB_MAX_UPLOAD_MB: this file fails, the others go ahead
+                    record.state, record.error = "failed", f"{record.name}: the file is {exc} (JOB_MAX_UPLOAD_MB)"
                 job.files.append(record)
             self.store.create(job)
         except BaseException:
@@ -435,7 +438,7 @@ class JobService:
             path = self.files.upload_path(job.id, index)
             started = time.perf_counter()
             try:
-                audio = self.engine.decode(path, name=record.name)
+                audio = load_audio(path, limits=self.limits, name=record.name)
                 self._update_file(job.id, worker, index, duration_s=round(audio.duration, 3))
                 with segment_hook(self._segment_hook(job.id, worker, index, lost)):
                     result = self.engine.transcribe(audio, hotwords=options.get("hotwords"),

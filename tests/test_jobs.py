@@ -203,6 +203,20 @@ def test_cancel_stops_a_running_file_at_its_next_segment(service: JobService, lo
     assert not (service.files.upload_path(job.id, 0)).exists(), "uploads go once nothing will run"
 
 
+def test_job_size_and_length_limits_fail_the_file_alone(engine: Engine, tmp_path: Path, long_wav: Path) -> None:
+    settings = job_settings(engine, tmp_path, job_max_upload_mb=1.0, job_max_audio_seconds=60.0)
+    svc = JobService(settings, engine)
+    job = svc.submit("", [Upload("big.wav", long_wav), Upload("ok.wav", UTTERANCE)])  # 3.8 MB, 120 s
+    assert job.files[0].state == "failed" and "JOB_MAX_UPLOAD_MB" in job.files[0].error
+    assert not svc.files.upload_path(job.id, 0).exists()
+    svc = JobService(job_settings(engine, tmp_path, job_max_upload_mb=10.0, job_max_audio_seconds=60.0), engine)
+    job = svc.submit("", [Upload("long.wav", long_wav), Upload("ok.wav", UTTERANCE)])
+    svc.run_job(job.id)
+    done = svc.get(job.id, "")
+    assert done.state == "done" and [f.state for f in done.files] == ["failed", "done"]
+    assert "longer than the limit of 60 s" in done.files[0].error
+
+
 def _dead_worker() -> str:
     proc = subprocess.Popen(["true"])
     proc.wait()  # a pid that no longer runs
