@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else "python3"
 
 # Settings a developer's shell might carry that would change what the scripts do.
-_OPS_PREFIXES = ("WATCHDOG_", "CLEANUP_", "GPU_ALERT_", "SMTP_", "GRADIO_", "MODEL", "API_KEYS", "WEBUI_")
+_OPS_PREFIXES = ("WATCHDOG_", "CLEANUP_", "GPU_ALERT_", "SMTP_", "GRADIO_", "MODEL", "API_KEYS", "WEBUI_", "JOB_",
+                 "JOBS_")
 _OPS_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "OUTPUT_DIR", "JOBS_DIR", "HOST", "PORT", "PID_FILE", "START_TIMEOUT",
              "STOP_TIMEOUT", "VAD_MODEL_DIR", "PUNC_MODEL_DIR"}
 
@@ -41,7 +42,7 @@ _OPS_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "OUTPUT_DIR", "JOBS_DIR", "HOST"
 def ops_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment minus ops/app settings, with a missing ENV_FILE (so a developer's .env is not read)."""
     env = {k: v for k, v in os.environ.items() if k not in _OPS_KEYS and not k.startswith(_OPS_PREFIXES)}
-    env.update(ENV_FILE=str(tmp / "no.env"), LOG_DIR=str(tmp / "logs"), PYTHONUNBUFFERED="1")
+    env.update(ENV_FILE=str(tmp / "no.env"), LOG_DIR=str(tmp / "logs"), JOBS_DIR=str(tmp / "jobs"), PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 
@@ -530,8 +531,7 @@ def test_check_gpu_names_the_torch_to_install(tmp_path: Path) -> None:
 def app_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
     """ops_env plus what the app needs: the tiny models, temp folders, loopback on a free port."""
     env = ops_env(tmp, MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad), PUNC_MODEL_DIR=str(models.punc),
-                  TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"), JOBS_DIR=str(tmp / "jobs"),
-                  DEVICE="cpu", NCPU="1", HOST="127.0.0.1", PORT=str(free_port()), START_TIMEOUT="120")
+                  TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"), DEVICE="cpu", NCPU="1", HOST="127.0.0.1", PORT=str(free_port()), START_TIMEOUT="120")
     env.update(extra)
     return env
 
