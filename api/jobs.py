@@ -70,6 +70,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "file_counts": job.counts(),
         "files": files,
         "runs": job.runs,
+        "callback": job.callback,
     }
     if job.finished and any(f.state == "done" for f in job.files):
         view["result_url"] = f"/v1/jobs/{job.id}/result"
@@ -107,15 +108,17 @@ async def create_job(request: Request) -> JSONResponse:
                 if not uploads:
                     raise bad_request("Send the audio as multipart/form-data uploads in the field 'file' (repeat "
                                       "it for several files).", param="file", code="missing_file")
+                callback_url = str(form.get("callback_url") or "").strip() or None
                 job = await run_in_threadpool(service.submit, owner, uploads, hotwords=hotwords,
-                                              response_format=response_format)
+                                              response_format=response_format, callback_url=callback_url)
         except QueueFull as exc:
             if exc.status == 429:
                 raise APIError(429, str(exc), type="rate_limit_error", code="too_many_jobs", outcome="busy",
                                headers={"Retry-After": "30"}) from None
             raise unavailable(str(exc), code="server_busy", retry_after_s=30, outcome="busy") from None
         except JobError as exc:
-            raise bad_request(str(exc), param="file", code=exc.code) from None
+            param = "callback_url" if exc.code == "callback_not_allowed" else "file"
+            raise bad_request(str(exc), param=param, code=exc.code) from None
         except ASRError as exc:
             raise from_asr_error(exc) from None
         except APIError:

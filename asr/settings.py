@@ -106,6 +106,8 @@ class Settings(BaseSettings):
                                          "(MAX_AUDIO_SECONDS is for direct requests).")
     job_retention_h: float = Field(24.0, gt=0, description="Finished jobs (uploads, results, records) are kept "
                                    "this many hours, then ops/cleanup.py removes them.")
+    job_callback_hosts: str = Field("", description="Hosts a job's callback_url may name (comma-separated, host or "
+                                    "host:port); empty: callback_url is refused.")
     job_lease_s: float = Field(60.0, ge=1, description="A running job's worker renews its claim this often x3; "
                                "a job whose claim lapses (its process died) is taken up again.")
 

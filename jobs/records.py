@@ -66,6 +66,7 @@ class Job:
     run_started_at: float | None = None  # this run's start and audio done then: the rate behind the ETA
     run_done_s: float = 0.0
     source: str = "api"  # api | ui
+    callback: str | None = None  # callback_url's outcome: "sent (200)", "failed (...)"; None before or without one
 
     # ------------------------------------------------------------------ progress
     @property

@@ -36,6 +36,7 @@ from asr.errors import ASRError, ModelNotReadyError
 from asr.progress import segment_hook
 from asr.settings import Settings
 
+from .callbacks import allowed_hosts, check_callback_url, send
 from .files import JobFiles
 from .records import ACTIVE, Job, JobFile, is_job_id, new_job_id
 from .store import JobStore, open_store
@@ -133,9 +134,14 @@ class JobService:
 
     # ------------------------------------------------------------------ submitting and reading
     def submit(self, owner: str, uploads: list[Upload], *, hotwords: str | None = None,
-               batch_size_s: int | None = None, response_format: str = "json", source: str = "api") -> Job:
+               batch_size_s: int | None = None, response_format: str = "json", source: str = "api",
+               callback_url: str | None = None) -> Job:
         """Store the files and queue the job. Raises JobError (bad request) or QueueFull (busy)."""
         s = self.settings
+        if callback_url:
+            reason = check_callback_url(callback_url, allowed_hosts(s.job_callback_hosts))
+            if reason:
+                raise JobError(reason, code="callback_not_allowed")
         if not uploads:
             raise JobError("Send at least one audio file.", code="missing_file")
         if len(uploads) > s.job_max_files:
@@ -144,7 +150,8 @@ class JobService:
         self.engine.resolve_hotwords(hotwords)  # a bad hotword list is refused now, not found out by a worker
         self.check_room(owner)
         job = Job(id=new_job_id(), owner=owner, files=[], source=source,
-                  options={"hotwords": hotwords, "batch_size_s": batch_size_s, "response_format": response_format})
+                  options={"hotwords": hotwords, "batch_size_s": batch_size_s, "response_format": response_format,
+                           "callback_url": callback_url or None})
         max_bytes = int(s.job_max_upload_mb * 2**20)
         try:
             for index, upload in enumerate(uploads):
@@ -201,9 +208,10 @@ class JobService:
                 _finish_cancelled(job)
             return True
 
-        job, _ = self.store.update(job_id, change)
-        if job is not None and job.state == "cancelled":
+        job, written = self.store.update(job_id, change)
+        if job is not None and written and job.state == "cancelled":  # cancelled while queued: it ends here
             self._forget_uploads(job)
+            self._ended(job)
         return job
 
     def delete(self, job_id: str, owner: str) -> bool:
@@ -218,6 +226,19 @@ class JobService:
     def result(self, job: Job, index: int) -> Any:
         """The Transcription of one finished file, or None."""
         return self.files.read_result(job.id, index) if job.files[index].state == "done" else None
+
+    def _ended(self, job: Job) -> None:
+        """Once per job, by whoever moved it to its final state."""
+        self._notify("finished", job)
+
+        def record(outcome: str) -> None:
+            def change(j: Job) -> bool:
+                j.callback = outcome
+                return True
+
+            self.store.update(job.id, change)
+
+        send(job, record)
 
     def add_observer(self, observer: JobObserver) -> None:
         self._observers.append(observer)
@@ -372,7 +393,7 @@ class JobService:
         finished, written = self.store.update(job_id, lambda j: j.worker == worker and _finish(j))
         if finished is not None and written:
             self._forget_uploads(finished)
-            self._notify("finished", finished)
+            self._ended(finished)
             logger.info("job %s %s: %s, %.1f s audio in %.1f s", job_id, finished.state,
                         ", ".join(f"{n} {k}" for k, n in finished.counts().items() if n), finished.done_s,
                         (finished.finished_at or 0) - (finished.started_at or 0))

@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from pydantic import SecretStr
 from app import create_app
 from asr.engine import Engine
 from asr.settings import Settings
-from jobs import Job, JobFile, JobService
+from jobs import Job, JobError, JobFile, JobService
 from jobs.service import Upload
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
@@ -215,6 +216,53 @@ def test_job_size_and_length_limits_fail_the_file_alone(engine: Engine, tmp_path
     done = svc.get(job.id, "")
     assert done.state == "done" and [f.state for f in done.files] == ["failed", "done"]
     assert "longer than the limit of 60 s" in done.files[0].error
+
+
+def test_callback_url_is_called_once_at_the_end_and_only_on_allowed_hosts(engine: Engine, tmp_path: Path) -> None:
+    import http.server
+
+    received: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    allowed = f"127.0.0.1:{hook.server_port}"
+    try:
+        svc = JobService(job_settings(engine, tmp_path, job_callback_hosts=f"example.org, {allowed}"), engine)
+        for url, reason in ((f"http://10.0.0.1:{hook.server_port}/", "not one this server calls"),
+                            ("file:///etc/passwd", "http:// or https://"),
+                            (f"http://u:p@{allowed}/", "user name")):
+            with pytest.raises(JobError, match=reason):
+                svc.submit("", [Upload(UTTERANCE.name, UTTERANCE)], callback_url=url)
+        job = svc.submit("", [Upload(UTTERANCE.name, UTTERANCE)], callback_url=f"http://{allowed}/done")
+        svc.run_job(job.id)
+        deadline = time.time() + 20
+        while not (received and svc.get(job.id, "").callback) and time.time() < deadline:
+            time.sleep(0.05)
+        assert received == [{"id": job.id, "object": "transcription.job", "status": "done", "error": None,
+                             "file_counts": {"queued": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0},
+                             "finished_at": svc.get(job.id, "").finished_at}]
+        assert svc.get(job.id, "").callback == "sent (204)"
+        cancelled = svc.submit("", [Upload(UTTERANCE.name, UTTERANCE)], callback_url=f"http://{allowed}/done")
+        svc.cancel(cancelled.id, "")
+        svc.run_job(cancelled.id)  # a queue entry left behind: the job has ended, nothing more happens
+        while len(received) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert [r["status"] for r in received] == ["done", "cancelled"]
+        closed = JobService(job_settings(engine, tmp_path / "closed"), engine)  # JOB_CALLBACK_HOSTS empty
+        with pytest.raises(JobError, match="not enabled"):
+            closed.submit("", [Upload(UTTERANCE.name, UTTERANCE)], callback_url=f"http://{allowed}/")
+    finally:
+        hook.shutdown()
 
 
 def _dead_worker() -> str:
