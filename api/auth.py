@@ -6,7 +6,6 @@ Keys are compared in constant time and never logged (neither the configured ones
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from pydantic import SecretStr
@@ -36,15 +35,6 @@ class APIKeys:
         matches = [hmac.compare_digest(sent, key) for key in self._keys]
         if not any(matches):
             raise _unauthorized("Invalid API key.", "invalid_api_key")
-
-    def owner(self, authorization: str | None) -> str:
-        """Check the header (as `check`) and name its key's owner for per-key data such as jobs: a digest of
-        the key, never the key. "" when keys are off (an open API: one shared owner)."""
-        self.check(authorization)
-        if not self._keys:
-            return ""
-        token = (authorization or "").partition(" ")[2].strip().encode()
-        return "key:" + hashlib.sha256(token).hexdigest()[:32]
 
 
 def _unauthorized(message: str, code: str) -> APIError:

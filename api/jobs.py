@@ -26,14 +26,17 @@ from asr.errors import ASRError
 from jobs import Job, JobError, JobService, QueueFull
 from jobs.records import ACTIVE, FINISHED
 from jobs.service import Upload
+from results import Owner, ResultAccess
 
 from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
 from .metrics import PREFIX, Metrics
-from .routes import MULTIPART_SLACK_BYTES, RESPONSE_FORMATS, parse_options, render, services
+from .routes import MULTIPART_SLACK_BYTES, RESPONSE_FORMATS, parse_form, render, services
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
+# Transcripts are private: no shared cache keeps them, no browser sniffs them (as api/results.py).
+PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
 FILE_FIELDS = ("file", "file[]", "files")
 
@@ -77,6 +80,18 @@ def job_view(job: Job) -> dict[str, Any]:
     return view
 
 
+def caller(request: Request) -> Owner:
+    """Who asks: an API key (with API_KEYS) or an admin key, else the browser's owner cookie (a client without
+    keys keeps the cookie it is given, e.g. `curl -c jar -b jar`). Checks the key first (401)."""
+    services(request).keys.check(request.headers.get("authorization"))
+    access: ResultAccess = request.app.state.results
+    owner = access.owner_of(request.headers)
+    if owner is None:  # only without results.ResultsMiddleware, which gives every request an owner cookie
+        raise APIError(401, "Send an API key or keep the owner cookie this service sets.", code="no_owner",
+                       outcome="unauthorized")
+    return owner
+
+
 def _not_found(job_id: str) -> APIError:
     return APIError(404, f"No job '{job_id}'.", code="job_not_found", param="job_id", outcome="not_found")
 
@@ -86,7 +101,7 @@ def _not_found(job_id: str) -> APIError:
 async def create_job(request: Request) -> JSONResponse:
     api = services(request)
     with api.metrics.track("/v1/jobs"):
-        owner = api.keys.owner(request.headers.get("authorization"))
+        owner = caller(request)
         service = job_service(request)
         s = api.settings
         limit = int(s.job_max_files * s.job_max_upload_mb * 2**20) + MULTIPART_SLACK_BYTES
@@ -102,15 +117,17 @@ async def create_job(request: Request) -> JSONResponse:
         try:
             await run_in_threadpool(service.check_room, owner)  # before receiving the files
             async with request.form(max_files=api.settings.job_max_files + 1, max_fields=50) as form:
-                response_format, hotwords = parse_options(form)
+                params = parse_form(form, require_file=False)
                 uploads = [Upload(f.filename or "", f.file) for field in FILE_FIELDS for f in form.getlist(field)
                            if isinstance(f, UploadFile)]
                 if not uploads:
                     raise bad_request("Send the audio as multipart/form-data uploads in the field 'file' (repeat "
                                       "it for several files).", param="file", code="missing_file")
                 callback_url = str(form.get("callback_url") or "").strip() or None
-                job = await run_in_threadpool(service.submit, owner, uploads, hotwords=hotwords,
-                                              response_format=response_format, callback_url=callback_url)
+                job = await run_in_threadpool(service.submit, owner, uploads, hotwords=params.hotwords,
+                                              response_format=params.response_format, callback_url=callback_url,
+                                              diarize=params.diarize, num_speakers=params.num_speakers,
+                                              granularities=sorted(params.granularities))
         except QueueFull as exc:
             if exc.status == 429:
                 raise APIError(429, str(exc), type="rate_limit_error", code="too_many_jobs", outcome="busy",
@@ -135,7 +152,7 @@ async def create_job(request: Request) -> JSONResponse:
 async def list_jobs(request: Request, limit: int = 20) -> JSONResponse:
     api = services(request)
     with api.metrics.track("/v1/jobs"):
-        owner = api.keys.owner(request.headers.get("authorization"))
+        owner = caller(request)
         jobs = await run_in_threadpool(job_service(request).list, owner, min(max(limit, 1), 100))
         return JSONResponse({"object": "list", "data": [job_view(j) for j in jobs]})
 
@@ -144,7 +161,7 @@ async def list_jobs(request: Request, limit: int = 20) -> JSONResponse:
 async def get_job(request: Request, job_id: str) -> JSONResponse:
     api = services(request)
     with api.metrics.track("/v1/jobs/{id}"):
-        owner = api.keys.owner(request.headers.get("authorization"))
+        owner = caller(request)
         job = await run_in_threadpool(job_service(request).get, job_id, owner)
         if job is None:
             raise _not_found(job_id)
@@ -156,7 +173,7 @@ async def cancel_job(request: Request, job_id: str) -> JSONResponse:
     """Cancel a queued or running job (a running file stops at its next segment); delete a finished one."""
     api = services(request)
     with api.metrics.track("/v1/jobs/{id}"):
-        owner = api.keys.owner(request.headers.get("authorization"))
+        owner = caller(request)
         service = job_service(request)
         job = await run_in_threadpool(service.get, job_id, owner)
         if job is None:
@@ -176,7 +193,7 @@ async def job_result(request: Request, job_id: str, response_format: str | None 
     """One file's result in `response_format` (the job's own by default); a zip of every file's for several."""
     api = services(request)
     with api.metrics.track("/v1/jobs/{id}/result"):
-        owner = api.keys.owner(request.headers.get("authorization"))
+        owner = caller(request)
         service = job_service(request)
         job = await run_in_threadpool(service.get, job_id, owner)
         if job is None:
@@ -199,7 +216,9 @@ async def job_result(request: Request, job_id: str, response_format: str | None 
                 reason = record.error or job.error or f"the file was {record.state}"
                 raise APIError(409, f"No result for file {index} ({record.name}): {reason}", code="no_result",
                                outcome="conflict")
-            return render(result, fmt)
+            response = render(result, fmt, frozenset(job.options.get("granularities") or []))
+            response.headers.update(PRIVATE)
+            return response
         return await run_in_threadpool(_zip, service, job, fmt)
 
 
@@ -212,11 +231,11 @@ def _zip(service: JobService, job: Job, fmt: str) -> Response:
         for index, record in enumerate(job.files):
             result = service.result(job, index)
             if result is not None:
-                archive.writestr(f"{index + 1:03d}_{_entry_stem(record.name)}.{EXTENSIONS[fmt]}",
-                                 render(result, fmt).body)
+                body = render(result, fmt, frozenset(job.options.get("granularities") or [])).body
+                archive.writestr(f"{index + 1:03d}_{_entry_stem(record.name)}.{EXTENSIONS[fmt]}", body)
         archive.writestr("job.json", json.dumps(job_view(job), ensure_ascii=False, indent=1))
     return Response(buffer.getvalue(), media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"'})
+                    headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"', **PRIVATE})
 
 
 def _entry_stem(name: str) -> str:

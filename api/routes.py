@@ -169,12 +169,6 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
                              granularities=frozenset(granularities), diarize=diarize, num_speakers=num_speakers)
 
 
-def parse_options(form: FormData) -> tuple[str, str | None]:
-    """(response_format, hotwords) from a transcription form, checked as `parse_form` checks them."""
-    params = parse_form(form, require_file=False)
-    return params.response_format, params.hotwords
-
-
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
 
 

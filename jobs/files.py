@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from asr.engine import Sentence, Transcription
+from asr.engine import Sentence, Transcription, Word
 
 from .records import is_job_id
 
@@ -69,7 +69,8 @@ class JobFiles:
             data = json.loads(self.result_path(job_id, index).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        data["sentences"] = [Sentence(**s) for s in data.get("sentences", [])]
+        data["sentences"] = [Sentence(**{**s, "words": [Word(**w) for w in s.get("words", [])]})
+                             for s in data.get("sentences", [])]
         return Transcription(**data)
 
     def remove_upload(self, job_id: str, index: int) -> None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey
@@ -46,6 +46,23 @@ logger = logging.getLogger(__name__)
 TASK_NAME = "transcription_job"
 #: Called with ("started" | "finished", job): metrics.
 JobObserver = Callable[[str, Job], None]
+
+
+class Reader(Protocol):
+    """Who asks for a job: `id` owns what they submit; `may_read(owner)` says whether they may see a job
+    (`results.Owner` is one: the owner itself, or an admin). A plain string is an owner id that reads its own."""
+
+    id: str
+
+    def may_read(self, owner_id: str) -> bool: ...
+
+
+def _may_read(reader: Reader | str, owner_id: str) -> bool:
+    return reader == owner_id if isinstance(reader, str) else reader.may_read(owner_id)
+
+
+def _id_of(reader: Reader | str) -> str:
+    return reader if isinstance(reader, str) else reader.id
 
 
 class JobError(Exception):
@@ -133,11 +150,15 @@ class JobService:
         self._observers: list[JobObserver] = []
 
     # ------------------------------------------------------------------ submitting and reading
-    def submit(self, owner: str, uploads: list[Upload], *, hotwords: str | None = None,
+    def submit(self, owner: Reader | str, uploads: list[Upload], *, hotwords: str | None = None,
                batch_size_s: int | None = None, response_format: str = "json", source: str = "api",
-               callback_url: str | None = None) -> Job:
-        """Store the files and queue the job. Raises JobError (bad request) or QueueFull (busy)."""
+               callback_url: str | None = None, diarize: bool = False, num_speakers: int | None = None,
+               granularities: list[str] | None = None) -> Job:
+        """Store the files and queue the job. Raises JobError (bad request) or QueueFull (busy).
+
+        The options are those of a direct transcription; `granularities` only shapes verbose_json results."""
         s = self.settings
+        owner = _id_of(owner)
         if callback_url:
             reason = check_callback_url(callback_url, allowed_hosts(s.job_callback_hosts))
             if reason:
@@ -148,10 +169,12 @@ class JobService:
             raise JobError(f"A job takes at most {s.job_max_files} files (JOB_MAX_FILES); this one has "
                            f"{len(uploads)}.", code="too_many_files")
         self.engine.resolve_hotwords(hotwords)  # a bad hotword list is refused now, not found out by a worker
+        self.engine.check_speakers(diarize, num_speakers)
         self.check_room(owner)
         job = Job(id=new_job_id(), owner=owner, files=[], source=source,
                   options={"hotwords": hotwords, "batch_size_s": batch_size_s, "response_format": response_format,
-                           "callback_url": callback_url or None})
+                           "callback_url": callback_url or None, "diarize": diarize, "num_speakers": num_speakers,
+                           "granularities": sorted(granularities or [])})
         max_bytes = int(s.job_max_upload_mb * 2**20)
         try:
             for index, upload in enumerate(uploads):
@@ -174,9 +197,10 @@ class JobService:
                     sum(f.size for f in job.files) / 1e6, source)
         return job
 
-    def check_room(self, owner: str) -> None:
+    def check_room(self, owner: Reader | str) -> None:
         """Raise QueueFull when the service (503) or this owner (429) has too many jobs queued or running."""
         s = self.settings
+        owner = _id_of(owner)
         if s.job_max_queued_per_key and self.store.count_active(owner) >= s.job_max_queued_per_key:
             raise QueueFull(f"You have {s.job_max_queued_per_key} jobs queued or running (JOB_MAX_QUEUED_PER_KEY); "
                             f"wait for one to finish.", 429)
@@ -185,17 +209,18 @@ class JobService:
             raise QueueFull(f"The service has {active} jobs queued or running (limit {s.job_max_queued}); try "
                             f"again later.", 503)
 
-    def get(self, job_id: str, owner: str) -> Job | None:
-        """The job, or None when it does not exist or belongs to someone else (the two look the same)."""
+    def get(self, job_id: str, reader: Reader | str) -> Job | None:
+        """The job, or None when it does not exist or `reader` may not see it (the two look the same)."""
         if not is_job_id(job_id):
             return None
         job = self.store.get(job_id)
-        return job if job is not None and job.owner == owner else None
+        return job if job is not None and _may_read(reader, job.owner) else None
 
-    def list(self, owner: str, limit: int = 50) -> list[Job]:
-        return self.store.list_owner(owner, limit)
+    def list(self, reader: Reader | str, limit: int = 50) -> list[Job]:
+        """The jobs `reader` submitted, newest first."""
+        return self.store.list_owner(_id_of(reader), limit)
 
-    def cancel(self, job_id: str, owner: str) -> Job | None:
+    def cancel(self, job_id: str, owner: Reader | str) -> Job | None:
         """Cancel a queued job now, or a running one at its next segment; a finished job is returned as it is."""
         if self.get(job_id, owner) is None:
             return None
@@ -214,7 +239,7 @@ class JobService:
             self._ended(job)
         return job
 
-    def delete(self, job_id: str, owner: str) -> bool:
+    def delete(self, job_id: str, owner: Reader | str) -> bool:
         """Remove a finished job's files and record. False when it is not (yet) finished or not the owner's."""
         job = self.get(job_id, owner)
         if job is None or not job.finished:
@@ -463,7 +488,9 @@ class JobService:
                 self._update_file(job.id, worker, index, duration_s=round(audio.duration, 3))
                 with segment_hook(self._segment_hook(job.id, worker, index, lost)):
                     result = self.engine.transcribe(audio, hotwords=options.get("hotwords"),
-                                                    batch_size_s=options.get("batch_size_s"), name=record.name)
+                                                    batch_size_s=options.get("batch_size_s"), name=record.name,
+                                                    diarize=bool(options.get("diarize")),
+                                                    num_speakers=options.get("num_speakers"))
             except _Cancelled:
                 return "finished"
             except _Interrupted:
@@ -567,4 +594,4 @@ def _display_name(name: str | None, index: int) -> str:
     return base or f"file-{index + 1}"
 
 
-__all__ = ["ACTIVE", "JobError", "JobService", "QueueFull", "Upload", "build_huey"]
+__all__ = ["ACTIVE", "JobError", "JobService", "QueueFull", "Reader", "Upload", "build_huey"]

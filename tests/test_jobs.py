@@ -373,17 +373,18 @@ def test_kill_9_mid_batch_resumes_after_restart_without_redoing_finished_files(
         sf.write(path, np.roll(audio, i * 16000), 16000, subtype="PCM_16")
         paths.append(path)
     server = start_server(tiny_models, tmp_path, JOB_LEASE_S="60")
+    http = httpx.Client(timeout=60)  # keeps the owner cookie: the job is this client's
     try:
         handles = [open(p, "rb") for p in paths]
         files = [("file", (p.name, h)) for p, h in zip(paths, handles, strict=True)]
-        response = httpx.post(server.url + "/v1/jobs", files=files, data={"response_format": "text"}, timeout=60)
+        response = http.post(server.url + "/v1/jobs", files=files, data={"response_format": "text"})
         for h in handles:
             h.close()
         assert response.status_code == 202, response.text
         job_id = response.json()["id"]
         deadline = time.time() + 120
         while time.time() < deadline:
-            job = httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=10).json()
+            job = http.get(f"{server.url}/v1/jobs/{job_id}").json()
             if job["file_counts"]["done"] >= 2:
                 break
             time.sleep(0.05)
@@ -392,8 +393,9 @@ def test_kill_9_mid_batch_resumes_after_restart_without_redoing_finished_files(
         done_before = [i for i, f in enumerate(job["files"]) if f["status"] == "done"]
         assert 2 <= len(done_before) < 6, job
         server = start_server(tiny_models, tmp_path, JOB_LEASE_S="60")  # same JOBS_DIR, new process
-        final = wait_finished(lambda i: httpx.get(f"{server.url}/v1/jobs/{i}", timeout=10).json(), job_id, 180)
+        final = wait_finished(lambda i: http.get(f"{server.url}/v1/jobs/{i}").json(), job_id, 180)
     finally:
+        http.close()
         stop_server(server)
     assert final["status"] == "done" and final["file_counts"]["done"] == 6 and final["runs"] == 2
     attempts = [f["attempts"] for f in final["files"]]

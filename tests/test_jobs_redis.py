@@ -57,11 +57,15 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+#: One client, one owner cookie, for both replicas (a cookie is per host, whatever the port).
+HTTP = httpx.Client(timeout=60)
+
+
 def post_job(url: str, paths: list[Path], **data: str) -> str:
     handles = [open(p, "rb") for p in paths]
     try:
         files = [("file", (p.name, h)) for p, h in zip(paths, handles, strict=True)]
-        response = httpx.post(url + "/v1/jobs", files=files, data=data, timeout=60)
+        response = HTTP.post(url + "/v1/jobs", files=files, data=data)
     finally:
         for h in handles:
             h.close()
@@ -74,7 +78,7 @@ def wait_all(url: str, ids: list[str], timeout: float) -> dict[str, dict]:
     while time.time() < deadline and len(final) < len(ids):
         for job_id in ids:
             if job_id not in final:
-                body = httpx.get(f"{url}/v1/jobs/{job_id}", timeout=10).json()
+                body = HTTP.get(f"{url}/v1/jobs/{job_id}").json()
                 if body["status"] in ("done", "failed", "cancelled"):
                     final[job_id] = body
         time.sleep(0.2)

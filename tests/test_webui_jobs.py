@@ -1,9 +1,10 @@
 """The jobs UI: the batch tab's files submitted as a job survive a page reload and finish; the 📋 Jobs tab
-lists only this browser's jobs, in both languages. Unit tests of the helpers, and a real browser run
+lists only this browser's jobs (its owner cookie), in both languages. Unit tests of the helpers, and a real browser run
 (headless Chromium; skipped without one) that saves docs/screenshots/jobs.png with SCREENSHOT_DIR."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
 import time
@@ -15,34 +16,33 @@ from conftest import DATA, SCREENSHOT_DIR, Server
 from asr.engine import Engine
 from jobs import JobService
 from jobs.service import Upload
-from webui.jobs import browser_owner, build_downloads, detail, ensure_token, job_rows
+from results import Owner, ResultAccess
+from webui.jobs import build_downloads, detail, job_rows
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
-
-
-def test_browser_owner_is_a_digest_and_tokens_are_random() -> None:
-    token = ensure_token("")
-    assert len(token) >= 32 and ensure_token(token) == token and ensure_token("short") != "short"
-    assert browser_owner(token).startswith("ui:") and token not in browser_owner(token)
-    assert browser_owner("") == "" and browser_owner(token) != browser_owner(ensure_token(None))
 
 
 def test_rows_detail_and_downloads_in_both_languages(engine: Engine, tmp_path: Path) -> None:
     settings = engine.settings.model_copy(update={"jobs_dir": tmp_path / "jobs", "output_dir": tmp_path / "out"})
     service = JobService(settings, engine)
-    owner = browser_owner(ensure_token(None))
+    access = ResultAccess.from_settings(settings)
+    owner, stranger = Owner.session(secrets.token_urlsafe(32)), Owner.session(secrets.token_urlsafe(32))
     job = service.submit(owner, [Upload(UTTERANCES[0].name, UTTERANCES[0]),
                                  Upload("bad.wav", DATA / "bad" / "not_audio.wav")], source="ui")
     [row] = job_rows([job], "zh")
     assert row[3] == "⏳ 排队中" and row[2] == "0/2"
     service.run_job(job.id)  # the worker's code, in this thread
+    assert service.get(job.id, stranger) is None and service.list(stranger) == []  # another browser
     job = service.get(job.id, owner)
-    assert service.get(job.id, browser_owner(ensure_token(None))) is None  # another browser
-    text, table, files = detail(service, settings, job, "en")
+    text, table, files = detail(service, access, owner, job, "en")
     assert "done" in text and "1/2" in text
     assert table["data"][0][3] and "not a readable" in table["data"][1][2]
     assert sorted(Path(f).suffix for f in files) == [".csv", ".zip"]
-    assert build_downloads(service, settings, job) == files  # written once, then reused
+    assert build_downloads(service, access, owner, job) == files  # written once, then reused
+    # The downloads are an owned result: its owner may fetch them, nobody else.
+    [result] = access.store.list(owner, kind="job")
+    assert result.info["job"] == job.id and Path(files[1]).parent == result.folder
+    assert access.store.list(stranger, kind="job") == []
     assert job_rows([job], "en")[0][3] == "✅ done"
 
 

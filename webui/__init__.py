@@ -13,7 +13,7 @@ from jobs import JobService
 
 from .batch import create_batch_tab
 from .i18n import build_i18n, t
-from .jobs import BatchJobInputs, attach_batch_jobs, browser_token_state
+from .jobs import BatchJobInputs, attach_batch_jobs
 from .live import create_live_tab
 from .single import create_single_tab
 from .sysinfo import create_sysinfo_tab
@@ -35,14 +35,13 @@ def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = N
     with gr.Blocks(title="Paraformer 语音识别") as blocks:
         gr.Markdown(t("title"))
         gr.Markdown(t("subtitle"))
-        token = browser_token_state() if jobs is not None else None
         with gr.Tabs() as tabs:
             create_single_tab(engine, settings, access)
             batch = create_batch_tab(engine, settings, access, blocks, job_button=jobs is not None)
             if jobs is not None:
-                attach_batch_jobs(jobs, settings, BatchJobInputs(batch["files"], batch["hotwords"],
-                                                                 batch["batch_size"], batch["job_button"],
-                                                                 batch["status"]), tabs, blocks, token)
+                inputs = BatchJobInputs(batch["files"], batch["hotwords"], batch["batch_size"], batch["job_button"],
+                                        batch["status"], batch["speakers"], batch["num_speakers"])
+                attach_batch_jobs(jobs, settings, access, inputs, tabs, blocks)
             if settings.enable_live_tab:
                 create_live_tab(engine, settings, access)
             create_sysinfo_tab(engine, settings, blocks)

@@ -1,16 +1,14 @@
 """📋 Jobs: the batch tab's files as a durable job, and this browser's recent jobs with progress and downloads.
 
 A job runs on the server whatever the page does: reload it, close it, come back tomorrow (within
-JOB_RETENTION_H). The browser is recognised by a random token kept in its localStorage (`gr.BrowserState`);
-the server stores only a digest of it as the job's owner, so a job is listed in the browser that submitted it
-and in no other.
+JOB_RETENTION_H). It belongs to the browser's owner (the `paraformer_owner` cookie, `results.access`), the
+same owner as its results and uploads, so it is listed in the browser that submitted it and in no other;
+its downloads are an owned result folder in OUTPUT_DIR, which only that owner can fetch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +20,14 @@ from asr.errors import ASRError
 from asr.settings import Settings
 from jobs import Job, JobError, JobService, QueueFull
 from jobs.service import Upload
+from results import Owner, Result, ResultAccess
 
 from .batch import _write_csv, _zip
-from .common import batch_size_s, safe_stem, write_result_files
+from .common import batch_size_s, request_owner, safe_stem, speaker_options, write_result_files
 from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
 
-TOKEN_KEY = "paraformer-browser-token"
 REFRESH_S = 2.0
 LIST_LIMIT = 20
 
@@ -43,15 +41,8 @@ class BatchJobInputs:
     batch_size: gr.Slider
     button: gr.Button
     status: gr.Markdown
-
-
-def browser_owner(token: str | None) -> str:
-    """The owner recorded for a browser's jobs: a digest of its token ("" never matches an API owner)."""
-    return "ui:" + hashlib.sha256((token or "").encode()).hexdigest()[:32] if token else ""
-
-
-def ensure_token(token: str | None) -> str:
-    return token if token and len(token) >= 22 else secrets.token_urlsafe(24)
+    speakers: gr.Checkbox
+    num_speakers: gr.Number
 
 
 def job_table_headers(lang: str) -> list[str]:
@@ -89,7 +80,8 @@ def job_choices(jobs: list[Job]) -> list[tuple[str, str]]:
              f"{len(job.files)}", job.id) for job in jobs]
 
 
-def detail(service: JobService, settings: Settings, job: Job, lang: str) -> tuple[str, dict, list[str] | None]:
+def detail(service: JobService, access: ResultAccess, owner: Owner, job: Job,
+           lang: str) -> tuple[str, dict, list[str] | None]:
     """(summary Markdown, per-file table, downloads once finished) for one job."""
     rows = []
     for index, f in enumerate(job.files):
@@ -104,42 +96,54 @@ def detail(service: JobService, settings: Settings, job: Job, lang: str) -> tupl
                  total=len(job.files), failed=counts["failed"], progress=_progress(job))
     if job.error:
         summary += f"  \n❌ {job.error}"
-    files = build_downloads(service, settings, job) if job.finished else None
+    files = build_downloads(service, access, owner, job) if job.finished else None
     return summary, {"headers": file_table_headers(lang), "data": rows}, files
 
 
-def build_downloads(service: JobService, settings: Settings, job: Job) -> list[str] | None:
-    """TXT/SRT/VTT per finished file, a CSV and a zip, in OUTPUT_DIR/<job id> (written once, then reused)."""
+_download_folders: dict[str, Result] = {}
+
+
+def _download_folder(access: ResultAccess, owner: Owner, job: Job) -> Result:
+    """The job's owned result folder (made once; found again after a restart by its record)."""
+    known = _download_folders.get(job.id)
+    if known is None:
+        known = next((r for r in access.store.list(owner, kind="job", limit=200) if r.info.get("job") == job.id),
+                     None)
+    if known is None:
+        known = access.store.create("job", Owner(job.owner), job=job.id, total=len(job.files))
+    _download_folders[job.id] = known
+    return known
+
+
+def build_downloads(service: JobService, access: ResultAccess, owner: Owner, job: Job) -> list[str] | None:
+    """TXT/SRT/VTT per finished file, a CSV and a zip, in an owned result folder (written once, then reused)."""
     if not any(f.state == "done" for f in job.files):
         return None
-    folder = settings.output_dir / job.id
+    result = _download_folder(access, owner, job)
+    folder = result.folder
     archive = folder / f"{job.id}.zip"
     csv_path = folder / "results.csv"
     if not archive.exists():
         records: list[dict[str, object]] = []
         for index, f in enumerate(job.files):
-            result = service.result(job, index)
-            if result is not None:
-                write_result_files(result, folder, f"{index + 1:03d}_{safe_stem(f.name)}")
+            transcription = service.result(job, index)
+            if transcription is not None:
+                write_result_files(transcription, folder, f"{index + 1:03d}_{safe_stem(f.name)}")
             records.append({"file": f.name, "duration_s": "" if f.duration_s is None else round(f.duration_s, 3),
-                            "confidence": round(result.confidence, 4) if result else "", "status": f.state,
-                            "error": f.error or "", "text": result.text if result else "",
+                            "confidence": round(transcription.confidence, 4) if transcription else "",
+                            "status": f.state, "error": f.error or "", "speakers": transcription.speakers or ""
+                            if transcription else "", "text": transcription.text if transcription else "",
                             "processing_s": f.processing_s or ""})
         _write_csv(csv_path, records)
         tmp = folder / "archive.zip.tmp"
         _zip(folder, tmp)
         tmp.replace(archive)
+        access.store.update_info(result, finished=True, ok=job.counts()["done"], failed=job.counts()["failed"])
     return [str(csv_path), str(archive)]
 
 
-def browser_token_state() -> gr.BrowserState:
-    """The browser's token in its localStorage. Create it outside any tab: a tab's contents are mounted only
-    when it is first shown, and the token must be read (and saved) on every page load."""
-    return gr.BrowserState("", storage_key=TOKEN_KEY)
-
-
-def attach_batch_jobs(service: JobService, settings: Settings, inputs: BatchJobInputs, tabs: gr.Tabs,
-                      blocks: gr.Blocks, token: gr.BrowserState) -> None:
+def attach_batch_jobs(service: JobService, settings: Settings, access: ResultAccess, inputs: BatchJobInputs,
+                      tabs: gr.Tabs, blocks: gr.Blocks) -> None:
     """The 📋 Jobs tab, and the batch tab's "run as a background job" button wired to it."""
     with gr.Tab(t("tab_jobs"), id="jobs") as tab:
         # Ticks only while this browser has a job queued or running (refresh turns it off and on).
@@ -157,57 +161,60 @@ def attach_batch_jobs(service: JobService, settings: Settings, inputs: BatchJobI
         downloads = gr.File(label=t("batch_downloads"), file_count="multiple", interactive=False,
                             elem_id="jobs-downloads")
 
-    def submit(paths: list[str] | None, hotwords: str | None, size: float | None, browser_token: str | None,
-               request: gr.Request) -> tuple[str, Any, str, Any]:
+    def submit(paths: list[str] | None, hotwords: str | None, size: float | None, speakers: bool | None,
+               num_speakers: float | None, request: gr.Request) -> tuple[Any, ...]:
         lang = lang_of(request)
         paths = [p for p in (paths or []) if p]
         if not paths:
             raise gr.Error(tr("no_files", lang), print_exception=False)
-        browser_token = ensure_token(browser_token)
+        owner = request_owner(access, request, lang)
+        if not all(access.may_use_upload(p, owner) for p in paths):  # someone else's upload paths
+            raise gr.Error(tr("no_files", lang), print_exception=False)
+        diarize, count = speaker_options(speakers, num_speakers)
         try:
-            job = service.submit(browser_owner(browser_token), [Upload(Path(p).name, Path(p)) for p in paths],
-                                 hotwords=hotwords, batch_size_s=batch_size_s(settings, size), source="ui")
+            job = service.submit(owner, [Upload(Path(p).name, Path(p)) for p in paths], hotwords=hotwords,
+                                 batch_size_s=batch_size_s(settings, size), source="ui", diarize=diarize,
+                                 num_speakers=count)
         except (JobError, QueueFull, ASRError) as exc:
             raise gr.Error(str(exc), title=tr("failed", lang), print_exception=False) from None
-        return (tr("job_submitted", lang, id=job.id[4:16]), gr.Tabs(selected="jobs"), browser_token,
-                gr.Dropdown(choices=job_choices(service.list(browser_owner(browser_token), LIST_LIMIT)),
-                            value=job.id), gr.Timer(active=True))
+        return (tr("job_submitted", lang, id=job.id[4:16]), gr.Tabs(selected="jobs"),
+                gr.Dropdown(choices=job_choices(service.list(owner, LIST_LIMIT)), value=job.id),
+                gr.Timer(active=True))
 
-    def refresh(browser_token: str | None, job_id: str | None, request: gr.Request) -> tuple[Any, ...]:
+    def refresh(job_id: str | None, request: gr.Request) -> tuple[Any, ...]:
         lang = lang_of(request)
-        owner = browser_owner(browser_token)
-        jobs = service.list(owner, LIST_LIMIT) if owner else []
+        owner = request_owner(access, request, lang)
+        jobs = service.list(owner, LIST_LIMIT)
         if not job_id and jobs:
             job_id = jobs[0].id
         table = {"headers": job_table_headers(lang), "data": job_rows(jobs, lang)}
         picked = gr.Dropdown(choices=job_choices(jobs), value=job_id)
         ticking = gr.Timer(active=any(not j.finished for j in jobs))
-        job = service.get(job_id, owner) if job_id and owner else None
+        job = service.get(job_id, owner) if job_id else None
         if job is None:
             return table, picked, tr("no_jobs", lang) if not jobs else "", None, None, ticking
-        text, rows, files = detail(service, settings, job, lang)
+        text, rows, files = detail(service, access, owner, job, lang)
         return table, picked, text, rows, files, ticking
 
-    def cancel_job(browser_token: str | None, job_id: str | None, request: gr.Request) -> str:
+    def cancel_job(job_id: str | None, request: gr.Request) -> str:
         lang = lang_of(request)
-        job = service.cancel(job_id, browser_owner(browser_token)) if job_id and browser_token else None
+        job = service.cancel(job_id, request_owner(access, request, lang)) if job_id else None
         if job is None:
             raise gr.Error(tr("no_jobs", lang), print_exception=False)
-        return tr("job_cancelling", lang) if not job.finished else tr("job_summary", lang, id=job.id,
-                                                                         state=_state(job.state, lang),
-                                                                         done=job.counts()["done"],
-                                                                         total=len(job.files),
-                                                                         failed=job.counts()["failed"],
-                                                                         progress=_progress(job))
+        if not job.finished:
+            return tr("job_cancelling", lang)
+        counts = job.counts()
+        return tr("job_summary", lang, id=job.id, state=_state(job.state, lang), done=counts["done"],
+                  total=len(job.files), failed=counts["failed"], progress=_progress(job))
 
     view = [jobs_table, chosen, summary, files_table, downloads, timer]
     hidden: dict[str, Any] = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
     # Not queued: submitting stores files and returns; listing reads records. Neither waits for the model.
-    inputs.button.click(submit, [inputs.files, inputs.hotwords, inputs.batch_size, token],
-                        [inputs.status, tabs, token, chosen, timer], queue=False, api_visibility="private"
-                        ).then(refresh, [token, chosen], view, **hidden)
-    blocks.load(ensure_token, [token], [token], **hidden).then(refresh, [token, chosen], view, **hidden)
-    timer.tick(refresh, [token, chosen], view, **hidden)
-    tab.select(refresh, [token, chosen], view, **hidden)
-    chosen.input(refresh, [token, chosen], view, **hidden)
-    cancel.click(cancel_job, [token, chosen], [summary], queue=False, api_visibility="private")
+    inputs.button.click(submit, [inputs.files, inputs.hotwords, inputs.batch_size, inputs.speakers,
+                                 inputs.num_speakers], [inputs.status, tabs, chosen, timer], queue=False,
+                        api_visibility="private").then(refresh, [chosen], view, **hidden)
+    blocks.load(refresh, [chosen], view, **hidden)
+    timer.tick(refresh, [chosen], view, **hidden)
+    tab.select(refresh, [chosen], view, **hidden)
+    chosen.input(refresh, [chosen], view, **hidden)
+    cancel.click(cancel_job, [chosen], [summary], queue=False, api_visibility="private")
