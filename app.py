@@ -1,4 +1,5 @@
-"""Paraformer WebUI: one process serving the Gradio UI at `/` and `GET /health`.
+"""Paraformer WebUI: one process serving the Gradio UI at `/`, `GET /health`, the API under `/v1` and FunASR's
+WebSocket protocol at `ws://HOST:PORT/`.
 
     python app.py [--host 0.0.0.0] [--port 7860] [--queue-max-size 20]
 
@@ -48,7 +49,8 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, Any]]:
+def health_payload(engine: Engine, started_at: float, streams: dict[str, int] | None = None
+                   ) -> tuple[int, dict[str, Any]]:
     """/health body and status code: 200 when the model is ready, 503 while loading or after a failure."""
     status = {"ready": "ok", "loading": "loading", "not_loaded": "loading", "error": "error"}[engine.state]
     spec = engine.spec
@@ -68,6 +70,8 @@ def health_payload(engine: Engine, started_at: float) -> tuple[int, dict[str, An
         "batching": engine.batching_info(),
         "requests": {"served": engine.requests_served, "failed": engine.requests_failed},
     }
+    if streams is not None:
+        body["streams"] = streams
     if engine.state == "error":
         body["detail"] = engine.load_error
     return (200 if status == "ok" else 503), body
@@ -94,7 +98,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        code, body = health_payload(engine, started_at)
+        api = getattr(app.state, "api", None)
+        code, body = health_payload(engine, started_at, api.streams.info() if api else None)
         return JSONResponse(body, status_code=code)
 
     blocks = build_ui(engine, settings, access)
@@ -148,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     logger.info("starting Paraformer WebUI %s on %s:%s", __version__, settings.host, settings.port)
     app = create_app(settings, get_engine(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10)
+    # uvicorn's own WebSocket message limit sits above STREAM_MAX_FRAME_KB, so the stream's clear error wins.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10,
+                ws_max_size=max(16 * 2**20, settings.stream_max_frame_kb * 1024 * 2))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from asr.subtitles import to_srt, to_txt, to_vtt
 
 from .admission import Admission
 from .auth import APIKeys
+from .funasr_ws import StreamRegistry
 from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
 from .metrics import Metrics
 
@@ -47,6 +48,7 @@ class APIServices:
     admission: Admission
     metrics: Metrics
     keys: APIKeys
+    streams: StreamRegistry
 
 
 @dataclass

@@ -1,0 +1,293 @@
+"""Real-time recognition of one audio stream: FunASR's online and 2pass modes, without any protocol.
+
+- **online**: the streaming Paraformer (paraformer-zh-streaming) decodes each 600 ms chunk with its
+  encoder and decoder caches, so a chunk costs the same at minute 10 as at second 1. Its text per
+  chunk is an increment: the partial text of the utterance is the concatenation.
+- **2pass**: the same partials, plus a streaming FSMN-VAD that cuts sentences; each closed segment
+  goes through `Engine.transcribe` (SeACo with hotwords, punctuation, sentence times, confidence), so
+  its final text is what a file upload of that segment gives. The streaming model's cache is reset at
+  every segment end, as FunASR's runtime does.
+
+One `StreamSession` serves one stream, utterance after utterance (`finish()` ends one). Sessions are
+not thread-safe (one stream's chunks arrive in order); the models they share are: the streaming
+Paraformer and the VAD take one call at a time, the engine owns its own lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .audio import SAMPLE_RATE
+from .engine import Engine, Transcription, resolve_device
+from .errors import InputError, ModelLoadError
+from .live import StreamingVad, get_streaming_vad
+
+logger = logging.getLogger(__name__)
+
+StreamMode = Literal["online", "2pass"]
+#: Samples per streaming-model frame unit: chunk_size[1] = 10 means 10 x 60 ms = 600 ms.
+SAMPLES_PER_CHUNK_UNIT = 960
+
+
+class OnlineModel:
+    """The streaming Paraformer, loaded once per process. Calls are serialised: FunASR's
+    `AutoModel.generate` merges each call's options into the model's shared kwargs."""
+
+    def __init__(self, source: str, device: str = "cpu", ncpu: int = 0):
+        from funasr import AutoModel
+
+        self.source = source
+        started = time.perf_counter()
+        try:
+            self._model = AutoModel(model=source, device=device, disable_update=True, disable_pbar=True,
+                                    disable_log=True, ncpu=ncpu or os.cpu_count() or 1)
+        except Exception as exc:
+            raise ModelLoadError(f"could not load the streaming model from {source}: set ONLINE_MODEL_DIR to a "
+                                 f"local paraformer-zh-streaming folder ({type(exc).__name__}: "
+                                 f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
+        kind = type(self._model.model).__name__
+        if kind != "ParaformerStreaming":
+            raise ModelLoadError(f"'{source}' is a {kind}, not a streaming Paraformer (ONLINE_MODEL_DIR)")
+        self._lock = threading.Lock()
+        self.load_seconds = time.perf_counter() - started
+        logger.info("streaming model loaded in %.1f s from %s", self.load_seconds, source)
+
+    def step(self, samples: np.ndarray, cache: dict[str, Any], *, is_final: bool, chunk_size: tuple[int, int, int],
+             encoder_look_back: int, decoder_look_back: int) -> str:
+        """Decode the next samples of a stream (its state lives in `cache`); returns the new text."""
+        with self._lock:
+            results = self._model.generate(input=samples, cache=cache, is_final=is_final, chunk_size=list(chunk_size),
+                                           encoder_chunk_look_back=encoder_look_back,
+                                           decoder_chunk_look_back=decoder_look_back, disable_pbar=True)
+        return str(results[0].get("text", "")) if results else ""
+
+
+_online_models: dict[tuple[str, str], OnlineModel] = {}
+_online_lock = threading.Lock()
+
+
+def online_model_source(engine: Engine) -> str:
+    """ONLINE_MODEL_DIR when set (checked to be a model folder), else the ModelScope id ONLINE_MODEL."""
+    s = engine.settings
+    if s.online_model_dir is None:
+        return s.online_model
+    if not ((s.online_model_dir / "config.yaml").exists() and (s.online_model_dir / "model.pt").exists()):
+        raise ModelLoadError(f"ONLINE_MODEL_DIR={s.online_model_dir} is not a FunASR model folder (config.yaml "
+                             f"and model.pt are needed)")
+    return str(s.online_model_dir)
+
+
+def get_online_model(engine: Engine) -> OnlineModel:
+    """The process's streaming Paraformer, loaded on the first online or 2pass stream."""
+    source = online_model_source(engine)
+    device = engine.spec.device if engine.spec else resolve_device(engine.settings.device)
+    key = (source, device)
+    with _online_lock:
+        if key not in _online_models:
+            _online_models[key] = OnlineModel(source, device, engine.settings.ncpu)
+        return _online_models[key]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How one utterance is recognised (FunASR's first message, parsed)."""
+
+    mode: StreamMode = "2pass"
+    #: Streaming model look-ahead configuration in 60 ms units: (history, chunk, look-ahead).
+    chunk_size: tuple[int, int, int] = (5, 10, 5)
+    encoder_look_back: int = 4
+    decoder_look_back: int = 1
+    #: Hotwords for the final (engine) pass: None = the engine's default list.
+    hotwords: str | list[str] | None = None
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.chunk_size[1] * SAMPLES_PER_CHUNK_UNIT
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """One answer: an online `partial` (new text since the last partial) or a `final` segment.
+
+    `start`/`end` are seconds from the start of the utterance: the audio a partial covers, or the
+    segment. `is_last` marks the result that ends the utterance (after `finish()`).
+    """
+
+    kind: Literal["partial", "final"]
+    text: str
+    start: float
+    end: float
+    transcription: Transcription | None = None
+    is_last: bool = False
+
+
+@dataclass
+class StreamStats:
+    chunks: int = 0
+    partial_steps: int = 0
+    segments_closed: int = 0
+    audio_seconds: float = 0.0
+    #: Most samples held in memory at once (the open segment plus a short look-back).
+    max_buffered: int = 0
+
+
+@dataclass
+class _Utterance:
+    """Per-utterance state, dropped whole by `finish()`."""
+
+    online_cache: dict[str, Any] = field(default_factory=dict)
+    vad_cache: dict[str, Any] = field(default_factory=dict)
+    pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    pending_start: int = 0  # sample index of pending[0] since the utterance began
+    online_dirty: bool = False  # the streaming model has audio it has not finalised
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    buffer_start: int = 0
+    open_start: int | None = None  # sample index where the open VAD segment began
+    received: int = 0
+
+
+#: Audio kept before the current position while nobody speaks: the VAD reports a start up to a few
+#: hundred ms after it happened.
+LOOKBACK_S = 2.0
+
+
+class StreamSession:
+    """One stream. `feed()` 16 kHz float32 mono samples as they arrive, `finish()` at the end of an
+    utterance (the session then starts the next one), `close()` when the stream goes away."""
+
+    def __init__(self, engine: Engine, config: StreamConfig, *, online: OnlineModel | None = None,
+                 vad: StreamingVad | None = None):
+        self.engine = engine
+        self.config = config
+        self.online = online or get_online_model(engine)
+        self.vad = (vad or get_streaming_vad(engine)) if config.mode == "2pass" else None
+        self.stats = StreamStats()
+        self._u = _Utterance()
+
+    def reconfigure(self, config: StreamConfig) -> None:
+        """Settings for the next utterance (only between utterances: the caches depend on them)."""
+        if config.mode == "2pass" and self.vad is None:
+            self.vad = get_streaming_vad(self.engine)
+        self.config = config
+
+    @property
+    def utterance_seconds(self) -> float:
+        return self._u.received / SAMPLE_RATE
+
+    def feed(self, samples: np.ndarray) -> list[StreamResult]:
+        u = self._u
+        chunk = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not chunk.size:
+            return []
+        self.stats.chunks += 1
+        self.stats.audio_seconds += chunk.size / SAMPLE_RATE
+        u.received += chunk.size
+        u.pending = np.concatenate([u.pending, chunk])
+        results = self._online_steps()
+        if self.vad is not None:
+            u.buffer = np.concatenate([u.buffer, chunk])
+            for start_ms, end_ms in self.vad.step(chunk, u.vad_cache):
+                results += self._on_vad_event(start_ms, end_ms)
+            self._trim()
+        self.stats.max_buffered = max(self.stats.max_buffered, u.buffer.size + u.pending.size)
+        return results
+
+    def finish(self) -> list[StreamResult]:
+        """End the utterance: flush the streaming model, close the open segment. The last result has
+        `is_last` set (an empty one when there is nothing left to say)."""
+        u = self._u
+        results: list[StreamResult] = []
+        end = u.received / SAMPLE_RATE
+        if self.config.mode == "online":
+            text = self._online_final()
+            results.append(StreamResult("partial", text, u.pending_start / SAMPLE_RATE, end, is_last=True))
+        else:
+            self._online_final()  # the final pass gives this text; the streaming model only resets
+            if u.open_start is not None:
+                results += self._close_segment(u.open_start, u.received)
+        if self.config.mode == "2pass":
+            if results and results[-1].kind == "final":
+                last = results[-1]
+                results[-1] = StreamResult(last.kind, last.text, last.start, last.end, last.transcription, True)
+            else:
+                results.append(StreamResult("final", "", end, end, is_last=True))
+        self._u = _Utterance()
+        return results
+
+    def close(self) -> None:
+        """Drop everything the stream holds (also fine mid-utterance: nothing is transcribed)."""
+        self._u = _Utterance()
+
+    # ------------------------------------------------------------------ online pass
+    def _online_steps(self) -> list[StreamResult]:
+        u, stride = self._u, self.config.chunk_samples
+        results = []
+        while u.pending.size >= stride:
+            piece, u.pending = u.pending[:stride], u.pending[stride:]
+            text = self._step(piece, is_final=False)
+            start = u.pending_start / SAMPLE_RATE
+            u.pending_start += stride
+            if text:
+                results.append(StreamResult("partial", text, start, u.pending_start / SAMPLE_RATE))
+        return results
+
+    def _online_final(self) -> str:
+        """Run the streaming model's last step on what is pending, then reset its cache."""
+        u = self._u
+        text = ""
+        if u.online_dirty or u.pending.size:
+            text = self._step(u.pending, is_final=True)
+        u.pending_start += u.pending.size
+        u.pending = np.zeros(0, dtype=np.float32)
+        u.online_cache = {}
+        u.online_dirty = False
+        return text
+
+    def _step(self, samples: np.ndarray, *, is_final: bool) -> str:
+        c = self.config
+        self.stats.partial_steps += 1
+        self._u.online_dirty = not is_final
+        return self.online.step(samples, self._u.online_cache, is_final=is_final, chunk_size=c.chunk_size,
+                                encoder_look_back=c.encoder_look_back, decoder_look_back=c.decoder_look_back)
+
+    # ------------------------------------------------------------------ final pass (2pass)
+    def _on_vad_event(self, start_ms: int, end_ms: int) -> list[StreamResult]:
+        u = self._u
+        if start_ms >= 0:
+            u.open_start = start_ms * SAMPLE_RATE // 1000
+        if end_ms < 0 or u.open_start is None:
+            return []
+        # The segment ended: the streaming model starts afresh for the next sentence, as in FunASR's runtime.
+        self._online_final()
+        start, u.open_start = u.open_start, None
+        return self._close_segment(start, end_ms * SAMPLE_RATE // 1000)
+
+    def _close_segment(self, start: int, end: int) -> list[StreamResult]:
+        u = self._u
+        begin = max(start - u.buffer_start, 0)
+        segment = u.buffer[begin:max(end - u.buffer_start, begin)]
+        self.stats.segments_closed += 1
+        try:
+            result = self.engine.transcribe(segment, sample_rate=SAMPLE_RATE, hotwords=self.config.hotwords,
+                                            name="stream")
+        except InputError as exc:  # a blip shorter than the minimum length: nothing to say
+            logger.debug("stream segment skipped: %s", exc)
+            return []
+        return [StreamResult("final", result.text, start / SAMPLE_RATE, end / SAMPLE_RATE, result)]
+
+    def _trim(self) -> None:
+        # Keep only what a later segment can still need: the open segment, else a short look-back.
+        u = self._u
+        total = u.buffer_start + u.buffer.size
+        keep_from = u.open_start if u.open_start is not None else total - int(LOOKBACK_S * SAMPLE_RATE)
+        drop = min(max(keep_from - u.buffer_start, 0), u.buffer.size)
+        if drop:
+            u.buffer = u.buffer[drop:]
+            u.buffer_start += drop
