@@ -46,8 +46,10 @@ class OnlineModel:
         self.source = source
         started = time.perf_counter()
         try:
+            # dither 0: WavFrontendOnline adds training noise to the features unless the config says otherwise.
             self._model = AutoModel(model=source, device=device, disable_update=True, disable_pbar=True,
-                                    disable_log=True, ncpu=ncpu or os.cpu_count() or 1)
+                                    disable_log=True, ncpu=ncpu or os.cpu_count() or 1,
+                                    frontend_conf={"dither": 0.0})
         except Exception as exc:
             raise ModelLoadError(f"could not load the streaming model from {source}: set ONLINE_MODEL_DIR to a "
                                  f"local paraformer-zh-streaming folder ({type(exc).__name__}: "

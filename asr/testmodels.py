@@ -214,6 +214,7 @@ _ONLINE_FULL: dict[str, Any] = {
     "predictor": "CifPredictorV2",
     "predictor_conf": {"idim": 512, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45},
     "frontend": "WavFrontendOnline",
+    # dither 0 as in the published model's config: the class defaults to 1.0 (training noise).
     "frontend_conf": {
         "fs": 16000,
         "window": "hamming",
@@ -222,6 +223,7 @@ _ONLINE_FULL: dict[str, Any] = {
         "frame_shift": 10,
         "lfr_m": LFR_M,
         "lfr_n": 6,
+        "dither": 0.0,
     },
     "tokenizer": "CharTokenizer",
     "tokenizer_conf": {"unk_symbol": "<unk>", "split_with_space": True},
