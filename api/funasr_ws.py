@@ -28,7 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from asr.audio import SAMPLE_RATE
 from asr.engine import Transcription
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
-from asr.live import to_mono_16k
+from asr.streaming import to_mono_16k
 from asr.streaming import StreamConfig, StreamResult, StreamSession
 
 from .errors import APIError

@@ -1,4 +1,5 @@
-"""Real-time recognition of one audio stream: FunASR's online and 2pass modes, without any protocol.
+"""Real-time recognition of one audio stream: FunASR's online and 2pass modes, and the web UI's live tab,
+without any protocol or UI.
 
 - **online**: the streaming Paraformer (paraformer-zh-streaming) decodes each 600 ms chunk with its
   encoder and decoder caches, so a chunk costs the same at minute 10 as at second 1. Its text per
@@ -7,6 +8,9 @@
   goes through `Engine.transcribe` (SeACo with hotwords, punctuation, sentence times, confidence), so
   its final text is what a file upload of that segment gives. The streaming model's cache is reset at
   every segment end, as FunASR's runtime does.
+- **2pass with re-decoded drafts** (the web UI's live tab, `partials="redecode"`): instead of the
+  streaming model, the open segment is decoded again by the engine on each feed for a tentative text
+  (not counted as a request); no second model is needed.
 
 One `StreamSession` serves one stream, utterance after utterance (`finish()` ends one). Sessions are
 not thread-safe (one stream's chunks arrive in order); the models they share are: the streaming
@@ -27,9 +31,74 @@ import numpy as np
 from .audio import SAMPLE_RATE
 from .engine import Engine, Transcription, resolve_device
 from .errors import InputError, ModelLoadError
-from .live import StreamingVad, get_streaming_vad
 
 logger = logging.getLogger(__name__)
+
+#: VAD step in milliseconds: FunASR's streaming VAD examples use 200 ms chunks.
+VAD_CHUNK_MS = 200
+
+
+class StreamingVad:
+    """FunASR's streaming FSMN-VAD. One instance serves every session (each has its own cache).
+
+    The model object keeps a little per-call state (`vad_opts.nn_eval_block_size`), so calls are
+    serialised; a step on 200-500 ms of audio takes a few milliseconds.
+    """
+
+    def __init__(self, model: str, device: str = "cpu", max_segment_s: float = 15.0, ncpu: int = 0):
+        from funasr import AutoModel
+
+        # AutoModel sets torch's thread count (4 unless told): keep the engine's setting.
+        self._model = AutoModel(model=model, device=device, disable_update=True, disable_pbar=True,
+                                disable_log=True, ncpu=ncpu or os.cpu_count() or 1)
+        # Cut long monologues so the open segment, re-decoded on every chunk, stays short.
+        self._model.model.vad_opts.max_single_segment_time = int(max_segment_s * 1000)
+        self._lock = threading.Lock()
+        self.max_segment_s = max_segment_s
+
+    def step(self, samples: np.ndarray, cache: dict[str, Any], *, is_final: bool = False) -> list[list[int]]:
+        """Feed 16 kHz samples; returns FunASR's streaming events in ms from the stream start:
+        `[start, -1]` speech began, `[-1, end]` it ended, `[start, end]` a whole segment."""
+        with self._lock:
+            results = self._model.generate(input=samples, cache=cache, is_final=is_final, chunk_size=VAD_CHUNK_MS,
+                                           disable_pbar=True)
+        return [list(map(int, seg)) for seg in (results[0].get("value") or [])] if results else []
+
+
+_vads: dict[tuple[str, str], StreamingVad] = {}
+_vads_lock = threading.Lock()
+
+
+def get_streaming_vad(engine: Engine, max_segment_s: float = 15.0) -> StreamingVad:
+    """The process's streaming VAD for the engine's VAD model, loaded on first use."""
+    spec = engine.spec or engine.resolve_spec()
+    model = spec.vad or engine.settings.vad_model
+    key = (model, spec.device)
+    with _vads_lock:
+        if key not in _vads:
+            logger.info("loading the streaming VAD from %s", model)
+            _vads[key] = StreamingVad(model, spec.device, max_segment_s, engine.settings.ncpu)
+        return _vads[key]
+
+
+def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Float32 mono at 16 kHz from a browser chunk (int16 or float, mono or (frames, channels)).
+
+    Linear interpolation per chunk: crude next to ffmpeg, but free of a process per chunk, and
+    the model's 80-band filterbank does not see the difference for speech.
+    """
+    data = np.asarray(samples)
+    if np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.float32) / (float(np.iinfo(data.dtype).max) + 1.0)
+    data = data.astype(np.float32, copy=False)
+    if data.ndim == 2:
+        data = data.mean(axis=1, dtype=np.float32)
+    if sample_rate != SAMPLE_RATE and data.size:
+        count = int(round(data.size * SAMPLE_RATE / sample_rate))
+        positions = np.arange(count, dtype=np.float64) * (sample_rate / SAMPLE_RATE)
+        data = np.interp(positions, np.arange(data.size), data).astype(np.float32)
+    return data
+
 
 StreamMode = Literal["online", "2pass"]
 #: Samples per streaming-model frame unit: chunk_size[1] = 10 means 10 x 60 ms = 600 ms.
@@ -108,6 +177,11 @@ class StreamConfig:
     decoder_look_back: int = 1
     #: Hotwords for the final (engine) pass: None = the engine's default list.
     hotwords: str | list[str] | None = None
+    #: Where 2pass partials come from: the streaming model ("online"), or the engine re-decoding the open
+    #: segment on each feed ("redecode": a `draft` with the segment's whole tentative text).
+    partials: Literal["online", "redecode"] = "online"
+    #: redecode: the open segment is decoded once it is this long.
+    min_partial_s: float = 0.3
 
     @property
     def chunk_samples(self) -> int:
@@ -116,13 +190,14 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class StreamResult:
-    """One answer: an online `partial` (new text since the last partial) or a `final` segment.
+    """One answer: an online `partial` (new text since the last partial), a `draft` (the open segment's
+    whole tentative text, redecode only) or a `final` segment.
 
     `start`/`end` are seconds from the start of the utterance: the audio a partial covers, or the
     segment. `is_last` marks the result that ends the utterance (after `finish()`).
     """
 
-    kind: Literal["partial", "final"]
+    kind: Literal["partial", "draft", "final"]
     text: str
     start: float
     end: float
@@ -138,6 +213,9 @@ class StreamStats:
     audio_seconds: float = 0.0
     #: Most samples held in memory at once (the open segment plus a short look-back).
     max_buffered: int = 0
+    #: Seconds of audio the last feed sent to the engine (closed segments and the draft), and the most.
+    last_decoded_s: float = 0.0
+    max_decoded_s: float = 0.0
 
 
 @dataclass
@@ -155,8 +233,8 @@ class _Utterance:
     received: int = 0
 
 
-#: Audio kept before the current position while nobody speaks: the VAD reports a start up to a few
-#: hundred ms after it happened.
+#: Audio kept before the current position while nobody speaks, so a segment start the VAD reports
+#: late (it looks back up to a few hundred ms) is still in the buffer.
 LOOKBACK_S = 2.0
 
 
@@ -168,20 +246,30 @@ class StreamSession:
                  vad: StreamingVad | None = None):
         self.engine = engine
         self.config = config
-        self.online = online or get_online_model(engine)
-        self.vad = (vad or get_streaming_vad(engine)) if config.mode == "2pass" else None
+        self.online = online
+        self.vad = vad
         self.stats = StreamStats()
         self._u = _Utterance()
+        self._decoded = 0
+        self.reconfigure(config)
 
     def reconfigure(self, config: StreamConfig) -> None:
-        """Settings for the next utterance (only between utterances: the caches depend on them)."""
-        if config.mode == "2pass" and self.vad is None:
-            self.vad = get_streaming_vad(self.engine)
+        """Settings for the next utterance (only between utterances: the caches depend on them). Loads
+        the streaming model and the VAD on first need."""
+        if config.mode == "online" or config.partials == "online":
+            self.online = self.online or get_online_model(self.engine)
+        if config.mode == "2pass":
+            self.vad = self.vad or get_streaming_vad(self.engine)
         self.config = config
 
     @property
     def utterance_seconds(self) -> float:
         return self._u.received / SAMPLE_RATE
+
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of audio held now (the open segment, a short look-back, a partial chunk)."""
+        return (self._u.buffer.size + self._u.pending.size) / SAMPLE_RATE
 
     def feed(self, samples: np.ndarray) -> list[StreamResult]:
         u = self._u
@@ -190,15 +278,21 @@ class StreamSession:
             return []
         self.stats.chunks += 1
         self.stats.audio_seconds += chunk.size / SAMPLE_RATE
+        self._decoded = 0
         u.received += chunk.size
-        u.pending = np.concatenate([u.pending, chunk])
-        results = self._online_steps()
-        if self.vad is not None:
+        results = []
+        if self._streaming_partials:
+            u.pending = np.concatenate([u.pending, chunk])
+            results += self._online_steps()
+        if self.config.mode == "2pass":
             u.buffer = np.concatenate([u.buffer, chunk])
             for start_ms, end_ms in self.vad.step(chunk, u.vad_cache):
                 results += self._on_vad_event(start_ms, end_ms)
+            if self.config.partials == "redecode":
+                results += self._draft()
             self._trim()
         self.stats.max_buffered = max(self.stats.max_buffered, u.buffer.size + u.pending.size)
+        self._record_decoded()
         return results
 
     def finish(self) -> list[StreamResult]:
@@ -207,11 +301,13 @@ class StreamSession:
         u = self._u
         results: list[StreamResult] = []
         end = u.received / SAMPLE_RATE
+        self._decoded = 0
         if self.config.mode == "online":
             text = self._online_final()
             results.append(StreamResult("partial", text, u.pending_start / SAMPLE_RATE, end, is_last=True))
         else:
-            self._online_final()  # the final pass gives this text; the streaming model only resets
+            if self._streaming_partials:
+                self._online_final()  # the final pass gives this text; the streaming model only resets
             if u.open_start is not None:
                 results += self._close_segment(u.open_start, u.received)
         if self.config.mode == "2pass":
@@ -220,12 +316,21 @@ class StreamSession:
                 results[-1] = StreamResult(last.kind, last.text, last.start, last.end, last.transcription, True)
             else:
                 results.append(StreamResult("final", "", end, end, is_last=True))
+        self._record_decoded()
         self._u = _Utterance()
         return results
 
     def close(self) -> None:
         """Drop everything the stream holds (also fine mid-utterance: nothing is transcribed)."""
         self._u = _Utterance()
+
+    @property
+    def _streaming_partials(self) -> bool:
+        return self.config.mode == "online" or self.config.partials == "online"
+
+    def _record_decoded(self) -> None:
+        self.stats.last_decoded_s = self._decoded / SAMPLE_RATE
+        self.stats.max_decoded_s = max(self.stats.max_decoded_s, self.stats.last_decoded_s)
 
     # ------------------------------------------------------------------ online pass
     def _online_steps(self) -> list[StreamResult]:
@@ -267,7 +372,8 @@ class StreamSession:
         if end_ms < 0 or u.open_start is None:
             return []
         # The segment ended: the streaming model starts afresh for the next sentence, as in FunASR's runtime.
-        self._online_final()
+        if self._streaming_partials:
+            self._online_final()
         start, u.open_start = u.open_start, None
         return self._close_segment(start, end_ms * SAMPLE_RATE // 1000)
 
@@ -276,13 +382,32 @@ class StreamSession:
         begin = max(start - u.buffer_start, 0)
         segment = u.buffer[begin:max(end - u.buffer_start, begin)]
         self.stats.segments_closed += 1
-        try:
-            result = self.engine.transcribe(segment, sample_rate=SAMPLE_RATE, hotwords=self.config.hotwords,
-                                            name="stream")
-        except InputError as exc:  # a blip shorter than the minimum length: nothing to say
-            logger.debug("stream segment skipped: %s", exc)
+        result = self._transcribe(segment)
+        if result is None:
             return []
         return [StreamResult("final", result.text, start / SAMPLE_RATE, end / SAMPLE_RATE, result)]
+
+    def _draft(self) -> list[StreamResult]:
+        u = self._u
+        if u.open_start is None:
+            return []
+        tail = u.buffer[max(u.open_start - u.buffer_start, 0):]
+        if tail.size < self.config.min_partial_s * SAMPLE_RATE:
+            return []
+        # A draft of a segment that will be transcribed again when it closes: not a request of its own.
+        result = self._transcribe(tail, record=False)
+        if result is None:
+            return []
+        return [StreamResult("draft", result.text, u.open_start / SAMPLE_RATE, u.received / SAMPLE_RATE, result)]
+
+    def _transcribe(self, samples: np.ndarray, *, record: bool = True) -> Transcription | None:
+        self._decoded += samples.size
+        try:
+            return self.engine.transcribe(samples, sample_rate=SAMPLE_RATE, hotwords=self.config.hotwords,
+                                          name="stream", record=record)
+        except InputError as exc:  # a blip shorter than the minimum length: nothing to say
+            logger.debug("stream segment skipped: %s", exc)
+            return None
 
     def _trim(self) -> None:
         # Keep only what a later segment can still need: the open segment, else a short look-back.
