@@ -242,14 +242,18 @@ def final_answer(mode: str, wav_name: str, result: Transcription | None, *, is_f
 
 
 def stream_answer(utterance: Utterance, result: StreamResult) -> dict[str, Any]:
+    """An online or 2pass answer. `end_ms` (ours, not FunASR's) says up to where in the utterance's audio the
+    answer goes, so a client can line answers up with what it sent (the streaming benchmark does)."""
     if result.kind == "partial":
         answer = {"mode": "online" if utterance.mode == "online" else "2pass-online",
                   "wav_name": utterance.wav_name, "text": result.text, "is_final": result.is_last}
         if result.is_last:
             answer["is_end"] = True
-        return answer
-    return final_answer("2pass-offline", utterance.wav_name, result.transcription, is_final=result.is_last,
-                        offset_s=0.0)
+    else:
+        answer = final_answer("2pass-offline", utterance.wav_name, result.transcription, is_final=result.is_last,
+                              offset_s=result.start)  # the engine's sentence times count from the segment
+    answer["end_ms"] = round(result.end * 1000)
+    return answer
 
 
 def error_answer(error: StreamError, wav_name: str | None) -> dict[str, Any]:

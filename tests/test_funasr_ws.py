@@ -128,7 +128,9 @@ def test_several_utterances_and_modes_on_one_connection(client: TestClient, engi
     # The 2pass final text is the engine's on the segment the VAD cut (same hotwords).
     segment = [s for s in finals if s["text"]][0]
     begin, end = segment["stamp_sents"][0]["start"], segment["stamp_sents"][-1]["end"]
-    assert begin >= 0 and end <= len(audio) / 2 / rate * 1000 + 1
+    assert 0 <= begin < end <= segment["end_ms"] <= len(audio) / 2 / rate * 1000 + 1
+    partial_ends = [a["end_ms"] for a in two_pass if a["mode"] == "2pass-online"]
+    assert partial_ends == sorted(partial_ends) and all(e % 600 == 0 for e in partial_ends)
     assert [(a["mode"], a["text"]) for a in again] == [(a["mode"], a["text"]) for a in two_pass]
     assert offline[-1]["text"] == engine.transcribe(SHORT, hotwords=["达摩院"]).text  # hotwords carried over
 
