@@ -124,7 +124,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
             try:
                 engine.load()
             except Exception:  # the state and message are on the engine; /health reports them
-                pass
+                return
+            if settings.max_streams:
+                from asr.streaming import preload
+
+                preload(engine)
 
         threading.Thread(target=load_engine, name="model-loader", daemon=True).start()
     return app
@@ -154,8 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("starting Paraformer WebUI %s on %s:%s", __version__, settings.host, settings.port)
     app = create_app(settings, get_engine(settings))
     # uvicorn's own WebSocket message limit sits above STREAM_MAX_FRAME_KB, so the stream's clear error wins.
+    # No keepalive pings of uvicorn's own (FunASR's servers send none either): while a stream's audio waits for
+    # the model, uvicorn stops reading the socket, so the client's pong would sit unread behind the audio and the
+    # ping would time out a stream that is merely busy. A vanished client is caught by STREAM_IDLE_TIMEOUT_S.
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10,
-                ws_max_size=max(16 * 2**20, settings.stream_max_frame_kb * 1024 * 2))
+                ws_max_size=max(16 * 2**20, settings.stream_max_frame_kb * 1024 * 2), ws_ping_interval=None)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from asr.audio import SAMPLE_RATE
 from asr.engine import Transcription
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
 from asr.streaming import to_mono_16k
-from asr.streaming import StreamConfig, StreamResult, StreamSession
+from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state
 
 from .errors import APIError
 
@@ -75,8 +75,9 @@ class StreamRegistry:
     def leave(self) -> None:
         self.open = max(0, self.open - 1)
 
-    def info(self) -> dict[str, int]:
-        return {"open": self.open, "max": self.max_streams, "opened_total": self.opened_total}
+    def info(self) -> dict[str, Any]:
+        return {"open": self.open, "max": self.max_streams, "opened_total": self.opened_total,
+                "online_model": online_model_state()}
 
 
 @dataclass
@@ -337,6 +338,15 @@ def _check_key(api: Any, websocket: WebSocket) -> None:
                           exc.code or "unauthorized", CLOSE_POLICY, "unauthorized") from None
 
 
+async def _send(websocket: WebSocket, answer: dict[str, Any]) -> None:
+    """Send one answer; a connection that closed meanwhile (the client left, a keepalive ping went
+    unanswered) ends the stream as a disconnect, not as a server error."""
+    try:
+        await websocket.send_text(json.dumps(answer, ensure_ascii=False))
+    except (RuntimeError, OSError) as exc:
+        raise WebSocketDisconnect(CLOSE_GOING_AWAY, reason=str(exc)[:100]) from None
+
+
 async def _send_error(websocket: WebSocket, error: StreamError, wav_name: str | None) -> None:
     if websocket.client_state != WebSocketState.CONNECTED:
         return
@@ -467,7 +477,7 @@ async def _finish(websocket: WebSocket, api: Any, conn: Connection) -> None:
 async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utterance: Utterance) -> None:
     audio, conn.offline_audio = bytes(conn.offline_audio), bytearray()
     if not audio:  # nothing was said: an empty final answer, as FunASR's servers give
-        await websocket.send_text(json.dumps(final_answer("offline", utterance.wav_name, None, is_final=True)))
+        await _send(websocket, final_answer("offline", utterance.wav_name, None, is_final=True))
         return
     if not api.admission.try_enter():
         raise StreamError(api.admission.busy_message(), "server_busy", CLOSE_TRY_LATER, "busy")
@@ -485,8 +495,7 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
         raise asr_stream_error(exc) from None
     finally:
         api.admission.leave()
-    await websocket.send_text(json.dumps(final_answer("offline", utterance.wav_name, result, is_final=True),
-                                         ensure_ascii=False))
+    await _send(websocket, final_answer("offline", utterance.wav_name, result, is_final=True))
 
 
 async def _run_session(fn: Any, *args: Any) -> list[StreamResult]:
@@ -499,7 +508,7 @@ async def _run_session(fn: Any, *args: Any) -> list[StreamResult]:
 async def _send_results(websocket: WebSocket, api: Any, utterance: Utterance, results: list[StreamResult],
                         received: float) -> None:
     for result in results:
-        await websocket.send_text(json.dumps(stream_answer(utterance, result), ensure_ascii=False))
+        await _send(websocket, stream_answer(utterance, result))
         latency = time.perf_counter() - received
         if result.kind == "partial" and result.text:
             api.metrics.partial_latency.observe(latency)

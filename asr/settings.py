@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     online_model: str = Field(DEFAULT_ONLINE_MODEL, description="ModelScope id of the streaming Paraformer for "
                               "online partials, used when online_model_dir is empty.")
     online_model_dir: Path | None = Field(None, description="Local streaming Paraformer folder; overrides "
-                                          "`online_model`. Loaded on the first online/2pass stream.")
+                                          "`online_model`. Loaded at startup when MAX_STREAMS > 0.")
     max_streams: int = Field(8, ge=0, description="WebSocket streams open at once; more are refused (close code "
                              "1013). 0 turns the WebSocket endpoint off.")
     stream_idle_timeout_s: float = Field(60.0, gt=0, description="A stream that sends nothing for this long is "

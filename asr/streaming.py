@@ -142,6 +142,7 @@ class OnlineModel:
 
 _online_models: dict[tuple[str, str], OnlineModel] = {}
 _online_lock = threading.Lock()
+_online_error: str | None = None
 
 
 def online_model_source(engine: Engine) -> str:
@@ -156,14 +157,38 @@ def online_model_source(engine: Engine) -> str:
 
 
 def get_online_model(engine: Engine) -> OnlineModel:
-    """The process's streaming Paraformer, loaded on the first online or 2pass stream."""
+    """The process's streaming Paraformer, loaded once (at startup by `preload`, else by the first stream)."""
     source = online_model_source(engine)
     device = engine.spec.device if engine.spec else resolve_device(engine.settings.device)
     key = (source, device)
+    global _online_error
     with _online_lock:
         if key not in _online_models:
-            _online_models[key] = OnlineModel(source, device, engine.settings.ncpu)
+            try:
+                _online_models[key] = OnlineModel(source, device, engine.settings.ncpu)
+            except ModelLoadError as exc:
+                _online_error = str(exc)
+                raise
+            _online_error = None
         return _online_models[key]
+
+
+def online_model_state() -> str:
+    """"ready" once a streaming model is loaded, "error: ..." after a failed load, else "not_loaded"."""
+    if _online_models:
+        return "ready"
+    return f"error: {_online_error}" if _online_error else "not_loaded"
+
+
+def preload(engine: Engine) -> None:
+    """Load the streaming model and the VAD now (at startup) rather than inside the first stream: loading
+    a large model holds the interpreter long enough to stall the server's event loop. Errors are logged;
+    online and 2pass streams then report them."""
+    try:
+        get_online_model(engine)
+        get_streaming_vad(engine)
+    except ModelLoadError as exc:
+        logger.error("streaming model not available (online and 2pass streams will be refused): %s", exc)
 
 
 @dataclass(frozen=True)
