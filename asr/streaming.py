@@ -254,6 +254,7 @@ class _Utterance:
     online_dirty: bool = False  # the streaming model has audio it has not finalised
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     buffer_start: int = 0
+    vad_pending: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     open_start: int | None = None  # sample index where the open VAD segment began
     received: int = 0
 
@@ -311,8 +312,11 @@ class StreamSession:
             results += self._online_steps()
         if self.config.mode == "2pass":
             u.buffer = np.concatenate([u.buffer, chunk])
-            for start_ms, end_ms in self.vad.step(chunk, u.vad_cache):
-                results += self._on_vad_event(start_ms, end_ms)
+            u.vad_pending = np.concatenate([u.vad_pending, chunk])
+            # The VAD steps on 200 ms at least: FunASR's clients send 60 ms frames, and a VAD call costs
+            # mostly its fixed overhead, under a lock every stream shares.
+            if u.vad_pending.size >= VAD_CHUNK_MS * SAMPLE_RATE // 1000:
+                results += self._vad_step()
             if self.config.partials == "redecode":
                 results += self._draft()
             self._trim()
@@ -331,6 +335,8 @@ class StreamSession:
             text = self._online_final()
             results.append(StreamResult("partial", text, u.pending_start / SAMPLE_RATE, end, is_last=True))
         else:
+            if u.vad_pending.size:
+                results += self._vad_step()
             if self._streaming_partials:
                 self._online_final()  # the final pass gives this text; the streaming model only resets
             if u.open_start is not None:
@@ -390,6 +396,14 @@ class StreamSession:
                                 encoder_look_back=c.encoder_look_back, decoder_look_back=c.decoder_look_back)
 
     # ------------------------------------------------------------------ final pass (2pass)
+    def _vad_step(self) -> list[StreamResult]:
+        u = self._u
+        samples, u.vad_pending = u.vad_pending, np.zeros(0, dtype=np.float32)
+        results = []
+        for start_ms, end_ms in self.vad.step(samples, u.vad_cache):
+            results += self._on_vad_event(start_ms, end_ms)
+        return results
+
     def _on_vad_event(self, start_ms: int, end_ms: int) -> list[StreamResult]:
         u = self._u
         if start_ms >= 0:
