@@ -214,27 +214,34 @@ def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
 
 
 # ------------------------------------------------------------------------------------------ answers
+def _ms(seconds: float, offset_s: float) -> int:
+    return round((seconds + offset_s) * 1000)
+
+
 def stamp_sents(result: Transcription, offset_s: float = 0.0) -> list[dict[str, Any]]:
-    """FunASR's `stamp_sents`: one entry per sentence, times in ms from the start of the utterance."""
+    """FunASR's `stamp_sents`: per sentence its words (space-separated, without the closing punctuation), that
+    punctuation, its span and each word's span, in ms from the start of the utterance."""
     sents = []
     for sentence in result.sentences:
         text = sentence.text
         punc = text[-1] if text and text[-1] in "，。？！、,.?!;；" else ""
-        sents.append({"text_seg": text[: len(text) - len(punc)], "punc": punc,
-                      "start": round((sentence.start + offset_s) * 1000),
-                      "end": round((sentence.end + offset_s) * 1000), "ts_list": []})
+        words = [w for w in sentence.words if w.text not in "，。？！、,.?!;；"]
+        sents.append({"text_seg": " ".join(w.text for w in words) if words else text[: len(text) - len(punc)],
+                      "punc": punc, "start": _ms(sentence.start, offset_s), "end": _ms(sentence.end, offset_s),
+                      "ts_list": [[_ms(w.start, offset_s), _ms(w.end, offset_s)] for w in words]})
     return sents
 
 
 def final_answer(mode: str, wav_name: str, result: Transcription | None, *, is_final: bool,
                  offset_s: float = 0.0) -> dict[str, Any]:
-    """An `offline` or `2pass-offline` answer. `timestamp` is a JSON string of [start, end] in ms per
-    sentence (the engine gives sentence times; FunASR's timestamp models give one pair per character)."""
+    """An `offline` or `2pass-offline` answer. `timestamp` is FunASR's JSON string of [start, end] in ms per word
+    (a Chinese character, or an English word); per sentence when the model gave no word times."""
     answer: dict[str, Any] = {"mode": mode, "wav_name": wav_name, "text": result.text if result else "",
                               "is_final": is_final}
     if result is not None and result.sentences:
         sents = stamp_sents(result, offset_s)
-        answer["timestamp"] = json.dumps([[s["start"], s["end"]] for s in sents])
+        spans = [span for s in sents for span in s["ts_list"]] or [[s["start"], s["end"]] for s in sents]
+        answer["timestamp"] = json.dumps(spans)
         answer["stamp_sents"] = sents
         answer["confidence"] = round(result.confidence, 4)
     if is_final:
