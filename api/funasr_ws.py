@@ -28,8 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from asr.audio import SAMPLE_RATE
 from asr.engine import Transcription
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
-from asr.streaming import to_mono_16k
-from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state
+from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state, to_mono_16k
 
 from .errors import APIError
 
@@ -370,7 +369,7 @@ async def _serve(websocket: WebSocket, api: Any, conn: Connection) -> None:
     while True:
         try:
             message = await asyncio.wait_for(websocket.receive(), timeout=settings.stream_idle_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StreamError(f"no message for {settings.stream_idle_timeout_s:g} s (STREAM_IDLE_TIMEOUT_S); "
                               f"closing the idle stream", "idle_timeout", CLOSE_GOING_AWAY, "idle_timeout") from None
         if message["type"] == "websocket.disconnect":

@@ -21,8 +21,8 @@ from asr.errors import ASRError
 from asr.gpu import gpu_info
 
 from .admission import Admission
-from .funasr_ws import StreamRegistry
 from .errors import APIError
+from .funasr_ws import StreamRegistry
 
 logger = logging.getLogger(__name__)
 

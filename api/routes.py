@@ -24,8 +24,8 @@ from asr.subtitles import to_srt, to_txt, to_vtt
 
 from .admission import Admission
 from .auth import APIKeys
-from .funasr_ws import StreamRegistry
 from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
+from .funasr_ws import StreamRegistry
 from .metrics import Metrics
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Real-time streams over FunASR's WebSocket protocol: latency and CPU cost against a running service.
 
     python -m bench.streams --url ws://127.0.0.1:7860 --streams 1 2 4 8 --seconds 600 --pid $(cat logs/app.pid)
-    python -m bench.streams --url ws://127.0.0.1:7860 --streams 4 --seconds 120 --uploads tests/data/utterances/funasr_long.wav
+    python -m bench.streams --streams 4 --seconds 120 --uploads tests/data/utterances/funasr_long.wav
 
 For each count N, N concurrent 2pass streams send 16-bit PCM in 60 ms frames at real-time pace (each frame on an
 absolute schedule, so a slow server does not slow the sender down). The audio is `--audio` with 2 s pauses, looped
@@ -28,7 +28,7 @@ import statistics
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -214,11 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         if alone and run["upload_mean_s"]:
             run["upload_share_vs_alone"] = round(alone / run["upload_mean_s"], 3)
-    record = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "label": args.label,
+    record = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "label": args.label,
               "url": args.url, "seconds": args.seconds, "audio": str(args.audio), "upload_alone_s": alone,
               "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"streams-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}.json"
+    out = RESULTS / f"streams-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(record, indent=2), encoding="utf-8")
     print("| streams | audio s | partial p50 / p95 (s) | final p50 / p95 (s) | CPU s per audio s, by window | "
           "uploads vs alone |")
