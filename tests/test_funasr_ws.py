@@ -140,6 +140,20 @@ def test_several_utterances_and_modes_on_one_connection(client: TestClient, engi
     assert offline[-1]["text"] == engine.transcribe(SHORT, hotwords=["达摩院"]).text  # hotwords carried over
 
 
+def test_2pass_sentence_times_count_from_the_utterance_start(client: TestClient) -> None:
+    clip, rate = sf.read(SHORT, dtype="int16")
+    pause = np.zeros(int(2.5 * rate), dtype=np.int16)
+    audio = np.concatenate([clip, pause, clip, pause]).tobytes()
+    with connect(client) as ws:
+        answers = send_utterance(ws, {"mode": "2pass", "wav_name": "two"}, audio, frame=6400)
+    finals = [a for a in answers if a["mode"] == "2pass-offline" and a["text"]]
+    assert len(finals) == 2, finals
+    first, second = finals
+    assert second["stamp_sents"][0]["start"] >= first["end_ms"] >= first["stamp_sents"][-1]["end"]
+    assert second["stamp_sents"][0]["start"] >= (clip.size + pause.size) / rate * 1000 - 500
+    assert second["stamp_sents"][-1]["end"] <= second["end_ms"]
+
+
 def test_metrics_and_health_count_streams(client: TestClient) -> None:
     audio, rate = pcm(SHORT)
     with connect(client) as ws:
