@@ -493,10 +493,9 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
             call = dict(source=samples, sample_rate=utterance.audio_fs)
         else:
             call = dict(source=audio)
-        api.metrics.stream_audio_seconds.labels("offline").inc(len(audio) / 2 / utterance.audio_fs
-                                                               if utterance.pcm else 0.0)
         result = await run_in_threadpool(api.engine.transcribe, hotwords=utterance.hotwords,
                                          name=utterance.wav_name or "stream", **call)
+        api.metrics.stream_audio_seconds.labels("offline").inc(result.duration)
     except ASRError as exc:
         raise asr_stream_error(exc) from None
     finally:
