@@ -29,7 +29,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .audio import SAMPLE_RATE
-from .engine import Engine, Transcription, resolve_device
+from .device import planned_device
+from .engine import Engine, Transcription
 from .errors import InputError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def online_model_source(engine: Engine) -> str:
 def get_online_model(engine: Engine) -> OnlineModel:
     """The process's streaming Paraformer, loaded once (at startup by `preload`, else by the first stream)."""
     source = online_model_source(engine)
-    device = engine.spec.device if engine.spec else resolve_device(engine.settings.device)
+    device = engine.spec.device if engine.spec else planned_device(engine.settings.device)
     key = (source, device)
     global _online_error
     with _online_lock:
