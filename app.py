@@ -1,4 +1,5 @@
-"""Paraformer WebUI: one process serving the Gradio UI at `/` and `GET /health`.
+"""Paraformer WebUI: one process serving the Gradio UI at `/`, `GET /health`, the API under `/v1` and FunASR's
+WebSocket protocol at `ws://HOST:PORT/`.
 
     python app.py [--host 0.0.0.0] [--port 7860] [--queue-max-size 20]
 
@@ -52,7 +53,8 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def health_payload(engine: Engine, started_at: float, jobs: JobService | None = None) -> tuple[int, dict[str, Any]]:
+def health_payload(engine: Engine, started_at: float, jobs: JobService | None = None,
+                   streams: dict[str, int] | None = None) -> tuple[int, dict[str, Any]]:
     """/health body and status code: 200 when the model is ready, 503 while loading or after a failure."""
     status = {"ready": "ok", "loading": "loading", "not_loaded": "loading", "error": "error"}[engine.state]
     spec = engine.spec
@@ -75,6 +77,8 @@ def health_payload(engine: Engine, started_at: float, jobs: JobService | None = 
     if jobs is not None:  # the job workers are threads of this process: they live and die with it
         body["jobs"] = {"backend": jobs.settings.jobs_backend, "workers": jobs.settings.job_workers,
                         "running": jobs.running}
+    if streams is not None:
+        body["streams"] = streams
     if engine.state == "error":
         body["detail"] = engine.load_error
     return (200 if status == "ok" else 503), body
@@ -113,7 +117,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        code, body = health_payload(engine, started_at, jobs)
+        api = getattr(app.state, "api", None)
+        code, body = health_payload(engine, started_at, jobs, api.streams.info() if api else None)
         return JSONResponse(body, status_code=code)
 
     blocks = build_ui(engine, settings, access, jobs)
@@ -140,6 +145,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
             except Exception:  # the state and message are on the engine; /health reports them
                 return
             jobs.start()  # job workers need the model; queued jobs wait in the queue until then
+            if settings.max_streams:
+                from asr.streaming import preload
+
+                preload(engine)
 
         threading.Thread(target=load_engine, name="model-loader", daemon=True).start()
     return app
@@ -168,7 +177,12 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     logger.info("starting Paraformer WebUI %s on %s:%s", __version__, settings.host, settings.port)
     app = create_app(settings, get_engine(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10)
+    # uvicorn's own WebSocket message limit sits above STREAM_MAX_FRAME_KB, so the stream's clear error wins.
+    # No keepalive pings of uvicorn's own (FunASR's servers send none either): while a stream's audio waits for
+    # the model, uvicorn stops reading the socket, so the client's pong would sit unread behind the audio and the
+    # ping would time out a stream that is merely busy. A vanished client is caught by STREAM_IDLE_TIMEOUT_S.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10,
+                ws_max_size=max(16 * 2**20, settings.stream_max_frame_kb * 1024 * 2), ws_ping_interval=None)
 
 
 if __name__ == "__main__":

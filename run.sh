@@ -332,7 +332,7 @@ cmd_install() {
     exit 1
   fi
   "${pip[@]}" check
-  "$VENV/bin/python" -m asr.testmodels --vad --tiny
+  "$VENV/bin/python" -m asr.testmodels --vad --tiny --tiny-online
   local env_file
   env_file="$(abs_path "${ENV_FILE:-.env}")"
   [[ -f "$env_file" ]] || cp .env.example "$env_file"

@@ -1,5 +1,5 @@
 """The HTTP API next to the UI: OpenAI-compatible `/v1/audio/transcriptions` and `/v1/models`, `/v1/results`
-(the caller's stored results), and `/metrics`."""
+(the caller's stored results), `/metrics`, and FunASR's WebSocket protocol at `ws://HOST:PORT/` (`api.funasr_ws`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from jobs import JobService
 from .admission import Admission
 from .auth import APIKeys
 from .errors import APIError, handle_api_error
+from .funasr_ws import StreamRegistry, funasr_stream
 from .jobs import install_job_metrics
 from .jobs import router as jobs_router
 from .metrics import Metrics
@@ -35,8 +36,11 @@ def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = 
     admission = Admission(settings.queue_max_size)
     if blocks is not None:
         admission.attach_gradio(blocks)
-    api = APIServices(engine=engine, settings=settings, admission=admission, metrics=Metrics(engine, admission),
-                      keys=APIKeys(settings.api_keys, settings.admin_api_keys))
+    streams = StreamRegistry(settings.max_streams)
+    api = APIServices(engine=engine, settings=settings, admission=admission,
+                      metrics=Metrics(engine, admission, streams),
+                      keys=APIKeys(settings.api_keys, settings.admin_api_keys),
+                      streams=streams)
     app.state.api = api
     app.state.results = access or ResultAccess.from_settings(settings)
     app.state.jobs = jobs
@@ -45,5 +49,8 @@ def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = 
     app.include_router(router)
     app.include_router(results_router)
     app.include_router(jobs_router)
+    if settings.max_streams:
+        # A WebSocket route only matches WebSocket requests, so `GET /` still reaches the UI mounted at "/".
+        app.add_api_websocket_route("/", funasr_stream, name="funasr_stream")
     app.add_exception_handler(APIError, handle_api_error)
     return api

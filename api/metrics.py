@@ -22,6 +22,7 @@ from asr.gpu import gpu_info
 
 from .admission import Admission
 from .errors import APIError
+from .funasr_ws import StreamRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class DeviceCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, engine: Engine, admission: Admission):
+    def __init__(self, engine: Engine, admission: Admission, streams: StreamRegistry | None = None):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(f"{PREFIX}_http_requests", "API requests by route and outcome.",
@@ -92,6 +93,22 @@ class Metrics:
             lambda: int(engine.busy))
         Gauge(f"{PREFIX}_model_loaded", "1 when the model is loaded and ready.", registry=r).set_function(
             lambda: int(engine.state == "ready"))
+        # FunASR WebSocket streams (api.funasr_ws).
+        streams = streams or StreamRegistry(0)
+        Gauge(f"{PREFIX}_streams_open", "WebSocket streams open now.", registry=r).set_function(lambda: streams.open)
+        Gauge(f"{PREFIX}_streams_max", "The stream limit (MAX_STREAMS).", registry=r).set(streams.max_streams)
+        self.streams = Counter(f"{PREFIX}_streams", "WebSocket streams ended, by outcome: ok, disconnected (mid-"
+                               "utterance), busy, unauthorized, bad_request, too_large, idle_timeout, not_ready, "
+                               "error.", ["outcome"], registry=r)
+        self.stream_audio_seconds = Counter(f"{PREFIX}_stream_audio_seconds", "Audio received over WebSocket "
+                                            "streams, in seconds, by mode.", ["mode"], registry=r)
+        latency_buckets = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
+        self.partial_latency = Histogram(f"{PREFIX}_stream_partial_latency_seconds", "From the audio frame that "
+                                         "completes a chunk arriving to its online answer being sent.", registry=r,
+                                         buckets=latency_buckets)
+        self.final_latency = Histogram(f"{PREFIX}_stream_final_latency_seconds", "From the audio frame in which "
+                                       "the VAD closes a segment (or the end of the utterance) arriving to its "
+                                       "final answer being sent.", registry=r, buckets=latency_buckets)
         r.register(GPUCollector())
         r.register(DeviceCollector(engine))
         engine.add_observer(self.observe_transcription)

@@ -25,6 +25,7 @@ from asr.subtitles import to_srt, to_txt, to_vtt
 from .admission import Admission
 from .auth import APIKeys
 from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
+from .funasr_ws import StreamRegistry
 from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class APIServices:
     admission: Admission
     metrics: Metrics
     keys: APIKeys
+    streams: StreamRegistry
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
+DEFAULT_ONLINE_MODEL = "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -66,6 +67,18 @@ class Settings(BaseSettings):
     onnx_model_dir: Path | None = Field(None, description="Folder with the exported ONNX files; default: the model "
                                         "folder (python -m asr.export).")
 
+    # --- real-time streaming (FunASR's WebSocket protocol at ws://HOST:PORT) ----------------
+    online_model: str = Field(DEFAULT_ONLINE_MODEL, description="ModelScope id of the streaming Paraformer for "
+                              "online partials, used when online_model_dir is empty.")
+    online_model_dir: Path | None = Field(None, description="Local streaming Paraformer folder; overrides "
+                                          "`online_model`. Loaded at startup when MAX_STREAMS > 0.")
+    max_streams: int = Field(8, ge=0, description="WebSocket streams open at once; more are refused (close code "
+                             "1013). 0 turns the WebSocket endpoint off.")
+    stream_idle_timeout_s: float = Field(60.0, gt=0, description="A stream that sends nothing for this long is "
+                                         "closed.")
+    stream_max_frame_kb: int = Field(1024, ge=1, description="Largest WebSocket message accepted, in KB; larger "
+                                     "ones close the stream (code 1009).")
+
     # --- hotwords ---------------------------------------------------------------------------
     default_hotwords: str = Field("", description="Comma- or newline-separated hotwords used when a request gives none.")
     max_hotwords: int = Field(100, ge=0, description="Most hotwords one request may carry.")
@@ -111,14 +124,14 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(60.0, ge=1, description="A running job's worker renews its claim this often x3; "
                                "a job whose claim lapses (its process died) is taken up again.")
 
-    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "spk_model_dir", "onnx_model_dir", "webui_auth",
-                     "api_keys", "admin_api_keys", mode="before")
+    @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "spk_model_dir", "onnx_model_dir",
+                     "online_model_dir", "webui_auth", "api_keys", "admin_api_keys", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("log_dir", "temp_dir", "output_dir", "jobs_dir", "model_dir", "vad_model_dir", "punc_model_dir",
-                     "onnx_model_dir")
+                     "onnx_model_dir", "online_model_dir")
     @classmethod
     def _relative_to_project(cls, value: Path | None) -> Path | None:
         # Relative paths in .env mean "in the project folder", whatever the current directory.

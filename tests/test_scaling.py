@@ -346,6 +346,31 @@ def test_ui_job_through_nginx_completes_with_session_affinity(cluster: Cluster, 
 
 @pytest.mark.server
 @needs_nginx
+def test_funasr_websocket_through_nginx(cluster: Cluster) -> None:
+    """FunASR's clients connect to ws://HOST:PORT with no path: through nginx's `location = /` to a replica."""
+    import asyncio
+    import json
+
+    import soundfile as sf
+    import websockets
+
+    audio = sf.read(UTTERANCE, dtype="int16")[0].tobytes()
+
+    async def offline() -> list[dict]:
+        async with websockets.connect(cluster.url.replace("http://", "ws://"), subprotocols=["binary"]) as ws:
+            await ws.send(json.dumps({"mode": "offline", "wav_name": "nginx", "wav_format": "pcm", "audio_fs": 16000}))
+            for i in range(0, len(audio), 19200):
+                await ws.send(audio[i:i + 19200])
+            await ws.send(json.dumps({"is_speaking": False}))
+            return [json.loads(await ws.recv())]
+
+    answer = asyncio.run(offline())[0]
+    assert answer["mode"] == "offline" and answer["is_final"] and answer["text"], answer
+    assert httpx.get(cluster.url + "/", timeout=10).status_code == 200  # the page still comes from the UI
+
+
+@pytest.mark.server
+@needs_nginx
 def test_rolling_restart_under_load_fails_no_request(cluster: Cluster) -> None:
     pids = [cluster.pid(0), cluster.pid(1)]
     mark = cluster.log_size()

@@ -1,4 +1,4 @@
-"""asr/live.py: the live transcript's work per chunk stays bounded as the recording grows."""
+"""asr/live.py (on the streaming core): the live transcript's work per chunk stays bounded as the recording grows."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_work_per_chunk_is_bounded(engine, vad: StreamingVad) -> None:
     for start in range(0, browser.size, chunk):
         update = session.feed((browser[start:start + chunk] * 32767).astype(np.int16), 48000)
         decoded.append(session.stats.last_decoded_s)
-        buffered.append(session._buffer.size / 16000)
+        buffered.append(session.buffered_s)
         partials += bool(update.partial_text)
     final = session.finish()
 

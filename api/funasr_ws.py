@@ -1,0 +1,521 @@
+"""FunASR's WebSocket protocol at `ws://HOST:PORT` (no path), so FunASR's own clients work unmodified.
+
+The protocol is FunASR's `runtime/docs/websocket_protocol.md`: a JSON message opens an utterance
+(`mode` offline | online | 2pass, `wav_name`, `wav_format`, `audio_fs`, `chunk_size`, `hotwords`, ...),
+binary audio follows, `{"is_speaking": false}` ends it; then the next utterance may start on the same
+connection. Answers carry `mode` (offline, online, 2pass-online, 2pass-offline), `text`, `wav_name`,
+`is_final`, and for recognised sentences `timestamp` and `stamp_sents`.
+
+This module only translates: offline utterances go to `Engine.transcribe`, online and 2pass ones to an
+`asr.streaming.StreamSession`; model calls run in worker threads so the event loop keeps serving.
+Every error is a JSON message `{"is_final": false, "is_end": true, "error", "code"}` (the shape FunASR's
+reference server uses, which its client reports) followed by a close with a WebSocket close code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from asr.audio import SAMPLE_RATE
+from asr.engine import Transcription
+from asr.errors import ASRError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
+from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state, to_mono_16k
+
+from .errors import APIError
+
+logger = logging.getLogger(__name__)
+
+MODES = ("offline", "online", "2pass")
+#: Sample rates a PCM stream may declare (FunASR's clients send 8000 or 16000; resampled to 16 kHz).
+MIN_AUDIO_FS, MAX_AUDIO_FS = 8000, 48000
+MAX_CHUNK_UNITS = 50  # chunk_size[1] x 60 ms: up to 3 s per streaming step
+
+# RFC 6455 close codes.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008  # bad message, missing or wrong key
+CLOSE_TOO_BIG = 1009
+CLOSE_ERROR = 1011
+CLOSE_TRY_LATER = 1013  # stream limit reached, model not ready
+
+
+class StreamError(Exception):
+    """Ends a stream: sent to the client as JSON, then the connection closes with `close_code`."""
+
+    def __init__(self, message: str, code: str, close_code: int = CLOSE_POLICY, outcome: str = "bad_request"):
+        super().__init__(message)
+        self.message, self.code, self.close_code, self.outcome = message, code, close_code, outcome
+
+
+class StreamRegistry:
+    """Open streams (MAX_STREAMS): counted on the event loop, so no lock is needed."""
+
+    def __init__(self, max_streams: int):
+        self.max_streams = max_streams
+        self.open = 0
+        self.opened_total = 0
+
+    def try_enter(self) -> bool:
+        if self.open >= self.max_streams:
+            return False
+        self.open += 1
+        self.opened_total += 1
+        return True
+
+    def leave(self) -> None:
+        self.open = max(0, self.open - 1)
+
+    def info(self) -> dict[str, Any]:
+        return {"open": self.open, "max": self.max_streams, "opened_total": self.opened_total,
+                "online_model": online_model_state()}
+
+
+@dataclass
+class Utterance:
+    """One utterance's settings, from its first JSON message."""
+
+    mode: str
+    wav_name: str = "microphone"
+    wav_format: str = "pcm"
+    audio_fs: int = SAMPLE_RATE
+    hotwords: list[str] | None = None
+    chunk_size: tuple[int, int, int] = (5, 10, 5)
+    encoder_look_back: int = 4
+    decoder_look_back: int = 1
+    itn: bool = True  # accepted for compatibility: there is no ITN model, numbers stay as the model writes them
+
+    @property
+    def pcm(self) -> bool:
+        return self.wav_format == "pcm"
+
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(mode="online" if self.mode == "online" else "2pass", chunk_size=self.chunk_size,
+                            encoder_look_back=self.encoder_look_back, decoder_look_back=self.decoder_look_back,
+                            hotwords=self.hotwords)
+
+
+@dataclass
+class Connection:
+    """What one WebSocket holds; `close()` drops it all."""
+
+    utterance: Utterance | None = None  # the current or last settings
+    active: bool = False  # inside an utterance (audio expected)
+    offline_audio: bytearray = field(default_factory=bytearray)
+    odd_byte: bytes = b""  # half an int16 sample left over from the last frame
+    session: StreamSession | None = None
+    utterances: int = 0
+
+    def close(self) -> None:
+        self.offline_audio = bytearray()
+        self.odd_byte = b""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def parse_hotwords(value: Any) -> list[str] | None:
+    """FunASR's hotwords: a JSON object word -> weight (as a string or an object), or a plain list.
+
+    SeACo biases every hotword alike, so weights are accepted and not used. An empty value means "the
+    service's default hotwords" (FunASR's clients always send the key, empty when the user gave none).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise StreamError("hotwords: not valid JSON; send a JSON object word -> weight, e.g. "
+                                  '"{\\"阿里巴巴\\": 20}", or words separated by commas', "bad_hotwords") from None
+        else:
+            return [text]  # split and checked by the engine's hotword rules
+    if isinstance(value, dict):
+        words = [str(word).strip() for word in value if str(word).strip()]
+        return words or None
+    if isinstance(value, list) and all(isinstance(word, str) for word in value):
+        return [word for word in value if word.strip()] or None
+    raise StreamError("hotwords must be a JSON object word -> weight (or a string of words)", "bad_hotwords")
+
+
+def _int(message: dict, key: str, default: int, low: int, high: int) -> int:
+    value = message.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise StreamError(f"{key} must be an integer from {low} to {high}", f"bad_{key}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise StreamError(f"{key} must be an integer from {low} to {high}, not {value!r}", f"bad_{key}") from None
+    if not low <= number <= high:
+        raise StreamError(f"{key} must be from {low} to {high}, not {number}", f"bad_{key}")
+    return number
+
+
+def parse_chunk_size(value: Any) -> tuple[int, int, int]:
+    items = value
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    try:
+        numbers = [int(x) for x in items] if isinstance(items, (list, tuple)) else []
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 3 or min(numbers) < 0 or not 1 <= numbers[1] <= MAX_CHUNK_UNITS:
+        raise StreamError(f"chunk_size must be three integers like [5, 10, 5] (look-back, chunk, look-ahead in "
+                          f"60 ms units; chunk 1 to {MAX_CHUNK_UNITS}), not {value!r}", "bad_chunk_size")
+    return numbers[0], numbers[1], numbers[2]
+
+
+def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
+    """The first JSON message of an utterance; keys it leaves out keep the previous utterance's values."""
+    mode = message.get("mode", previous.mode if previous else None)
+    if mode is None:
+        raise StreamError('the first message must say the mode: {"mode": "offline" | "online" | "2pass", ...}',
+                          "missing_mode")
+    if mode not in MODES:
+        raise StreamError(f"unknown mode {mode!r}: use offline, online or 2pass", "bad_mode")
+    base = previous or Utterance(mode=mode)
+    wav_name = message.get("wav_name", base.wav_name)
+    wav_format = message.get("wav_format", base.wav_format)
+    if not isinstance(wav_name, str) or not isinstance(wav_format, str) or not wav_format.strip():
+        raise StreamError("wav_name and wav_format must be strings", "bad_message")
+    wav_format = wav_format.strip().lower()
+    if wav_format == "wav":  # FunASR's clients send a .wav file's samples without its header
+        wav_format = "pcm"
+    if wav_format != "pcm" and mode != "offline":
+        raise StreamError(f"{mode} mode takes 16-bit PCM only (wav_format pcm); send {wav_format} files in "
+                          f"offline mode", "bad_wav_format")
+    audio_fs = _int(message, "audio_fs", base.audio_fs, MIN_AUDIO_FS, MAX_AUDIO_FS)
+    if mode != "offline" and audio_fs != SAMPLE_RATE and audio_fs != 8000:
+        logger.debug("stream at %d Hz is resampled to 16 kHz chunk by chunk", audio_fs)
+    chunk_size = parse_chunk_size(message["chunk_size"]) if "chunk_size" in message else base.chunk_size
+    itn = message.get("itn", base.itn)
+    return Utterance(
+        mode=mode, wav_name=wav_name[:200], wav_format=wav_format, audio_fs=audio_fs,
+        hotwords=parse_hotwords(message["hotwords"]) if "hotwords" in message else base.hotwords,
+        chunk_size=chunk_size,
+        encoder_look_back=_int(message, "encoder_chunk_look_back", base.encoder_look_back, 0, 16),
+        decoder_look_back=_int(message, "decoder_chunk_look_back", base.decoder_look_back, 0, 16),
+        itn=bool(itn),
+    )
+
+
+# ------------------------------------------------------------------------------------------ answers
+def _ms(seconds: float, offset_s: float) -> int:
+    return round((seconds + offset_s) * 1000)
+
+
+def stamp_sents(result: Transcription, offset_s: float = 0.0) -> list[dict[str, Any]]:
+    """FunASR's `stamp_sents`: per sentence its words (space-separated, without the closing punctuation), that
+    punctuation, its span and each word's span, in ms from the start of the utterance."""
+    sents = []
+    for sentence in result.sentences:
+        text = sentence.text
+        punc = text[-1] if text and text[-1] in "，。？！、,.?!;；" else ""
+        words = [w for w in sentence.words if w.text not in "，。？！、,.?!;；"]
+        sents.append({"text_seg": " ".join(w.text for w in words) if words else text[: len(text) - len(punc)],
+                      "punc": punc, "start": _ms(sentence.start, offset_s), "end": _ms(sentence.end, offset_s),
+                      "ts_list": [[_ms(w.start, offset_s), _ms(w.end, offset_s)] for w in words]})
+    return sents
+
+
+def final_answer(mode: str, wav_name: str, result: Transcription | None, *, is_final: bool,
+                 offset_s: float = 0.0) -> dict[str, Any]:
+    """An `offline` or `2pass-offline` answer. `timestamp` is FunASR's JSON string of [start, end] in ms per word
+    (a Chinese character, or an English word); per sentence when the model gave no word times."""
+    answer: dict[str, Any] = {"mode": mode, "wav_name": wav_name, "text": result.text if result else "",
+                              "is_final": is_final}
+    if result is not None and result.sentences:
+        sents = stamp_sents(result, offset_s)
+        spans = [span for s in sents for span in s["ts_list"]] or [[s["start"], s["end"]] for s in sents]
+        answer["timestamp"] = json.dumps(spans)
+        answer["stamp_sents"] = sents
+        answer["confidence"] = round(result.confidence, 4)
+    if is_final:
+        answer["is_end"] = True
+    return answer
+
+
+def stream_answer(utterance: Utterance, result: StreamResult) -> dict[str, Any]:
+    """An online or 2pass answer. `end_ms` (ours, not FunASR's) says up to where in the utterance's audio the
+    answer goes, so a client can line answers up with what it sent (the streaming benchmark does)."""
+    if result.kind == "partial":
+        answer = {"mode": "online" if utterance.mode == "online" else "2pass-online",
+                  "wav_name": utterance.wav_name, "text": result.text, "is_final": result.is_last}
+        if result.is_last:
+            answer["is_end"] = True
+    else:
+        answer = final_answer("2pass-offline", utterance.wav_name, result.transcription, is_final=result.is_last,
+                              offset_s=result.start)  # the engine's sentence times count from the segment
+    answer["end_ms"] = round(result.end * 1000)
+    return answer
+
+
+def error_answer(error: StreamError, wav_name: str | None) -> dict[str, Any]:
+    return {"mode": "error", "wav_name": wav_name or "", "text": "", "is_final": False, "is_end": True,
+            "error": error.message, "code": error.code}
+
+
+def asr_stream_error(exc: ASRError) -> StreamError:
+    if isinstance(exc, FileTooLargeError):
+        return StreamError(str(exc), exc.code, CLOSE_TOO_BIG, "too_large")
+    if isinstance(exc, InputError):
+        return StreamError(str(exc), exc.code, CLOSE_POLICY, "bad_request")
+    if isinstance(exc, ModelNotReadyError):
+        return StreamError(str(exc), exc.code, CLOSE_TRY_LATER, "not_ready")
+    if isinstance(exc, ModelLoadError):
+        return StreamError(str(exc), "model_not_available", CLOSE_ERROR, "not_ready")
+    return StreamError("The server failed to process the stream; the error has been logged.", "internal_error",
+                       CLOSE_ERROR, "error")
+
+
+# ------------------------------------------------------------------------------------------ endpoint
+def pcm_to_float(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+async def funasr_stream(websocket: WebSocket) -> None:
+    """The WebSocket route: one connection, utterance after utterance, until the client closes."""
+    api = websocket.app.state.api
+    registry: StreamRegistry = api.streams
+    metrics = api.metrics
+    subprotocols = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol="binary" if "binary" in subprotocols else None)
+    conn = Connection()
+    entered = False
+    outcome = "ok"
+    try:
+        _check_key(api, websocket)
+        if api.engine.state != "ready":
+            raise asr_stream_error(ModelNotReadyError("the model is still loading; try again shortly"
+                                                      if api.engine.state in ("loading", "not_loaded") else
+                                                      f"the model is not available: {api.engine.load_error}"))
+        if not registry.try_enter():
+            raise StreamError(f"The service is at its limit of {registry.max_streams} open streams (MAX_STREAMS); "
+                              f"try again shortly.", "too_many_streams", CLOSE_TRY_LATER, "busy")
+        entered = True
+        logger.info("stream opened (%d open)", registry.open)
+        await _serve(websocket, api, conn)
+    except StreamError as exc:
+        outcome = exc.outcome
+        logger.info("stream closed: %s (%s)", exc.code, exc.message if exc.outcome != "unauthorized" else "")
+        await _send_error(websocket, exc, conn.utterance.wav_name if conn.utterance else None)
+    except WebSocketDisconnect:
+        outcome = "disconnected" if conn.active else "ok"
+    except Exception:
+        outcome = "error"
+        logger.exception("stream failed")
+        await _send_error(websocket, asr_stream_error(ASRError()), conn.utterance.wav_name if conn.utterance else None)
+    finally:
+        conn.close()
+        if entered:
+            registry.leave()
+            logger.info("stream ended: %s, %d utterances (%d open)", outcome, conn.utterances, registry.open)
+        metrics.streams.labels(outcome).inc()
+        if websocket.client_state == WebSocketState.CONNECTED and outcome in ("ok",):
+            try:
+                await websocket.close(CLOSE_NORMAL)
+            except RuntimeError:
+                pass
+
+
+def _check_key(api: Any, websocket: WebSocket) -> None:
+    """API_KEYS: the `Authorization: Bearer` header, or `?api_key=` for browsers (they cannot set headers)."""
+    authorization = websocket.headers.get("authorization")
+    if not authorization and websocket.query_params.get("api_key"):
+        authorization = f"Bearer {websocket.query_params['api_key']}"
+    try:
+        api.keys.check(authorization)
+    except APIError as exc:
+        raise StreamError(exc.message.replace("send the header 'Authorization: Bearer <key>'",
+                                              "send the header 'Authorization: Bearer <key>' or ?api_key=<key>"),
+                          exc.code or "unauthorized", CLOSE_POLICY, "unauthorized") from None
+
+
+async def _send(websocket: WebSocket, answer: dict[str, Any]) -> None:
+    """Send one answer; a connection that closed meanwhile (the client left, a keepalive ping went
+    unanswered) ends the stream as a disconnect, not as a server error."""
+    try:
+        await websocket.send_text(json.dumps(answer, ensure_ascii=False))
+    except (RuntimeError, OSError) as exc:
+        raise WebSocketDisconnect(CLOSE_GOING_AWAY, reason=str(exc)[:100]) from None
+
+
+async def _send_error(websocket: WebSocket, error: StreamError, wav_name: str | None) -> None:
+    if websocket.client_state != WebSocketState.CONNECTED:
+        return
+    try:
+        await websocket.send_text(json.dumps(error_answer(error, wav_name), ensure_ascii=False))
+        await websocket.close(error.close_code, reason=error.code[:100])
+    except (RuntimeError, WebSocketDisconnect, OSError):
+        pass  # the client is gone already
+
+
+async def _serve(websocket: WebSocket, api: Any, conn: Connection) -> None:
+    settings = api.settings
+    max_frame = settings.stream_max_frame_kb * 1024
+    while True:
+        try:
+            message = await asyncio.wait_for(websocket.receive(), timeout=settings.stream_idle_timeout_s)
+        except TimeoutError:
+            raise StreamError(f"no message for {settings.stream_idle_timeout_s:g} s (STREAM_IDLE_TIMEOUT_S); "
+                              f"closing the idle stream", "idle_timeout", CLOSE_GOING_AWAY, "idle_timeout") from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
+        received = time.perf_counter()
+        data = message.get("bytes")
+        text = message.get("text")
+        size = len(data) if data is not None else len((text or "").encode())
+        if size > max_frame:
+            raise StreamError(f"a message of {size / 1024:.0f} KB is over the limit of "
+                              f"{settings.stream_max_frame_kb} KB (STREAM_MAX_FRAME_KB); send audio in smaller "
+                              f"chunks", "frame_too_large", CLOSE_TOO_BIG, "too_large")
+        if data is not None:
+            await _on_audio(websocket, api, conn, data, received)
+        elif text is not None:
+            await _on_json(websocket, api, conn, text)
+
+
+async def _on_json(websocket: WebSocket, api: Any, conn: Connection, text: str) -> None:
+    try:
+        message = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StreamError(f"not valid JSON ({exc.msg} at character {exc.pos}); text messages must be JSON "
+                          f"objects", "bad_json") from None
+    if not isinstance(message, dict):
+        raise StreamError("a text message must be a JSON object", "bad_json")
+    speaking = message.get("is_speaking", True)
+    if not isinstance(speaking, bool):
+        raise StreamError("is_speaking must be true or false", "bad_message")
+    if not conn.active:
+        if not speaking and conn.utterance is None:
+            raise StreamError('{"is_speaking": false} before any audio: send the JSON configuration with the mode '
+                              'first', "missing_mode")
+        if not speaking:
+            return  # a second end-of-utterance in a row: nothing is open
+        conn.utterance = parse_utterance(message, conn.utterance)
+        await _start(api, conn)
+    elif "mode" in message and message["mode"] != conn.utterance.mode:
+        raise StreamError(f"mode {message['mode']!r} sent mid-utterance; send {{\"is_speaking\": false}} to end "
+                          f"the {conn.utterance.mode} utterance first", "bad_message")
+    if not speaking:
+        await _finish(websocket, api, conn)
+
+
+async def _start(api: Any, conn: Connection) -> None:
+    utterance = conn.utterance
+    assert utterance is not None
+    if utterance.hotwords is not None:
+        try:
+            api.engine.resolve_hotwords(utterance.hotwords)
+        except ASRError as exc:
+            raise asr_stream_error(exc) from None
+    if utterance.mode != "offline":
+        config = utterance.stream_config()
+        try:
+            if conn.session is None:
+                conn.session = await run_in_threadpool(StreamSession, api.engine, config)
+            else:
+                await run_in_threadpool(conn.session.reconfigure, config)
+        except ASRError as exc:
+            logger.error("streaming model unavailable: %s", exc)
+            raise asr_stream_error(exc) from None
+    conn.active = True
+    conn.utterances += 1
+
+
+async def _on_audio(websocket: WebSocket, api: Any, conn: Connection, data: bytes, received: float) -> None:
+    if not conn.active:
+        if conn.utterance is None:
+            raise StreamError('audio before the configuration: send the JSON message with the mode first, e.g. '
+                              '{"mode": "2pass", "wav_format": "pcm", "audio_fs": 16000, "is_speaking": true}',
+                              "missing_mode")
+        await _start(api, conn)  # FunASR's servers keep the last settings for the next utterance
+    utterance = conn.utterance
+    assert utterance is not None
+    if utterance.mode == "offline":
+        limit = api.engine.limits.max_bytes
+        if len(conn.offline_audio) + len(data) > limit:
+            raise StreamError(f"the utterance is over the upload limit of {limit / 2**20:.0f} MB (MAX_UPLOAD_MB)",
+                              "too_large", CLOSE_TOO_BIG, "too_large")
+        conn.offline_audio += data
+        return
+    data = conn.odd_byte + data
+    cut = len(data) - len(data) % 2
+    conn.odd_byte = data[cut:]
+    samples = pcm_to_float(data[:cut])
+    if utterance.audio_fs != SAMPLE_RATE:
+        samples = to_mono_16k(samples, utterance.audio_fs)
+    if conn.session is not None and conn.session.utterance_seconds + samples.size / SAMPLE_RATE > \
+            api.engine.limits.max_seconds:
+        raise StreamError(f"the utterance is longer than {api.engine.limits.max_seconds:.0f} s (MAX_AUDIO_SECONDS); "
+                          f'send {{"is_speaking": false}} to end it and start the next', "too_long", CLOSE_POLICY)
+    api.metrics.stream_audio_seconds.labels(utterance.mode).inc(samples.size / SAMPLE_RATE)
+    results = await _run_session(conn.session.feed, samples)
+    await _send_results(websocket, api, utterance, results, received)
+
+
+async def _finish(websocket: WebSocket, api: Any, conn: Connection) -> None:
+    utterance = conn.utterance
+    assert utterance is not None
+    received = time.perf_counter()
+    conn.active = False
+    if utterance.mode == "offline":
+        await _finish_offline(websocket, api, conn, utterance)
+        return
+    conn.odd_byte = b""
+    results = await _run_session(conn.session.finish)
+    await _send_results(websocket, api, utterance, results, received)
+
+
+async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utterance: Utterance) -> None:
+    audio, conn.offline_audio = bytes(conn.offline_audio), bytearray()
+    if not audio:  # nothing was said: an empty final answer, as FunASR's servers give
+        await _send(websocket, final_answer("offline", utterance.wav_name, None, is_final=True))
+        return
+    if not api.admission.try_enter():
+        raise StreamError(api.admission.busy_message(), "server_busy", CLOSE_TRY_LATER, "busy")
+    try:
+        if utterance.pcm:
+            samples = np.frombuffer(audio[: len(audio) - len(audio) % 2], dtype="<i2")
+            call = dict(source=samples, sample_rate=utterance.audio_fs)
+        else:
+            call = dict(source=audio)
+        result = await run_in_threadpool(api.engine.transcribe, hotwords=utterance.hotwords,
+                                         name=utterance.wav_name or "stream", **call)
+        api.metrics.stream_audio_seconds.labels("offline").inc(result.duration)
+    except ASRError as exc:
+        raise asr_stream_error(exc) from None
+    finally:
+        api.admission.leave()
+    await _send(websocket, final_answer("offline", utterance.wav_name, result, is_final=True))
+
+
+async def _run_session(fn: Any, *args: Any) -> list[StreamResult]:
+    try:
+        return await run_in_threadpool(fn, *args)
+    except ASRError as exc:
+        raise asr_stream_error(exc) from None
+
+
+async def _send_results(websocket: WebSocket, api: Any, utterance: Utterance, results: list[StreamResult],
+                        received: float) -> None:
+    for result in results:
+        await _send(websocket, stream_answer(utterance, result))
+        latency = time.perf_counter() - received
+        if result.kind == "partial" and result.text:
+            api.metrics.partial_latency.observe(latency)
+        elif result.kind == "final":
+            api.metrics.final_latency.observe(latency)
