@@ -198,7 +198,9 @@ def test_speakers_follow_the_embeddings_to_the_true_turns(tiny_models, turns, mo
     speaker of each window's middle: what is tested is the windowing, FunASR's clustering, the merging into
     turns and the assignment to sentences.
     """
-    samples, truth = turns
+    once, first = turns
+    span = len(once) / SR  # the turns twice: enough windows (1.5 s each) for clustering without a count
+    samples, truth = np.concatenate([once, once]), first + [(a + span, b + span, s) for a, b, s in first]
     labeller = SpeakerLabeller(str(tiny_models.spk), "cpu")
     rng = np.random.default_rng(0)
     centres = {1: rng.standard_normal(192), 2: rng.standard_normal(192)}
@@ -220,6 +222,20 @@ def test_speakers_follow_the_embeddings_to_the_true_turns(tiny_models, turns, mo
     for count in (2, None):
         assert labeller.label(samples, spans, count) == [s for _, _, s in truth], count
     assert len(windows_seen) >= 2 * 20  # enough windows for spectral clustering without a count
+
+
+def test_windows_follow_each_other_and_cover_the_speech(tiny_models):
+    labeller = SpeakerLabeller(str(tiny_models.spk), "cpu")
+    windows = labeller._windows(np.zeros(10 * SR, np.float32), [Span(1.0, 5.2), Span(6.0, 6.5), Span(8.0, 8.05)])
+    assert [(round(a, 2), round(b, 2), len(x)) for a, b, x in windows] == [
+        (1.0, 2.5, 24000), (2.5, 4.0, 24000), (3.7, 5.2, 24000), (6.0, 6.5, 8000)]  # the 50 ms sliver is left out
+    from funasr.models.campplus.utils import sv_chunk
+
+    samples = np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32)
+    funasr_like = SpeakerLabeller(str(tiny_models.spk), "cpu", window_shift_s=0.75)._windows(samples, [Span(1.0, 5.2)])
+    funasr = sv_chunk([[1.0, 5.2, samples[SR: int(5.2 * SR)]]])  # FunASR's own windows, half overlapping
+    assert [(a, b) for a, b, _ in funasr_like] == [(a, b) for a, b, _ in funasr] and len(funasr) == 5
+    assert all(np.array_equal(x, y) for (*_, x), (*_, y) in zip(funasr_like, funasr))
 
 
 def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
