@@ -239,11 +239,9 @@ class Engine:
     def check_speakers(self, diarize: bool, num_speakers: int | None) -> None:
         """Raise the error a request asking for speakers gets here, before any work is done."""
         if num_speakers is not None and not 1 <= num_speakers <= MAX_SPEAKERS:
-            raise SpeakerCountError(f"the number of speakers must be between 1 and {MAX_SPEAKERS}, "
-                                    f"not {num_speakers}")
+            raise SpeakerCountError(limit=MAX_SPEAKERS, count=num_speakers)
         if diarize and not self.speakers_available and self.state == "ready":
-            raise SpeakersUnavailableError("speaker labels are off on this server: its admin can turn them on "
-                                           "with ENABLE_SPK=true (README: Speakers)")
+            raise SpeakersUnavailableError()
 
     def transcribe(self, source: AudioSource | Audio, *, hotwords: str | Sequence[str] | None = None,
                    sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None,
@@ -286,10 +284,8 @@ class Engine:
     def _generate(self, samples: np.ndarray, words: list[str], batch_size_s: int | None
                   ) -> tuple[dict | None, float, float]:
         if self.state != "ready":
-            raise ModelNotReadyError(
-                "the model is still loading; try again shortly" if self.state == "loading"
-                else f"the model is not available: {self.load_error or 'not loaded'}"
-            )
+            reason = {"loading": "loading", "error": "failed"}.get(self.state, "")
+            raise ModelNotReadyError(reason=reason, detail=self.load_error or self.state)
         kwargs: dict[str, Any] = {"batch_size_s": batch_size_s or self.settings.batch_size_s}
         hotword = to_model_argument(words)
         if hotword:

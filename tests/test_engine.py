@@ -248,8 +248,9 @@ def test_missing_model_folder_is_a_clear_load_error(tiny_models, tmp_path):
     with pytest.raises(ModelLoadError, match="MODEL_DIR=.*nowhere does not exist"):
         eng.load()
     assert eng.state == "error" and "nowhere" in eng.load_error
-    with pytest.raises(ModelNotReadyError, match="not available"):
+    with pytest.raises(ModelNotReadyError, match="failed to load") as refused:
         eng.transcribe(UTTERANCE)
+    assert "nowhere" not in str(refused.value) and "nowhere" in refused.value.detail  # the path is the log's
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="not a FunASR model folder"):
         Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "empty")).load()
@@ -263,7 +264,7 @@ def test_hub_failure_message_says_what_to_do():
 
 
 def test_not_loaded_engine_refuses_politely(tiny_settings):
-    with pytest.raises(ModelNotReadyError, match="not loaded"):
+    with pytest.raises(ModelNotReadyError, match="not available"):
         Engine(tiny_settings).transcribe(UTTERANCE)
 
 
