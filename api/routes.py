@@ -224,7 +224,7 @@ def render(result: Transcription, response_format: str, granularities: frozenset
 
 
 def verbose_json(result: Transcription, granularities: frozenset[str] = frozenset()) -> dict:
-    """OpenAI's verbose_json, plus our `confidence` (whole text, see README: Confidence).
+    """OpenAI's verbose_json, plus our `confidence` (whole text, see docs/engine.md: Confidence).
 
     Segments come unless only words were asked for, as with OpenAI; `words` (OpenAI's shape: word, start,
     end) when timestamp_granularities has `word`, then each segment lists its own words too. A segment has

@@ -489,7 +489,7 @@ def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
     hub_ids = [m for m in (spec.asr, spec.vad, spec.punc, spec.spk) if m and not Path(m).exists()]
     if hub_ids:
         return (f"could not load {', '.join(hub_ids)} from ModelScope: no network to download it? Set MODEL_DIR, "
-                f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (README: Models). [{detail}]")
+                f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (docs/engine.md: Models). [{detail}]")
     return f"could not load the model from {spec.asr}: check the folder is a complete model [{detail}]"
 
 

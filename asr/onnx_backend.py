@@ -100,7 +100,7 @@ def resolve_backend(backend: str, device: str, asr_source: str, onnx_model_dir: 
             where = folder or "ONNX_MODEL_DIR (the model is a hub id)"
             raise ModelLoadError(
                 f"ENGINE_BACKEND=onnx but {wanted} not found in {where}: run `python -m asr.export --model-dir "
-                f"<model folder>{' --quantize' if quantize else ''}` (README: ONNX backend), or set ENGINE_BACKEND=auto"
+                f"<model folder>{' --quantize' if quantize else ''}` (docs/engine.md: ONNX backend), or set ENGINE_BACKEND=auto"
             )
         return "onnx", files
     if device.startswith("cpu") and files is not None:

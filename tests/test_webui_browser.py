@@ -1,6 +1,6 @@
 """The UI in a real browser (headless Chromium via selenium): upload, 开始识别, text appears; batch,
 live recording (Chromium's fake microphone plays a test clip) and system info. Saves a screenshot of
-each tab to docs/screenshots/ (the README shows them)."""
+each tab to docs/screenshots/ (the README and docs/webui.md show them)."""
 
 from __future__ import annotations
 
