@@ -24,6 +24,7 @@ from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
 from .audio import Audio, AudioLimits, AudioSource, load_audio
 from .device import planned_device, resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
+from .features import install_piecewise_fbank
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
 from .settings import Settings
 from .speakers import MAX_SPEAKERS
@@ -165,6 +166,7 @@ class Engine:
             self.state = "loading"
             started = time.perf_counter()
             try:
+                install_piecewise_fbank()  # else a long file's features stall every other thread (asr/features.py)
                 self.spec = self.resolve_spec()
                 self.backend, onnx_files = self.resolve_backend(self.spec)
                 if onnx_files is not None:
