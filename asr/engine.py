@@ -25,6 +25,7 @@ from .audio import Audio, AudioLimits, AudioSource, load_audio
 from .device import planned_device, resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
 from .features import install_piecewise_fbank
+from .heap import HeapTrimmer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
 from .settings import Settings
 from .speakers import MAX_SPEAKERS
@@ -139,6 +140,7 @@ class Engine:
         self.batcher: CrossRequestBatcher | None = None
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
+        self.heap = HeapTrimmer()
         self._waiting = 0
         self._inside = 0
         self.requests_served = 0
@@ -278,6 +280,8 @@ class Engine:
         if record:
             self._count(failed=False, audio_seconds=audio.duration)
             self._notify(transcription, None)
+            if self._inside == 0:  # the last one out: hand the request's freed working memory back
+                self.heap.request()
         logger.log(logging.INFO if record else logging.DEBUG,
                    "transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f", audio.name or "input",
                    audio.duration, transcription.processing_time, transcription.rtf)

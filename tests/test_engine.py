@@ -323,3 +323,42 @@ def test_features_are_computed_in_pieces_with_the_same_frames(engine):
         funasr_fbank._knf = patched
     assert torch.equal(pieces, whole)
     assert pieces_wait < whole_wait / 3, (pieces_wait, whole_wait)
+
+
+def test_freed_memory_goes_back_to_the_system_when_idle(tiny_settings):
+    """The engine trims the heap after its last request leaves (glibc), in the background, not more often than
+    its interval; a trim gives back what a large freed allocation left behind."""
+    import ctypes
+
+    import psutil
+
+    from asr.heap import HeapTrimmer
+
+    trimmer = HeapTrimmer(min_interval_s=60)
+    if not trimmer.available:
+        pytest.skip("no glibc malloc_trim on this system")
+    me = psutil.Process()
+    # Blocks below the mmap threshold (so they live in the heap), each followed by a small one that stays:
+    # once the large ones are freed, their pages sit in holes that free() alone does not give back.
+    large, kept = [], []
+    for _ in range(3000):  # ~190 MiB
+        large.append(ctypes.create_string_buffer(64 * 1024))
+        kept.append(ctypes.create_string_buffer(1024))  # over pymalloc's 512 bytes: from the same heap
+    del large
+    held = me.memory_info().rss
+    assert trimmer.request() and not trimmer.request()  # the second is within the interval
+    deadline = time.monotonic() + 10
+    while trimmer.trims == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert trimmer.trims == 1
+    assert me.memory_info().rss < held - 50 * 2**20, (held, me.memory_info().rss)
+
+    engine = Engine(tiny_settings)
+    engine.load()
+    engine.heap.min_interval_s = 0
+    before = engine.heap.trims
+    engine.transcribe(UTTERANCE)
+    deadline = time.monotonic() + 10
+    while engine.heap.trims == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.heap.trims == before + 1
