@@ -80,7 +80,7 @@ def test_four_tabs_with_results(server: Server, browser: webdriver.Chrome) -> No
     browser.find_element(By.CSS_SELECTOR, "#batch-files input[type=file]").send_keys("\n".join(map(str, files)))
     wait_for(browser, lambda d: "random_bytes" in d.find_element(By.CSS_SELECTOR, "#batch-files").text)
     browser.find_element(By.CSS_SELECTOR, "#batch-start").click()
-    wait_for(browser, lambda d: "结果可在下方下载" in d.find_element(By.CSS_SELECTOR, "#batch-status").text)
+    wait_for(browser, lambda d: "结果已保存" in d.find_element(By.CSS_SELECTOR, "#batch-status").text)
     assert "random_bytes.mp3：不是可读取的音频" in browser.find_element(By.CSS_SELECTOR, "#batch-table").text
     assert str(server.log.parent) not in browser.find_element(By.CSS_SELECTOR, "#batch-status").text
     browser.save_screenshot(str(SHOTS / "batch.png"))
