@@ -220,7 +220,7 @@ class Engine:
 
     def resolve_backend(self, spec: ModelSpec) -> tuple[str, Any]:
         """("torch" | "onnx", the ONNX files or None) from ENGINE_BACKEND, the device and what is exported."""
-        from .onnx_backend import resolve_backend
+        from .onnx.backend import resolve_backend
 
         s = self.settings
         return resolve_backend(s.engine_backend, spec.device, spec.asr, s.onnx_model_dir, s.onnx_quantize)
@@ -469,7 +469,7 @@ def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
 
 
 def _build_onnx_model(spec: ModelSpec, settings: Settings, files: Any) -> Any:
-    from .onnx_backend import build_onnx_automodel, default_threads
+    from .onnx.backend import build_onnx_automodel, default_threads
 
     return build_onnx_automodel(asr=spec.asr, vad=spec.vad, punc=spec.punc, files=files,
                                 threads=default_threads(settings.ncpu), disable_update=True, disable_pbar=True,

@@ -51,7 +51,7 @@ def rss_mb(pid: int) -> dict[str, float]:
 def onnx_export(models: ModelFolders, out: Path) -> Path:
     """The ASR model exported (fp32) into `out`, unless it is already there."""
     if not (out / "model.onnx").exists():
-        from asr.export import export_model
+        from asr.onnx.export import export_model
 
         export_model(models.asr, output_dir=out, quantize=False)
     return out
