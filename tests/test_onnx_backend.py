@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr import ort_graph
 from asr.engine import Engine
 from asr.errors import HotwordError, InputError, ModelLoadError
-from asr.onnx.export import export_model, model_type, onnx_file_names
+from asr.onnx import graph as ort_graph
 from asr.onnx.backend import _session, find_asr_onnx, resolve_backend
+from asr.onnx.export import export_model, model_type, onnx_file_names
 
 from conftest import DATA, UTTERANCE, make_settings
 
