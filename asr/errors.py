@@ -51,6 +51,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                "the server's log)"),
     "server_busy": ("服务繁忙（{depth} 个任务正在处理或排队，上限 {limit}），请稍后再试",
                     "the service is busy ({depth} jobs in progress or waiting, limit {limit}); try again shortly"),
+    "interrupted": ("处理已中断，任务将由其他进程继续", "processing was interrupted; the job continues elsewhere"),
+    "cancelled": ("任务已取消", "the job was cancelled"),
     "internal": ("识别时出现内部错误，已记录在服务器日志中", "an internal error occurred; it has been logged"),
 }
 
