@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
 
     With `load=True` the engine loads in a background thread, so /health answers "loading" meanwhile.
     """
-    from webui import build_i18n, build_ui
+    from webui import build_i18n, build_ui, gradio_notices_head
 
     settings = settings or get_settings()
     engine = engine or get_engine(settings)
@@ -134,8 +134,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     # everyone else before Gradio sees the request. OUTPUT_DIR is not in allowed_paths.
     gr.set_static_paths([settings.output_dir])
     # max_file_size: Gradio refuses an oversized upload while receiving it, before it fills the temp dir.
+    # show_error=False: an unexpected exception's text (paths, internals) stays in the log; gr.Error still shows.
     app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, i18n=build_i18n(),
-                              max_file_size=engine.limits.max_bytes)
+                              max_file_size=engine.limits.max_bytes, show_error=False, head=gradio_notices_head())
     app.add_middleware(ResultsMiddleware, access=access)
 
     if load:

@@ -389,7 +389,7 @@ warn_gpu_unused() {
     echo "warning: ${P}$app_warning" >&2
   elif nvidia_facts; then
     echo "warning: ${P}nvidia-smi lists $(gpu_names) but the model runs on $device: see ./run.sh check-gpu" \
-         "and README: GPU" >&2
+         "and docs/gpu.md" >&2
   fi
 }
 
@@ -618,7 +618,7 @@ cmd_replicas() {
 }
 
 # nginx in front of the replicas: the template with this box's replicas (or NGINX_UPSTREAMS / --upstreams,
-# for replicas on several boxes) filled in. See ops/nginx/ and README "Scaling".
+# for replicas on several boxes) filled in. See ops/nginx/ and docs/scaling.md.
 cmd_nginx_config() {
   local listen="${NGINX_LISTEN:-80}" upstreams="${NGINX_UPSTREAMS:-}" standalone="" out="" i addr body_mb
   while (( $# )); do

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from asr.errors import Lang, message
 
-QUEUE_FULL_MESSAGE = "The service is busy ({depth} jobs in progress or waiting, limit {limit}); try again shortly."
+logger = logging.getLogger(__name__)
 
 
 class Admission:
@@ -57,8 +57,9 @@ class Admission:
         with self._lock:
             self._api = max(0, self._api - 1)
 
-    def busy_message(self) -> str:
-        return QUEUE_FULL_MESSAGE.format(depth=self.depth, limit=self.max_size)
+    def busy_message(self, lang: Lang = "en") -> str:
+        text = message("server_busy", lang, depth=self.depth, limit=self.max_size)
+        return text[0].upper() + text[1:]
 
     def attach_gradio(self, blocks: Any) -> None:
         """Share the limit with a queued `gr.Blocks`: count its waiting jobs, and refuse new UI jobs when full.

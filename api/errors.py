@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from asr.errors import ASRError, FileTooLargeError, InputError, ModelNotReadyError
+from asr.errors import ASRError, FileTooLargeError, InputError, Lang, ModelNotReadyError
 
 GENERIC_500 = "The server failed to process the request; the error has been logged."
 
@@ -49,15 +49,24 @@ def internal_error() -> APIError:
 _PARAM_OF_ERROR = {"bad_hotwords": "hotwords", "speakers_unavailable": "diarize", "bad_speaker_count": "num_speakers"}
 
 
-def from_asr_error(exc: ASRError) -> APIError:
-    """The engine's messages are written for people, so they are passed on as they are."""
+def from_asr_error(exc: ASRError, lang: Lang = "en") -> APIError:
+    """The engine's catalogue message in `lang` (English, OpenAI's, unless the caller asked for Chinese)."""
+    text = exc.message(lang)
+    if not exc.name:  # a sentence of its own, as OpenAI's messages are
+        text = text[:1].upper() + text[1:]
     if isinstance(exc, FileTooLargeError):
-        return too_large(str(exc))
+        return too_large(text)
     if isinstance(exc, InputError):
-        return bad_request(str(exc), param=_PARAM_OF_ERROR.get(exc.code, "file"), code=exc.code)
+        return bad_request(text, param=_PARAM_OF_ERROR.get(exc.code, "file"), code=exc.code)
     if isinstance(exc, ModelNotReadyError):
-        return unavailable(str(exc), code=exc.code, retry_after_s=10, outcome="not_ready")
+        return unavailable(text, code=exc.code, retry_after_s=10, outcome="not_ready")
     return internal_error()
+
+
+def language(request: Request) -> Lang:
+    """'zh' when the caller's first Accept-Language is Chinese; else 'en', OpenAI's language."""
+    first = (request.headers.get("accept-language") or "").split(",")[0].split(";")[0].strip().lower()
+    return "zh" if first.startswith("zh") else "en"
 
 
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:

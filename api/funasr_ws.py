@@ -276,7 +276,8 @@ def asr_stream_error(exc: ASRError) -> StreamError:
     if isinstance(exc, ModelNotReadyError):
         return StreamError(str(exc), exc.code, CLOSE_TRY_LATER, "not_ready")
     if isinstance(exc, ModelLoadError):
-        return StreamError(str(exc), "model_not_available", CLOSE_ERROR, "not_ready")
+        # str() is the operator's text (server folders): the client gets the catalogue's "failed to load".
+        return StreamError(exc.message("en"), "model_not_available", CLOSE_ERROR, "not_ready")
     return StreamError("The server failed to process the stream; the error has been logged.", "internal_error",
                        CLOSE_ERROR, "error")
 

@@ -18,13 +18,13 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from asr.engine import Engine, Transcription, Word
-from asr.errors import ASRError
+from asr.errors import ASRError, FileTooLargeError, Lang, ModelNotReadyError
 from asr.settings import Settings
 from asr.subtitles import to_srt, to_txt, to_vtt
 
 from .admission import Admission
 from .auth import APIKeys
-from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
+from .errors import APIError, bad_request, from_asr_error, internal_error, language, unavailable
 from .funasr_ws import StreamRegistry
 from .metrics import Metrics
 
@@ -80,26 +80,27 @@ async def create_transcription(request: Request) -> Response:
     api = services(request)
     with api.metrics.track("/v1/audio/transcriptions"):
         api.keys.check(request.headers.get("authorization"))
-        _check_content_length(request, api.engine.limits.max_bytes)
+        lang = language(request)
+        _check_content_length(request, api.engine.limits.max_bytes, lang)
         if api.engine.state != "ready":  # before reading the upload: a loading server cannot use it anyway
-            raise unavailable(_not_ready_message(api.engine), code="model_not_ready", retry_after_s=10,
-                              outcome="not_ready")
+            reason = {"loading": "loading", "error": "failed"}.get(api.engine.state, "")
+            raise from_asr_error(ModelNotReadyError(reason=reason), lang)
         if not api.admission.try_enter():
             logger.warning("API request refused: %s", api.admission.busy_message())
-            raise unavailable(api.admission.busy_message(), code="server_busy", retry_after_s=RETRY_AFTER_BUSY_S,
+            raise unavailable(api.admission.busy_message(lang), code="server_busy", retry_after_s=RETRY_AFTER_BUSY_S,
                               outcome="busy")
         try:
             async with request.form(max_files=1, max_fields=50) as form:
                 params = parse_form(form)
                 api.engine.check_speakers(params.diarize, params.num_speakers)  # before reading the upload
-                data = await _read_upload(params.file, api.engine.limits.max_bytes)
+                data = await _read_upload(params.file, api.engine.limits.max_bytes, lang)
                 result = await run_in_threadpool(api.engine.transcribe, data, hotwords=params.hotwords,
                                                  name=params.file.filename or "upload", diarize=params.diarize,
                                                  num_speakers=params.num_speakers)
         except ASRError as exc:
-            error = from_asr_error(exc)
-            logger.log(logging.ERROR if error.status >= 500 else logging.INFO, "API transcription refused: %s (%s)",
-                       error.code or error.outcome, exc.code)
+            error = from_asr_error(exc, lang)
+            logger.log(logging.ERROR if error.status >= 500 else logging.INFO, "API transcription refused: %s (%s)%s",
+                       error.code or error.outcome, exc.code, f": {exc.detail}" if exc.detail else "")
             raise error from None
         except APIError:
             raise
@@ -122,15 +123,14 @@ async def metrics(request: Request) -> Response:
 
 
 # ------------------------------------------------------------------------------------------ request
-def _check_content_length(request: Request, max_bytes: int) -> None:
+def _check_content_length(request: Request, max_bytes: int, lang: Lang) -> None:
     """Refuse an oversized upload from its header, before receiving it."""
     try:
         length = int(request.headers.get("content-length", "0"))
     except ValueError:
         return
     if length > max_bytes + MULTIPART_SLACK_BYTES:
-        raise too_large(f"The upload is {length / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB "
-                        f"(MAX_UPLOAD_MB).")
+        raise _too_large("", length, max_bytes, lang)
 
 
 def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionForm:
@@ -198,17 +198,14 @@ def _form_int(form: FormData, *names: str) -> int | None:
     return None
 
 
-async def _read_upload(file: UploadFile, max_bytes: int) -> bytes:
+async def _read_upload(file: UploadFile, max_bytes: int, lang: Lang) -> bytes:
     if file.size is not None and file.size > max_bytes:
-        raise too_large(f"The file is {file.size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB "
-                        f"(MAX_UPLOAD_MB).")
+        raise _too_large(file.filename or "", file.size, max_bytes, lang)
     return await file.read()
 
 
-def _not_ready_message(engine: Engine) -> str:
-    if engine.state == "error":
-        return f"The model is not available: {engine.load_error or 'it failed to load'}."
-    return "The model is still loading; try again shortly."
+def _too_large(name: str, size: int, max_bytes: int, lang: Lang) -> APIError:
+    return from_asr_error(FileTooLargeError.of(name, size, max_bytes), lang)
 
 
 # ------------------------------------------------------------------------------------------ response
@@ -227,7 +224,7 @@ def render(result: Transcription, response_format: str, granularities: frozenset
 
 
 def verbose_json(result: Transcription, granularities: frozenset[str] = frozenset()) -> dict:
-    """OpenAI's verbose_json, plus our `confidence` (whole text, see README: Confidence).
+    """OpenAI's verbose_json, plus our `confidence` (whole text, see docs/engine.md: Confidence).
 
     Segments come unless only words were asked for, as with OpenAI; `words` (OpenAI's shape: word, start,
     end) when timestamp_granularities has `word`, then each segment lists its own words too. A segment has

@@ -125,7 +125,7 @@ def probe_duration(path: str | os.PathLike, timeout_s: float = 30.0) -> float | 
 
 def _from_path(path: Path, limits: AudioLimits, name: str) -> Audio:
     if not path.is_file():
-        raise NotAudioError(f"{name}: file not found")
+        raise NotAudioError(name, reason="not_found", detail=str(path))
     size = path.stat().st_size
     _check_size(size, limits, name)
     samples = _run_ffmpeg(ffmpeg.input(str(path)), None, limits, name)
@@ -149,7 +149,7 @@ def _from_bytes(data: bytes, limits: AudioLimits, name: str) -> Audio:
 
 def _from_array(samples: np.ndarray, rate: int, limits: AudioLimits, name: str) -> Audio:
     if samples.size == 0:
-        raise EmptyAudioError(f"{name}: the audio is empty (0 samples)")
+        raise EmptyAudioError(name, reason="array")
     if np.issubdtype(samples.dtype, np.integer):
         scale = float(np.iinfo(samples.dtype).max) + 1.0
         samples = samples.astype(np.float32) / scale
@@ -158,7 +158,7 @@ def _from_array(samples: np.ndarray, rate: int, limits: AudioLimits, name: str) 
     if samples.ndim == 2:  # (frames, channels)
         samples = samples.mean(axis=1, dtype=np.float32)
     if samples.ndim != 1:
-        raise NotAudioError(f"{name}: expected a 1-D or (frames, channels) array, got shape {samples.shape}")
+        raise NotAudioError(name, reason="array_shape", shape=tuple(samples.shape))
     if rate != SAMPLE_RATE:
         raw = ffmpeg.input("pipe:0", format="f32le", ac=1, ar=rate)
         samples = _run_ffmpeg(raw, np.ascontiguousarray(samples).tobytes(), limits, name)
@@ -178,12 +178,12 @@ def _run_ffmpeg(stream: ffmpeg.nodes.FilterableStream, stdin: bytes | None, limi
     try:
         proc = subprocess.run(args, input=stdin, capture_output=True, timeout=limits.timeout_s)
     except subprocess.TimeoutExpired:
-        raise DecodeError(f"{name}: decoding took longer than {limits.timeout_s:.0f} s") from None
+        raise DecodeError(name, reason="timeout", limit_s=f"{limits.timeout_s:.0f}") from None
     if proc.returncode != 0:
         raise _classify_ffmpeg_error(proc.stderr.decode("utf-8", "replace"), name)
     samples = np.frombuffer(proc.stdout, dtype=np.float32)
     if samples.size == 0:
-        raise EmptyAudioError(f"{name}: the file contains no audio samples")
+        raise EmptyAudioError(name, reason="no_samples")
     return samples
 
 
@@ -193,17 +193,19 @@ _SEEK_NEEDED = re.compile(r"moov atom not found|partial file", re.I)
 
 
 def _classify_ffmpeg_error(stderr: str, name: str) -> Exception:
+    # ffmpeg's words name server paths and its own internals: they go to the log, the user gets the catalogue's.
     errors = [line for line in stderr.strip().splitlines() if not line.startswith(" ") and "Input #" not in line]
     last = errors[-1] if errors else "unknown error"
-    logger.debug("ffmpeg failed for %s: %s", name, stderr.strip())
+    logger.info("ffmpeg could not decode %s: %s", name, last)
+    logger.debug("ffmpeg output for %s: %s", name, stderr.strip())
     if _NO_STREAM.search(stderr):
         container = _INPUT_FORMAT.search(stderr)
         if container and (container.group(1).endswith("_pipe") or container.group(1) in ("image2", "gif")):
-            return NotAudioError(f"{name}: this is an image ({container.group(1)}), not audio")
-        return NoAudioStreamError(f"{name}: the file has no audio stream")
+            return NotAudioError(name, reason="image", detail=last)
+        return NoAudioStreamError(name, detail=last)
     if _SEEK_NEEDED.search(stderr) or "Invalid data found" in stderr or "could not find codec" in stderr.lower():
-        return NotAudioError(f"{name}: not a readable audio or video file ({last})")
-    return NotAudioError(f"{name}: could not decode the audio ({last})")
+        return NotAudioError(name, detail=last)
+    return NotAudioError(name, reason="undecodable", detail=last)
 
 
 def _is_iso_media(data: bytes) -> bool:
@@ -212,20 +214,14 @@ def _is_iso_media(data: bytes) -> bool:
 
 def _check_size(size: int, limits: AudioLimits, name: str) -> None:
     if size == 0:
-        raise EmptyAudioError(f"{name}: the file is empty (0 bytes)")
+        raise EmptyAudioError(name)
     if size > limits.max_bytes:
-        raise FileTooLargeError(
-            f"{name}: the file is {size / 1e6:.1f} MB, over the limit of {limits.max_bytes / 1e6:.0f} MB"
-        )
+        raise FileTooLargeError.of(name, size, limits.max_bytes)
 
 
 def _check_duration(audio: Audio, limits: AudioLimits) -> None:
     if audio.duration > limits.max_seconds:
-        raise AudioTooLongError(
-            f"{audio.name}: the audio is longer than the limit of {limits.max_seconds:.0f} s"
-        )
+        raise AudioTooLongError(audio.name, limit_s=f"{limits.max_seconds:.0f}")
     if audio.duration < limits.min_seconds:
-        raise AudioTooShortError(
-            f"{audio.name}: the audio is {audio.duration * 1000:.0f} ms long; at least "
-            f"{limits.min_seconds * 1000:.0f} ms is needed"
-        )
+        raise AudioTooShortError(audio.name, ms=f"{audio.duration * 1000:.0f}",
+                                 min_ms=f"{limits.min_seconds * 1000:.0f}")

@@ -187,7 +187,7 @@ def make_batches_exact(model: Any) -> None:
     Two parts of the model see past a segment's end when it is padded in a batch:
     - the CIF predictor's convolution reads one frame past the end: alone that frame is zero, in a batch
       it is the encoder's output for a padding frame (not zero after the final layer norm), which moves
-      the last token boundaries, so the padding frames are zeroed (`asr.export` builds the same step into
+      the last token boundaries, so the padding frames are zeroed (`asr.onnx.export` builds the same step into
       the ONNX graph);
     - the timestamp head's backward LSTM starts from the end of the padded batch, so it runs per segment.
     """

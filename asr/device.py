@@ -27,8 +27,8 @@ from .errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 _VALID = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
-#: Where to read what a GPU user runs (README section).
-README_GPU = "README: GPU"
+#: Where to read what a GPU user runs.
+GPU_DOCS = "docs/gpu.md"
 
 
 class DeviceError(ModelLoadError):
@@ -124,7 +124,7 @@ def resolve_device(requested: str, backend: str = "auto") -> str:
                               f"or set DEVICE=auto to run on the CPU when there is no usable GPU")
         raise DeviceError(f"DEVICE={requested}: no NVIDIA GPU was found (the NVIDIA driver reports none) and "
                           f"{state.problem}. Without a GPU set DEVICE=auto or cpu; on a GPU machine install the "
-                          f"driver (nvidia-smi must list the GPU), then `./run.sh install` ({README_GPU})")
+                          f"driver (nvidia-smi must list the GPU), then `./run.sh install` ({GPU_DOCS})")
     if index >= state.device_count:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise DeviceError(f"DEVICE={requested}: torch sees {state.device_count} GPU(s), cuda:0..cuda:"
@@ -149,9 +149,9 @@ def fix_for(state: CudaState) -> str:
     """What a person does about an unusable CUDA, in one sentence."""
     if state.cuda_build is None:
         return (f"Install torch's CUDA build: `./run.sh install` picks the one for this driver, "
-                f"`./run.sh check-gpu` says which ({README_GPU})")
+                f"`./run.sh check-gpu` says which ({GPU_DOCS})")
     return (f"Check the driver with nvidia-smi; if it is older than CUDA {state.cuda_build} needs, install the torch "
-            f"build for this driver with `./run.sh install` (`./run.sh check-gpu` says which; {README_GPU})")
+            f"build for this driver with `./run.sh install` (`./run.sh check-gpu` says which; {GPU_DOCS})")
 
 
 def _gpu_list() -> str:

@@ -24,6 +24,8 @@ from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
 from .audio import Audio, AudioLimits, AudioSource, load_audio
 from .device import planned_device, resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
+from .features import install_piecewise_fbank
+from .heap import HeapTrimmer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
 from .settings import Settings
 from .speakers import MAX_SPEAKERS
@@ -138,6 +140,7 @@ class Engine:
         self.batcher: CrossRequestBatcher | None = None
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
+        self.heap = HeapTrimmer()
         self._waiting = 0
         self._inside = 0
         self.requests_served = 0
@@ -165,6 +168,7 @@ class Engine:
             self.state = "loading"
             started = time.perf_counter()
             try:
+                install_piecewise_fbank()  # else a long file's features stall every other thread (asr/features.py)
                 self.spec = self.resolve_spec()
                 self.backend, onnx_files = self.resolve_backend(self.spec)
                 if onnx_files is not None:
@@ -216,7 +220,7 @@ class Engine:
 
     def resolve_backend(self, spec: ModelSpec) -> tuple[str, Any]:
         """("torch" | "onnx", the ONNX files or None) from ENGINE_BACKEND, the device and what is exported."""
-        from .onnx_backend import resolve_backend
+        from .onnx.backend import resolve_backend
 
         s = self.settings
         return resolve_backend(s.engine_backend, spec.device, spec.asr, s.onnx_model_dir, s.onnx_quantize)
@@ -239,11 +243,9 @@ class Engine:
     def check_speakers(self, diarize: bool, num_speakers: int | None) -> None:
         """Raise the error a request asking for speakers gets here, before any work is done."""
         if num_speakers is not None and not 1 <= num_speakers <= MAX_SPEAKERS:
-            raise SpeakerCountError(f"the number of speakers must be between 1 and {MAX_SPEAKERS}, "
-                                    f"not {num_speakers}")
+            raise SpeakerCountError(limit=MAX_SPEAKERS, count=num_speakers)
         if diarize and not self.speakers_available and self.state == "ready":
-            raise SpeakersUnavailableError("speaker labels are off on this server: its admin can turn them on "
-                                           "with ENABLE_SPK=true (README: Speakers)")
+            raise SpeakersUnavailableError()
 
     def transcribe(self, source: AudioSource | Audio, *, hotwords: str | Sequence[str] | None = None,
                    sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None,
@@ -278,6 +280,8 @@ class Engine:
         if record:
             self._count(failed=False, audio_seconds=audio.duration)
             self._notify(transcription, None)
+            if self._inside == 0:  # the last one out: hand the request's freed working memory back
+                self.heap.request()
         logger.log(logging.INFO if record else logging.DEBUG,
                    "transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f", audio.name or "input",
                    audio.duration, transcription.processing_time, transcription.rtf)
@@ -286,10 +290,8 @@ class Engine:
     def _generate(self, samples: np.ndarray, words: list[str], batch_size_s: int | None
                   ) -> tuple[dict | None, float, float]:
         if self.state != "ready":
-            raise ModelNotReadyError(
-                "the model is still loading; try again shortly" if self.state == "loading"
-                else f"the model is not available: {self.load_error or 'not loaded'}"
-            )
+            reason = {"loading": "loading", "error": "failed"}.get(self.state, "")
+            raise ModelNotReadyError(reason=reason, detail=self.load_error or self.state)
         kwargs: dict[str, Any] = {"batch_size_s": batch_size_s or self.settings.batch_size_s}
         hotword = to_model_argument(words)
         if hotword:
@@ -467,7 +469,7 @@ def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
 
 
 def _build_onnx_model(spec: ModelSpec, settings: Settings, files: Any) -> Any:
-    from .onnx_backend import build_onnx_automodel, default_threads
+    from .onnx.backend import build_onnx_automodel, default_threads
 
     return build_onnx_automodel(asr=spec.asr, vad=spec.vad, punc=spec.punc, files=files,
                                 threads=default_threads(settings.ncpu), disable_update=True, disable_pbar=True,
@@ -493,7 +495,7 @@ def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
     hub_ids = [m for m in (spec.asr, spec.vad, spec.punc, spec.spk) if m and not Path(m).exists()]
     if hub_ids:
         return (f"could not load {', '.join(hub_ids)} from ModelScope: no network to download it? Set MODEL_DIR, "
-                f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (README: Models). [{detail}]")
+                f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (docs/engine.md: Models). [{detail}]")
     return f"could not load the model from {spec.asr}: check the folder is a complete model [{detail}]"
 
 

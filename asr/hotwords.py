@@ -32,12 +32,9 @@ def parse_hotwords(value: str | Sequence[str] | None, *, max_count: int, max_cha
                 words.append(word)
     too_long = [w for w in words if len(w) > max_chars]
     if too_long:
-        raise HotwordError(
-            f"hotword too long: '{too_long[0][:40]}' has {len(too_long[0])} characters; "
-            f"the limit is {max_chars} (split it into shorter words)"
-        )
+        raise HotwordError(reason="too_long", word=too_long[0][:40], chars=len(too_long[0]), limit=max_chars)
     if len(words) > max_count:
-        raise HotwordError(f"too many hotwords: {len(words)} given; the limit is {max_count}")
+        raise HotwordError(reason="too_many", count=len(words), limit=max_count)
     return words
 
 

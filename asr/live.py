@@ -42,6 +42,9 @@ class LiveSession:
 
     def __init__(self, engine: Engine, vad: StreamingVad | None = None, *, hotwords: str | None = None,
                  min_partial_s: float = 0.3):
+        # Checked now: the stream skips input errors per segment (a blip too short to decode), which would
+        # otherwise swallow a bad hotword list and leave the speaker with no text and no reason.
+        engine.resolve_hotwords(hotwords)
         config = StreamConfig(mode="2pass", partials="redecode", hotwords=hotwords, min_partial_s=min_partial_s)
         self._stream = StreamSession(engine, config, vad=vad or get_streaming_vad(engine))
         self._finals: list[str] = []

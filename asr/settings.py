@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     onnx_quantize: bool = Field(False, description="ONNX backend: use the int8 model (*_quant.onnx); faster, a few "
                                 "tokens may differ.")
     onnx_model_dir: Path | None = Field(None, description="Folder with the exported ONNX files; default: the model "
-                                        "folder (python -m asr.export).")
+                                        "folder (python -m asr.onnx.export).")
 
     # --- real-time streaming (FunASR's WebSocket protocol at ws://HOST:PORT) ----------------
     online_model: str = Field(DEFAULT_ONLINE_MODEL, description="ModelScope id of the streaming Paraformer for "

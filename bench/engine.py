@@ -11,7 +11,7 @@ Runs in two phases so each figure is measured once, in one run:
    `generate()` and then `engine.transcribe()` back to back, so the ratio compares runs seconds apart.
 The engine's time includes decoding the file with ffmpeg; the bare call gets the already-decoded samples.
 
-`--backend onnx` / `onnx-int8` measure the ONNX Runtime backend (export first: `python -m asr.export
+`--backend onnx` / `onnx-int8` measure the ONNX Runtime backend (export first: `python -m asr.onnx.export
 --model-dir models/full-seaco --quantize` and `--model-dir models/full-punc`); its "bare" side is the same
 ONNX pipeline (FunASR's generate() over the ONNX sessions) without the engine around it. `--backends`
 runs each backend in its own child process, so load time and peak RSS are each backend's alone, and
@@ -110,7 +110,7 @@ def bare_model(engine: Engine) -> Any:
 
     spec = engine.spec
     if engine.backend == "onnx":
-        from asr.onnx_backend import build_onnx_automodel
+        from asr.onnx.backend import build_onnx_automodel
 
         return build_onnx_automodel(asr=spec.asr, vad=spec.vad, punc=spec.punc,
                                     files=engine._model.model.options.files, threads=engine._model.model.options.threads,
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of each side per input of 5 min or more (default 1; 2 = ABBA, best kept)")
     parser.add_argument("--quick", action="store_true", help="only the 10 s and 2 min inputs")
     parser.add_argument("--backend", default="torch", choices=sorted(BACKEND_LABELS),
-                        help="engine backend to measure (default torch); onnx needs `python -m asr.export` first")
+                        help="engine backend to measure (default torch); onnx needs `python -m asr.onnx.export` first")
     parser.add_argument("--backends", help="comma-separated backends, each in a child process, one table "
                                            "(e.g. torch,onnx,onnx-int8)")
     parser.add_argument("--no-mp3", action="store_true", help="leave out the 4.5-min MP3 input")

@@ -83,7 +83,13 @@ def build_audio_set(audio_dir: Path, work: Path, quick: bool = False) -> AudioSe
                     clip_30s=clip_30s,
                     utterances=utterances, formats=sorted(p for p in formats_dir.iterdir() if p.is_file()),
                     bad=sorted(p for p in bad_dir.iterdir() if p.is_file()), expectations=expectations,
-                    source=str(data))
+                    source=project_path(data))
+
+
+def project_path(path: Path) -> str:
+    """`path` as the project sees it (`tests/data`, `../shared/audio`): committed reports must not carry the
+    folders of the machine that ran them."""
+    return os.path.relpath(path.resolve(), ROOT)
 
 
 _durations: dict[str, float] = {}

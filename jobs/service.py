@@ -533,7 +533,7 @@ class JobService:
             decoded += upcoming  # the previous call has returned
             upcoming = seconds
             if self._stopping.is_set() or lost.is_set():
-                raise _Interrupted("the worker is stopping")
+                raise _Interrupted(detail="the worker is stopping")
 
             def change(job: Job) -> bool:
                 if job.worker != worker:
@@ -545,9 +545,9 @@ class JobService:
             job, ours = self.store.update(job_id, change)
             if job is None or not ours:
                 lost.set()
-                raise _Interrupted("the job was taken over")
+                raise _Interrupted(detail="the job was taken over")
             if job.cancel_requested:
-                raise _Cancelled("the job was cancelled")
+                raise _Cancelled()
 
         return hook
 

@@ -1,1 +1,1 @@
-"""Operations scripts: watchdog, temp cleanup, GPU memory alerts (see README, Operations)."""
+"""Operations scripts: watchdog, temp cleanup, GPU memory alerts (see docs/operations.md)."""

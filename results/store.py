@@ -23,7 +23,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: Random bytes in a result name; the README states the bits and tests/test_results.py checks them.
+#: Random bytes in a result name; docs/security.md states the bits and tests/test_results.py checks them.
 RESULT_ID_BYTES = 16
 RESULT_ID_BITS = RESULT_ID_BYTES * 8
 META_NAME = ".result.json"

@@ -27,7 +27,7 @@ from asr.engine import Engine  # noqa: E402
 from asr.settings import Settings  # noqa: E402
 
 #: Browser tests save their screenshots here; `SCREENSHOT_DIR=docs/screenshots ./run.sh test -m browser`
-#: refreshes the README's (a plain test run leaves docs/ alone).
+#: refreshes the docs' copies (a plain test run leaves docs/ alone).
 SCREENSHOT_DIR = Path(os.environ.get("SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "paraformer-screenshots")
 if not SCREENSHOT_DIR.is_absolute():
     SCREENSHOT_DIR = ROOT / SCREENSHOT_DIR

@@ -1,4 +1,4 @@
-"""The API against live servers (`python app.py` with the tiny models): curl as in the README, the official
+"""The API against live servers (`python app.py` with the tiny models): curl as in docs/api.md, the official
 `openai` client, /metrics around a burst, subtitles on a long file, and a secured server for 401/413/503."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, start_server, st
 from test_api_unit import metric
 
 ROUTE = "/v1/audio/transcriptions"
-KEY = "key1"  # the README's example key
+KEY = "key1"  # docs/api.md's example key
 SECURED_ENV = dict(API_KEYS=f"{KEY},second-key-Zq9", WEBUI_AUTH="admin:s3cret", QUEUE_MAX_SIZE="1",
                    MAX_UPLOAD_MB="8")
 
@@ -117,10 +117,11 @@ def test_speaker_and_word_requests_fail_clearly(server: Server) -> None:
         assert response.json()["error"]["param"] == param
 
 
-def run_readme_blocks(url: str, tmp_path: Path, *, keyed: bool) -> list[str]:
-    """Run the README's API bash blocks (those using $API_KEY, or the others) as written, on `url`."""
-    section = (ROOT / "README.md").read_text().split("\n## API\n", 1)[1].split("\n## ", 1)[0]
-    blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S) if ("$API_KEY" in b) == keyed]
+def run_readme_blocks(url: str, tmp_path: Path, *, keyed: bool, doc: str = "docs/api.md") -> list[str]:
+    """Run `doc`'s API bash blocks (those using $API_KEY, or the others) as written, on `url`."""
+    section = (ROOT / doc).read_text()
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S)
+              if ("$API_KEY" in b) == keyed and "localhost:7860/v1/" in b]
     assert blocks
     (tmp_path / "tests").symlink_to(ROOT / "tests")  # the examples use project-relative paths
     outputs = []
@@ -138,6 +139,11 @@ def test_readme_curl_examples_work_as_written(server: Server, tmp_path: Path) ->
     assert '{"text":' in output and '"segments":' in output and '"seaco-paraformer"' in output
     cues = parse_srt((tmp_path / "example.srt").read_text())
     assert cues
+
+
+def test_readme_tour_example_works_as_written(server: Server, tmp_path: Path) -> None:
+    [output] = run_readme_blocks(server.url, tmp_path, keyed=False, doc="README.md")
+    assert output.startswith('{"text":')
 
 
 def test_metrics_move_by_the_burst(server: Server) -> None:
@@ -206,7 +212,7 @@ def test_api_keys_guard_v1_and_metrics_not_health(secured: Server, tmp_path: Pat
     with pytest.raises(Exception) as err:
         client.models.list()
     assert getattr(err.value, "status_code", None) == 401
-    run_readme_blocks(secured.url, tmp_path, keyed=True)  # the README's key examples
+    run_readme_blocks(secured.url, tmp_path, keyed=True)  # docs/api.md's key examples
     log = secured.log_text()
     assert KEY not in log.replace(f"{KEY}:", "") and "second-key-Zq9" not in log and "wrong-key-Xy7" not in log
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,15 +86,17 @@ def test_api_keys() -> None:
 
 
 @pytest.mark.parametrize("error, status, code", [
-    (FileTooLargeError("big"), 413, "too_large"),
-    (NotAudioError("not audio"), 400, "not_audio"),
-    (HotwordError("bad"), 400, "bad_hotwords"),
-    (ModelNotReadyError("loading"), 503, "model_not_ready"),
+    (FileTooLargeError("big.wav", size_mb="300.0", limit_mb="200"), 413, "too_large"),
+    (NotAudioError("x.wav"), 400, "not_audio"),
+    (HotwordError(reason="too_many", count=30, limit=20), 400, "bad_hotwords"),
+    (ModelNotReadyError(reason="loading"), 503, "model_not_ready"),
 ])
 def test_engine_errors_map_to_http(error: Exception, status: int, code: str) -> None:
     mapped = from_asr_error(error)
     assert (mapped.status, mapped.code) == (status, code)
-    assert mapped.body()["error"]["message"] == str(error)
+    assert mapped.body()["error"]["message"].lower() == str(error).lower()
+    chinese = from_asr_error(error, "zh").body()["error"]["message"]
+    assert chinese != mapped.message and re.search(r"[\u4e00-\u9fff]", chinese)
 
 
 def test_bad_requests_get_400_in_openai_shape(client: TestClient) -> None:
@@ -168,7 +171,7 @@ def test_413_for_an_upload_over_max_upload_mb(tiny_models, tmp_path: Path) -> No
     limited = Engine(small)  # not loaded: the size is checked first, from Content-Length, before the body is read
     response = post(TestClient(create_app(small, limited, load=False)))
     assert response.status_code == 413
-    assert response.json()["error"]["code"] == "too_large" and "MAX_UPLOAD_MB" in response.json()["error"]["message"]
+    assert response.json()["error"]["code"] == "too_large" and "limit of 0.1 MB" in response.json()["error"]["message"]
 
 
 # ------------------------------------------------------------------------------------ metrics

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.load import per_scenario, split
+from bench.load import per_scenario
+from bench.scenarios import split
 
 
 def _outcome(start: float, latency: float, status: str = "ok", kind: str = "single", wait: float = 0.5,

@@ -343,10 +343,10 @@ def test_cleanup_removes_finished_jobs_after_the_retention(service: JobService, 
     assert "1 finished job(s)" in result.stdout
 
 
-# ------------------------------------------------------------------------------------ README
+# ------------------------------------------------------------------------------------ docs/jobs.md
 @pytest.mark.server
 def test_readme_job_session_works_as_written(server: Server, tmp_path: Path) -> None:
-    section = (ROOT / "README.md").read_text().split("\n## Jobs\n", 1)[1].split("\n## ", 1)[0]
+    section = (ROOT / "docs" / "jobs.md").read_text()
     block = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
     (tmp_path / "tests").symlink_to(ROOT / "tests")  # the session uses project-relative paths
     script = "set -euo pipefail\n" + block.replace("localhost:7860", server.url.removeprefix("http://"))

@@ -116,7 +116,7 @@ def test_no_lost_text_under_cross_request_batching(tiny_models, sparse_engine, b
 
 
 def test_no_lost_text_on_the_onnx_backend(tiny_models, sparse_engine, burst_input, tmp_path):
-    from asr.export import export_model
+    from asr.onnx.export import export_model
 
     export_model(tiny_models.sparse, output_dir=tmp_path / "onnx", quantize=False)
     onnx = Engine(make_settings(tiny_models, tmp_path, model_dir=tiny_models.sparse, engine_backend="onnx",

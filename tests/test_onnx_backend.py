@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr import ort_graph
 from asr.engine import Engine
 from asr.errors import HotwordError, InputError, ModelLoadError
-from asr.export import export_model, model_type, onnx_file_names
-from asr.onnx_backend import _session, find_asr_onnx, resolve_backend
+from asr.onnx import graph as ort_graph
+from asr.onnx.backend import _session, find_asr_onnx, resolve_backend
+from asr.onnx.export import export_model, model_type, onnx_file_names
 
 from conftest import DATA, UTTERANCE, make_settings
 
@@ -35,7 +35,7 @@ UNREWRITTEN = "unrewritten"
 def tiny_onnx(tiny_models, tmp_path_factory) -> Path:
     """The tiny SeACo-Paraformer exported (fp32 and int8) into a temp folder: a build product, never committed.
 
-    The backbones as exported, before `asr.ort_graph` rewrote them, are kept in `unrewritten/` with
+    The backbones as exported, before `asr.onnx.graph` rewrote them, are kept in `unrewritten/` with
     `rewrites.json`, what the rewrite changed in each.
     """
     out = tmp_path_factory.mktemp("tiny-onnx")
@@ -95,7 +95,7 @@ def test_export_writes_the_graphs_the_backend_needs(tiny_models, tiny_onnx):
 
 @pytest.mark.parametrize("name", ["model.onnx", "model_quant.onnx"])
 def test_graph_rewrite_keeps_the_outputs_bit_for_bit(engine, onnx_engine, tiny_onnx, name):
-    """asr.ort_graph's claim: the rewritten backbone gives exactly the outputs of the exported one, here on a
+    """asr.onnx.graph's claim: the rewritten backbone gives exactly the outputs of the exported one, here on a
     padded batch of two utterances, with and without hotwords, in sessions opened as the engine opens them."""
     import torch
     from funasr.utils.load_utils import extract_fbank
@@ -168,7 +168,7 @@ def test_backend_follows_the_setting(tiny_models, tiny_onnx, tmp_path):
     assert resolve_backend("auto", "cpu", asr, None, False) == ("torch", None)  # nothing exported next to it
     assert resolve_backend("auto", "cuda:0", asr, tiny_onnx, False) == ("torch", None)  # GPU: PyTorch
     assert resolve_backend("torch", "cpu", asr, tiny_onnx, False) == ("torch", None)
-    with pytest.raises(ModelLoadError, match="python -m asr.export --model-dir"):
+    with pytest.raises(ModelLoadError, match="python -m asr.onnx.export --model-dir"):
         resolve_backend("onnx", "cpu", asr, tmp_path, False)
     assert find_asr_onnx(tmp_path, quantize=False) is None
 
@@ -182,7 +182,7 @@ def test_backend_follows_the_setting(tiny_models, tiny_onnx, tmp_path):
     failing = Engine(make_settings(tiny_models, tmp_path, engine_backend="onnx"))
     with pytest.raises(ModelLoadError, match="ENGINE_BACKEND=onnx"):
         failing.load()
-    assert failing.state == "error" and "asr.export" in failing.load_error
+    assert failing.state == "error" and "asr.onnx.export" in failing.load_error
 
 
 def test_health_reports_the_backend(onnx_engine, engine):

@@ -391,7 +391,7 @@ def test_run_sh_start_refuses_a_busy_port_and_an_unusable_log_dir(tmp_path: Path
 def test_run_sh_reads_env_file_but_the_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / "test.env"
     port = free_port()
-    # A key set twice takes its last value, as in the app's settings (README: append to .env to override).
+    # A key set twice takes its last value, as in the app's settings (docs/operations.md: append to .env to override).
     env_file.write_text(f"# comment\nexport HOST='127.0.0.1'  \nPORT={port}  # inline comment\nLOG_DIR=\n"
                         "LOG_DIR=\"" + str(tmp_path / "from-file") + "\"\nX=$(touch pwned)\n")
     env = ops_env(tmp_path, ENV_FILE=str(env_file))

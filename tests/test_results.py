@@ -38,9 +38,9 @@ def test_result_names_carry_at_least_128_random_bits() -> None:
         assert 0.4 < share < 0.6, (bit, share)
 
 
-def test_readme_states_the_entropy() -> None:
-    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"{RESULT_ID_BITS} random bits" in readme
+def test_docs_state_the_entropy() -> None:
+    security = (PROJECT_ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    assert f"{RESULT_ID_BITS} random bits" in security
 
 
 # ------------------------------------------------------------------------------------------ store

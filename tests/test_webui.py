@@ -83,9 +83,9 @@ def test_single_file_video_and_batch_size(client: Client) -> None:
 
 
 def test_single_file_bad_input_is_a_readable_error(client: Client) -> None:
-    with pytest.raises(AppError, match="empty"):
+    with pytest.raises(AppError, match="empty.wav：文件是空的"):
         client.predict(handle_file(str(DATA / "bad" / "empty.wav")), "", 1, api_name="/transcribe")
-    with pytest.raises(AppError, match="not a readable audio"):
+    with pytest.raises(AppError, match="不是可读取的音频或视频文件"):
         client.predict(handle_file(str(BAD)), "", 1, api_name="/transcribe")
 
 
@@ -100,7 +100,7 @@ def test_batch_with_a_corrupt_file(client: Client, server: Server) -> None:
     assert [r[0] for r in rows] == [p.name for p in paths]
     for row in rows:
         if row[0] == BAD.name:
-            assert row[4].startswith("❌") and "not a readable audio" in row[4]
+            assert row[4].startswith("❌") and "不是可读取的音频" in row[4]
         else:
             assert row[4].startswith("✅") and row[2].strip() and 0 <= float(row[3]) <= 1
     assert "3/4" not in status and "4/4" in status

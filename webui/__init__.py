@@ -12,7 +12,7 @@ from results import ResultAccess
 from jobs import JobService
 
 from .batch import create_batch_tab
-from .i18n import build_i18n, t
+from .i18n import build_i18n, gradio_notices_head, t
 from .jobs import BatchJobInputs, attach_batch_jobs
 from .live import create_live_tab
 from .single import create_single_tab
@@ -20,7 +20,7 @@ from .sysinfo import create_sysinfo_tab
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_ui", "build_i18n"]
+__all__ = ["build_ui", "build_i18n", "gradio_notices_head"]
 
 
 def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from asr.engine import Engine, Transcription
-from asr.errors import ASRError
+from asr.errors import ASRError, message
 from asr.settings import Settings
 from results import Result, ResultAccess
 
@@ -113,10 +113,10 @@ def transcribe_batch(engine: Engine, settings: Settings, access: ResultAccess, p
                                                              diarize=diarize, num_speakers=count)
             error = ""
         except ASRError as exc:
-            result, error = None, str(exc)
-        except Exception as exc:  # one broken file must not end the batch; the log has the traceback
+            result, error = None, exc.message(lang)
+        except Exception:  # one broken file must not end the batch; the log has the traceback
             logger.exception("batch file %s failed", name)
-            result, error = None, f"{type(exc).__name__}: {exc}"
+            result, error = None, message("internal", lang)
         if result is not None:
             ok += 1
             write_result_files(result, folder, f"{index + 1:03d}_{safe_stem(name)}")

@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from asr.engine import Engine, Transcription
-from asr.errors import ASRError
+from asr.errors import ASRError, Lang
 from asr.settings import Settings
 from asr.subtitles import speaker_label, to_srt, to_txt, to_vtt, to_word_tsv
 from results import Owner, ResultAccess
@@ -48,9 +48,11 @@ def batch_size_s(settings: Settings, batch_size: float | int | None) -> int:
     return settings.batch_size_s * min(max(value, 1), BATCH_SIZE_MAX)
 
 
-def ui_error(exc: ASRError, lang: str) -> gr.Error:
-    """A readable notice for the browser: the engine's message is already written for a person."""
-    return gr.Error(str(exc), title=tr("failed", lang), print_exception=False)
+def ui_error(exc: ASRError, lang: Lang) -> gr.Error:
+    """A notice in the UI's language from the engine's catalogue; the detail (paths, ffmpeg) goes to the log."""
+    if exc.detail:
+        logger.info("UI request refused: %s (%s): %s", exc.code, exc.name or "input", exc.detail)
+    return gr.Error(exc.message(lang), title=tr("failed", lang), print_exception=False)
 
 
 def details_markdown(result: Transcription, lang: str) -> str:

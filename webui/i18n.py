@@ -9,9 +9,12 @@ table headers, error notices) follows the request's Accept-Language the same way
 
 from __future__ import annotations
 
+import json
 import logging
 
 import gradio as gr
+
+from asr.errors import Lang
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +125,13 @@ TEXTS: dict[str, tuple[str, str]] = {
     "no_jobs": ("本浏览器还没有后台任务", "No jobs from this browser yet"),
 }
 
+# Notices Gradio's frontend writes itself, in English whatever the locale (a full queue: HTTP 503 on
+# queue/join; an upload over max_file_size, refused before it is sent): (JavaScript regex, Chinese).
+GRADIO_NOTICES: list[tuple[str, str]] = [
+    (r"^This application is currently busy\. Please try again\.\s*$", "服务繁忙，排队已满，请稍后再试。"),
+    (r"^File\(s\) exceed the maximum allowed size of (.+?): (.+)$", "文件超过了 $1 的大小上限：$2"),
+]
+
 # Locales the Gradio 6 frontend resolves to (its bundled languages); English is left out on purpose.
 _GRADIO_LOCALES = ("ar ca ckb de es et eu fa fi fr he hi id ja ko lt nb nl pl pt-BR pt ro ru sv ta th tr uk ur "
                    "uz zh zh-CN zh-TW").split()
@@ -141,7 +151,7 @@ def t(key: str) -> gr.i18n.I18nData:
     return gr.i18n.I18nData(key)
 
 
-def lang_of(request: gr.Request | None) -> str:
+def lang_of(request: gr.Request | None) -> Lang:
     """'en' when the browser's first language is English, else 'zh' (the default)."""
     header = ""
     if request is not None and request.headers is not None:
@@ -155,3 +165,31 @@ def tr(key: str, lang: str, **values: object) -> str:
     zh, en = TEXTS[key]
     text = en if lang == "en" else zh
     return text.format(**values) if values else text
+
+
+def gradio_notices_head() -> str:
+    """A `<script>` for `mount_gradio_app(head=...)` that puts Gradio's own English notices into Chinese.
+
+    Same rule as the labels: any browser whose language is not English reads Chinese.
+    """
+    rules = json.dumps(GRADIO_NOTICES, ensure_ascii=False)
+    return f"""<script>
+(() => {{
+  if ((navigator.language || "").toLowerCase().startsWith("en")) return;
+  const rules = {rules}.map(([pattern, zh]) => [new RegExp(pattern), zh]);
+  const translate = (node) => {{
+    const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+    for (let text = node.nodeType === 3 ? node : walker.nextNode(); text; text = walker.nextNode()) {{
+      for (const [pattern, zh] of rules) {{
+        if (pattern.test(text.data)) {{ text.data = text.data.replace(pattern, zh); break; }}
+      }}
+    }}
+  }};
+  new MutationObserver((records) => {{
+    for (const record of records) {{
+      if (record.type === "characterData") translate(record.target);
+      record.addedNodes.forEach(translate);
+    }}
+  }}).observe(document.documentElement, {{ childList: true, subtree: true, characterData: true }});
+}})();
+</script>"""

@@ -176,7 +176,8 @@ def attach_batch_jobs(service: JobService, settings: Settings, access: ResultAcc
                                  batch_size_s=batch_size_s(settings, size), source="ui", diarize=diarize,
                                  num_speakers=count)
         except (JobError, QueueFull, ASRError) as exc:
-            raise gr.Error(str(exc), title=tr("failed", lang), print_exception=False) from None
+            text = exc.message(lang) if isinstance(exc, ASRError) else str(exc)  # the engine's, in the UI's language
+            raise gr.Error(text, title=tr("failed", lang), print_exception=False) from None
         return (tr("job_submitted", lang, id=job.id[4:16]), gr.Tabs(selected="jobs"),
                 gr.Dropdown(choices=job_choices(service.list(owner, LIST_LIMIT)), value=job.id),
                 gr.Timer(active=True))

@@ -5,7 +5,7 @@ punctuation, sentence timestamps): only the neural networks underneath change.
 
 - SeACo-Paraformer: `OnnxSeacoParaformer` replaces the PyTorch model. It reuses FunASR's frontend
   (WavFrontend), tokenizer, hotword list, timestamp and text post-processing, and runs the backbone and
-  the hotword embedder exported by `python -m asr.export` (`model.onnx`, `model_eb.onnx`, or the
+  the hotword embedder exported by `python -m asr.onnx.export` (`model.onnx`, `model_eb.onnx`, or the
   `*_quant.onnx` int8 pair). It returns `token_probs` itself (the backbone's log-probabilities).
 - FSMN-VAD: the PyTorch model keeps its state machine; its FSMN network runs `model.onnx` from its folder.
 - CT-punctuation: the PyTorch model keeps its text splitting and caching; its network runs `model.onnx`
@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from .batching import PREDICTED_TOKENS
-from .errors import ModelLoadError
+from ..batching import PREDICTED_TOKENS
+from ..errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ def resolve_backend(backend: str, device: str, asr_source: str, onnx_model_dir: 
             wanted = "model_quant.onnx" if quantize else "model.onnx and model_eb.onnx"
             where = folder or "ONNX_MODEL_DIR (the model is a hub id)"
             raise ModelLoadError(
-                f"ENGINE_BACKEND=onnx but {wanted} not found in {where}: run `python -m asr.export --model-dir "
-                f"<model folder>{' --quantize' if quantize else ''}` (README: ONNX backend), or set ENGINE_BACKEND=auto"
+                f"ENGINE_BACKEND=onnx but {wanted} not found in {where}: run `python -m asr.onnx.export --model-dir "
+                f"<model folder>{' --quantize' if quantize else ''}` (docs/engine.md: ONNX backend), or set ENGINE_BACKEND=auto"
             )
         return "onnx", files
     if device.startswith("cpu") and files is not None:
@@ -162,11 +162,11 @@ def _register_onnx_model() -> None:
             self.backbone = _session(options.files.backbone, options.threads)
             self.embedder = _session(options.files.embedder, options.threads)
             outputs = [o.name for o in self.backbone.get_outputs()]
-            # Only asr.export's graphs carry the unbiased decoder output; a stock FunASR export
+            # Only asr.onnx.export's graphs carry the unbiased decoder output; a stock FunASR export
             # falls back to biasing with <s> alone when a request has no hotwords (close, not exact).
             self.has_decoder_logits = "decoder_logits" in outputs
             if not self.has_decoder_logits:
-                logger.warning("%s has no decoder_logits output (not exported by asr.export): requests without "
+                logger.warning("%s has no decoder_logits output (not exported by asr.onnx.export): requests without "
                                "hotwords may differ slightly from PyTorch", options.files.backbone)
             length = self.embedder.get_inputs()[0].shape[1]
             self._embed_length = length if isinstance(length, int) else None
@@ -179,7 +179,7 @@ def _register_onnx_model() -> None:
             if self._embed_length is not None:  # a stock FunASR export has a fixed hotword length
                 if width > self._embed_length:
                     raise ValueError(f"a hotword has {width} tokens; this ONNX embedder takes at most "
-                                     f"{self._embed_length} (re-export with asr.export)")
+                                     f"{self._embed_length} (re-export with asr.onnx.export)")
                 width = self._embed_length
             pad = np.zeros((len(hotwords), width), dtype=np.int32)
             for i, ids in enumerate(hotwords):
@@ -335,7 +335,7 @@ def build_onnx_automodel(*, asr: str, vad: str | None, punc: str | None, files: 
             model.punc_model.punc_forward = _onnx_punc_forward(punc_onnx, threads)
             model.onnx_parts["punc"] = str(punc_onnx)
         else:
-            logger.info("no %s (python -m asr.export --model-dir %s): punctuation runs in PyTorch", punc_onnx,
+            logger.info("no %s (python -m asr.onnx.export --model-dir %s): punctuation runs in PyTorch", punc_onnx,
                         model.punc_kwargs.get("model_path", punc))
     logger.info("ONNX Runtime backend: %s, %d threads (%s)", "int8" if files.quantized else "fp32", threads,
                 ", ".join(f"{k}={v}" for k, v in model.onnx_parts.items()))

@@ -1,8 +1,8 @@
 """Export a FunASR model folder to ONNX for the engine's ONNX Runtime backend.
 
-    python -m asr.export --model-dir models/tiny-seaco               # model.onnx + model_eb.onnx
-    python -m asr.export --model-dir models/full-seaco --quantize    # also model_quant.onnx + model_eb_quant.onnx
-    python -m asr.export --model-dir models/full-punc                # the punctuation model: model.onnx
+    python -m asr.onnx.export --model-dir models/tiny-seaco               # model.onnx + model_eb.onnx
+    python -m asr.onnx.export --model-dir models/full-seaco --quantize    # also model_quant.onnx + model_eb_quant.onnx
+    python -m asr.onnx.export --model-dir models/full-punc                # the punctuation model: model.onnx
 
 The files go into the model folder (or --output-dir; point ONNX_MODEL_DIR at it). The model type comes
 from the folder's config.yaml: SeACo-Paraformer, CT-punctuation or FSMN-VAD.
@@ -19,7 +19,7 @@ ONNX gives the same text as the PyTorch model:
   skips the bias decoder entirely when a request has no hotwords, and the runtime uses this output then;
 - a segment whose predictor gives no token is decoded as one token and reported with `token_num` 0
   (FunASR's graph fails on a batch without any token, where PyTorch returns no result).
-Then the backbone graphs (fp32 and int8) are rewritten for ONNX Runtime (`asr.ort_graph`: CIF loops
+Then the backbone graphs (fp32 and int8) are rewritten for ONNX Runtime (`asr.onnx.graph`: CIF loops
 without quadratic copies, fused attention; same outputs bit for bit).
 """
 
@@ -233,7 +233,7 @@ def export_model(model_dir: Path, *, output_dir: Path | None = None, quantize: b
             backbone = kind == "SeacoParaformer" and path == written[0]
             written.append(_quantize(path, ("MatMul", "LSTM") if backbone else ("MatMul",)))
     if kind == "SeacoParaformer":
-        from .ort_graph import optimize_for_ort
+        from .graph import optimize_for_ort
 
         for path in (p for p in written if p.name in ("model.onnx", "model_quant.onnx")):
             logger.info("rewriting %s for ONNX Runtime: %s", path.name, optimize_for_ort(path))

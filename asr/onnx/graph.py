@@ -1,4 +1,4 @@
-"""Rewrites of an exported SeACo-Paraformer graph for ONNX Runtime on CPU (run by `asr.export`).
+"""Rewrites of an exported SeACo-Paraformer graph for ONNX Runtime on CPU (run by `asr.onnx.export`).
 
     optimize_for_ort(path)   # in place: model.onnx, or model_quant.onnx after quantizing
 
