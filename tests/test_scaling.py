@@ -301,7 +301,7 @@ def test_ui_job_through_nginx_completes_with_session_affinity(cluster: Cluster, 
     client = Client(cluster.url, verbose=False)  # no cookies: pinned by its address
     text, confidence, details, table, files = client.predict(handle_file(str(UTTERANCE)), "", 1,
                                                              api_name="/transcribe")
-    assert isinstance(text, str) and isinstance(confidence, float) and len(files) == 3
+    assert isinstance(text, str) and isinstance(confidence, float) and len(files) == 4  # TXT, SRT, VTT, word TSV
     moved = [cluster.served(i) - served[i] for i in (0, 1)]
     assert sorted(moved) == [0, 1], moved  # one job, on one replica (upload, join and status stream with it)
 

@@ -132,11 +132,18 @@ def test_batch_size_control_scales_funasr_batch_size_s(engine, tiny_settings, mo
         seen.append(kwargs["batch_size_s"])
         return generate(*args, **kwargs)
 
+    import secrets
+    from types import SimpleNamespace
+
+    from results.access import OWNER_COOKIE, ResultAccess
+
     monkeypatch.setattr(engine._model, "generate", recording_generate)
+    access = ResultAccess.from_settings(tiny_settings)
+    browser = SimpleNamespace(headers={"cookie": f"{OWNER_COOKIE}={secrets.token_urlsafe(32)}"})
     path = str(UTTERANCES[1])
     for value in (1, 4, None, 0, 100):
-        transcribe_file(engine, tiny_settings, path, "", value)
-    list(transcribe_batch(engine, tiny_settings, [path, path], "", 3))
+        transcribe_file(engine, tiny_settings, access, path, "", value, browser)
+    list(transcribe_batch(engine, tiny_settings, access, [path, path], "", 3, browser))
     base = tiny_settings.batch_size_s
     assert seen == [base, 4 * base, base, base, BATCH_SIZE_MAX * base, 3 * base, 3 * base]
 

@@ -179,9 +179,13 @@ def test_speakers_in_the_single_and_batch_tabs(server: Server, browser: webdrive
     count.clear()
     count.send_keys("2")
     browser.find_element(By.CSS_SELECTOR, "#single-start").click()
-    wait_for(browser, lambda d: "说话人2" in d.page_source and "倍实时" in d.page_source)
-    assert "说话人1：" in browser.find_element(By.CSS_SELECTOR, "#single-text textarea").get_attribute("value")
-    browser.save_screenshot(str(SHOTS / "single-speakers.png"))
+    try:
+        wait_for(browser, lambda d: "说话人2" in d.find_element(By.CSS_SELECTOR, "#single-text textarea")
+                 .get_attribute("value") and "倍实时" in d.page_source)
+    finally:
+        browser.save_screenshot(str(SHOTS / "single-speakers.png"))
+    assert browser.find_element(By.CSS_SELECTOR, "#single-text textarea").get_attribute("value").startswith("说话人1：")
+    assert "说话人1" in browser.find_element(By.CSS_SELECTOR, "#single-sentences").text
 
     open_tab(browser, "批量处理")
     files = [meeting, DATA / "utterances" / "funasr_asr_example.wav"]

@@ -65,7 +65,7 @@ def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) 
                 with gr.Accordion(t("details"), open=True):
                     details = gr.Markdown()
                 sentences = gr.Dataframe(headers=sentence_headers("zh"), label=t("sentences"),
-                                         interactive=False, wrap=True, max_height=300)
+                                         interactive=False, wrap=True, max_height=300, elem_id="single-sentences")
                 downloads = gr.File(label=t("downloads_words"), file_count="multiple", interactive=False)
 
     # The parameter names are what gradio_client shows for the `/transcribe` endpoint.
