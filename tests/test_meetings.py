@@ -60,6 +60,27 @@ def _vad_segments(models, samples: np.ndarray) -> list[list[int]]:
     return vad.generate(input=samples)[0]["value"]
 
 
+def _at_once(calls: list) -> list[Transcription]:
+    """Run the calls in threads at the same time; their results in order (a failure is raised here, not lost)."""
+    results: list = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # returned, then raised in the test's own thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 # ------------------------------------------------------------------------------------ no lost text
 def test_bare_funasr_loses_the_whole_text_where_the_engine_keeps_it(tiny_models, sparse_engine, burst_input):
     segments = _vad_segments(tiny_models, burst_input)
@@ -94,21 +115,7 @@ def test_no_lost_text_under_cross_request_batching(tiny_models, sparse_engine, b
     batching = Engine(make_settings(tiny_models, tmp_path, model_dir=tiny_models.sparse, batch_max_requests=4))
     batching.load()
     inputs = [burst_input, burst_input[: 9 * SR], burst_input, _clip(UTTERANCE.name)]
-    results: list[Transcription | None] = [None] * len(inputs)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            results[i] = batching.transcribe(inputs[i], sample_rate=SR)
-        except BaseException as exc:  # collected: an assert in a thread would be lost
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    results = _at_once([lambda x=x: batching.transcribe(x, sample_rate=SR) for x in inputs])
     assert batching.batcher.stats.calls < batching.batcher.stats.segments, "the requests shared model calls"
     for i in (0, 2):
         assert results[i].text == alone.text and results[i].words == alone.words
@@ -274,21 +281,7 @@ def test_speakers_with_batching(tiny_models, long_wav, tmp_path):
     engine.load()
     part = sf.read(long_wav, dtype="float32")[0][: 40 * SR]  # 40 s: several VAD segments, windows to cluster
     alone = engine.transcribe(part, sample_rate=SR, diarize=True)
-    results: list[Transcription | None] = [None] * 3
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            results[i] = engine.transcribe(part, sample_rate=SR, diarize=(i != 1))
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    results = _at_once([lambda d=d: engine.transcribe(part, sample_rate=SR, diarize=d) for d in (True, False, True)])
     assert engine.batcher.stats.calls < engine.batcher.stats.segments, "the requests shared model calls"
     assert results[0].sentences == alone.sentences == results[2].sentences  # speakers included
     assert results[1].text == alone.text and all(s.speaker is None for s in results[1].sentences)
