@@ -11,6 +11,7 @@ import io
 import logging
 import re
 import zipfile
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -23,9 +24,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from asr.errors import ASRError
+from asr.settings import Settings
 from jobs import Job, JobError, JobService, QueueFull
 from jobs.records import ACTIVE, FINISHED
 from jobs.service import Upload
+from jobs.sources import allowed_dirs, download, server_file, url_name
 from results import Owner, ResultAccess
 
 from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
@@ -120,21 +123,30 @@ async def create_job(request: Request) -> JSONResponse:
                 params = parse_form(form, require_file=False)
                 uploads = [Upload(f.filename or "", f.file) for field in FILE_FIELDS for f in form.getlist(field)
                            if isinstance(f, UploadFile)]
-                if not uploads:
+                paths = [str(v) for v in form.getlist("path") if str(v).strip()]
+                urls = [str(v).strip() for v in form.getlist("url") if str(v).strip()]
+                if not (uploads or paths or urls):
                     raise bad_request("Send the audio as multipart/form-data uploads in the field 'file' (repeat "
                                       "it for several files).", param="file", code="missing_file")
                 callback_url = str(form.get("callback_url") or "").strip() or None
-                job = await run_in_threadpool(service.submit, owner, uploads, hotwords=params.hotwords,
-                                              response_format=params.response_format, callback_url=callback_url,
-                                              diarize=params.diarize, num_speakers=params.num_speakers,
-                                              granularities=sorted(params.granularities))
+                downloads: list[Path] = []
+                try:
+                    uploads += await run_in_threadpool(_named_files, s, paths, urls, downloads)
+                    job = await run_in_threadpool(service.submit, owner, uploads, hotwords=params.hotwords,
+                                                  response_format=params.response_format, callback_url=callback_url,
+                                                  diarize=params.diarize, num_speakers=params.num_speakers,
+                                                  granularities=sorted(params.granularities))
+                finally:
+                    for downloaded in downloads:  # copied into JOBS_DIR by submit, or refused
+                        downloaded.unlink(missing_ok=True)
         except QueueFull as exc:
             if exc.status == 429:
                 raise APIError(429, str(exc), type="rate_limit_error", code="too_many_jobs", outcome="busy",
                                headers={"Retry-After": "30"}) from None
             raise unavailable(str(exc), code="server_busy", retry_after_s=30, outcome="busy") from None
         except JobError as exc:
-            param = "callback_url" if exc.code == "callback_not_allowed" else "file"
+            param = {"callback_not_allowed": "callback_url", "path_not_allowed": "path", "path_not_found": "path",
+                     "url_not_allowed": "url", "url_failed": "url"}.get(exc.code, "file")
             raise bad_request(str(exc), param=param, code=exc.code) from None
         except ASRError as exc:
             raise from_asr_error(exc) from None
@@ -220,6 +232,16 @@ async def job_result(request: Request, job_id: str, response_format: str | None 
             response.headers.update(PRIVATE)
             return response
         return await run_in_threadpool(_zip, service, job, fmt)
+
+
+def _named_files(settings: Settings, paths: list[str], urls: list[str], downloads: list[Path]) -> list[Upload]:
+    """Server files (JOB_ALLOWED_DIRS) and URLs (JOB_URL_HOSTS) a job names; downloads are listed in `downloads`."""
+    named = [Upload(Path(p).name, server_file(p, allowed_dirs(settings.job_allowed_dirs))) for p in paths]
+    for url in urls:
+        downloads.append(download(url, settings.job_url_hosts, int(settings.job_max_upload_mb * 2**20),
+                                  settings.jobs_dir / "downloads"))
+        named.append(Upload(url_name(url), downloads[-1]))
+    return named
 
 
 def _zip(service: JobService, job: Job, fmt: str) -> Response:

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
                                          "(MAX_AUDIO_SECONDS is for direct requests).")
     job_retention_h: float = Field(24.0, gt=0, description="Finished jobs (uploads, results, records) are kept "
                                    "this many hours, then ops/cleanup.py removes them.")
+    job_allowed_dirs: str = Field("", description="Server folders whose files a job may name with `path` instead of "
+                                  "an upload (comma-separated); empty: `path` is refused.")
+    job_url_hosts: str = Field("", description="Hosts a job may name with `url` for the server to download "
+                               "(comma-separated, host or host:port; redirects not followed); empty: `url` is refused.")
     job_callback_hosts: str = Field("", description="Hosts a job's callback_url may name (comma-separated, host or "
                                     "host:port); empty: callback_url is refused.")
     job_lease_s: float = Field(60.0, ge=1, description="A running job's worker renews its claim this often x3; "

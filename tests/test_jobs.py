@@ -402,3 +402,64 @@ def test_kill_9_mid_batch_resumes_after_restart_without_redoing_finished_files(
     assert all(attempts[i] == 1 for i in done_before), attempts  # finished files were not transcribed again
     assert sum(attempts) <= 7, attempts  # at most the one file that was running when killed ran twice
     print(f"\nkill -9 after {len(done_before)}/6 files; attempts per file after restart: {attempts}")
+
+
+def test_server_paths_and_urls_only_where_an_admin_allows_them(engine: Engine, tmp_path: Path) -> None:
+    import http.server
+    import shutil
+
+    shared = tmp_path / "recordings"
+    shared.mkdir()
+    shutil.copy(UTTERANCE, shared / "call.wav")
+    (tmp_path / "secret.wav").write_bytes(UTTERANCE.read_bytes())
+    (shared / "escape.wav").symlink_to(tmp_path / "secret.wav")
+    audio = UTTERANCE.read_bytes()
+
+    class Files(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path == "/moved.wav":
+                self.send_response(302)
+                self.send_header("Location", "http://example.org/x.wav")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(audio)))
+            self.end_headers()
+            self.wfile.write(audio)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    files = http.server.HTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{files.server_port}"
+    closed = create_app(job_settings(engine, tmp_path / "closed"), engine, load=False)
+    opened = create_app(job_settings(engine, tmp_path / "open", job_allowed_dirs=str(shared), job_url_hosts=host),
+                        engine, load=False)
+    try:
+        with TestClient(closed) as client:
+            for data, param, says in [({"path": str(shared / "call.wav")}, "path", "JOB_ALLOWED_DIRS is empty"),
+                                      ({"url": f"http://{host}/a.wav"}, "url", "JOB_URL_HOSTS is empty")]:
+                error = client.post("/v1/jobs", data=data).json()["error"]
+                assert (error["param"], says in error["message"]) == (param, True), error
+        with TestClient(opened) as client:
+            for data, code in [({"path": str(tmp_path / "secret.wav")}, "path_not_allowed"),
+                               ({"path": str(shared / "escape.wav")}, "path_not_allowed"),  # a link out of it
+                               ({"path": str(shared / ".." / "secret.wav")}, "path_not_allowed"),
+                               ({"path": str(shared / "none.wav")}, "path_not_found"),
+                               ({"url": "http://example.org/a.wav"}, "url_not_allowed"),
+                               ({"url": f"http://{host}/moved.wav"}, "url_failed")]:  # redirects not followed
+                response = client.post("/v1/jobs", data=data)
+                assert (response.status_code, response.json()["error"]["code"]) == (400, code), data
+            direct = client.post("/v1/audio/transcriptions", files={"file": ("call.wav", audio)}).json()["text"]
+            response = client.post("/v1/jobs", data={"path": str(shared / "call.wav"), "url": f"http://{host}/b.wav"})
+            assert response.status_code == 202, response.text
+            job = wait_finished(lambda i: client.get(f"/v1/jobs/{i}").json(), response.json()["id"])
+            assert [f["status"] for f in job["files"]] == ["done", "done"]
+            for index in (0, 1):
+                assert client.get(f"/v1/jobs/{job['id']}/result", params={"file": index}).json()["text"] == direct
+            assert not list((tmp_path / "open" / "jobs" / "downloads").glob("*"))  # the download was moved in
+    finally:
+        files.shutdown()
+        for app in (closed, opened):
+            engine.remove_observer(app.state.api.metrics.observe_transcription)

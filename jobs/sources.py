@@ -1,0 +1,91 @@
+"""Files a job names instead of uploading: a path on the server, or a URL, each only where an admin allows it.
+
+- `path`: a file under one of JOB_ALLOWED_DIRS (comma-separated folders). The path is resolved (links and `..`
+  followed) before it is checked, so nothing outside those folders can be named; it must be a regular file.
+- `url`: an http(s) URL on one of JOB_URL_HOSTS (exact host or host:port, as for callbacks). Redirects are not
+  followed, so a job cannot make the server fetch from anywhere else on its network; the download stops at
+  JOB_MAX_UPLOAD_MB.
+
+Both are off by default (empty settings): a job that names one is refused with a 400 that says which setting.
+Either way the file is copied into JOBS_DIR like an upload, so the job survives the source going away.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from .callbacks import allowed_hosts
+from .service import JobError
+
+DOWNLOAD_TIMEOUT_S = 60.0
+
+
+def allowed_dirs(setting: str) -> list[Path]:
+    return [Path(d.strip()).expanduser().resolve() for d in setting.replace("\n", ",").split(",") if d.strip()]
+
+
+def server_file(path: str, dirs: list[Path]) -> Path:
+    """The file `path` names, when it lies under one of `dirs`; else JobError(code="path_not_allowed")."""
+    if not dirs:
+        raise JobError("path is not enabled on this server (JOB_ALLOWED_DIRS is empty): upload the file instead.",
+                       code="path_not_allowed")
+    resolved = Path(path).expanduser().resolve()
+    if not any(resolved.is_relative_to(root) for root in dirs):
+        raise JobError(f"'{Path(path).name}' is not in a folder this server reads jobs from (JOB_ALLOWED_DIRS).",
+                       code="path_not_allowed")
+    if not resolved.is_file():
+        raise JobError(f"'{Path(path).name}' is not a file on this server.", code="path_not_found")
+    return resolved
+
+
+def check_url(url: str, hosts: set[str]) -> str | None:
+    """None when `url` may be fetched, else the reason it may not (a message for the client)."""
+    if not hosts:
+        return "url is not enabled on this server (JOB_URL_HOSTS is empty): upload the file instead."
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "url must be an http:// or https:// URL."
+    if parts.username or parts.password:
+        return "url must not carry a user name or password."
+    host = parts.hostname.lower()
+    if host not in hosts and f"{host}:{parts.port}" not in hosts:
+        return f"url's host '{host}' is not one this server fetches from (JOB_URL_HOSTS)."
+    return None
+
+
+def download(url: str, hosts_setting: str, max_bytes: int, folder: Path) -> Path:
+    """Fetch `url` into a temp file in `folder` (the caller removes it); JobError when not allowed or it fails."""
+    reason = check_url(url, allowed_hosts(hosts_setting))
+    if reason:
+        raise JobError(reason, code="url_not_allowed")
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix="url-", dir=folder)
+    target = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as out, httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT_S,
+                                                         follow_redirects=False) as response:
+            if response.status_code != 200:
+                raise JobError(f"url answered HTTP {response.status_code}.", code="url_failed")
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise JobError(f"url's file is over {max_bytes / 2**20:.0f} MB (JOB_MAX_UPLOAD_MB).",
+                                   code="url_failed")
+                out.write(chunk)
+    except httpx.HTTPError as exc:
+        target.unlink(missing_ok=True)
+        raise JobError(f"url could not be fetched ({type(exc).__name__}).", code="url_failed") from None
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def url_name(url: str) -> str:
+    return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or "download"
