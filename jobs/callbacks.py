@@ -32,17 +32,26 @@ def allowed_hosts(setting: str) -> set[str]:
 
 def check_callback_url(url: str, hosts: set[str]) -> str | None:
     """None when `url` may be called, else the reason it may not (a message for the client)."""
+    return url_refusal(url, hosts, field="callback_url", setting="JOB_CALLBACK_HOSTS", verb="calls")
+
+
+def url_refusal(url: str, hosts: set[str], *, field: str, setting: str, verb: str, instead: str = "") -> str | None:
+    """None when `url` is http(s) on one of the `hosts` an admin listed in `setting`, else why not (for the client).
+
+    `field` names the form field in the message, `verb` what the server does with the host ("calls"), and
+    `instead` what the client may do when the setting is empty.
+    """
     if not hosts:
-        return "callback_url is not enabled on this server (JOB_CALLBACK_HOSTS is empty)."
+        return f"{field} is not enabled on this server ({setting} is empty){instead}."
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "callback_url must be an http:// or https:// URL."
+        return f"{field} must be an http:// or https:// URL."
     if parts.username or parts.password:
-        return "callback_url must not carry a user name or password."
+        return f"{field} must not carry a user name or password."
     host = parts.hostname.lower()
     with_port = f"{host}:{parts.port}" if parts.port else host
     if host not in hosts and with_port not in hosts:
-        return f"callback_url's host '{host}' is not one this server calls (JOB_CALLBACK_HOSTS)."
+        return f"{field}'s host '{host}' is not one this server {verb} ({setting})."
     return None
 
 

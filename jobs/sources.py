@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from .callbacks import allowed_hosts
+from .callbacks import allowed_hosts, url_refusal
 from .service import JobError
 
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -43,24 +43,10 @@ def server_file(path: str, dirs: list[Path]) -> Path:
     return resolved
 
 
-def check_url(url: str, hosts: set[str]) -> str | None:
-    """None when `url` may be fetched, else the reason it may not (a message for the client)."""
-    if not hosts:
-        return "url is not enabled on this server (JOB_URL_HOSTS is empty): upload the file instead."
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "url must be an http:// or https:// URL."
-    if parts.username or parts.password:
-        return "url must not carry a user name or password."
-    host = parts.hostname.lower()
-    if host not in hosts and f"{host}:{parts.port}" not in hosts:
-        return f"url's host '{host}' is not one this server fetches from (JOB_URL_HOSTS)."
-    return None
-
-
 def download(url: str, hosts_setting: str, max_bytes: int, folder: Path) -> Path:
     """Fetch `url` into a temp file in `folder` (the caller removes it); JobError when not allowed or it fails."""
-    reason = check_url(url, allowed_hosts(hosts_setting))
+    reason = url_refusal(url, allowed_hosts(hosts_setting), field="url", setting="JOB_URL_HOSTS", verb="fetches from",
+                         instead=": upload the file instead")
     if reason:
         raise JobError(reason, code="url_not_allowed")
     folder.mkdir(parents=True, exist_ok=True)
