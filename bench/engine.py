@@ -370,11 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def save(name: str, report: dict[str, Any], markdown: str) -> None:
-    """Write bench/results/<name>.json and .md, and print the Markdown."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (RESULTS / f"{name}.md").write_text(markdown, encoding="utf-8")
+def save(name: str, report: dict[str, Any], markdown: str, folder: Path = RESULTS) -> None:
+    """Write <folder>/<name>.json and .md (default bench/results/), and print the Markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (folder / f"{name}.md").write_text(markdown, encoding="utf-8")
     print()
     print(markdown)
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.engine import save  # noqa: E402
 from bench.harness import (ModelFolders, Server, free_port, resolve_models, server_env, stop_app,  # noqa: E402
                            wait_healthy)
 from bench.upload_burst import build_file  # noqa: E402
@@ -181,13 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine_alone:
         result["engine_alone"] = run_engine_alone(args, models, work / "engine", audio)
     result["load_avg"] = [round(x, 1) for x in os.getloadavg()]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (out / f"memory-{stamp}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    text = markdown(result)
-    (out / f"memory-{stamp}.md").write_text(text, encoding="utf-8")
-    print(text)
+    save(f"memory-{datetime.now().strftime('%Y%m%d-%H%M%S')}", result, markdown(result), Path(args.out))
     return 0
 
 

@@ -13,7 +13,6 @@ over `--slow-ms`: those lines say what held the loop. Writes bench/results/uploa
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import multiprocessing
 import os
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.engine import save  # noqa: E402
 from bench.harness import Server, free_port, resolve_models, server_env, stop_app, wait_healthy  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -236,13 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (out / f"upload-burst-{stamp}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    text = markdown(result)
-    (out / f"upload-burst-{stamp}.md").write_text(text, encoding="utf-8")
-    print(text)
+    save(f"upload-burst-{datetime.now().strftime('%Y%m%d-%H%M%S')}", result, markdown(result), Path(args.out))
     return 0
 
 
