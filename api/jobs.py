@@ -121,6 +121,10 @@ async def create_job(request: Request) -> JSONResponse:
             await run_in_threadpool(service.check_room, owner)  # before receiving the files
             async with request.form(max_files=api.settings.job_max_files + 1, max_fields=50) as form:
                 params = parse_form(form, require_file=False)
+                if params.stream:
+                    raise bad_request("A job is not streamed: follow its progress at GET /v1/jobs/{id}, or use "
+                                      "stream=true on /v1/audio/transcriptions.", param="stream",
+                                      code="unsupported_value")
                 uploads = [Upload(f.filename or "", f.file) for field in FILE_FIELDS for f in form.getlist(field)
                            if isinstance(f, UploadFile)]
                 paths = [str(v) for v in form.getlist("path") if str(v).strip()]

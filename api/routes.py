@@ -27,6 +27,7 @@ from .auth import APIKeys
 from .errors import APIError, bad_request, from_asr_error, internal_error, language, unavailable
 from .funasr_ws import StreamRegistry
 from .metrics import Metrics
+from .transcription_stream import stream_transcription
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class TranscriptionForm:
     granularities: frozenset[str] = frozenset()
     diarize: bool = False
     num_speakers: int | None = None
+    stream: bool = False
 
 
 def services(request: Request) -> APIServices:
@@ -89,14 +91,20 @@ async def create_transcription(request: Request) -> Response:
             logger.warning("API request refused: %s", api.admission.busy_message())
             raise unavailable(api.admission.busy_message(lang), code="server_busy", retry_after_s=RETRY_AFTER_BUSY_S,
                               outcome="busy")
+        streaming = False
         try:
             async with request.form(max_files=1, max_fields=50) as form:
                 params = parse_form(form)
                 api.engine.check_speakers(params.diarize, params.num_speakers)  # before reading the upload
                 data = await _read_upload(params.file, api.engine.limits.max_bytes, lang)
-                result = await run_in_threadpool(api.engine.transcribe, data, hotwords=params.hotwords,
-                                                 name=params.file.filename or "upload", diarize=params.diarize,
-                                                 num_speakers=params.num_speakers)
+                name = params.file.filename or "upload"
+                if params.stream:  # input errors are HTTP errors: the audio is checked before the stream starts
+                    audio = await run_in_threadpool(api.engine.decode, data, name=name)
+                    streaming = True  # from here the stream's worker owns the admission place
+                    return stream_transcription(api.engine, audio, hotwords=params.hotwords, lang=lang,
+                                                release=api.admission.leave)
+                result = await run_in_threadpool(api.engine.transcribe, data, hotwords=params.hotwords, name=name,
+                                                 diarize=params.diarize, num_speakers=params.num_speakers)
         except ASRError as exc:
             error = from_asr_error(exc, lang)
             logger.log(logging.ERROR if error.status >= 500 else logging.INFO, "API transcription refused: %s (%s)%s",
@@ -110,7 +118,8 @@ async def create_transcription(request: Request) -> Response:
             logger.exception("API transcription failed")
             raise internal_error() from None
         finally:
-            api.admission.leave()
+            if not streaming:
+                api.admission.leave()
         return render(result, params.response_format, params.granularities)
 
 
@@ -156,11 +165,19 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
     if granularities and response_format != "verbose_json":
         raise bad_request("timestamp_granularities need response_format=verbose_json (as with OpenAI).",
                           param="timestamp_granularities", code="unsupported_value")
+    stream = _form_bool(form, "stream")
+    if stream and response_format not in ("json", "text"):
+        raise bad_request(f"stream=true sends the text as events; it goes with response_format json or text, not "
+                          f"'{response_format}' (ask without stream for subtitles or segments).", param="stream",
+                          code="unsupported_value")
     # `diarize` (ours and OpenAI's diarizing models') or `spk` (FunASR's funasr-server): label the speakers.
     diarize = _form_bool(form, "diarize") or _form_bool(form, "spk")
     num_speakers = _form_int(form, "num_speakers", "speakers")
     if num_speakers is not None and not diarize:
         diarize = True  # a speaker count is a request for speakers
+    if stream and diarize:
+        raise bad_request("Speakers are labelled once the whole file is recognised, so they do not come with "
+                          "stream=true: ask for them without stream.", param="stream", code="unsupported_value")
     # `hotwords` wins; without it the OpenAI `prompt` is read as hotwords (SeACo has no text prompt).
     # Neither: None, the engine's default list. An empty `hotwords` means "no hotwords".
     hotwords = form.get("hotwords")
@@ -168,7 +185,8 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
         hotwords = form.get("prompt") or None
     return TranscriptionForm(file=file, response_format=response_format,
                              hotwords=None if hotwords is None else str(hotwords),
-                             granularities=frozenset(granularities), diarize=diarize, num_speakers=num_speakers)
+                             granularities=frozenset(granularities), diarize=diarize, num_speakers=num_speakers,
+                             stream=stream)
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")

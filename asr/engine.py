@@ -27,6 +27,7 @@ from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountEr
 from .features import install_piecewise_fbank
 from .heap import HeapTrimmer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
+from .segments import SegmentListener, install_segment_reporting, report_segments
 from .settings import Settings
 from .speakers import MAX_SPEAKERS
 
@@ -181,6 +182,7 @@ class Engine:
                                                    max_requests=self.batch_max_requests(self.spec.device),
                                                    max_seconds=self.settings.batch_size_s)
                 self.batcher.install(self._model.model)
+                install_segment_reporting(self._model)
                 if self.spec.spk:
                     from .speakers import SpeakerLabeller
 
@@ -249,11 +251,15 @@ class Engine:
 
     def transcribe(self, source: AudioSource | Audio, *, hotwords: str | Sequence[str] | None = None,
                    sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None,
-                   record: bool = True, diarize: bool = False, num_speakers: int | None = None) -> Transcription:
+                   record: bool = True, diarize: bool = False, num_speakers: int | None = None,
+                   on_segment: SegmentListener | None = None) -> Transcription:
         """Transcribe one input. `hotwords=None` uses the default list; a given list replaces it.
 
         `diarize=True` labels each sentence with its speaker (needs ENABLE_SPK); `num_speakers`, when the
         caller knows it, fixes how many speakers the sentences are split into.
+
+        `on_segment`, when given, is called with each speech segment's words as soon as it is decoded, in
+        time order (`asr.segments`); the result is the same as without it.
 
         `record=False` leaves the call out of the request counts, observers and the INFO log: for work
         that is not a request of its own, such as the live tab's re-decoding of the open segment.
@@ -266,7 +272,11 @@ class Engine:
             self.check_speakers(diarize, num_speakers)
             audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
             decode_time = time.perf_counter() - started
-            result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
+            if on_segment is None:
+                result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
+            else:
+                with report_segments(on_segment):
+                    result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
             transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
             if diarize:
                 transcription = self._with_speakers(transcription, audio, num_speakers)

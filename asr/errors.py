@@ -53,6 +53,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                     "the service is busy ({depth} jobs in progress or waiting, limit {limit}); try again shortly"),
     "interrupted": ("处理已中断，任务将由其他进程继续", "processing was interrupted; the job continues elsewhere"),
     "cancelled": ("任务已取消", "the job was cancelled"),
+    "client_gone": ("客户端已断开，识别已停止", "the client went away, so the transcription was stopped"),
     "internal": ("识别时出现内部错误，已记录在服务器日志中", "an internal error occurred; it has been logged"),
 }
 

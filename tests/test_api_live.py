@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import threading
@@ -135,8 +136,11 @@ def run_readme_blocks(url: str, tmp_path: Path, *, keyed: bool, doc: str = "docs
 
 
 def test_readme_curl_examples_work_as_written(server: Server, tmp_path: Path) -> None:
-    [output] = run_readme_blocks(server.url, tmp_path, keyed=False)
+    output, streamed = run_readme_blocks(server.url, tmp_path, keyed=False)
     assert '{"text":' in output and '"segments":' in output and '"seaco-paraformer"' in output
+    events = [json.loads(line[6:]) for line in streamed.splitlines() if line.startswith("data: ")]
+    assert [e["type"] for e in events[:-1]] == ["transcript.text.delta"] * (len(events) - 1) and len(events) > 1
+    assert events[-1]["type"] == "transcript.text.done" and events[-1]["text"]
     cues = parse_srt((tmp_path / "example.srt").read_text())
     assert cues
 

@@ -136,6 +136,14 @@ def test_no_lost_text_on_the_onnx_backend(tiny_models, sparse_engine, burst_inpu
     assert [w.text for w in onnx_result.words] == [w.text for w in torch_result.words]
 
 
+def test_a_streamed_request_reports_the_tokenless_burst_and_keeps_the_text(sparse_engine, burst_input):
+    plain = sparse_engine.transcribe(burst_input, sample_rate=SR)
+    reported = []
+    streamed = sparse_engine.transcribe(burst_input, sample_rate=SR, on_segment=reported.append)
+    assert (streamed.text, streamed.sentences, streamed.words) == (plain.text, plain.sentences, plain.words)
+    assert [bool(s.text) for s in reported] == [True, False, True]  # the burst has no token, and is still told
+
+
 def test_silence_and_a_lone_burst_still_give_an_empty_result(sparse_engine, burst_input):
     lone = burst_input[int(5.5 * SR): int(10.0 * SR)]  # 2 s silence, the burst, 2 s silence
     result = sparse_engine.transcribe(lone, sample_rate=SR)

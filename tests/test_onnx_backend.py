@@ -136,6 +136,13 @@ def test_two_minute_file_with_vad_and_hotwords(engine, onnx_engine, long_wav):
     assert got.duration == pytest.approx(120.0)
 
 
+def test_streamed_segments_on_onnx_give_the_torch_text(engine, onnx_engine, long_wav):
+    reported = []
+    streamed = onnx_engine.transcribe(long_wav, on_segment=reported.append)
+    assert streamed.text == engine.transcribe(long_wav).text
+    assert [s.index for s in reported] == list(range(len(reported))) and len(reported) > 5
+
+
 def test_many_and_long_hotwords_match_torch(engine, onnx_engine):
     # Over 50 hotwords PyTorch keeps the 50 best plus <s>; the export reproduces that filter. Hotwords
     # longer than FunASR's fixed 10-token embedder input work too.
