@@ -72,6 +72,11 @@ class Settings(BaseSettings):
                               "online partials, used when online_model_dir is empty.")
     online_model_dir: Path | None = Field(None, description="Local streaming Paraformer folder; overrides "
                                           "`online_model`. Loaded at startup when MAX_STREAMS > 0.")
+    online_quantize: bool = Field(True, description="On CPU, run the streaming Paraformer's linear layers in int8 "
+                                  "(PyTorch dynamic quantization): partials cost about half, as with FunASR's own "
+                                  "runtime, which serves partials from its int8 model; finals stay fp32.")
+    online_workers: int = Field(0, ge=0, description="Copies of the streaming Paraformer decoding chunks side by side; "
+                                "0: one per core on CPU (each with one thread), one on a GPU.")
     max_streams: int = Field(8, ge=0, description="WebSocket streams open at once; more are refused (close code "
                              "1013). 0 turns the WebSocket endpoint off.")
     stream_idle_timeout_s: float = Field(60.0, gt=0, description="A stream that sends nothing for this long is "

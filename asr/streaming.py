@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,43 +109,98 @@ SAMPLES_PER_CHUNK_UNIT = 960
 
 
 class OnlineModel:
-    """The streaming Paraformer, loaded once per process. Calls are serialised: FunASR's
-    `AutoModel.generate` merges each call's options into the model's shared kwargs."""
+    """The streaming Paraformer, loaded once per process as `workers` copies that decode side by side.
 
-    def __init__(self, source: str, device: str = "cpu", ncpu: int = 0):
-        from funasr import AutoModel
+    A 600 ms chunk is small work (20 frames): a second intra-op thread buys it little (on 2 cores, one chunk
+    took 0.068 s with two threads against 0.080 s with one, for 1.65x the CPU time). So on CPU each copy runs
+    in its own worker thread with one intra-op thread, and concurrent streams' chunks run in parallel, one per
+    core, instead of queueing for one model that uses the cores badly. A copy takes one call at a time:
+    FunASR's `AutoModel.generate` merges each call's options into the model's shared kwargs.
+    """
 
+    def __init__(self, source: str, device: str = "cpu", ncpu: int = 0, quantize: bool = False, workers: int = 1):
         self.source = source
         started = time.perf_counter()
+        on_cpu = device.startswith("cpu")
+        #: "int8" when the linear layers run quantized (ONLINE_QUANTIZE on CPU), else "fp32".
+        self.precision = "int8" if quantize and on_cpu else "fp32"
+        self.workers = max(1, workers)
+        threads = 1 if on_cpu and self.workers > 1 else (ncpu or os.cpu_count() or 1)
+        self._copies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for _ in range(self.workers):
+            self._copies.put(self._load(source, device, threads, self.precision == "int8"))
+        # Worker threads of their own, so the one-thread setting never reaches the threads that run the engine.
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="online-model",
+                                            initializer=_set_torch_threads, initargs=(threads,))
+        self.load_seconds = time.perf_counter() - started
+        logger.info("streaming model loaded in %.1f s from %s (%s, %d worker(s) x %d thread(s))", self.load_seconds,
+                    source, self.precision, self.workers, threads)
+
+    @staticmethod
+    def _load(source: str, device: str, threads: int, quantize: bool) -> Any:
+        from funasr import AutoModel
+
         try:
             # dither 0: WavFrontendOnline adds training noise to the features unless the config says otherwise.
-            self._model = AutoModel(model=source, device=device, disable_update=True, disable_pbar=True,
-                                    disable_log=True, ncpu=ncpu or os.cpu_count() or 1,
-                                    frontend_conf={"dither": 0.0})
+            model = AutoModel(model=source, device=device, disable_update=True, disable_pbar=True, disable_log=True,
+                              ncpu=threads, frontend_conf={"dither": 0.0})
         except Exception as exc:
             raise ModelLoadError(f"could not load the streaming model from {source}: set ONLINE_MODEL_DIR to a "
                                  f"local paraformer-zh-streaming folder ({type(exc).__name__}: "
                                  f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
-        kind = type(self._model.model).__name__
+        kind = type(model.model).__name__
         if kind != "ParaformerStreaming":
             raise ModelLoadError(f"'{source}' is a {kind}, not a streaming Paraformer (ONLINE_MODEL_DIR)")
-        self._lock = threading.Lock()
-        self.load_seconds = time.perf_counter() - started
-        logger.info("streaming model loaded in %.1f s from %s", self.load_seconds, source)
+        if quantize:
+            import torch
+
+            # A chunk's cost is the linear layers' weights, which int8 halves (docs/benchmarks.md: Real-time
+            # streams). In place: no second copy of the weights.
+            torch.ao.quantization.quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        return model
 
     def step(self, samples: np.ndarray, cache: dict[str, Any], *, is_final: bool, chunk_size: tuple[int, int, int],
              encoder_look_back: int, decoder_look_back: int) -> str:
-        """Decode the next samples of a stream (its state lives in `cache`); returns the new text."""
-        with self._lock:
-            results = self._model.generate(input=samples, cache=cache, is_final=is_final, chunk_size=list(chunk_size),
-                                           encoder_chunk_look_back=encoder_look_back,
-                                           decoder_chunk_look_back=decoder_look_back, disable_pbar=True)
+        """Decode the next samples of a stream (its state lives in `cache`, so any copy can take any step);
+        returns the new text."""
+        return self._executor.submit(self._step, samples, cache, is_final, list(chunk_size), encoder_look_back,
+                                     decoder_look_back).result()
+
+    def _step(self, samples: np.ndarray, cache: dict[str, Any], is_final: bool, chunk_size: list[int],
+              encoder_look_back: int, decoder_look_back: int) -> str:
+        model = self._copies.get()
+        try:
+            results = model.generate(input=samples, cache=cache, is_final=is_final, chunk_size=chunk_size,
+                                     encoder_chunk_look_back=encoder_look_back,
+                                     decoder_chunk_look_back=decoder_look_back, disable_pbar=True)
+        finally:
+            self._copies.put(model)
         return str(results[0].get("text", "")) if results else ""
+
+    def modules(self) -> list[Any]:
+        """Each copy's PyTorch model (for inspection)."""
+        copies = [self._copies.get() for _ in range(self.workers)]
+        for copy in copies:
+            self._copies.put(copy)
+        return [c.model for c in copies]
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 _online_models: dict[tuple[str, str], OnlineModel] = {}
 _online_lock = threading.Lock()
 _online_error: str | None = None
+
+
+def online_workers(setting: int, device: str, ncpu: int) -> int:
+    """ONLINE_WORKERS, or when 0: one per core on CPU (NCPU, else the machine's cores), one on a GPU."""
+    if setting:
+        return setting
+    return (ncpu or os.cpu_count() or 1) if device.startswith("cpu") else 1
 
 
 def online_model_source(engine: Engine) -> str:
@@ -166,7 +223,9 @@ def get_online_model(engine: Engine) -> OnlineModel:
     with _online_lock:
         if key not in _online_models:
             try:
-                _online_models[key] = OnlineModel(source, device, engine.settings.ncpu)
+                s = engine.settings
+                _online_models[key] = OnlineModel(source, device, s.ncpu, s.online_quantize,
+                                                  online_workers(s.online_workers, device, s.ncpu))
             except ModelLoadError as exc:
                 _online_error = str(exc)
                 raise
@@ -175,9 +234,10 @@ def get_online_model(engine: Engine) -> OnlineModel:
 
 
 def online_model_state() -> str:
-    """"ready" once a streaming model is loaded, "error: ..." after a failed load, else "not_loaded"."""
+    """"ready (int8)" or "ready (fp32)" once a streaming model is loaded, "error: ..." after a failed load, else
+    "not_loaded"."""
     if _online_models:
-        return "ready"
+        return f"ready ({next(iter(_online_models.values())).precision})"
     return f"error: {_online_error}" if _online_error else "not_loaded"
 
 

@@ -120,3 +120,46 @@ def test_a_folder_that_is_not_a_streaming_model_is_refused(tiny_models: TinyMode
     settings = make_settings(tiny_models, tmp_path, online_model_dir=tmp_path)
     with pytest.raises(ModelLoadError, match="ONLINE_MODEL_DIR"):
         get_online_model(Engine(settings))
+
+
+def test_online_quantize_runs_the_linear_layers_in_int8(tiny_models: TinyModels, online: OnlineModel) -> None:
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    assert online.precision == "int8"  # ONLINE_QUANTIZE defaults to on, and this is a CPU
+    for model in online.modules():
+        layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, quantized))]
+        assert layers and all(isinstance(m, quantized) for m in layers)
+    plain = OnlineModel(str(tiny_models.online), "cpu", 1, quantize=False)
+    assert plain.precision == "fp32"
+    assert not any(isinstance(m, quantized) for model in plain.modules() for m in model.modules())
+    # Both decode the same chunks; int8 changes the numbers a little, so the texts are compared in the benchmark.
+    x = read()[: 9600 * 3]
+    for model in (online, plain):
+        cache: dict = {}
+        texts = [model.step(x[i:i + 9600], cache, is_final=i + 9600 >= x.size, chunk_size=(5, 10, 5),
+                            encoder_look_back=4, decoder_look_back=1) for i in range(0, x.size, 9600)]
+        assert any(texts), model.precision
+
+
+def test_copies_side_by_side_give_each_stream_its_one_copy_partials(tiny_models: TinyModels) -> None:
+    """Two streams through two copies at once (any copy takes any step: the state is the stream's cache)
+    give the partials each stream gets alone from one copy."""
+    import threading
+
+    x = read()
+
+    def partials(model: OnlineModel, samples: np.ndarray) -> list[str]:
+        cache: dict = {}
+        return [model.step(samples[i:i + 9600], cache, is_final=i + 9600 >= samples.size, chunk_size=(5, 10, 5),
+                           encoder_look_back=4, decoder_look_back=1) for i in range(0, samples.size, 9600)]
+
+    one = OnlineModel(str(tiny_models.online), "cpu", 1, quantize=True, workers=1)
+    streams = [x, x[::-1].copy()]
+    alone = [partials(one, s) for s in streams]
+    two = OnlineModel(str(tiny_models.online), "cpu", 2, quantize=True, workers=2)
+    together: dict[int, list[str]] = {}
+    threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, partials(two, streams[i]))) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [together[0], together[1]] == alone and any(alone[0])
