@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
+from .batching import urgent as marked_urgent
 from .audio import Audio, AudioLimits, AudioSource, load_audio
 from .device import planned_device, resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
@@ -141,9 +142,10 @@ class Engine:
         self.batcher: CrossRequestBatcher | None = None
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
-        self.heap = HeapTrimmer()
+        self.heap = HeapTrimmer(enabled=settings.heap_trim)
         self._waiting = 0
         self._inside = 0
+        self._urgent_waiting = 0
         self.requests_served = 0
         self.requests_failed = 0
         self.audio_seconds_served = 0.0
@@ -180,7 +182,8 @@ class Engine:
                     make_batches_exact(self._model.model)
                 self.batcher = CrossRequestBatcher(self._model_condition, lambda: self._inside,
                                                    max_requests=self.batch_max_requests(self.spec.device),
-                                                   max_seconds=self.settings.batch_size_s)
+                                                   max_seconds=self.settings.batch_size_s,
+                                                   urgent_waiting=lambda: self._urgent_waiting)
                 self.batcher.install(self._model.model)
                 install_segment_reporting(self._model)
                 if self.spec.spk:
@@ -252,7 +255,7 @@ class Engine:
     def transcribe(self, source: AudioSource | Audio, *, hotwords: str | Sequence[str] | None = None,
                    sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None,
                    record: bool = True, diarize: bool = False, num_speakers: int | None = None,
-                   on_segment: SegmentListener | None = None) -> Transcription:
+                   on_segment: SegmentListener | None = None, urgent: bool = False) -> Transcription:
         """Transcribe one input. `hotwords=None` uses the default list; a given list replaces it.
 
         `diarize=True` labels each sentence with its speaker (needs ENABLE_SPK); `num_speakers`, when the
@@ -260,6 +263,9 @@ class Engine:
 
         `on_segment`, when given, is called with each speech segment's words as soon as it is decoded, in
         time order (`asr.segments`); the result is the same as without it.
+
+        `urgent=True` (a live stream's sentence) goes ahead of other requests: they give way at their next model
+        call (`asr.batching`).
 
         `record=False` leaves the call out of the request counts, observers and the INFO log: for work
         that is not a request of its own, such as the live tab's re-decoding of the open segment.
@@ -273,10 +279,10 @@ class Engine:
             audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
             decode_time = time.perf_counter() - started
             if on_segment is None:
-                result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
+                result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s, urgent)
             else:
                 with report_segments(on_segment):
-                    result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s)
+                    result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s, urgent)
             transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
             if diarize:
                 transcription = self._with_speakers(transcription, audio, num_speakers)
@@ -297,7 +303,7 @@ class Engine:
                    audio.duration, transcription.processing_time, transcription.rtf)
         return transcription
 
-    def _generate(self, samples: np.ndarray, words: list[str], batch_size_s: int | None
+    def _generate(self, samples: np.ndarray, words: list[str], batch_size_s: int | None, is_urgent: bool = False
                   ) -> tuple[dict | None, float, float]:
         if self.state != "ready":
             reason = {"loading": "loading", "error": "failed"}.get(self.state, "")
@@ -314,12 +320,18 @@ class Engine:
         with self._stats_lock:
             self._waiting += 1
             self._inside += 1
+            self._urgent_waiting += is_urgent
         with self._model_condition:
             with self._stats_lock:
                 self._waiting -= 1
+                self._urgent_waiting -= is_urgent
             began = time.perf_counter()
             try:
-                results = self._model.generate(input=samples, **kwargs)
+                if is_urgent:
+                    with marked_urgent():
+                        results = self._model.generate(input=samples, **kwargs)
+                else:
+                    results = self._model.generate(input=samples, **kwargs)
             finally:
                 with self._stats_lock:
                     self._inside -= 1

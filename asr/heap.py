@@ -31,10 +31,10 @@ def _glibc_malloc_trim() -> Callable[[int], int] | None:
 class HeapTrimmer:
     """`request()` trims the heap in the background, unless a trim ran less than `min_interval_s` ago."""
 
-    def __init__(self, min_interval_s: float = 10.0):
+    def __init__(self, min_interval_s: float = 10.0, *, enabled: bool = True):
         self.min_interval_s = min_interval_s
         self.trims = 0
-        self._trim = _glibc_malloc_trim()
+        self._trim = _glibc_malloc_trim() if enabled else None
         self._lock = threading.Lock()
         self._running = False
         self._last = float("-inf")

@@ -3,6 +3,7 @@ engine alone doing the same work in a process of its own, with glibc's MALLOC_AR
 
     python -m bench.memory                                   # tiny model, torch: server and engine alone
     python -m bench.memory --backend onnx --arena-max 1      # ONNX fp32 (exported on the fly), one malloc arena
+    python -m bench.memory --no-heap-trim                    # before the engine handed idle memory back
     python -m bench.memory --model-dir models/full-seaco --punc-model-dir models/full-punc --onnx-dir DIR
 
 Requests go through the API, `--concurrency` at a time, each the same `--seconds` WAV (3 min by default). The
@@ -64,6 +65,8 @@ def settings_env(args: argparse.Namespace, models: ModelFolders, work: Path) -> 
         extra["ONNX_MODEL_DIR"] = str(args.onnx_dir)
     if args.arena_max:
         extra["MALLOC_ARENA_MAX"] = str(args.arena_max)
+    if not args.heap_trim:
+        extra["HEAP_TRIM"] = "false"
     return server_env(models, work, "cpu", args.backend, **extra)
 
 
@@ -141,6 +144,7 @@ def markdown(result: dict[str, Any]) -> str:
     s, e = result["server"], result.get("engine_alone")
     lines = [f"# Memory, {result['date']}", "",
              f"{result['model']}, backend {result['backend']}, MALLOC_ARENA_MAX {result['arena_max'] or 'unset'}, "
+             f"heap trim {'on' if result.get('heap_trim', True) else 'off'}, "
              f"{result['requests']} requests of a {result['seconds']} s WAV, {result['concurrency']} at a time, "
              f"NCPU {result['ncpu']}; load average {result['load_avg']}.", "",
              "| process | RSS loaded MiB | RSS after MiB | USS after MiB | after 5 s idle MiB | wall s |",
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="RSS of the server and of the engine alone after long requests.")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--arena-max", type=int, default=0, help="MALLOC_ARENA_MAX for both processes (0: unset)")
+    parser.add_argument("--no-heap-trim", dest="heap_trim", action="store_false",
+                        help="HEAP_TRIM=false for both processes: the engine as it was before the idle trim")
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=180, help="length of the WAV each request sends (180)")
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     audio = build_file(work, args.seconds)
     result: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": models.label,
-        "backend": args.backend, "arena_max": args.arena_max, "requests": args.requests,
+        "backend": args.backend, "arena_max": args.arena_max, "heap_trim": args.heap_trim, "requests": args.requests,
         "concurrency": args.concurrency, "seconds": args.seconds, "ncpu": args.ncpu}
     result["server"] = run_server(args, models, work / "server", audio)
     if args.engine_alone:

@@ -364,3 +364,12 @@ def test_freed_memory_goes_back_to_the_system_when_idle(tiny_settings):
     while engine.heap.trims == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert engine.heap.trims == before + 1
+
+
+def test_heap_trim_off_leaves_the_heap_alone(tiny_models, tmp_path) -> None:
+    engine = Engine(make_settings(tiny_models, tmp_path, heap_trim=False))
+    engine.load()
+    engine.heap.min_interval_s = 0
+    engine.transcribe(UTTERANCE)
+    time.sleep(0.5)
+    assert not engine.heap.available and engine.heap.trims == 0
