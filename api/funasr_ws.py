@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -113,8 +114,16 @@ class Connection:
     odd_byte: bytes = b""  # half an int16 sample left over from the last frame
     session: StreamSession | None = None
     utterances: int = 0
+    #: 2pass finals waiting to be transcribed and sent, in order, by `finals_task`.
+    finals: asyncio.Queue | None = None
+    finals_task: asyncio.Task | None = None
+    #: Finals queued or being made: the client waits for them, so the stream is not idle.
+    finals_pending: int = 0
 
     def close(self) -> None:
+        if self.finals_task is not None:
+            self.finals_task.cancel()  # a sentence being transcribed finishes in its thread; nobody reads it
+            self.finals_task = None
         self.offline_audio = bytearray()
         self.odd_byte = b""
         if self.session is not None:
@@ -371,6 +380,8 @@ async def _serve(websocket: WebSocket, api: Any, conn: Connection) -> None:
         try:
             message = await asyncio.wait_for(websocket.receive(), timeout=settings.stream_idle_timeout_s)
         except TimeoutError:
+            if conn.finals_pending:
+                continue
             raise StreamError(f"no message for {settings.stream_idle_timeout_s:g} s (STREAM_IDLE_TIMEOUT_S); "
                               f"closing the idle stream", "idle_timeout", CLOSE_GOING_AWAY, "idle_timeout") from None
         if message["type"] == "websocket.disconnect":
@@ -427,7 +438,7 @@ async def _start(api: Any, conn: Connection) -> None:
         config = utterance.stream_config()
         try:
             if conn.session is None:
-                conn.session = await run_in_threadpool(StreamSession, api.engine, config)
+                conn.session = await run_in_threadpool(partial(StreamSession, api.engine, config, defer_finals=True))
             else:
                 await run_in_threadpool(conn.session.reconfigure, config)
         except ASRError as exc:
@@ -465,7 +476,7 @@ async def _on_audio(websocket: WebSocket, api: Any, conn: Connection, data: byte
                           f'send {{"is_speaking": false}} to end it and start the next', "too_long", CLOSE_POLICY)
     api.metrics.stream_audio_seconds.labels(utterance.mode).inc(samples.size / SAMPLE_RATE)
     results = await _run_session(conn.session.feed, samples)
-    await _send_results(websocket, api, utterance, results, received)
+    await _send_results(websocket, api, conn, results, received)
 
 
 async def _finish(websocket: WebSocket, api: Any, conn: Connection) -> None:
@@ -478,7 +489,7 @@ async def _finish(websocket: WebSocket, api: Any, conn: Connection) -> None:
         return
     conn.odd_byte = b""
     results = await _run_session(conn.session.finish)
-    await _send_results(websocket, api, utterance, results, received)
+    await _send_results(websocket, api, conn, results, received)
 
 
 async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utterance: Utterance) -> None:
@@ -504,19 +515,49 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
     await _send(websocket, final_answer("offline", utterance.wav_name, result, is_final=True))
 
 
-async def _run_session(fn: Any, *args: Any) -> list[StreamResult]:
+async def _run_session(fn: Any, *args: Any) -> Any:
     try:
         return await run_in_threadpool(fn, *args)
     except ASRError as exc:
         raise asr_stream_error(exc) from None
 
 
-async def _send_results(websocket: WebSocket, api: Any, utterance: Utterance, results: list[StreamResult],
+async def _send_results(websocket: WebSocket, api: Any, conn: Connection, results: list[StreamResult],
                         received: float) -> None:
+    """Partials now; finals (and the utterance's last answer) in order through the connection's finals task, so a
+    sentence waiting for its turn at the engine never holds up the partials that follow it."""
+    utterance, session = conn.utterance, conn.session
+    assert utterance is not None and session is not None
     for result in results:
+        if result.kind in ("closed", "final"):
+            if conn.finals_task is None:
+                conn.finals = asyncio.Queue()
+                conn.finals_task = asyncio.create_task(_send_finals(websocket, api, conn))
+            conn.finals_pending += 1
+            conn.finals.put_nowait((session, utterance, result, received))
+            continue
         await _send(websocket, stream_answer(utterance, result))
-        latency = time.perf_counter() - received
-        if result.kind == "partial" and result.text:
-            api.metrics.partial_latency.observe(latency)
-        elif result.kind == "final":
-            api.metrics.final_latency.observe(latency)
+        if result.text:
+            api.metrics.partial_latency.observe(time.perf_counter() - received)
+
+
+async def _send_finals(websocket: WebSocket, api: Any, conn: Connection) -> None:
+    assert conn.finals is not None
+    while True:
+        session, utterance, result, received = await conn.finals.get()
+        try:
+            if result.kind == "closed":
+                result = await _run_session(session.final, result)
+            await _send(websocket, stream_answer(utterance, result))
+            conn.finals_pending -= 1
+        except StreamError as exc:
+            logger.info("stream closed: %s (%s)", exc.code, exc.message)
+            await _send_error(websocket, exc, utterance.wav_name)
+            return
+        except (RuntimeError, WebSocketDisconnect, OSError):
+            return  # the client is gone
+        except Exception:
+            logger.exception("stream final failed")
+            await _send_error(websocket, asr_stream_error(ASRError()), utterance.wav_name)
+            return
+        api.metrics.final_latency.observe(time.perf_counter() - received)

@@ -25,6 +25,12 @@ result (`empty_result`), where FunASR's model returns `([],)` for a call whose s
 `AutoModel.inference_with_vad` would then find fewer results than segments and return an empty text for the
 whole file (funasr 1.4.16, the `len(results_sorted) != n` branch); on CPU each segment is its own call, so
 one cough or noise burst cut as its own segment was enough to lose a meeting's transcript.
+
+Urgent work goes first: a request marked urgent (`urgent()`: a live stream's closed sentence, which someone is
+waiting to read) that is waiting for the model lock makes every other request stop at its next model call and
+wait there, lock released, until no urgent request is waiting; the urgent one runs its whole (short) pipeline
+alone, never batched. A file therefore gives way between two of its segments, instead of making the sentence
+wait for the whole file, and it continues where it stopped with its own results unchanged.
 """
 
 from __future__ import annotations
@@ -32,7 +38,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +58,22 @@ _NOT_DECODING_OPTIONS = frozenset({"batch_size", "batch_size_s", "batch_size_thr
 HOTWORD_FILTER = 50
 #: A waiting segment re-checks this often; a safety net only (a notify wakes it when something changes).
 _RECHECK_S = 1.0
+
+_urgent: ContextVar[bool] = ContextVar("asr_urgent", default=False)
+
+
+@contextmanager
+def urgent() -> Iterator[None]:
+    """Mark this thread's transcriptions inside the block as urgent (see the module docstring)."""
+    token = _urgent.set(True)
+    try:
+        yield
+    finally:
+        _urgent.reset(token)
+
+
+def is_urgent() -> bool:
+    return _urgent.get()
 
 
 @dataclass(eq=False)  # identity: jobs are told apart by who submitted them, never by content
@@ -88,9 +112,12 @@ class CrossRequestBatcher:
     """Stands in for `model.inference`; see the module docstring. Call `install(model)` once after loading."""
 
     def __init__(self, condition: threading.Condition, requests_inside: Callable[[], int], *, max_requests: int,
-                 max_seconds: float):
+                 max_seconds: float, urgent_waiting: Callable[[], int] = lambda: 0):
         self._condition = condition  # the engine's model lock: held by whoever runs FunASR code
         self._requests_inside = requests_inside
+        self._urgent_waiting = urgent_waiting
+        #: Requests stopped at a model call for urgent work: inside the engine, but bringing no segment now.
+        self._giving_way = 0
         self.max_requests = max(1, int(max_requests))
         self.max_seconds = float(max_seconds)
         self._inference: Callable[..., Any] | None = None
@@ -106,9 +133,12 @@ class CrossRequestBatcher:
     def __call__(self, data_in: Any, data_lengths: Any = None, key: Sequence | None = None, **kwargs: Any) -> Any:
         assert self._inference is not None, "install() first"
         before_model_call(_seconds_of(data_in))  # a job's progress and cancel point, before any state changes
+        urgent_call = is_urgent()
+        if not urgent_call:
+            self._give_way()
         batchable = (data_lengths is None and isinstance(data_in, list) and key is not None
                      and len(str(kwargs.get("hotword") or "").split()) + 1 <= HOTWORD_FILTER)
-        if self.max_requests == 1 or not batchable or self._requests_inside() <= 1:
+        if self.max_requests == 1 or not batchable or urgent_call or self._requests_inside() - self._giving_way <= 1:
             output = self._call_model(data_in, key, data_lengths, kwargs)
             return _one_result_per_segment(output, list(key or []), 0)[0]
         job = _Job(list(data_in), list(key), kwargs, _group_of(kwargs))
@@ -124,6 +154,18 @@ class CrossRequestBatcher:
             raise job.error
         return job.result
 
+    def _give_way(self) -> None:
+        """Wait here, the model lock released, while an urgent request is waiting for it."""
+        if not self._urgent_waiting():
+            return
+        self._giving_way += 1
+        self._condition.notify_all()  # batched segments waiting for this request must not wait for it now
+        try:
+            while self._urgent_waiting():
+                self._condition.wait(_RECHECK_S)
+        finally:
+            self._giving_way -= 1
+
     def _ready_batch(self) -> list[_Job]:
         """The jobs to run now, or [] while other requests inside the engine may still bring a segment."""
         if not self._pending:
@@ -131,7 +173,7 @@ class CrossRequestBatcher:
         oldest = self._pending[0]
         group = [j for j in self._pending if j.group == oldest.group]
         chosen = _cap(group, self.max_requests, self.max_seconds)
-        everyone_waiting = len(self._pending) >= self._requests_inside()
+        everyone_waiting = len(self._pending) >= self._requests_inside() - self._giving_way
         overdue = time.perf_counter() - oldest.submitted > 30 * _RECHECK_S  # never expected; keeps a stall bounded
         if everyone_waiting or len(chosen) < len(group) or len(chosen) >= self.max_requests or overdue:
             return chosen

@@ -7,14 +7,16 @@ without any protocol or UI.
 - **2pass**: the same partials, plus a streaming FSMN-VAD that cuts sentences; each closed segment
   goes through `Engine.transcribe` (SeACo with hotwords, punctuation, sentence times, confidence), so
   its final text is what a file upload of that segment gives. The streaming model's cache is reset at
-  every segment end, as FunASR's runtime does.
+  every segment end, as FunASR's runtime does. A closed sentence is urgent in the engine (file jobs give
+  way to it at their next segment); with `defer_finals` the caller transcribes it with `final()` on a
+  thread of its own (the WebSocket endpoint does), so the partials after it never wait for it.
 - **2pass with re-decoded drafts** (the web UI's live tab, `partials="redecode"`): instead of the
   streaming model, the open segment is decoded again by the engine on each feed for a tentative text
   (not counted as a request); no second model is needed.
 
 One `StreamSession` serves one stream, utterance after utterance (`finish()` ends one). Sessions are
-not thread-safe (one stream's chunks arrive in order); the models they share are: the streaming
-Paraformer and the VAD take one call at a time, the engine owns its own lock.
+not thread-safe (one stream's chunks arrive in order; `final()` may run beside them); the models they share
+are: the streaming Paraformer's copies and the VAD take one call at a time each, the engine owns its own lock.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import os
 import queue
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -156,7 +159,10 @@ class OnlineModel:
 
             # A chunk's cost is the linear layers' weights, which int8 halves (docs/benchmarks.md: Real-time
             # streams). In place: no second copy of the weights.
-            torch.ao.quantization.quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            with warnings.catch_warnings():  # torch 2.13 says its quantized tensors will move to torchao one day
+                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+                torch.ao.quantization.quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8,
+                                                       inplace=True)
         return model
 
     def step(self, samples: np.ndarray, cache: dict[str, Any], *, is_final: bool, chunk_size: tuple[int, int, int],
@@ -275,20 +281,30 @@ class StreamConfig:
 
 
 @dataclass(frozen=True)
+class ClosedSegment:
+    """A sentence the VAD has closed, not yet transcribed (a session with `defer_finals`)."""
+
+    samples: np.ndarray
+    hotwords: str | list[str] | None
+
+
+@dataclass(frozen=True)
 class StreamResult:
     """One answer: an online `partial` (new text since the last partial), a `draft` (the open segment's
-    whole tentative text, redecode only) or a `final` segment.
+    whole tentative text, redecode only), a `final` segment, or, with `defer_finals`, a `closed` segment whose
+    final `StreamSession.final()` gives.
 
     `start`/`end` are seconds from the start of the utterance: the audio a partial covers, or the
     segment. `is_last` marks the result that ends the utterance (after `finish()`).
     """
 
-    kind: Literal["partial", "draft", "final"]
+    kind: Literal["partial", "draft", "final", "closed"]
     text: str
     start: float
     end: float
     transcription: Transcription | None = None
     is_last: bool = False
+    closed: ClosedSegment | None = None
 
 
 @dataclass
@@ -330,9 +346,12 @@ class StreamSession:
     utterance (the session then starts the next one), `close()` when the stream goes away."""
 
     def __init__(self, engine: Engine, config: StreamConfig, *, online: OnlineModel | None = None,
-                 vad: StreamingVad | None = None):
+                 vad: StreamingVad | None = None, defer_finals: bool = False):
         self.engine = engine
         self.config = config
+        #: Closed sentences come back as `closed` results, for the caller to pass to `final()` on a thread of
+        #: its own: the next partials then never wait for a sentence's turn at the engine.
+        self.defer_finals = defer_finals
         self.online = online
         self.vad = vad
         self.stats = StreamStats()
@@ -403,9 +422,8 @@ class StreamSession:
             if u.open_start is not None:
                 results += self._close_segment(u.open_start, u.received)
         if self.config.mode == "2pass":
-            if results and results[-1].kind == "final":
-                last = results[-1]
-                results[-1] = StreamResult(last.kind, last.text, last.start, last.end, last.transcription, True)
+            if results and results[-1].kind in ("final", "closed"):
+                results[-1] = replace(results[-1], is_last=True)
             else:
                 results.append(StreamResult("final", "", end, end, is_last=True))
         self._record_decoded()
@@ -482,10 +500,19 @@ class StreamSession:
         begin = max(start - u.buffer_start, 0)
         segment = u.buffer[begin:max(end - u.buffer_start, begin)]
         self.stats.segments_closed += 1
-        result = self._transcribe(segment)
+        if self.defer_finals:
+            return [StreamResult("closed", "", start / SAMPLE_RATE, end / SAMPLE_RATE,
+                                 closed=ClosedSegment(segment.copy(), self.config.hotwords))]
+        result = self._transcribe(segment, self.config.hotwords, urgent=True)
         if result is None:
             return []
         return [StreamResult("final", result.text, start / SAMPLE_RATE, end / SAMPLE_RATE, result)]
+
+    def final(self, closed: StreamResult) -> StreamResult:
+        """The `final` result of a `closed` one (thread-safe: it only calls the engine, ahead of file jobs)."""
+        assert closed.closed is not None
+        result = self._transcribe(closed.closed.samples, closed.closed.hotwords, urgent=True)
+        return replace(closed, kind="final", text=result.text if result else "", transcription=result, closed=None)
 
     def _draft(self) -> list[StreamResult]:
         u = self._u
@@ -495,16 +522,18 @@ class StreamSession:
         if tail.size < self.config.min_partial_s * SAMPLE_RATE:
             return []
         # A draft of a segment that will be transcribed again when it closes: not a request of its own.
-        result = self._transcribe(tail, record=False)
+        result = self._transcribe(tail, self.config.hotwords, record=False)
         if result is None:
             return []
         return [StreamResult("draft", result.text, u.open_start / SAMPLE_RATE, u.received / SAMPLE_RATE, result)]
 
-    def _transcribe(self, samples: np.ndarray, *, record: bool = True) -> Transcription | None:
+    def _transcribe(self, samples: np.ndarray, hotwords: str | list[str] | None, *, record: bool = True,
+                    urgent: bool = False) -> Transcription | None:
+        # A sentence someone is waiting to read is urgent: file jobs give way to it (asr.batching).
         self._decoded += samples.size
         try:
-            return self.engine.transcribe(samples, sample_rate=SAMPLE_RATE, hotwords=self.config.hotwords,
-                                          name="stream", record=record)
+            return self.engine.transcribe(samples, sample_rate=SAMPLE_RATE, hotwords=hotwords, name="stream",
+                                          record=record, urgent=urgent)
         except InputError as exc:  # a blip shorter than the minimum length: nothing to say
             logger.debug("stream segment skipped: %s", exc)
             return None

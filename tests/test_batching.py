@@ -195,3 +195,42 @@ def test_health_reports_batching_and_never_fails_before_a_load(tiny_models, tmp_
     code, body = health_payload(broken, 0.0)
     assert code == 503 and body["status"] == "error" and "no-such-model" in body["detail"]
     assert body["batching"] is None
+
+
+def test_an_urgent_sentence_goes_ahead_of_a_long_file_at_its_next_segment(engine: Engine, long_wav: Path) -> None:
+    """A live stream's sentence (`urgent=True`) waits for the file's current segment, not for the whole file; the
+    file's result is unchanged. A plain request, the control, waits for the whole file."""
+    import time
+
+    import soundfile as sf
+
+    from asr.progress import segment_hook
+
+    samples = np.tile(sf.read(long_wav, dtype="float32")[0], 3)  # 6 minutes: seconds of work for the tiny model
+    sentence = DATA / "utterances" / "firered_BAC009S0764W0121.wav"
+    alone = engine.transcribe(samples, sample_rate=RATE)
+
+    def beside_the_file(urgent: bool) -> tuple[float, float, Any]:
+        started, file_done, results = threading.Event(), [], {}
+
+        def file_job() -> None:
+            with segment_hook(lambda seconds: started.set()):
+                results["file"] = engine.transcribe(samples, sample_rate=RATE)
+            file_done.append(time.perf_counter())
+
+        thread = threading.Thread(target=file_job)
+        thread.start()
+        assert started.wait(30)
+        time.sleep(0.3)  # the file is well into its segments
+        asked = time.perf_counter()
+        engine.transcribe(sentence, urgent=urgent)
+        answered = time.perf_counter()
+        thread.join()
+        return answered - asked, file_done[0] - answered, results["file"]
+
+    waited, file_left, file_result = beside_the_file(urgent=True)
+    assert file_left > 0.5, "the sentence was answered while the file still had work left"
+    assert waited < 1.0
+    assert (file_result.text, file_result.sentences) == (alone.text, alone.sentences)
+    waited, file_left, _ = beside_the_file(urgent=False)
+    assert file_left <= 0, "a plain request waits for the whole file"

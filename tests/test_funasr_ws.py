@@ -285,3 +285,38 @@ def test_silence_gives_one_empty_final(client: TestClient) -> None:
         offline = send_utterance(ws, {"mode": "offline"}, b"")
     assert answers[-1]["mode"] == "2pass-offline" and answers[-1]["text"] == "" and answers[-1]["is_end"]
     assert offline == [{"mode": "offline", "wav_name": "microphone", "text": "", "is_final": True, "is_end": True}]
+
+
+def test_a_sentence_waiting_for_the_engine_holds_up_no_partials(client: TestClient, monkeypatch) -> None:
+    """2pass finals go through the engine on a task of their own: while one waits (here 2 s), the partials after it
+    keep coming, and the finals still arrive in order with the utterance's last answer last."""
+    import time as clock
+
+    from asr.streaming import StreamSession
+
+    final = StreamSession.final
+
+    def slow_final(self, closed):
+        clock.sleep(2.0)
+        return final(self, closed)
+
+    monkeypatch.setattr(StreamSession, "final", slow_final)
+    clip, rate = sf.read(SHORT, dtype="int16")
+    pause = np.zeros(int(2.5 * rate), dtype=np.int16)
+    audio = np.concatenate([clip, pause, clip, pause, clip]).tobytes()
+    received: list[tuple[float, dict]] = []
+    with connect(client) as ws:
+        ws.send_text(json.dumps({"is_speaking": True, "mode": "2pass", "wav_name": "slow"}))
+        for i in range(0, len(audio), 6400):
+            ws.send_bytes(audio[i:i + 6400])
+            clock.sleep(0.05)
+        ws.send_text(json.dumps({"is_speaking": False}))
+        while not received or not received[-1][1].get("is_final"):
+            received.append((clock.perf_counter(), ws.receive_json()))
+    answers = [a for _, a in received]
+    finals = [a for a in answers if a["mode"] == "2pass-offline"]
+    assert len([f for f in finals if f["text"]]) == 3 and finals[-1] is answers[-1]
+    assert [f["end_ms"] for f in finals] == sorted(f["end_ms"] for f in finals)
+    # Partials of the audio after the first sentence came while that sentence's final was still being made.
+    first_final = answers.index(next(f for f in finals if f["text"]))
+    assert [a for a in answers[:first_final] if a["mode"] == "2pass-online" and a["end_ms"] > finals[0]["end_ms"]]
