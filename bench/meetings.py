@@ -44,13 +44,9 @@ from asr.engine import Engine, Transcription, _to_transcription  # noqa: E402
 from asr.settings import Settings  # noqa: E402
 from asr.speakers import Span  # noqa: E402
 from bench.engine import bare_model, save  # noqa: E402
+from bench.harness import project_path  # noqa: E402
 
 SR = 16000
-
-
-def shown(path: Path) -> str:
-    """A path as the project sees it (relative to the project), never the absolute path of this machine."""
-    return os.path.relpath(path, ROOT)
 
 
 def model_folders(args: argparse.Namespace) -> dict[str, Path]:
@@ -120,7 +116,7 @@ def two_speakers(audio_dir: Path) -> tuple[np.ndarray, list[tuple[float, float, 
     a_clips = sorted(utterances.glob("BAC009S0150*.wav"))[:6]
     b_clip = utterances / "firered_BAC009S0764W0121.wav"
     if not a_clips or not b_clip.exists():
-        raise SystemExit(f"{shown(utterances)} lacks the AISHELL S0150 clips or firered_BAC009S0764W0121.wav: "
+        raise SystemExit(f"{project_path(utterances)} lacks the AISHELL S0150 clips or firered_BAC009S0764W0121.wav: "
                          f"pass --audio-dir ../shared/audio")
     pause = np.zeros(int(0.8 * SR), np.float32)
     pieces, truth, at = [], [], 0.0
@@ -275,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "device": args.device,
         "models": "real" if args.model_dir else "full-size random-weight SeACo-Paraformer, CT-punc and CAM++",
-        "audio_dir": shown(audio_dir), "costs": cost, "two_speakers": turns, "openai_client": client,
+        "audio_dir": project_path(audio_dir), "costs": cost, "two_speakers": turns, "openai_client": client,
     }
     save(f"meetings-{datetime.now().strftime('%Y%m%d-%H%M%S')}", report, to_markdown(report))
     return 0

@@ -5,7 +5,9 @@
 
 For each count N, N concurrent 2pass streams send 16-bit PCM in 60 ms frames at real-time pace (each frame on an
 absolute schedule, so a slow server does not slow the sender down). The audio is `--audio` with 2 s pauses, looped
-to `--seconds`. Measured at the client:
+to `--seconds`; stream i of N starts i/N of the way into that loop, so the streams are N speakers who do not
+pause at the same moments (streams in lockstep would end their sentences together, and every final would land at
+once). Measured at the client:
 
 - partial latency: from sending the frame that completes a 600 ms chunk to receiving its `2pass-online` answer
   (answers say how far into the audio they go: `end_ms`);
@@ -37,19 +39,24 @@ import numpy as np
 import soundfile as sf
 import websockets
 
+from bench.harness import project_path
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 FRAME_MS = 60
 CHUNK_MS = 600
 
 
-def build_audio(path: Path, seconds: float) -> bytes:
+def build_audio(path: Path, seconds: float, start_fraction: float = 0.0) -> bytes:
+    """`seconds` of the clip and a 2 s pause, looped, starting `start_fraction` of the way into the loop."""
     clip, rate = sf.read(path, dtype="int16")
     if rate != 16000 or clip.ndim != 1:
         raise SystemExit(f"{path}: use a 16 kHz mono WAV")
     one = np.concatenate([clip, np.zeros(32000, dtype=np.int16)])
+    frame = 16 * FRAME_MS
+    start = int(one.size * start_fraction) // frame * frame
     total = int(seconds * 16000)
-    return np.tile(one, total // one.size + 1)[:total].tobytes()
+    return np.tile(one, (start + total) // one.size + 1)[start:start + total].tobytes()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -125,7 +132,7 @@ def uploads_loop(base: str, path: Path, stop: threading.Event, done: list[float]
                 done.append(time.perf_counter() - started)
 
 
-def run_count(args: argparse.Namespace, n: int, audio: bytes) -> dict[str, Any]:
+def run_count(args: argparse.Namespace, n: int) -> dict[str, Any]:
     results: dict[str, list] = {"partial": [], "final": [], "errors": [], "audio_s": [0.0], "cpu_per_audio_s": []}
     stop = threading.Event()
     sampler = threading.Thread(target=cpu_sampler, args=(args.pid, results, stop, args.cpu_window), daemon=True)
@@ -139,7 +146,8 @@ def run_count(args: argparse.Namespace, n: int, audio: bytes) -> dict[str, Any]:
     started = time.perf_counter()
 
     async def all_streams() -> None:
-        await asyncio.gather(*[one_stream(args.url, audio, i, results) for i in range(n)])
+        audios = [build_audio(args.audio, args.seconds, i / n) for i in range(n)]
+        await asyncio.gather(*[one_stream(args.url, audios[i], i, results) for i in range(n)])
 
     asyncio.run(all_streams())
     wall = time.perf_counter() - started
@@ -204,18 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="a note stored with the results (models, machine)")
     args = parser.parse_args(argv)
 
-    audio = build_audio(args.audio, args.seconds)
     wait_ready(http_base(args.url))
     # One short stream first: the streaming model loads on the first stream, which is not what is measured.
-    asyncio.run(one_stream(args.url, audio[: 3 * 32000], 0, {"partial": [], "final": [], "errors": [],
+    asyncio.run(one_stream(args.url, build_audio(args.audio, 3.0), 0, {"partial": [], "final": [], "errors": [],
                                                               "audio_s": [0.0]}))
     alone = alone_uploads(args)
-    runs = [run_count(args, n, audio) for n in args.streams]
+    runs = [run_count(args, n) for n in args.streams]
     for run in runs:
         if alone and run["upload_mean_s"]:
             run["upload_share_vs_alone"] = round(alone / run["upload_mean_s"], 3)
     record = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "label": args.label,
-              "url": args.url, "seconds": args.seconds, "audio": str(args.audio), "upload_alone_s": alone,
+              "url": args.url, "seconds": args.seconds, "audio": project_path(args.audio), "upload_alone_s": alone,
               "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"streams-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
