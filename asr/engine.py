@@ -202,6 +202,9 @@ class Engine:
                 raise ModelLoadError(message) from exc
             self.load_seconds = time.perf_counter() - started
             self.state = "ready"
+            # Loading leaves hundreds of MB free in glibc's heaps (full-size ONNX: 2290 MiB RSS loaded, 1962 after
+            # 30 requests and a trim: docs/benchmarks.md, Memory); hand them back before the first request.
+            self.heap.request()
             logger.info("models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s "
                         "spk=%s)", self.load_seconds, self.spec.device, self.backend, self.batcher.max_requests,
                         self.spec.asr, self.spec.vad, self.spec.punc, self.spec.spk)
