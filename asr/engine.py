@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -202,8 +203,8 @@ class Engine:
                 raise ModelLoadError(message) from exc
             self.load_seconds = time.perf_counter() - started
             self.state = "ready"
-            # Loading leaves hundreds of MB free in glibc's heaps (full-size ONNX: 2290 MiB RSS loaded, 1962 after
-            # 30 requests and a trim: docs/benchmarks.md, Memory); hand them back before the first request.
+            # Loading leaves hundreds of MB free in glibc's heaps: hand them back before the first request (a
+            # full-size ONNX server: 2290 MiB once loaded without this, 1667 with it; docs/benchmarks.md, Memory).
             self.heap.request()
             logger.info("models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s "
                         "spk=%s)", self.load_seconds, self.spec.device, self.backend, self.batcher.max_requests,
@@ -281,11 +282,8 @@ class Engine:
             self.check_speakers(diarize, num_speakers)
             audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
             decode_time = time.perf_counter() - started
-            if on_segment is None:
+            with report_segments(on_segment) if on_segment else nullcontext():
                 result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s, urgent)
-            else:
-                with report_segments(on_segment):
-                    result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s, urgent)
             transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
             if diarize:
                 transcription = self._with_speakers(transcription, audio, num_speakers)
@@ -330,10 +328,7 @@ class Engine:
                 self._urgent_waiting -= is_urgent
             began = time.perf_counter()
             try:
-                if is_urgent:
-                    with marked_urgent():
-                        results = self._model.generate(input=samples, **kwargs)
-                else:
+                with marked_urgent() if is_urgent else nullcontext():
                     results = self._model.generate(input=samples, **kwargs)
             finally:
                 with self._stats_lock:
