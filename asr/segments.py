@@ -28,7 +28,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SpeechSegment:
-    """One VAD segment once decoded: its place in the file (0 = first) and its words, unpunctuated.
+    """One VAD segment once decoded: its place in the file (`index` of `count`, 0 = first), its start and end in
+    seconds, and its words, unpunctuated.
 
     `text` is written as the final text writes words: Chinese characters joined, Latin words spaced. The
     punctuation model needs the whole text, so it comes only with the final result.
