@@ -129,9 +129,11 @@ class OnlineModel:
         self.precision = "int8" if quantize and on_cpu else "fp32"
         self.workers = max(1, workers)
         threads = 1 if on_cpu and self.workers > 1 else (ncpu or os.cpu_count() or 1)
+        self._models = [self._load(source, device, threads, self.precision == "int8") for _ in range(self.workers)]
+        #: The copies not decoding right now (as many as the worker threads, so a worker always finds one).
         self._copies: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for _ in range(self.workers):
-            self._copies.put(self._load(source, device, threads, self.precision == "int8"))
+        for model in self._models:
+            self._copies.put(model)
         # Worker threads of their own, so the one-thread setting never reaches the threads that run the engine.
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="online-model",
                                             initializer=_set_torch_threads, initargs=(threads,))
@@ -185,10 +187,7 @@ class OnlineModel:
 
     def modules(self) -> list[Any]:
         """Each copy's PyTorch model (for inspection)."""
-        copies = [self._copies.get() for _ in range(self.workers)]
-        for copy in copies:
-            self._copies.put(copy)
-        return [c.model for c in copies]
+        return [model.model for model in self._models]
 
 
 def _set_torch_threads(threads: int) -> None:
