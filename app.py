@@ -3,7 +3,7 @@ WebSocket protocol at `ws://HOST:PORT/`.
 
     python app.py [--host 0.0.0.0] [--port 7860] [--queue-max-size 20]
 
-Flags override `.env`, which overrides the defaults in asr/settings.py.
+Flags override `.env`, which overrides the defaults in config/settings.py.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from starlette.concurrency import run_in_threadpool  # noqa: E402
 from api import install_api  # noqa: E402
 from asr.device import device_report  # noqa: E402
 from asr.engine import Engine, get_engine  # noqa: E402
-from asr.settings import Settings, get_settings  # noqa: E402
+from config.settings import Settings, get_settings  # noqa: E402
 from results import ResultAccess, ResultsMiddleware  # noqa: E402
 from jobs import JobService  # noqa: E402
+from webui.common import queue_concurrency  # noqa: E402
 
 __version__ = "0.1.0"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -53,24 +54,24 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def health_payload(engine: Engine, started_at: float, jobs: JobService | None = None,
+def health_payload(settings: Settings, engine: Engine, started_at: float, jobs: JobService | None = None,
                    streams: dict[str, int] | None = None) -> tuple[int, dict[str, Any]]:
     """/health body and status code: 200 when the model is ready, 503 while loading or after a failure."""
     status = {"ready": "ok", "loading": "loading", "not_loaded": "loading", "error": "error"}[engine.state]
     spec = engine.spec
     # Once the load has resolved the device: what really runs (never the setting), and a GPU left unused.
-    device = device_report(engine.settings.device, spec.device, engine.backend) if spec else None
+    device = device_report(settings.device, spec.device, engine.backend) if spec else None
     body: dict[str, Any] = {
         "status": status,
         "version": __version__,
-        "model": spec.asr if spec else engine.settings.model,
+        "model": spec.asr if spec else str(settings.model_dir or settings.model),
         "device": spec.device if spec else None,
         "device_info": device,
         "gpu_warning": device["warning"] if device else None,
-        "backend": engine.backend or engine.settings.engine_backend,
+        "backend": engine.backend or settings.engine_backend,
         "uptime_s": round(time.time() - started_at, 1),
         "queue": {"model_waiting": engine.waiting, "model_busy": engine.busy,
-                  "max_size": engine.settings.queue_max_size, "concurrency": engine.concurrency()},
+                  "max_size": settings.queue_max_size, "concurrency": queue_concurrency(settings, engine)},
         "batching": engine.batching_info(),
         "requests": {"served": engine.requests_served, "failed": engine.requests_failed},
     }
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     from webui import build_i18n, build_ui, gradio_notices_head
 
     settings = settings or get_settings()
-    engine = engine or get_engine(settings)
+    engine = engine or get_engine(settings.engine_config())
     started_at = time.time()
     settings.resolved_temp_dir()
     os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.temp_dir))
@@ -118,11 +119,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     @app.get("/health")
     async def health() -> JSONResponse:
         api = getattr(app.state, "api", None)
-        code, body = health_payload(engine, started_at, jobs, api.streams.info() if api else None)
+        code, body = health_payload(settings, engine, started_at, jobs, api.streams.info() if api else None)
         return JSONResponse(body, status_code=code)
 
     blocks = build_ui(engine, settings, access, jobs)
-    blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=engine.concurrency())
+    blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=queue_concurrency(settings, engine))
     # /v1/* and /metrics, registered before the UI is mounted at "/"; the API shares the UI queue's limit.
     install_api(app, engine, settings, blocks, access, jobs=jobs)
     auth = None
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(**overrides) if overrides else get_settings()
     configure_logging(settings.log_level)
     logger.info("starting Paraformer WebUI %s on %s:%s", __version__, settings.host, settings.port)
-    app = create_app(settings, get_engine(settings))
+    app = create_app(settings, get_engine(settings.engine_config()))
     # uvicorn's own WebSocket message limit sits above STREAM_MAX_FRAME_KB, so the stream's clear error wins.
     # No keepalive pings of uvicorn's own (FunASR's servers send none either): while a stream's audio waits for
     # the model, uvicorn stops reading the socket, so the client's pong would sit unread behind the audio and the

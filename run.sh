@@ -89,7 +89,7 @@ read_env_file() {
   done < "$file"
 }
 
-abs_path() {  # relative paths are relative to the project folder, as in asr/settings.py
+abs_path() {  # relative paths are relative to the project folder, as in config/settings.py
   case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac
 }
 
@@ -332,7 +332,7 @@ cmd_install() {
     exit 1
   fi
   "${pip[@]}" check
-  "$VENV/bin/python" -m asr.testmodels --vad --tiny --tiny-online
+  "$VENV/bin/python" -m testmodels --vad --tiny --tiny-online
   local env_file
   env_file="$(abs_path "${ENV_FILE:-.env}")"
   [[ -f "$env_file" ]] || cp .env.example "$env_file"

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from asr.engine import Engine
-from asr.settings import Settings
+from config.settings import Settings
 from results import ResultAccess
 from jobs import JobService
 

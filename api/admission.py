@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from asr.errors import Lang, message
+from messages import Lang, message
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from asr.errors import ASRError, FileTooLargeError, InputError, Lang, ModelNotReadyError
+from asr.errors import ASRError, FileTooLargeError, InputError, ModelNotReadyError
+from messages import Lang
 
 GENERIC_500 = "The server failed to process the request; the error has been logged."
 

@@ -24,7 +24,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from asr.errors import ASRError
-from asr.settings import Settings
+from config.settings import Settings
 from jobs import Job, JobError, JobService, QueueFull
 from jobs.records import ACTIVE, FINISHED
 from jobs.service import Upload

@@ -57,7 +57,7 @@ class DeviceCollector(Collector):
         spec = self.engine.spec
         if spec is None or self.engine.state != "ready":
             return []
-        report = device_report(self.engine.settings.device, spec.device, self.engine.backend)
+        report = device_report(self.engine.config.device, spec.device, self.engine.backend)
         info = GaugeMetricFamily(f"{PREFIX}_device_info", "The device the model runs on (1), with the GPU's name "
                                  "and the backend.", labels=["device", "name", "backend"])
         info.add_metric([spec.device, report["name"] or "", self.engine.backend or ""], 1)

@@ -18,8 +18,9 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from asr.engine import Engine, Transcription, Word
-from asr.errors import ASRError, FileTooLargeError, Lang, ModelNotReadyError
-from asr.settings import Settings
+from asr.errors import ASRError, FileTooLargeError, ModelNotReadyError
+from messages import Lang
+from config.settings import Settings
 from asr.subtitles import to_srt, to_txt, to_vtt
 
 from .admission import Admission

@@ -28,7 +28,8 @@ from fastapi.responses import StreamingResponse
 
 from asr.audio import Audio
 from asr.engine import Engine, Transcription
-from asr.errors import ASRError, Lang
+from asr.errors import ASRError
+from messages import Lang
 from asr.segments import SpeechSegment, needs_space
 
 from .errors import from_asr_error, internal_error

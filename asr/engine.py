@@ -24,13 +24,13 @@ import numpy as np
 from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
 from .batching import urgent as marked_urgent
 from .audio import Audio, AudioLimits, AudioSource, load_audio
-from .device import planned_device, resolve_device
+from .config import EngineConfig
+from .device import resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
 from .features import install_piecewise_fbank
 from .heap import HeapTrimmer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
 from .segments import SegmentListener, install_segment_reporting, report_segments
-from .settings import Settings
 from .speakers import MAX_SPEAKERS
 
 logger = logging.getLogger(__name__)
@@ -116,21 +116,21 @@ class ModelSpec:
 class Engine:
     """Load once with `load()`, then call `transcribe()` from any thread."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, config: EngineConfig):
+        self.config = config
         self.state: EngineState = "not_loaded"
         self.load_error: str | None = None
         self.load_seconds: float | None = None
         self.spec: ModelSpec | None = None
         self.default_hotwords = parse_hotwords(
-            settings.default_hotwords, max_count=settings.max_hotwords, max_chars=settings.max_hotword_chars
+            config.default_hotwords, max_count=config.max_hotwords, max_chars=config.max_hotword_chars
         )
         self.limits = AudioLimits(
-            max_bytes=int(settings.max_upload_mb * 1024 * 1024),
-            max_seconds=settings.max_audio_seconds,
-            min_seconds=settings.min_audio_seconds,
-            timeout_s=settings.decode_timeout_s,
-            temp_dir=settings.temp_dir,
+            max_bytes=int(config.max_upload_mb * 1024 * 1024),
+            max_seconds=config.max_audio_seconds,
+            min_seconds=config.min_audio_seconds,
+            timeout_s=config.decode_timeout_s,
+            temp_dir=config.temp_dir,
         )
         self._model: Any = None
         #: CAM++ and FunASR's clustering (asr.speakers), loaded when ENABLE_SPK is on.
@@ -143,7 +143,7 @@ class Engine:
         self.batcher: CrossRequestBatcher | None = None
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
-        self.heap = HeapTrimmer(enabled=settings.heap_trim)
+        self.heap = HeapTrimmer(enabled=config.heap_trim)
         self._waiting = 0
         self._inside = 0
         self._urgent_waiting = 0
@@ -155,7 +155,7 @@ class Engine:
 
     # ---------------------------------------------------------------- loading
     def resolve_spec(self) -> ModelSpec:
-        s = self.settings
+        s = self.config
         return ModelSpec(
             asr=_model_source(s.model_dir, s.model, "MODEL_DIR"),
             vad=_model_source(s.vad_model_dir, s.vad_model, "VAD_MODEL_DIR") if s.enable_vad else None,
@@ -176,14 +176,14 @@ class Engine:
                 self.spec = self.resolve_spec()
                 self.backend, onnx_files = self.resolve_backend(self.spec)
                 if onnx_files is not None:
-                    self._model = _build_onnx_model(self.spec, self.settings, onnx_files)  # returns token_probs
+                    self._model = _build_onnx_model(self.spec, self.config, onnx_files)  # returns token_probs
                 else:
-                    self._model = _build_automodel(self.spec, self.settings)
+                    self._model = _build_automodel(self.spec, self.config)
                     _install_confidence_hook(self._model.model)
                     make_batches_exact(self._model.model)
                 self.batcher = CrossRequestBatcher(self._model_condition, lambda: self._inside,
                                                    max_requests=self.batch_max_requests(self.spec.device),
-                                                   max_seconds=self.settings.batch_size_s,
+                                                   max_seconds=self.config.batch_size_s,
                                                    urgent_waiting=lambda: self._urgent_waiting)
                 self.batcher.install(self._model.model)
                 install_segment_reporting(self._model)
@@ -191,7 +191,7 @@ class Engine:
                     from .speakers import SpeakerLabeller
 
                     self._speakers = SpeakerLabeller(self.spec.spk, self.spec.device,
-                                                     ncpu=self.settings.ncpu or os.cpu_count() or 1)
+                                                     ncpu=self.config.ncpu or os.cpu_count() or 1)
             except ModelLoadError as exc:
                 self.state, self.load_error = "error", str(exc)
                 logger.error("model load failed: %s", exc)
@@ -210,28 +210,21 @@ class Engine:
                         "spk=%s)", self.load_seconds, self.spec.device, self.backend, self.batcher.max_requests,
                         self.spec.asr, self.spec.vad, self.spec.punc, self.spec.spk)
 
-    def concurrency(self) -> int:
-        """Jobs the UI queue hands the engine at once: MODEL_CONCURRENCY, or when 0: 2 or the batch size."""
-        if self.settings.model_concurrency:
-            return self.settings.model_concurrency
-        device = self.spec.device if self.spec else planned_device(self.settings.device, self.settings.engine_backend)
-        return max(2, self.batch_max_requests(device))
-
     def batch_max_requests(self, device: str) -> int:
         """BATCH_MAX_REQUESTS, or when 0: 8 on a GPU, 1 (no cross-request batching) on CPU.
 
         On 2 CPU cores batching paid for concurrent long files (1.33x) and cost for short clips (0.80x,
         docs/benchmarks.md), so there it is opt-in.
         """
-        if self.settings.batch_max_requests:
-            return self.settings.batch_max_requests
+        if self.config.batch_max_requests:
+            return self.config.batch_max_requests
         return 1 if device.startswith("cpu") else 8
 
     def resolve_backend(self, spec: ModelSpec) -> tuple[str, Any]:
         """("torch" | "onnx", the ONNX files or None) from ENGINE_BACKEND, the device and what is exported."""
         from .onnx.backend import resolve_backend
 
-        s = self.settings
+        s = self.config
         return resolve_backend(s.engine_backend, spec.device, spec.asr, s.onnx_model_dir, s.onnx_quantize)
 
     # ---------------------------------------------------------------- inference
@@ -240,7 +233,7 @@ class Engine:
         return load_audio(source, sample_rate=sample_rate, limits=self.limits, name=name)
 
     def resolve_hotwords(self, hotwords: str | Sequence[str] | None) -> list[str]:
-        s = self.settings
+        s = self.config
         return resolve_hotwords(hotwords, self.default_hotwords, max_count=s.max_hotwords,
                                 max_chars=s.max_hotword_chars)
 
@@ -309,7 +302,7 @@ class Engine:
         if self.state != "ready":
             reason = {"loading": "loading", "error": "failed"}.get(self.state, "")
             raise ModelNotReadyError(reason=reason, detail=self.load_error or self.state)
-        kwargs: dict[str, Any] = {"batch_size_s": batch_size_s or self.settings.batch_size_s}
+        kwargs: dict[str, Any] = {"batch_size_s": batch_size_s or self.config.batch_size_s}
         hotword = to_model_argument(words)
         if hotword:
             kwargs["hotword"] = hotword
@@ -406,12 +399,12 @@ class Engine:
             spec = None
         return {
             "state": self.state,
-            "model": spec.asr if spec else str(self.settings.model_dir or self.settings.model),
+            "model": spec.asr if spec else str(self.config.model_dir or self.config.model),
             "vad_model": spec.vad if spec else None,
             "punc_model": spec.punc if spec else None,
             "spk_model": spec.spk if spec else None,
             "device": spec.device if spec else None,
-            "backend": self.backend or (_planned_backend(self, spec) if spec else self.settings.engine_backend),
+            "backend": self.backend or (_planned_backend(self, spec) if spec else self.config.engine_backend),
             "load_seconds": self.load_seconds,
             "load_error": self.load_error,
             "default_hotwords": list(self.default_hotwords),
@@ -430,14 +423,13 @@ _engine: Engine | None = None
 _engine_lock = threading.Lock()
 
 
-def get_engine(settings: Settings | None = None) -> Engine:
-    """The one engine of this process (created on first call, not loaded: call `load()`)."""
+def get_engine(config: EngineConfig | None = None) -> Engine:
+    """The one engine of this process (created on the first call, from `config` or the defaults; not loaded: call
+    `load()`)."""
     global _engine
     with _engine_lock:
         if _engine is None:
-            from .settings import get_settings
-
-            _engine = Engine(settings or get_settings())
+            _engine = Engine(config or EngineConfig())
         return _engine
 
 
@@ -467,7 +459,7 @@ def _weights_file(folder: Path) -> str:
         return "model.pt"
 
 
-def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
+def _build_automodel(spec: ModelSpec, config: EngineConfig) -> Any:
     from funasr import AutoModel
 
     kwargs: dict[str, Any] = {
@@ -476,7 +468,7 @@ def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
         "disable_update": True,
         "disable_pbar": True,
         "disable_log": True,
-        "ncpu": settings.ncpu or os.cpu_count() or 1,
+        "ncpu": config.ncpu or os.cpu_count() or 1,
     }
     if spec.vad:
         kwargs["vad_model"] = spec.vad
@@ -488,12 +480,12 @@ def _build_automodel(spec: ModelSpec, settings: Settings) -> Any:
     return model
 
 
-def _build_onnx_model(spec: ModelSpec, settings: Settings, files: Any) -> Any:
+def _build_onnx_model(spec: ModelSpec, config: EngineConfig, files: Any) -> Any:
     from .onnx.backend import build_onnx_automodel, default_threads
 
     return build_onnx_automodel(asr=spec.asr, vad=spec.vad, punc=spec.punc, files=files,
-                                threads=default_threads(settings.ncpu), disable_update=True, disable_pbar=True,
-                                disable_log=True, ncpu=settings.ncpu or os.cpu_count() or 1)
+                                threads=default_threads(config.ncpu), disable_update=True, disable_pbar=True,
+                                disable_log=True, ncpu=config.ncpu or os.cpu_count() or 1)
 
 
 def _planned_backend(engine: Engine, spec: ModelSpec) -> str:
@@ -501,7 +493,7 @@ def _planned_backend(engine: Engine, spec: ModelSpec) -> str:
     try:
         return engine.resolve_backend(spec)[0]
     except ASRError:
-        return engine.settings.engine_backend
+        return engine.config.engine_backend
 
 
 def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:

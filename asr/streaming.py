@@ -78,12 +78,12 @@ _vads_lock = threading.Lock()
 def get_streaming_vad(engine: Engine, max_segment_s: float = 15.0) -> StreamingVad:
     """The process's streaming VAD for the engine's VAD model, loaded on first use."""
     spec = engine.spec or engine.resolve_spec()
-    model = spec.vad or engine.settings.vad_model
+    model = spec.vad or engine.config.vad_model
     key = (model, spec.device)
     with _vads_lock:
         if key not in _vads:
             logger.info("loading the streaming VAD from %s", model)
-            _vads[key] = StreamingVad(model, spec.device, max_segment_s, engine.settings.ncpu)
+            _vads[key] = StreamingVad(model, spec.device, max_segment_s, engine.config.ncpu)
         return _vads[key]
 
 
@@ -210,7 +210,7 @@ def online_workers(setting: int, device: str, ncpu: int) -> int:
 
 def online_model_source(engine: Engine) -> str:
     """ONLINE_MODEL_DIR when set (checked to be a model folder), else the ModelScope id ONLINE_MODEL."""
-    s = engine.settings
+    s = engine.config
     if s.online_model_dir is None:
         return s.online_model
     if not ((s.online_model_dir / "config.yaml").exists() and (s.online_model_dir / "model.pt").exists()):
@@ -222,13 +222,13 @@ def online_model_source(engine: Engine) -> str:
 def get_online_model(engine: Engine) -> OnlineModel:
     """The process's streaming Paraformer, loaded once (at startup by `preload`, else by the first stream)."""
     source = online_model_source(engine)
-    device = engine.spec.device if engine.spec else planned_device(engine.settings.device)
+    device = engine.spec.device if engine.spec else planned_device(engine.config.device)
     key = (source, device)
     global _online_error
     with _online_lock:
         if key not in _online_models:
             try:
-                s = engine.settings
+                s = engine.config
                 _online_models[key] = OnlineModel(source, device, s.ncpu, s.online_quantize,
                                                   online_workers(s.online_workers, device, s.ncpu))
             except ModelLoadError as exc:

@@ -28,10 +28,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asr import testmodels  # noqa: E402
+import testmodels  # noqa: E402
 from asr.audio import load_audio  # noqa: E402
 from asr.engine import Engine, Transcription  # noqa: E402
-from asr.settings import Settings  # noqa: E402
+from config.settings import Settings  # noqa: E402
 from bench.engine import RESULTS, build_inputs  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings(_env_file=None, model_dir=model_dir, vad_model_dir=testmodels.fetch_vad(),
                         punc_model_dir=punc_dir, enable_punc=punc_dir is not None, device="cpu",
                         engine_backend=args.backend, batch_max_requests=1)
-    engine = Engine(settings)
+    engine = Engine(settings.engine_config())
     engine.load()
     work = Path(tempfile.mkdtemp(prefix="bench-batching-"))
     if args.inputs == "utterances":

@@ -41,10 +41,10 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asr import testmodels  # noqa: E402
+import testmodels  # noqa: E402
 from asr.audio import ffmpeg_binary, load_audio  # noqa: E402
 from asr.engine import Engine  # noqa: E402
-from asr.settings import Settings  # noqa: E402
+from config.settings import Settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     # Phase 1: the engine alone.
-    engine = Engine(settings)
+    engine = Engine(settings.engine_config())
     rss_before = psutil.Process().memory_info().rss
     started = time.perf_counter()
     engine.load()

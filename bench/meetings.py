@@ -39,9 +39,9 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from asr import testmodels  # noqa: E402
+import testmodels  # noqa: E402
 from asr.engine import Engine, Transcription, _to_transcription  # noqa: E402
-from asr.settings import Settings  # noqa: E402
+from config.settings import Settings  # noqa: E402
 from asr.speakers import Span  # noqa: E402
 from bench.engine import bare_model, save  # noqa: E402
 from bench.harness import project_path  # noqa: E402
@@ -64,7 +64,7 @@ def load_engine(models: dict[str, Path], device: str, work: Path) -> Engine:
                         punc_model_dir=models["punc"], spk_model_dir=models["spk"], enable_spk=True, device=device,
                         engine_backend="torch", temp_dir=work / "uploads", output_dir=work / "outputs",
                         max_audio_seconds=7200)
-    engine = Engine(settings)
+    engine = Engine(settings.engine_config())
     engine.load()
     return engine
 

@@ -112,8 +112,8 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.getcwd())
 import psutil
 from asr.engine import Engine
-from asr.settings import Settings
-engine = Engine(Settings())
+from config.settings import Settings
+engine = Engine(Settings().engine_config())
 engine.load()
 me = psutil.Process()
 def mb():

@@ -34,7 +34,7 @@ from asr.audio import load_audio, probe_duration
 from asr.engine import Engine
 from asr.errors import ASRError, ModelNotReadyError
 from asr.progress import segment_hook
-from asr.settings import Settings
+from config.settings import Settings
 
 from .callbacks import allowed_hosts, check_callback_url, send
 from .files import JobFiles

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .store import Owner, ResultNotFound, ResultStore
 
 if TYPE_CHECKING:
-    from asr.settings import Settings
+    from config.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(ROOT))
 
-from asr import testmodels  # noqa: E402
+import testmodels  # noqa: E402
 from asr.engine import Engine  # noqa: E402
-from asr.settings import Settings  # noqa: E402
+from config.settings import Settings  # noqa: E402
 
 #: Browser tests save their screenshots here; `SCREENSHOT_DIR=docs/screenshots ./run.sh test -m browser`
 #: refreshes the docs' copies (a plain test run leaves docs/ alone).
@@ -68,6 +68,14 @@ def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+def service_settings(engine: Engine, tmp: Path, **overrides) -> Settings:
+    """Service settings around an engine made elsewhere: its own configuration, folders under `tmp`, then `overrides`."""
+    values = dict(vars(engine.config), temp_dir=tmp / "uploads", output_dir=tmp / "outputs", log_dir=tmp / "logs",
+                  jobs_dir=tmp / "jobs")
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
 @pytest.fixture(scope="session")
 def tiny_settings(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return make_settings(tiny_models, tmp_path_factory.mktemp("engine"))
@@ -75,7 +83,7 @@ def tiny_settings(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def engine(tiny_settings: Settings) -> Engine:
-    eng = Engine(tiny_settings)
+    eng = Engine(tiny_settings.engine_config())
     eng.load()
     return eng
 

@@ -19,7 +19,8 @@ from api.errors import APIError, GENERIC_500, from_asr_error
 from app import create_app
 from asr.engine import Engine
 from asr.errors import FileTooLargeError, HotwordError, ModelNotReadyError, NotAudioError
-from conftest import DATA, UTTERANCE, make_settings
+from conftest import DATA, UTTERANCE, make_settings, service_settings
+from config.settings import Settings
 
 ROUTE = "/v1/audio/transcriptions"
 
@@ -34,8 +35,8 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def client(engine: Engine) -> Iterator[TestClient]:
-    app = create_app(engine.settings, engine, load=False)
+def client(tiny_settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    app = create_app(tiny_settings, engine, load=False)
     try:
         yield TestClient(app)
     finally:
@@ -149,12 +150,13 @@ def test_unexpected_errors_give_a_generic_500(client: TestClient, engine: Engine
 
 
 def test_503_while_loading_and_when_full(tiny_models, tmp_path: Path, engine: Engine) -> None:
-    loading = Engine(make_settings(tiny_models, tmp_path))  # never loaded
-    response = post(TestClient(create_app(loading.settings, loading, load=False)))
+    loading_settings = make_settings(tiny_models, tmp_path)
+    loading = Engine(loading_settings.engine_config())  # never loaded
+    response = post(TestClient(create_app(loading_settings, loading, load=False)))
     assert response.status_code == 503 and response.headers["retry-after"]
     assert response.json()["error"]["code"] == "model_not_ready"
 
-    app = create_app(engine.settings, engine, load=False)
+    app = create_app(service_settings(engine, tmp_path), engine, load=False)
     admission = app.state.api.admission
     while admission.try_enter():  # the service is full
         pass
@@ -168,7 +170,7 @@ def test_503_while_loading_and_when_full(tiny_models, tmp_path: Path, engine: En
 
 def test_413_for_an_upload_over_max_upload_mb(tiny_models, tmp_path: Path) -> None:
     small = make_settings(tiny_models, tmp_path, max_upload_mb=0.1)  # 100 kB; the utterance is 177 kB
-    limited = Engine(small)  # not loaded: the size is checked first, from Content-Length, before the body is read
+    limited = Engine(small.engine_config())  # not loaded: the size is checked first, from Content-Length, before the body is read
     response = post(TestClient(create_app(small, limited, load=False)))
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large" and "limit of 0.1 MB" in response.json()["error"]["message"]
@@ -184,4 +186,4 @@ def test_metrics_count_ui_transcriptions_through_the_engine(client: TestClient, 
     assert metric(after, "paraformer_http_requests_total", route=ROUTE, outcome="ok") == \
         metric(before, "paraformer_http_requests_total", route=ROUTE, outcome="ok")
     assert metric(after, "paraformer_model_loaded") == 1.0
-    assert metric(after, "paraformer_queue_max_size") == engine.settings.queue_max_size
+    assert metric(after, "paraformer_queue_max_size") == Settings(_env_file=None).queue_max_size

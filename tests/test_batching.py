@@ -18,7 +18,8 @@ from asr.audio import SAMPLE_RATE as RATE
 from asr.batching import PREDICTED_TOKENS, CrossRequestBatcher
 from asr.engine import Engine
 
-from conftest import DATA, make_settings
+from webui.common import queue_concurrency
+from conftest import DATA, make_settings, service_settings
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
 
@@ -140,7 +141,7 @@ def test_one_request_or_batching_off_calls_the_model_directly():
 # ------------------------------------------------------------------------------ the engine, tiny model
 @pytest.fixture(scope="module")
 def batching_engine(tiny_models, tmp_path_factory) -> Engine:
-    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("batching"), batch_max_requests=4))
+    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("batching"), batch_max_requests=4).engine_config())
     eng.load()
     return eng
 
@@ -171,28 +172,33 @@ def test_batched_results_equal_unbatched_results(engine, batching_engine, long_w
 def test_auto_batch_size_and_concurrency_follow_the_device(tiny_models, tmp_path, monkeypatch):
     from asr import device
 
-    cpu = Engine(make_settings(tiny_models, tmp_path))
+    def concurrency(**overrides) -> tuple[Engine, int]:
+        settings = make_settings(tiny_models, tmp_path, **overrides)
+        engine = Engine(settings.engine_config())
+        return engine, queue_concurrency(settings, engine)
+
+    cpu, cpu_concurrency = concurrency()
     assert cpu.batch_max_requests("cpu") == 1 and cpu.batch_max_requests("cuda:0") == 8
-    assert cpu.concurrency() == 2
+    assert cpu_concurrency == 2
     # DEVICE=cuda:0 where torch has no CUDA: the load will fail, and nothing takes the GPU's defaults meanwhile
-    assert Engine(make_settings(tiny_models, tmp_path, device="cuda:0")).concurrency() == 2
+    assert concurrency(device="cuda:0")[1] == 2
     monkeypatch.setattr(device, "cuda_state", lambda: device.CudaState("2.13.0+cu128", "12.8", True, 1, ("GPU",), None))
-    gpu_like = Engine(make_settings(tiny_models, tmp_path, device="cuda:0"))
-    assert gpu_like.concurrency() == 8  # requests must be in the engine together to share a call
-    fixed = Engine(make_settings(tiny_models, tmp_path, batch_max_requests=3, model_concurrency=5))
-    assert fixed.batch_max_requests("cpu") == 3 and fixed.concurrency() == 5
+    assert concurrency(device="cuda:0")[1] == 8  # requests must be in the engine together to share a call
+    fixed, fixed_concurrency = concurrency(batch_max_requests=3, model_concurrency=5)
+    assert fixed.batch_max_requests("cpu") == 3 and fixed_concurrency == 5
 
 
 def test_health_reports_batching_and_never_fails_before_a_load(tiny_models, tmp_path, batching_engine):
     from app import health_payload
 
-    code, body = health_payload(batching_engine, 0.0)
+    code, body = health_payload(service_settings(batching_engine, tmp_path), batching_engine, 0.0)
     assert code == 200 and body["batching"]["max_requests"] == 4 and body["queue"]["concurrency"] == 4
     # A model folder that does not exist: the engine cannot even resolve its spec; /health must still answer.
-    broken = Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "no-such-model"))
+    broken_settings = make_settings(tiny_models, tmp_path, model_dir=tmp_path / "no-such-model")
+    broken = Engine(broken_settings.engine_config())
     with pytest.raises(Exception):
         broken.load()
-    code, body = health_payload(broken, 0.0)
+    code, body = health_payload(broken_settings, broken, 0.0)
     assert code == 503 and body["status"] == "error" and "no-such-model" in body["detail"]
     assert body["batching"] is None
 

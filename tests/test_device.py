@@ -14,6 +14,7 @@ from asr import device
 from asr.device import CudaState, DeviceError, device_report, planned_device, resolve_device
 from asr.engine import Engine
 from conftest import UTTERANCE, make_settings
+from webui.common import queue_concurrency
 
 RTX = ("NVIDIA GeForce RTX 3060",)
 TWO_GPUS = CudaState("2.13.0+cu128", "12.8", True, 2, ("NVIDIA H200", "NVIDIA L4"), None)
@@ -99,9 +100,10 @@ def test_the_cuda_paths_on_a_gpu_machine(cuda_box) -> None:
 
 
 def test_defaults_follow_the_device_that_runs(tiny_models, tmp_path, cuda_box) -> None:
-    gpu = Engine(make_settings(tiny_models, tmp_path, device="auto"))
+    settings = make_settings(tiny_models, tmp_path, device="auto")
+    gpu = Engine(settings.engine_config())
     assert gpu.resolve_spec().device == "cuda:0"
-    assert gpu.concurrency() == 8 and gpu.batch_max_requests(gpu.resolve_spec().device) == 8
+    assert queue_concurrency(settings, gpu) == 8 and gpu.batch_max_requests(gpu.resolve_spec().device) == 8
     assert gpu.resolve_backend(gpu.resolve_spec())[0] == "torch"
     assert gpu.info()["device"] == "cuda:0"
 
@@ -113,12 +115,12 @@ def test_engine_with_cuda_and_no_cuda_fails_to_load_and_every_report_says_so(tin
     from webui.sysinfo import info_markdown, system_info
 
     settings = make_settings(tiny_models, tmp_path, device="cuda")
-    engine = Engine(settings)
-    assert engine.concurrency() == 2, "before the load: the CPU's defaults, not the GPU's"
+    engine = Engine(settings.engine_config())
+    assert queue_concurrency(settings, engine) == 2, "before the load: the CPU's defaults, not the GPU's"
     with pytest.raises(DeviceError, match="DEVICE=cuda"):
         engine.load()
     assert engine.state == "error" and "CPU-only build" in engine.load_error
-    code, body = health_payload(engine, 0.0)
+    code, body = health_payload(settings, engine, 0.0)
     assert code == 503 and body["status"] == "error" and body["device"] is None and "DEVICE=cuda" in body["detail"]
     data = system_info(engine, settings)
     assert data["device"] is None and data["model_state"] == "error" and "DEVICE=cuda" in data["load_error"]
@@ -134,10 +136,10 @@ def test_auto_on_a_gpu_box_with_a_cpu_torch_reports_the_cpu_everywhere(tiny_mode
     from webui.sysinfo import info_markdown, system_info
 
     settings = make_settings(tiny_models, tmp_path, device="auto")
-    engine = Engine(settings)
+    engine = Engine(settings.engine_config())
     engine.load()
-    assert engine.spec.device == "cpu" and engine.batcher.max_requests == 1 and engine.concurrency() == 2
-    code, body = health_payload(engine, 0.0)
+    assert engine.spec.device == "cpu" and engine.batcher.max_requests == 1 and queue_concurrency(settings, engine) == 2
+    code, body = health_payload(settings, engine, 0.0)
     assert code == 200 and body["device"] == "cpu" and body["device_info"]["requested"] == "auto"
     assert "NVIDIA GeForce RTX 3060" in body["gpu_warning"] and "runs on the CPU" in body["gpu_warning"]
     data = system_info(engine, settings)

@@ -170,7 +170,7 @@ def test_confidence_is_the_mean_posterior_of_the_emitted_tokens(engine, bare, va
 
 
 def test_default_hotwords_apply_when_the_request_has_none(tiny_models, tmp_path):
-    eng = Engine(make_settings(tiny_models, tmp_path, default_hotwords="科哥,Paraformer"))
+    eng = Engine(make_settings(tiny_models, tmp_path, default_hotwords="科哥,Paraformer").engine_config())
     assert eng.resolve_hotwords(None) == ["科哥", "Paraformer"]
     assert eng.resolve_hotwords("达摩院") == ["达摩院"]
     assert to_model_argument(eng.resolve_hotwords(None)).split() == ["科哥", "Paraformer"]
@@ -237,7 +237,7 @@ def test_arrays_and_gradio_tuples_are_accepted(engine):
 
 
 def test_without_vad_and_punctuation(tiny_models, tmp_path):
-    eng = Engine(make_settings(tiny_models, tmp_path, enable_vad=False, enable_punc=False))
+    eng = Engine(make_settings(tiny_models, tmp_path, enable_vad=False, enable_punc=False).engine_config())
     eng.load()
     r = eng.transcribe(UTTERANCE)
     assert r.text and not any(p in r.text for p in "，。？、")
@@ -245,7 +245,7 @@ def test_without_vad_and_punctuation(tiny_models, tmp_path):
 
 
 def test_missing_model_folder_is_a_clear_load_error(tiny_models, tmp_path):
-    eng = Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "nowhere"))
+    eng = Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "nowhere").engine_config())
     with pytest.raises(ModelLoadError, match="MODEL_DIR=.*nowhere does not exist"):
         eng.load()
     assert eng.state == "error" and "nowhere" in eng.load_error
@@ -254,7 +254,7 @@ def test_missing_model_folder_is_a_clear_load_error(tiny_models, tmp_path):
     assert "nowhere" not in str(refused.value) and "nowhere" in refused.value.detail  # the path is the log's
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="not a FunASR model folder"):
-        Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "empty")).load()
+        Engine(make_settings(tiny_models, tmp_path, model_dir=tmp_path / "empty").engine_config()).load()
 
 
 def test_hub_failure_message_says_what_to_do():
@@ -266,13 +266,13 @@ def test_hub_failure_message_says_what_to_do():
 
 def test_not_loaded_engine_refuses_politely(tiny_settings):
     with pytest.raises(ModelNotReadyError, match="not available"):
-        Engine(tiny_settings).transcribe(UTTERANCE)
+        Engine(tiny_settings.engine_config()).transcribe(UTTERANCE)
 
 
 def test_bad_input_is_reported_before_the_model_is_touched(tiny_settings):
     # An unloaded engine still rejects bad input with the input error, not "model not ready".
     with pytest.raises(NotAudioError):
-        Engine(tiny_settings).transcribe(DATA / "bad" / "not_audio.wav")
+        Engine(tiny_settings.engine_config()).transcribe(DATA / "bad" / "not_audio.wav")
 
 
 def test_unrecorded_calls_leave_the_request_counts_alone(engine):
@@ -355,7 +355,7 @@ def test_freed_memory_goes_back_to_the_system_when_idle(tiny_settings):
     assert trimmer.trims == 1
     assert me.memory_info().rss < held - 50 * 2**20, (held, me.memory_info().rss)
 
-    engine = Engine(tiny_settings)
+    engine = Engine(tiny_settings.engine_config())
     engine.load()
     engine.heap.min_interval_s = 0
     before = engine.heap.trims
@@ -367,7 +367,7 @@ def test_freed_memory_goes_back_to_the_system_when_idle(tiny_settings):
 
 
 def test_heap_trim_off_leaves_the_heap_alone(tiny_models, tmp_path) -> None:
-    engine = Engine(make_settings(tiny_models, tmp_path, heap_trim=False))
+    engine = Engine(make_settings(tiny_models, tmp_path, heap_trim=False).engine_config())
     engine.load()
     engine.heap.min_interval_s = 0
     engine.transcribe(UTTERANCE)

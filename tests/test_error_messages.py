@@ -16,7 +16,8 @@ from gradio_client.exceptions import AppError
 
 from asr import errors
 from asr.audio import load_audio
-from asr.errors import ASRError, InputError, Lang
+from asr.errors import ASRError, InputError
+from messages import Lang
 from conftest import DATA, Server
 from webui.live import stream_chunk
 

@@ -262,7 +262,7 @@ def test_pcm_frames_may_split_a_sample(client: TestClient) -> None:
 
 def test_engine_not_ready_refuses_streams(tiny_models, tmp_path) -> None:
     settings = make_settings(tiny_models, tmp_path)
-    engine = Engine(settings)  # never loaded
+    engine = Engine(settings.engine_config())  # never loaded
     application = create_app(settings, engine, load=False)
     with TestClient(application).websocket_connect("/") as ws:
         expect_error(ws, "model_not_ready", 1013)

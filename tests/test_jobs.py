@@ -23,13 +23,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, start_server, stop_server
+from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, service_settings, start_server, stop_server
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app import create_app
 from asr.engine import Engine
-from asr.settings import Settings
+from config.settings import Settings
 from jobs import Job, JobError, JobFile, JobService
 from jobs.service import Upload
 
@@ -38,7 +38,7 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 
 
 def job_settings(engine: Engine, tmp: Path, **overrides: object) -> Settings:
-    return engine.settings.model_copy(update={"jobs_dir": tmp / "jobs", "job_lease_s": 3.0, **overrides})
+    return service_settings(engine, tmp, job_lease_s=3.0, **overrides)
 
 
 @pytest.fixture

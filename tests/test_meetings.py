@@ -41,7 +41,7 @@ def burst_input() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sparse_engine(tiny_models, tmp_path_factory) -> Engine:
-    engine = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("sparse"), model_dir=tiny_models.sparse))
+    engine = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("sparse"), model_dir=tiny_models.sparse).engine_config())
     engine.load()
     return engine
 
@@ -112,7 +112,7 @@ def test_bare_funasr_loses_the_whole_text_where_the_engine_keeps_it(tiny_models,
 
 def test_no_lost_text_under_cross_request_batching(tiny_models, sparse_engine, burst_input, tmp_path):
     alone = sparse_engine.transcribe(burst_input, sample_rate=SR)
-    batching = Engine(make_settings(tiny_models, tmp_path, model_dir=tiny_models.sparse, batch_max_requests=4))
+    batching = Engine(make_settings(tiny_models, tmp_path, model_dir=tiny_models.sparse, batch_max_requests=4).engine_config())
     batching.load()
     inputs = [burst_input, burst_input[: 9 * SR], burst_input, _clip(UTTERANCE.name)]
     results = _at_once([lambda x=x: batching.transcribe(x, sample_rate=SR) for x in inputs])
@@ -127,7 +127,7 @@ def test_no_lost_text_on_the_onnx_backend(tiny_models, sparse_engine, burst_inpu
 
     export_model(tiny_models.sparse, output_dir=tmp_path / "onnx", quantize=False)
     onnx = Engine(make_settings(tiny_models, tmp_path, model_dir=tiny_models.sparse, engine_backend="onnx",
-                                onnx_model_dir=tmp_path / "onnx"))
+                                onnx_model_dir=tmp_path / "onnx").engine_config())
     onnx.load()
     assert onnx.backend == "onnx"
     torch_result = sparse_engine.transcribe(burst_input, sample_rate=SR)
@@ -201,7 +201,7 @@ def turns() -> tuple[np.ndarray, list[tuple[float, float, int]]]:
 @pytest.fixture(scope="module")
 def spk_engine(tiny_models, tmp_path_factory) -> Engine:
     engine = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("spk"), enable_spk=True,
-                                  spk_model_dir=tiny_models.spk))
+                                  spk_model_dir=tiny_models.spk).engine_config())
     engine.load()
     return engine
 
@@ -285,7 +285,7 @@ def test_speaker_requests_fail_clearly_when_off_or_out_of_range(engine, spk_engi
 
 def test_speakers_with_batching(tiny_models, long_wav, tmp_path):
     engine = Engine(make_settings(tiny_models, tmp_path, enable_spk=True, spk_model_dir=tiny_models.spk,
-                                  batch_max_requests=3))
+                                  batch_max_requests=3).engine_config())
     engine.load()
     part = sf.read(long_wav, dtype="float32")[0][: 40 * SR]  # 40 s: several VAD segments, windows to cluster
     alone = engine.transcribe(part, sample_rate=SR, diarize=True)

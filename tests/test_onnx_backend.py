@@ -24,7 +24,7 @@ from asr.onnx import graph as ort_graph
 from asr.onnx.backend import _session, find_asr_onnx, resolve_backend
 from asr.onnx.export import export_model, model_type, onnx_file_names
 
-from conftest import DATA, UTTERANCE, make_settings
+from conftest import DATA, UTTERANCE, make_settings, service_settings
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
 HOTWORDS = "达摩院,语音识别"
@@ -58,7 +58,7 @@ def tiny_onnx(tiny_models, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def onnx_engine(tiny_models, tiny_onnx, tmp_path_factory) -> Engine:
     eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("onnx"), engine_backend="onnx",
-                               onnx_model_dir=tiny_onnx))
+                               onnx_model_dir=tiny_onnx).engine_config())
     eng.load()
     return eng
 
@@ -66,7 +66,7 @@ def onnx_engine(tiny_models, tiny_onnx, tmp_path_factory) -> Engine:
 @pytest.fixture(scope="session")
 def int8_engine(tiny_models, tiny_onnx, tmp_path_factory) -> Engine:
     eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("int8"), engine_backend="onnx",
-                               onnx_model_dir=tiny_onnx, onnx_quantize=True))
+                               onnx_model_dir=tiny_onnx, onnx_quantize=True).engine_config())
     eng.load()
     return eng
 
@@ -179,24 +179,24 @@ def test_backend_follows_the_setting(tiny_models, tiny_onnx, tmp_path):
         resolve_backend("onnx", "cpu", asr, tmp_path, False)
     assert find_asr_onnx(tmp_path, quantize=False) is None
 
-    eng = Engine(make_settings(tiny_models, tmp_path, onnx_model_dir=tiny_onnx, ncpu=1))
+    eng = Engine(make_settings(tiny_models, tmp_path, onnx_model_dir=tiny_onnx, ncpu=1).engine_config())
     assert eng.info()["backend"] == "onnx"  # what load() will pick, before it runs
     eng.load()
     assert eng.backend == "onnx" and eng.info()["backend"] == "onnx"
     assert eng._model.model.options.threads == 1  # intra_op_num_threads from NCPU
     assert eng.transcribe(UTTERANCE).text
 
-    failing = Engine(make_settings(tiny_models, tmp_path, engine_backend="onnx"))
+    failing = Engine(make_settings(tiny_models, tmp_path, engine_backend="onnx").engine_config())
     with pytest.raises(ModelLoadError, match="ENGINE_BACKEND=onnx"):
         failing.load()
     assert failing.state == "error" and "asr.onnx.export" in failing.load_error
 
 
-def test_health_reports_the_backend(onnx_engine, engine):
+def test_health_reports_the_backend(onnx_engine, engine, tmp_path):
     from app import health_payload
 
-    assert health_payload(onnx_engine, 0.0)[1]["backend"] == "onnx"
-    assert health_payload(engine, 0.0)[1]["backend"] == "torch"
+    assert health_payload(service_settings(onnx_engine, tmp_path), onnx_engine, 0.0)[1]["backend"] == "onnx"
+    assert health_payload(service_settings(engine, tmp_path), engine, 0.0)[1]["backend"] == "torch"
 
 
 BAD = ["empty.wav", "not_audio.wav", "image_renamed.wav", "video_no_audio.mp4", "50ms.wav", "header_only.wav"]
@@ -244,7 +244,7 @@ def test_batched_onnx_calls_give_the_unbatched_text(tiny_models, tiny_onnx, onnx
     backward LSTM runs over the padded batch (PyTorch runs it per segment, see asr.batching).
     """
     batched_engine = Engine(make_settings(tiny_models, tmp_path, engine_backend="onnx", onnx_model_dir=tiny_onnx,
-                                          batch_max_requests=4))
+                                          batch_max_requests=4).engine_config())
     batched_engine.load()
     work = [(p, HOTWORDS if i % 2 else None) for i, p in enumerate(UTTERANCES)] + [(long_wav, HOTWORDS)]
     alone = {item: onnx_engine.transcribe(item[0], hotwords=item[1]) for item in work}

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app import create_app
 from asr.engine import Engine
-from asr.settings import PROJECT_ROOT, Settings
+from config.settings import PROJECT_ROOT, Settings
 from results import (OWNER_COOKIE, RESULT_ID_BITS, Owner, ResultNotFound, ResultStore, is_result_id, new_result_id,
                      owner_cookie)
 from results.access import UploadOwners, file_route_target
@@ -107,7 +107,7 @@ def app_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def http(app_settings: Settings) -> Iterator[TestClient]:
-    app = create_app(app_settings, Engine(app_settings), load=False)
+    app = create_app(app_settings, Engine(app_settings.engine_config()), load=False)
     with TestClient(app) as client:
         yield client
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from asr.settings import DEFAULT_MODEL, PROJECT_ROOT, Settings
+from config.settings import DEFAULT_MODEL, PROJECT_ROOT, Settings
 
 
 def test_defaults_match_the_reference_deployment():

@@ -116,10 +116,10 @@ def test_cost_per_chunk_does_not_grow_with_the_stream(engine: Engine, online: On
 def test_a_folder_that_is_not_a_streaming_model_is_refused(tiny_models: TinyModels, tmp_path) -> None:
     settings = make_settings(tiny_models, tmp_path, online_model_dir=tiny_models.asr)
     with pytest.raises(ModelLoadError, match="not a streaming Paraformer"):
-        get_online_model(Engine(settings))
+        get_online_model(Engine(settings.engine_config()))
     settings = make_settings(tiny_models, tmp_path, online_model_dir=tmp_path)
     with pytest.raises(ModelLoadError, match="ONLINE_MODEL_DIR"):
-        get_online_model(Engine(settings))
+        get_online_model(Engine(settings.engine_config()))
 
 
 def test_online_quantize_runs_the_linear_layers_in_int8(tiny_models: TinyModels, online: OnlineModel) -> None:

@@ -20,7 +20,7 @@ from app import create_app
 from asr.engine import Engine, Transcription
 from asr.progress import segment_hook
 from asr.segments import SpeechSegment, written_words
-from conftest import DATA, UTTERANCE, Server, make_settings
+from conftest import DATA, UTTERANCE, Server, make_settings, service_settings
 from test_api_unit import metric
 
 ROUTE = "/v1/audio/transcriptions"
@@ -68,7 +68,7 @@ def test_segments_come_in_time_order_each_right_after_its_decode(engine: Engine,
 def test_a_streamed_and_a_plain_request_batched_together_get_their_alone_results(tiny_models, tmp_path, long_wav: Path,
                                                                                   engine: Engine) -> None:
     alone = engine.transcribe(long_wav)
-    batching = Engine(make_settings(tiny_models, tmp_path, batch_max_requests=2))
+    batching = Engine(make_settings(tiny_models, tmp_path, batch_max_requests=2).engine_config())
     batching.load()
     results: dict[str, Transcription] = {}
     reported: list[SpeechSegment] = []
@@ -160,12 +160,12 @@ def test_a_client_that_leaves_stops_the_transcription(server: Server, long_wav: 
 
 
 # ------------------------------------------------------------------------------------------ in-process
-def test_a_failure_mid_stream_is_an_error_event_and_frees_the_place(engine: Engine, monkeypatch) -> None:
+def test_a_failure_mid_stream_is_an_error_event_and_frees_the_place(engine: Engine, monkeypatch, tmp_path) -> None:
     def fails_after_one_segment(audio, *, hotwords=None, on_segment=None, **kwargs):
         on_segment(SpeechSegment(index=0, count=2, start=0.5, end=2.0, text="你好"))
         raise RuntimeError("the GPU fell off the bus")
 
-    app = create_app(engine.settings, engine, load=False)
+    app = create_app(service_settings(engine, tmp_path), engine, load=False)
     try:
         monkeypatch.setattr(engine, "transcribe", fails_after_one_segment)
         with open(UTTERANCE, "rb") as f:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, SCREENSHOT_DIR, Server
+from conftest import DATA, SCREENSHOT_DIR, Server, service_settings
 
 from asr.engine import Engine
 from jobs import JobService
@@ -23,7 +23,7 @@ UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
 
 
 def test_rows_detail_and_downloads_in_both_languages(engine: Engine, tmp_path: Path) -> None:
-    settings = engine.settings.model_copy(update={"jobs_dir": tmp_path / "jobs", "output_dir": tmp_path / "out"})
+    settings = service_settings(engine, tmp_path)
     service = JobService(settings, engine)
     access = ResultAccess.from_settings(settings)
     owner, stranger = Owner.session(secrets.token_urlsafe(32)), Owner.session(secrets.token_urlsafe(32))

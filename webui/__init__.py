@@ -7,7 +7,7 @@ import logging
 import gradio as gr
 
 from asr.engine import Engine
-from asr.settings import Settings
+from config.settings import Settings
 from results import ResultAccess
 from jobs import JobService
 

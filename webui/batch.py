@@ -17,8 +17,9 @@ from typing import Any
 import gradio as gr
 
 from asr.engine import Engine, Transcription
-from asr.errors import ASRError, message
-from asr.settings import Settings
+from asr.errors import ASRError
+from messages import message
+from config.settings import Settings
 from results import Result, ResultAccess
 
 from .common import (BATCH_SIZE_MAX, batch_size_s, kept_for, labelled_text, request_owner, safe_stem,

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import gradio as gr
 
+from asr.device import planned_device
 from asr.engine import Engine, Transcription
-from asr.errors import ASRError, Lang
-from asr.settings import Settings
+from asr.errors import ASRError
+from messages import Lang
+from config.settings import Settings
 from asr.subtitles import speaker_label, to_srt, to_txt, to_vtt, to_word_tsv
 from results import Owner, ResultAccess
 
@@ -33,13 +35,22 @@ def speaker_options(diarize: bool | None, num_speakers: float | int | None) -> t
 
 def speaker_controls(engine: Engine, prefix: str) -> tuple[gr.Checkbox, gr.Number]:
     """The speakers checkbox and the number of speakers; greyed out when the server has no speaker model."""
-    available = engine.settings.enable_spk
+    available = engine.config.enable_spk
     checkbox = gr.Checkbox(value=False, label=t("speakers"), interactive=available,
                            info=t("speakers_info") if available else t("speakers_off_info"),
                            elem_id=f"{prefix}-speakers")
     count = gr.Number(value=0, minimum=0, maximum=MAX_SPEAKERS, step=1, precision=0, label=t("num_speakers"),
                       interactive=available, elem_id=f"{prefix}-num-speakers")
     return checkbox, count
+
+
+def queue_concurrency(settings: Settings, engine: Engine) -> int:
+    """Jobs the UI queue hands the engine at once: MODEL_CONCURRENCY, or when 0: 2, or the engine's batch size when
+    that is higher (only requests inside the engine together can share a model call)."""
+    if settings.model_concurrency:
+        return settings.model_concurrency
+    device = engine.spec.device if engine.spec else planned_device(settings.device, settings.engine_backend)
+    return max(2, engine.batch_max_requests(device))
 
 
 def batch_size_s(settings: Settings, batch_size: float | int | None) -> int:

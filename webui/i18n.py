@@ -14,7 +14,7 @@ import logging
 
 import gradio as gr
 
-from asr.errors import Lang
+from messages import Lang
 
 logger = logging.getLogger(__name__)
 

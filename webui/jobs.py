@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from asr.errors import ASRError
-from asr.settings import Settings
+from config.settings import Settings
 from jobs import Job, JobError, JobService, QueueFull
 from jobs.service import Upload
 from results import Owner, Result, ResultAccess

@@ -16,10 +16,10 @@ import numpy as np
 from asr.engine import Engine
 from asr.errors import ASRError
 from asr.live import LiveSession
-from asr.settings import Settings
+from config.settings import Settings
 from results import ResultAccess
 
-from .common import ui_error
+from .common import queue_concurrency, ui_error
 from .i18n import lang_of, t, tr
 from .single import transcribe_file
 
@@ -101,7 +101,7 @@ def create_live_tab(engine: Engine, settings: Settings, access: ResultAccess) ->
     mic.start_recording(on_start, None, [live, session], queue=False, api_visibility="private")
     mic.stream(on_chunk, [mic, session, words], [live, session], stream_every=STREAM_EVERY_S,
                time_limit=int(settings.max_audio_seconds), concurrency_id="live",
-               concurrency_limit=engine.concurrency(), show_progress="hidden", api_visibility="private")
+               concurrency_limit=queue_concurrency(settings, engine), show_progress="hidden", api_visibility="private")
     mic.stop_recording(finish_stream, [session], [live, session], concurrency_id="model", api_visibility="private")
 
 

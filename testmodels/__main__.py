@@ -1,0 +1,7 @@
+"""`python -m testmodels`: build the random-weight model folders (see `--help`)."""
+
+import sys
+
+from testmodels import main
+
+sys.exit(main())
