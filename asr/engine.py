@@ -21,16 +21,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
+from .batching import CrossRequestBatcher
 from .batching import urgent as marked_urgent
 from .audio import Audio, AudioLimits, AudioSource, load_audio
 from .config import EngineConfig
 from .device import resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
-from .features import install_piecewise_fbank
 from .heap import HeapTrimmer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
-from .segments import SegmentListener, install_segment_reporting, report_segments
+from .patches import patch_funasr, patch_model
+from .segments import SegmentListener, report_segments
 from .speakers import MAX_SPEAKERS
 
 logger = logging.getLogger(__name__)
@@ -172,21 +172,18 @@ class Engine:
             self.state = "loading"
             started = time.perf_counter()
             try:
-                install_piecewise_fbank()  # else a long file's features stall every other thread (asr/features.py)
+                patch_funasr()
                 self.spec = self.resolve_spec()
                 self.backend, onnx_files = self.resolve_backend(self.spec)
                 if onnx_files is not None:
                     self._model = _build_onnx_model(self.spec, self.config, onnx_files)  # returns token_probs
                 else:
                     self._model = _build_automodel(self.spec, self.config)
-                    _install_confidence_hook(self._model.model)
-                    make_batches_exact(self._model.model)
                 self.batcher = CrossRequestBatcher(self._model_condition, lambda: self._inside,
                                                    max_requests=self.batch_max_requests(self.spec.device),
                                                    max_seconds=self.config.batch_size_s,
                                                    urgent_waiting=lambda: self._urgent_waiting)
-                self.batcher.install(self._model.model)
-                install_segment_reporting(self._model)
+                patch_model(self._model, self.batcher, backend=self.backend)
                 if self.spec.spk:
                     from .speakers import SpeakerLabeller
 
@@ -510,40 +507,6 @@ def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
                 f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (docs/engine.md: Models). [{detail}]")
     return f"could not load the model from {spec.asr}: check the folder is a complete model [{detail}]"
 
-
-def _install_confidence_hook(model: Any) -> None:
-    """Record, per result, the posterior of each emitted token (FunASR does not return them).
-
-    Wraps the instance's decode step to keep its log-probabilities and the predicted lengths, and
-    its `inference` to attach `token_probs` to each result; FunASR's VAD merge concatenates such
-    list-valued keys across segments. Reads only: the text is what the model would emit anyway.
-    """
-    decode = model._seaco_decode_with_ASF
-    inference = model.inference
-    captured: list[tuple[Any, Any]] = []
-    dropped = {model.blank_id, model.sos, model.eos}
-
-    def decode_and_keep(encoder_out, encoder_out_lens, sematic_embeds, ys_pad_lens, *args, **kwargs):
-        log_probs = decode(encoder_out, encoder_out_lens, sematic_embeds, ys_pad_lens, *args, **kwargs)
-        captured.append((log_probs.detach(), ys_pad_lens.detach()))
-        return log_probs
-
-    def inference_with_probs(*args, **kwargs):
-        captured.clear()
-        output = inference(*args, **kwargs)
-        results = output[0] if isinstance(output, tuple) else output
-        if captured and results:
-            log_probs, lengths = captured[-1]
-            for i, result in enumerate(results):
-                best, ids = log_probs[i, : int(lengths[i])].max(dim=-1)
-                keep = [p for p, t in zip(best.exp().tolist(), ids.tolist()) if t not in dropped]
-                result["token_probs"] = keep
-                result[PREDICTED_TOKENS] = int(lengths[i])
-        captured.clear()
-        return output
-
-    model._seaco_decode_with_ASF = decode_and_keep
-    model.inference = inference_with_probs
 
 
 def _to_transcription(result: dict | None, audio: Audio, words: list[str], decode_time: float,

@@ -3,7 +3,8 @@
 A `LiveSession` feeds microphone chunks into an `asr.streaming.StreamSession` in 2pass mode with
 re-decoded drafts: a streaming FSMN-VAD cuts sentences; a sentence the VAD has closed is transcribed
 once through `Engine.transcribe` and its text is final; the open one is decoded again on each chunk
-for the tentative text. So each chunk costs one VAD step plus at most one decode of the open segment,
+for the tentative text. As on the WebSocket endpoint, finals run off the feeding path (`FinalsInOrder`): a
+chunk never waits for the sentence before it, whose last draft stands in for it until its final is in. So each chunk costs one VAD step plus at most one decode of the open segment,
 which the VAD cuts at 15 s; audio before the open segment is dropped. The WebSocket endpoint's 2pass
 streams run on the same `StreamSession`. Nothing here knows about Gradio.
 """
@@ -17,7 +18,16 @@ import numpy as np
 
 from .audio import SAMPLE_RATE
 from .engine import Engine
-from .streaming import StreamConfig, StreamingVad, StreamSession, StreamStats, get_streaming_vad, to_mono_16k
+from .streaming import (
+    FinalsInOrder,
+    StreamConfig,
+    StreamResult,
+    StreamingVad,
+    StreamSession,
+    StreamStats,
+    get_streaming_vad,
+    to_mono_16k,
+)
 
 __all__ = ["LiveSession", "LiveUpdate", "StreamingVad", "get_streaming_vad", "to_mono_16k"]
 
@@ -46,8 +56,12 @@ class LiveSession:
         # otherwise swallow a bad hotword list and leave the speaker with no text and no reason.
         engine.resolve_hotwords(hotwords)
         config = StreamConfig(mode="2pass", partials="redecode", hotwords=hotwords, min_partial_s=min_partial_s)
-        self._stream = StreamSession(engine, config, vad=vad or get_streaming_vad(engine))
+        self._stream = StreamSession(engine, config, vad=vad or get_streaming_vad(engine), defer_finals=True)
+        self._finals_in_order = FinalsInOrder(self._stream)
         self._finals: list[str] = []
+        #: The last draft of each sentence whose final is still being transcribed, shown until it is in.
+        self._standing_in: dict[int, str] = {}
+        self._draft = ""
         self._received = 0.0
 
     @property
@@ -65,17 +79,33 @@ class LiveSession:
     def feed(self, samples: np.ndarray, sample_rate: int) -> LiveUpdate:
         chunk = to_mono_16k(samples, sample_rate)
         self._received += chunk.size / SAMPLE_RATE
-        partial = ""
         for result in self._stream.feed(chunk):
-            if result.kind == "final" and result.text:
-                self._finals.append(result.text)
-            elif result.kind == "draft":
-                partial = result.text
-        return LiveUpdate("".join(self._finals), partial)
+            self._take(result)
+        self._collect(self._finals_in_order.ready())
+        return self._update()
 
     def finish(self) -> LiveUpdate:
         """Close the open segment (the recording stopped mid-speech) and return the whole text."""
         for result in self._stream.finish():
-            if result.kind == "final" and result.text:
-                self._finals.append(result.text)
-        return LiveUpdate("".join(self._finals), "")
+            self._take(result)
+        self._draft = ""
+        self._collect(self._finals_in_order.drain())
+        return self._update()
+
+    def _take(self, result: StreamResult) -> None:
+        if result.kind == "closed":
+            self._standing_in[id(result.closed)] = self._draft
+            self._draft = ""
+            self._finals_in_order.submit(result)
+        elif result.kind == "draft":
+            self._draft = result.text
+
+    def _collect(self, finals: list[StreamResult]) -> None:
+        for final in finals:
+            if final.text:
+                self._finals.append(final.text)
+        waiting = {id(closed.closed) for closed in self._finals_in_order.waiting}
+        self._standing_in = {key: text for key, text in self._standing_in.items() if key in waiting}
+
+    def _update(self) -> LiveUpdate:
+        return LiveUpdate("".join(self._finals), "".join(self._standing_in.values()) + self._draft)

@@ -81,3 +81,35 @@ def test_work_per_chunk_is_bounded(engine, vad: StreamingVad) -> None:
     assert max(buffered) <= MAX_SEGMENT_S + 2.5, max(buffered)
     half = len(decoded) // 2
     assert np.mean(decoded[half:]) <= np.mean(decoded[:half]) * 1.5 + 0.5
+
+
+def test_finals_run_off_the_feeding_path_and_keep_their_order(engine, vad: StreamingVad, monkeypatch) -> None:
+    """As on the WebSocket endpoint: a slow final never holds up the next chunk, and the text is the same."""
+    import time
+
+    from asr.streaming import StreamConfig, StreamSession
+
+    audio = _speech(20.0)
+    chunk = 8000  # 0.5 s at 16 kHz
+    inline = StreamSession(engine, StreamConfig(mode="2pass", partials="redecode", hotwords=""), vad=vad)
+    expected = [r.text for start in range(0, audio.size, chunk) for r in inline.feed(audio[start:start + chunk])
+                if r.kind == "final" and r.text]
+    expected += [r.text for r in inline.finish() if r.kind == "final" and r.text]
+    assert len(expected) >= 3
+
+    session = LiveSession(engine, vad, hotwords="")
+    slow_final = session._stream.final
+
+    def final_after_a_pause(closed):
+        time.sleep(1.5)
+        return slow_final(closed)
+
+    monkeypatch.setattr(session._stream, "final", final_after_a_pause)
+    feeds = []
+    for start in range(0, audio.size, chunk):
+        began = time.perf_counter()
+        session.feed(audio[start:start + chunk], 16000)
+        feeds.append(time.perf_counter() - began)
+    final = session.finish()
+    assert max(feeds) < 1.5, f"a feed waited for a final: {max(feeds):.2f} s"
+    assert final.text == "".join(expected) and not final.partial_text

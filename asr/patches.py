@@ -1,0 +1,82 @@
+"""Every change the engine makes to FunASR's objects, in one place.
+
+FunASR is used as it is shipped; where it falls short for a service, the engine wraps one of its methods on the
+loaded objects (never its source, never the installed package's files). A request's call goes through them from
+the outside in, in this order:
+
+    AutoModel.inference          time-ordered segments  (asr.segments)   once the VAD has cut a file, decode its
+                                                                          segments in time order and report each
+      model.inference            cross-request batcher  (asr.batching)   segments of requests that arrive together
+                                                                          share one model call; a job's progress and
+                                                                          cancel point; urgent live sentences first
+        model.inference          confidence hook        (here)           keep each emitted token's posterior, which
+                                                                          FunASR computes and drops        [torch]
+          model.encode           zeroed padding         (asr.batching)   a padded segment in a batch decodes as it
+          model.calc_predictor_timestamp  per segment                     does alone (exact batching)      [torch]
+    funasr.utils.fbank           piecewise filterbank   (asr.features)   a long file's features are computed in
+                                                                          pieces, so they never hold the interpreter
+                                                                          for seconds (process-wide, applied once)
+    the ONNX model               ONNX Runtime backend   (asr.onnx)       SeACo's backbone, the VAD encoder and the
+                                                                          punctuation forward on ONNX Runtime; the
+                                                                          same AutoModel around them       [onnx]
+
+On the ONNX backend the graph itself returns the token posteriors and zeroes the padding (asr.onnx.export), so
+the two torch-only patches are not needed there. Each patch leaves the text what FunASR would produce alone; the
+tests check that against bare FunASR (tests/test_engine.py, tests/test_batching.py, tests/test_meetings.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
+from .features import install_piecewise_fbank
+from .segments import install_segment_reporting
+
+
+def patch_funasr() -> None:
+    """The process-wide patch (idempotent): FunASR's kaldi-native-fbank path fed in pieces."""
+    install_piecewise_fbank()
+
+
+def patch_model(automodel: Any, batcher: CrossRequestBatcher, *, backend: str | None) -> None:
+    """Apply the per-model patches to a freshly built AutoModel (torch or ONNX), innermost first."""
+    if backend != "onnx":
+        install_confidence_hook(automodel.model)
+        make_batches_exact(automodel.model)
+    batcher.install(automodel.model)
+    install_segment_reporting(automodel)
+
+def install_confidence_hook(model: Any) -> None:
+    """Record, per result, the posterior of each emitted token (FunASR does not return them).
+
+    Wraps the instance's decode step to keep its log-probabilities and the predicted lengths, and
+    its `inference` to attach `token_probs` to each result; FunASR's VAD merge concatenates such
+    list-valued keys across segments. Reads only: the text is what the model would emit anyway.
+    """
+    decode = model._seaco_decode_with_ASF
+    inference = model.inference
+    captured: list[tuple[Any, Any]] = []
+    dropped = {model.blank_id, model.sos, model.eos}
+
+    def decode_and_keep(encoder_out, encoder_out_lens, sematic_embeds, ys_pad_lens, *args, **kwargs):
+        log_probs = decode(encoder_out, encoder_out_lens, sematic_embeds, ys_pad_lens, *args, **kwargs)
+        captured.append((log_probs.detach(), ys_pad_lens.detach()))
+        return log_probs
+
+    def inference_with_probs(*args, **kwargs):
+        captured.clear()
+        output = inference(*args, **kwargs)
+        results = output[0] if isinstance(output, tuple) else output
+        if captured and results:
+            log_probs, lengths = captured[-1]
+            for i, result in enumerate(results):
+                best, ids = log_probs[i, : int(lengths[i])].max(dim=-1)
+                keep = [p for p, t in zip(best.exp().tolist(), ids.tolist()) if t not in dropped]
+                result["token_probs"] = keep
+                result[PREDICTED_TOKENS] = int(lengths[i])
+        captured.clear()
+        return output
+
+    model._seaco_decode_with_ASF = decode_and_keep
+    model.inference = inference_with_probs
