@@ -35,6 +35,7 @@ class EngineConfig:
     device: str = "auto"
     ncpu: int = 0
     heap_trim: bool = True
+    heap_trim_quiet_s: float = 3.0
     batch_size_s: int = 300
     batch_max_requests: int = 0
     engine_backend: Literal["auto", "torch", "onnx"] = "auto"

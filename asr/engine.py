@@ -143,7 +143,7 @@ class Engine:
         self.batcher: CrossRequestBatcher | None = None
         self._load_lock = threading.Lock()
         self._stats_lock = threading.Lock()
-        self.heap = HeapTrimmer(enabled=config.heap_trim)
+        self.heap = HeapTrimmer(config.heap_trim_quiet_s, enabled=config.heap_trim)
         self._waiting = 0
         self._inside = 0
         self._urgent_waiting = 0
@@ -266,6 +266,7 @@ class Engine:
 
         Raises an `InputError` for unusable input and `ModelNotReadyError` before the model is loaded.
         """
+        self.heap.enter()
         try:
             started = time.perf_counter()
             words = self.resolve_hotwords(hotwords)
@@ -284,11 +285,11 @@ class Engine:
                 self._count(failed=True)
                 self._notify(None, exc)
             raise
+        finally:
+            self.heap.leave()  # the last one out: the freed working memory goes back once the engine stays quiet
         if record:
             self._count(failed=False, audio_seconds=audio.duration)
             self._notify(transcription, None)
-            if self._inside == 0:  # the last one out: hand the request's freed working memory back
-                self.heap.request()
         logger.log(logging.INFO if record else logging.DEBUG,
                    "transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f", audio.name or "input",
                    audio.duration, transcription.processing_time, transcription.rtf)

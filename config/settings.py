@@ -56,8 +56,10 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (the first GPU torch can use, else the CPU, with a warning when a "
                         "GPU is present but unusable), cpu, or cuda / cuda:N (that GPU, or a load error that says why).")
     ncpu: int = Field(0, ge=0, description="CPU threads (PyTorch, and ONNX Runtime intra-op); 0 = all cores.")
-    heap_trim: bool = Field(True, description="When the engine goes idle, hand the memory its requests left free "
-                            "back to the system (glibc malloc_trim, at most every 10 s).")
+    heap_trim: bool = Field(True, description="When the engine has been idle for HEAP_TRIM_QUIET_S, hand the memory "
+                            "its requests left free back to the system (glibc malloc_trim), once per idle period.")
+    heap_trim_quiet_s: float = Field(3.0, ge=0, description="Seconds without a request before the heap is trimmed; "
+                                     "a stream of short requests never waits for a trim.")
     batch_size_s: int = Field(300, ge=1, description="Seconds of audio per model batch (FunASR batch_size_s); also "
                               "caps a batch of concurrent requests (longest segment x segments).")
     batch_max_requests: int = Field(0, ge=0, description="Concurrent requests whose segments may share one model "

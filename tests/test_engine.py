@@ -328,15 +328,14 @@ def test_features_are_computed_in_pieces_with_the_same_frames(engine):
 
 
 def test_freed_memory_goes_back_to_the_system_when_idle(tiny_settings):
-    """The engine trims the heap after its last request leaves (glibc), in the background, not more often than
-    its interval; a trim gives back what a large freed allocation left behind."""
+    """A trim gives back what a large freed allocation left behind; the engine trims once it has been quiet."""
     import ctypes
 
     import psutil
 
     from asr.heap import HeapTrimmer
 
-    trimmer = HeapTrimmer(min_interval_s=60)
+    trimmer = HeapTrimmer()
     if not trimmer.available:
         pytest.skip("no glibc malloc_trim on this system")
     me = psutil.Process()
@@ -348,28 +347,51 @@ def test_freed_memory_goes_back_to_the_system_when_idle(tiny_settings):
         kept.append(ctypes.create_string_buffer(1024))  # over pymalloc's 512 bytes: from the same heap
     del large
     held = me.memory_info().rss
-    assert trimmer.request() and not trimmer.request()  # the second is within the interval
-    deadline = time.monotonic() + 10
-    while trimmer.trims == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert trimmer.trims == 1
+    assert trimmer.request()
+    wait_for(lambda: trimmer.trims == 1)
     assert me.memory_info().rss < held - 50 * 2**20, (held, me.memory_info().rss)
 
     engine = Engine(tiny_settings.engine_config())
     engine.load()
-    engine.heap.min_interval_s = 0
+    engine.heap.quiet_s = 0.3
+    wait_for(lambda: engine.heap.trims == 1)  # the one after loading
     before = engine.heap.trims
     engine.transcribe(UTTERANCE)
-    deadline = time.monotonic() + 10
-    while engine.heap.trims == before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert engine.heap.trims == before + 1
+    wait_for(lambda: engine.heap.trims == before + 1)
+    time.sleep(0.6)
+    assert engine.heap.trims == before + 1, "one trim per idle period"
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_no_trim_while_requests_keep_coming(tiny_settings) -> None:
+    """Back-to-back short requests (gaps under the quiet period) never pay for a trim; the quiet after them does."""
+    from asr.heap import HeapTrimmer
+
+    if not HeapTrimmer().available:
+        pytest.skip("no glibc malloc_trim on this system")
+    engine = Engine(tiny_settings.engine_config())
+    engine.load()
+    engine.heap.quiet_s = 0.5
+    wait_for(lambda: engine.heap.trims == 1)  # the one after loading
+    before = engine.heap.trims
+    ended = time.monotonic() + 2.0
+    while time.monotonic() < ended:
+        engine.transcribe(UTTERANCE)
+        time.sleep(0.1)  # a gap shorter than the quiet period
+    assert engine.heap.trims == before, "a trim ran between back-to-back requests"
+    wait_for(lambda: engine.heap.trims == before + 1)
 
 
 def test_heap_trim_off_leaves_the_heap_alone(tiny_models, tmp_path) -> None:
     engine = Engine(make_settings(tiny_models, tmp_path, heap_trim=False).engine_config())
     engine.load()
-    engine.heap.min_interval_s = 0
+    engine.heap.quiet_s = 0
     engine.transcribe(UTTERANCE)
     time.sleep(0.5)
     assert not engine.heap.available and engine.heap.trims == 0
