@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ops.common import ROOT, Config, run_loop, setup_logging  # noqa: E402
+from ops.common import ROOT, read_settings, run_loop, setup_logging  # noqa: E402
+from ops.settings import OpsSettings  # noqa: E402
 
 _RESULT_NAME = re.compile(r"[a-z]+-\d{8}-\d{6}-[0-9a-f]{32}")  # results/store.py's names (ops imports no app code)
 
@@ -168,10 +169,10 @@ def expire_results(output_dir: Path, max_age_s: float, logger: logging.Logger, *
     return errors
 
 
-def cleanup_jobs(config: Config, retention_h: float, logger: logging.Logger, *, dry_run: bool = False) -> int:
+def cleanup_jobs(settings: OpsSettings, retention_h: float, logger: logging.Logger, *, dry_run: bool = False) -> int:
     """Remove finished jobs older than `retention_h`; return the number of jobs that could not be removed."""
-    backend = config.get("JOBS_BACKEND", "sqlite")
-    jobs_dir = config.path("JOBS_DIR", "data/jobs")
+    backend = settings.jobs_backend
+    jobs_dir = settings.jobs_dir
     if backend == "sqlite" and not (jobs_dir / "jobs.db").exists():
         logger.info("no jobs to clean: %s has no job database", jobs_dir)
         return 0
@@ -179,7 +180,7 @@ def cleanup_jobs(config: Config, retention_h: float, logger: logging.Logger, *, 
     from jobs.records import is_job_id
     from jobs.store import open_store
 
-    store = open_store(backend, jobs_dir, config.get("JOBS_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    store = open_store(backend, jobs_dir, settings.jobs_redis_url)
     files = JobFiles(jobs_dir)
     cutoff = time.time() - retention_h * 3600
     removed = freed = errors = 0
@@ -210,17 +211,17 @@ def cleanup_jobs(config: Config, retention_h: float, logger: logging.Logger, *, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = Config()
+    settings = read_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--temp-dir", type=Path, default=config.path("TEMP_DIR", "tmp/uploads"),
+    parser.add_argument("--temp-dir", type=Path, default=settings.temp_dir,
                         help="the folder to clean (TEMP_DIR, default tmp/uploads)")
-    parser.add_argument("--max-age-hours", type=float, default=config.get_float("CLEANUP_MAX_AGE_H", 1.0),
+    parser.add_argument("--max-age-hours", type=float, default=settings.cleanup_max_age_h,
                         help="remove files not accessed for this long (CLEANUP_MAX_AGE_H, default 1)")
-    parser.add_argument("--output-dir", type=Path, default=config.path("OUTPUT_DIR", "outputs"),
+    parser.add_argument("--output-dir", type=Path, default=settings.output_dir,
                         help="the results folder (OUTPUT_DIR, default outputs)")
-    parser.add_argument("--retention-hours", type=float, default=config.get_float("OUTPUT_RETENTION_H", 168.0),
+    parser.add_argument("--retention-hours", type=float, default=settings.output_retention_h,
                         help="remove results not written for this long; 0 keeps them (OUTPUT_RETENTION_H, default 168)")
-    parser.add_argument("--job-retention-hours", type=float, default=config.get_float("JOB_RETENTION_H", 24.0),
+    parser.add_argument("--job-retention-hours", type=float, default=settings.job_retention_h,
                         help="remove jobs finished longer ago than this (JOB_RETENTION_H, default 24)")
     parser.add_argument("--dry-run", action="store_true", help="only log what would be removed")
     parser.add_argument("--loop", action="store_true", help="clean every CLEANUP_INTERVAL_S s (default 7200)")
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--retention-hours must be >= 0")
     if args.job_retention_hours <= 0:
         parser.error("--job-retention-hours must be > 0")
-    logger = setup_logging("cleanup", config.log_dir, verbose=not args.quiet)
+    logger = setup_logging("cleanup", settings.log_dir, verbose=not args.quiet)
     temp_dir = args.temp_dir if args.temp_dir.is_absolute() else ROOT / args.temp_dir
     output_dir = args.output_dir if args.output_dir.is_absolute() else ROOT / args.output_dir
 
@@ -240,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         errors = cleanup(temp_dir, args.max_age_hours * 3600, logger, dry_run=args.dry_run)
         if args.retention_hours > 0:
             errors += expire_results(output_dir, args.retention_hours * 3600, logger, dry_run=args.dry_run)
-        errors += cleanup_jobs(config, args.job_retention_hours, logger, dry_run=args.dry_run)
+        errors += cleanup_jobs(settings, args.job_retention_hours, logger, dry_run=args.dry_run)
         return 1 if errors else 0
 
     if args.loop:
-        return run_loop(step, config.get_float("CLEANUP_INTERVAL_S", 7200), logger)
+        return run_loop(step, settings.cleanup_interval_s, logger)
     return step()
 
 

@@ -422,20 +422,43 @@ def fake_nvidia_smi(tmp: Path, driver_cuda: str = "12.8", gpus: tuple[str, ...] 
     return f"{bin_dir}:{os.environ['PATH']}"
 
 
-# A stand-in for the venv's python during `run.sh install`: pip commands are logged, torch is a state file
-# (its version, e.g. 2.13.0+cpu) that `pip install torch --index-url .../cuNNN` changes, and the torch probe
-# answers as that build would on a machine with one usable GPU (any build but +cpu uses it).
+# A stand-in for torch: its version is a state file (e.g. 2.13.0+cpu) that the fake pip below changes; a +cpu
+# build is CPU-only, any other sees one GPU, unless FAKE_TORCH_NO_GPU gives why CUDA fails to initialise.
+FAKE_TORCH = """
+import os
+import types
+from pathlib import Path
+
+_state = Path(os.environ["FAKE_TORCH"])
+if not _state.exists():
+    raise ImportError("No module named 'torch'", name="torch")
+__version__ = _state.read_text().strip()
+_reason = os.environ.get("FAKE_TORCH_NO_GPU")
+version = types.SimpleNamespace(cuda=None if __version__.endswith("+cpu") else "12.8")
+
+
+def _available():
+    return version.cuda is not None and not _reason
+
+
+def _init():
+    if version.cuda is None:
+        raise AssertionError("Torch not compiled with CUDA enabled")
+    if _reason:
+        raise RuntimeError(_reason)
+
+
+cuda = types.SimpleNamespace(is_available=_available, device_count=lambda: 1 if _available() else 0,
+                             get_device_name=lambda i: "NVIDIA GeForce RTX 3060", init=_init)
+"""
+
+# A stand-in for the venv's python during `run.sh install`: `-m ops.*` runs the real ops code with the fake torch
+# first on the path; anything else (pip, the test-model builder) is logged, and pip's torch install and uninstall
+# change the fake torch's state file.
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 state="$FAKE_TORCH"
-if [[ "$1" == -c ]]; then
-  torch="$(cat "$state" 2>/dev/null)"
-  [[ -n "$torch" ]] || exit 1
-  if [[ "${3:-}" == version ]]; then echo "$torch"; exit 0; fi
-  case "$torch" in
-    *+cpu) echo "$torch||0|0||" ;;
-    *) echo "$torch|12.8|1|1|NVIDIA GeForce RTX 3060|" ;;
-  esac
-  exit 0
+if [[ "$1" == -m && "$2" == ops.* ]]; then
+  PYTHONPATH="$FAKE_TORCH_PATH" exec "$REAL_PYTHON" "$@"
 fi
 echo "$*" >> "$FAKE_LOG"
 case "$*" in
@@ -449,15 +472,24 @@ exit 0
 """
 
 
+def fake_torch(tmp: Path, version: str | None) -> dict[str, str]:
+    """The environment that makes `import torch` the stand-in above, at `version` (None: not installed)."""
+    (tmp / "fake-torch" / "torch").mkdir(parents=True, exist_ok=True)
+    (tmp / "fake-torch" / "torch" / "__init__.py").write_text(FAKE_TORCH)
+    state = tmp / "torch-version"
+    if version:
+        state.write_text(version + "\n")
+    else:
+        state.unlink(missing_ok=True)
+    return {"FAKE_TORCH": str(state), "FAKE_TORCH_PATH": str(tmp / "fake-torch")}
+
+
 def _fake_venv(tmp: Path, torch: str | None) -> dict[str, str]:
     venv = tmp / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").write_text(_FAKE_PYTHON)
     (venv / "bin" / "python").chmod(0o755)
-    state = tmp / "torch-version"
-    if torch:
-        state.write_text(torch + "\n")
-    return {"VENV": str(venv), "FAKE_TORCH": str(state), "FAKE_LOG": str(tmp / "pip.log")}
+    return {"VENV": str(venv), "REAL_PYTHON": PYTHON, "FAKE_LOG": str(tmp / "pip.log"), **fake_torch(tmp, torch)}
 
 
 def test_install_on_a_gpu_machine_installs_the_cuda_build_for_its_driver(tmp_path: Path) -> None:
@@ -467,6 +499,7 @@ def test_install_on_a_gpu_machine_installs_the_cuda_build_for_its_driver(tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     pip = (tmp_path / "pip.log").read_text().splitlines()
     assert "-m pip uninstall -y -q torch" in pip, "the CPU build is replaced (pip takes it as ==2.13.0)"
+    assert "-m pip install -q -r requirements-dev.txt" not in pip, "install is the runtime set"
     assert "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" in pip
     assert pip.index("-m pip install -q -r requirements.txt") > pip.index(
         "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128")
