@@ -13,10 +13,12 @@ usage() {
   cat <<'EOF_USAGE'
 Usage: ./run.sh [--replicas N] COMMAND [REPLICA]
 
-  install [--dev] create .venv, install torch first, then requirements.txt (the runtime set), the FSMN-VAD
-                 model and the tiny test models; --dev adds requirements-dev.txt (tests, lint, benchmarks).
-                 torch: TORCH_INDEX_URL when set; else on a machine whose nvidia-smi lists a GPU, the CUDA
-                 build for its driver (checked: torch must see the GPU); else PyPI's
+  install [--dev]
+                 create .venv, install torch first, then requirements.txt (the runtime set), the FSMN-VAD
+                 model and the tiny test models; --dev adds requirements-dev.txt (tests, lint, benchmarks;
+                 `test` and `lint` install it when missing). torch: TORCH_INDEX_URL when set; else on a
+                 machine whose nvidia-smi lists a GPU, the CUDA build for its driver (checked: torch must
+                 see the GPU); else PyPI's
   check-gpu      the NVIDIA GPUs nvidia-smi lists, the driver's CUDA version, and whether the venv's torch
                  can use them; when it cannot, the TORCH_INDEX_URL to install (exit 1)
   start [I]      start every replica (or replica I) in the background, wait for /health
