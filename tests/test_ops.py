@@ -34,9 +34,9 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 
 # Settings a developer's shell might carry that would change what the scripts do.
 _OPS_PREFIXES = ("WATCHDOG_", "CLEANUP_", "GPU_ALERT_", "SMTP_", "GRADIO_", "MODEL", "API_KEYS", "WEBUI_", "JOB_",
-                 "JOBS_")
-_OPS_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "OUTPUT_DIR", "JOBS_DIR", "HOST", "PORT", "PID_FILE", "START_TIMEOUT",
-             "STOP_TIMEOUT", "VAD_MODEL_DIR", "PUNC_MODEL_DIR"}
+                 "JOBS_", "REPLICA", "NGINX_", "OUTPUT_")
+_OPS_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "JOBS_DIR", "HOST", "PORT", "PID_FILE", "START_TIMEOUT",
+             "STOP_TIMEOUT", "ROLLING_PAUSE_S", "MAX_UPLOAD_MB", "VAD_MODEL_DIR", "PUNC_MODEL_DIR"}
 
 
 def ops_env(tmp: Path, **extra: str) -> dict[str, str]:
