@@ -86,8 +86,13 @@ def cleanup(temp_dir: Path, max_age_s: float, logger: logging.Logger, *, dry_run
                 removed += 1
                 freed += size
                 emptied = True
-                logger.info("%s %s (%d bytes, last used %s)", verb, path, size,
-                            time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used(st))))
+                logger.info(
+                    "%s %s (%d bytes, last used %s)",
+                    verb,
+                    path,
+                    size,
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used(st))),
+                )
             except FileNotFoundError:
                 continue  # gone meanwhile
             except OSError as exc:
@@ -109,8 +114,16 @@ def cleanup(temp_dir: Path, max_age_s: float, logger: logging.Logger, *, dry_run
                 continue
             errors += 1
             logger.error("could not remove folder %s: %s", here, exc)
-    logger.info("cleanup of %s: %s %d file(s), %d folder(s), %.1f MB freed (%d bytes)%s", root, verb, removed,
-                dirs_removed, freed / 1e6, freed, f", {errors} error(s)" if errors else "")
+    logger.info(
+        "cleanup of %s: %s %d file(s), %d folder(s), %.1f MB freed (%d bytes)%s",
+        root,
+        verb,
+        removed,
+        dirs_removed,
+        freed / 1e6,
+        freed,
+        f", {errors} error(s)" if errors else "",
+    )
     return errors
 
 
@@ -157,15 +170,29 @@ def expire_results(output_dir: Path, max_age_s: float, logger: logging.Logger, *
                     entry.unlink()
             removed += 1
             freed += size
-            logger.info("%s result %s (%d file(s), %d bytes, last written %s)", verb, _shown(entry.name), files,
-                        size, time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)))
+            logger.info(
+                "%s result %s (%d file(s), %d bytes, last written %s)",
+                verb,
+                _shown(entry.name),
+                files,
+                size,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)),
+            )
         except FileNotFoundError:
             continue
         except OSError as exc:
             errors += 1
             logger.error("could not remove result %s: %s", _shown(entry.name), exc)
-    logger.info("results in %s older than %.0f h: %s %d, %.1f MB freed (%d bytes)%s", root, max_age_s / 3600, verb,
-                removed, freed / 1e6, freed, f", {errors} error(s)" if errors else "")
+    logger.info(
+        "results in %s older than %.0f h: %s %d, %.1f MB freed (%d bytes)%s",
+        root,
+        max_age_s / 3600,
+        verb,
+        removed,
+        freed / 1e6,
+        freed,
+        f", {errors} error(s)" if errors else "",
+    )
     return errors
 
 
@@ -198,31 +225,56 @@ def cleanup_jobs(settings: OpsSettings, retention_h: float, logger: logging.Logg
         for kind in ("uploads", "results"):  # folders whose record is gone (a submission cut short)
             folder = jobs_dir / kind
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-                if (is_job_id(path.name) and path.is_dir() and path.lstat().st_mtime < cutoff
-                        and store.get(path.name) is None):
+                if (
+                    is_job_id(path.name)
+                    and path.is_dir()
+                    and path.lstat().st_mtime < cutoff
+                    and store.get(path.name) is None
+                ):
                     logger.info("%s job folder without a record: %s", verb, path)
                     if not dry_run:
                         freed += files.remove(path.name)
     finally:
         store.close()
-    logger.info("job cleanup of %s: %s %d finished job(s) older than %g h, %.1f MB freed%s", jobs_dir, verb, removed,
-                retention_h, freed / 1e6, f", {errors} error(s)" if errors else "")
+    logger.info(
+        "job cleanup of %s: %s %d finished job(s) older than %g h, %.1f MB freed%s",
+        jobs_dir,
+        verb,
+        removed,
+        retention_h,
+        freed / 1e6,
+        f", {errors} error(s)" if errors else "",
+    )
     return errors
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = read_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--temp-dir", type=Path, default=settings.temp_dir,
-                        help="the folder to clean (TEMP_DIR, default tmp/uploads)")
-    parser.add_argument("--max-age-hours", type=float, default=settings.cleanup_max_age_h,
-                        help="remove files not accessed for this long (CLEANUP_MAX_AGE_H, default 1)")
-    parser.add_argument("--output-dir", type=Path, default=settings.output_dir,
-                        help="the results folder (OUTPUT_DIR, default outputs)")
-    parser.add_argument("--retention-hours", type=float, default=settings.output_retention_h,
-                        help="remove results not written for this long; 0 keeps them (OUTPUT_RETENTION_H, default 168)")
-    parser.add_argument("--job-retention-hours", type=float, default=settings.job_retention_h,
-                        help="remove jobs finished longer ago than this (JOB_RETENTION_H, default 24)")
+    parser.add_argument(
+        "--temp-dir", type=Path, default=settings.temp_dir, help="the folder to clean (TEMP_DIR, default tmp/uploads)"
+    )
+    parser.add_argument(
+        "--max-age-hours",
+        type=float,
+        default=settings.cleanup_max_age_h,
+        help="remove files not accessed for this long (CLEANUP_MAX_AGE_H, default 1)",
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, default=settings.output_dir, help="the results folder (OUTPUT_DIR, default outputs)"
+    )
+    parser.add_argument(
+        "--retention-hours",
+        type=float,
+        default=settings.output_retention_h,
+        help="remove results not written for this long; 0 keeps them (OUTPUT_RETENTION_H, default 168)",
+    )
+    parser.add_argument(
+        "--job-retention-hours",
+        type=float,
+        default=settings.job_retention_h,
+        help="remove jobs finished longer ago than this (JOB_RETENTION_H, default 24)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="only log what would be removed")
     parser.add_argument("--loop", action="store_true", help="clean every CLEANUP_INTERVAL_S s (default 7200)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")

@@ -47,22 +47,26 @@ class Replica:
 
     @property
     def suffix(self) -> str:
-        """"" for replica 0, "-N" for replica N: the suffix of its file names (app-1.log, watchdog-1.state)."""
+        """ "" for replica 0, "-N" for replica N: the suffix of its file names (app-1.log, watchdog-1.state)."""
         return f"-{self.index}" if self.index else ""
 
 
 def list_replicas() -> list[Replica]:
     """The replicas, from `run.sh replicas`: run.sh alone decides ports, file names and GPUs."""
     env = {**os.environ, "ENV_FILE": str(env_file())}
-    proc = subprocess.run([str(ROOT / "run.sh"), "replicas"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [str(ROOT / "run.sh"), "replicas"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"run.sh replicas failed (exit {proc.returncode}): {proc.stderr.strip()}")
     replicas = []
     for line in proc.stdout.splitlines()[1:]:  # the first line is the header
         index, port, url, gpu, pid_file, log_file, stopped = line.split("\t")
-        replicas.append(Replica(int(index), int(port), url, None if gpu == "-" else gpu, Path(pid_file),
-                                Path(log_file), Path(stopped)))
+        replicas.append(
+            Replica(
+                int(index), int(port), url, None if gpu == "-" else gpu, Path(pid_file), Path(log_file), Path(stopped)
+            )
+        )
     return replicas
 
 

@@ -92,9 +92,10 @@ def too_old(driver_cuda: str) -> str:
 def check(facts: NvidiaFacts, venv: Path | None = None) -> tuple[list[str], int]:
     """./run.sh check-gpu's lines and exit status, for the torch of this Python (the one in `venv`)."""
     if facts.error:
-        return [f"nvidia-smi is installed but fails: {facts.error}",
-                "no GPU can be used until the NVIDIA driver works; the service runs on the CPU meanwhile "
-                "(DEVICE=auto)"], 1
+        return [
+            f"nvidia-smi is installed but fails: {facts.error}",
+            "no GPU can be used until the NVIDIA driver works; the service runs on the CPU meanwhile (DEVICE=auto)",
+        ], 1
     if not facts.gpus:
         return ["no NVIDIA GPU (nvidia-smi not found or lists none): the service runs on the CPU"], 0
     lines = [f"NVIDIA GPU: {facts.names}; the driver runs CUDA {facts.driver_cuda or '(unknown)'}"]
@@ -107,14 +108,21 @@ def check(facts: NvidiaFacts, venv: Path | None = None) -> tuple[list[str], int]
     except ImportError as exc:
         if exc.name == "torch":
             return [*lines, f"torch is not installed in {venv or sys.prefix}: run ./run.sh install"], 1
-        return [*lines, f"the service's requirements are not installed in {venv or sys.prefix} (no {exc.name}): "
-                        "run ./run.sh install"], 1
+        return [
+            *lines,
+            f"the service's requirements are not installed in {venv or sys.prefix} (no {exc.name}): "
+            "run ./run.sh install",
+        ], 1
     if state.available:
-        return [*lines, f"torch {state.torch_version} (CUDA {state.cuda_build}) uses it: {state.device_count} "
-                        f"GPU(s): {', '.join(state.names)}"], 0
+        return [
+            *lines,
+            f"torch {state.torch_version} (CUDA {state.cuda_build}) uses it: {state.device_count} "
+            f"GPU(s): {', '.join(state.names)}",
+        ], 0
     if state.cuda_build is None:
-        lines.append(f"torch {state.torch_version} is a CPU-only build: it cannot use the GPU, and the service runs "
-                     "on the CPU")
+        lines.append(
+            f"torch {state.torch_version} is a CPU-only build: it cannot use the GPU, and the service runs on the CPU"
+        )
     else:
         lines.append(state.problem or f"torch {state.torch_version} (CUDA {state.cuda_build}) cannot use the GPU")
     index = torch_index_for_cuda(facts.driver_cuda)
@@ -123,8 +131,10 @@ def check(facts: NvidiaFacts, venv: Path | None = None) -> tuple[list[str], int]
     elif facts.driver_cuda:
         lines.append(f"{too_old(facts.driver_cuda)}: upgrade the NVIDIA driver")
     else:
-        lines.append("pick the build for this driver (nvidia-smi shows its CUDA version): "
-                     f"TORCH_INDEX_URL={TORCH_INDEX_BASE}/cuNNN ./run.sh install")
+        lines.append(
+            "pick the build for this driver (nvidia-smi shows its CUDA version): "
+            f"TORCH_INDEX_URL={TORCH_INDEX_BASE}/cuNNN ./run.sh install"
+        )
     return lines, 1
 
 
@@ -145,8 +155,13 @@ def shell_assignments(facts: NvidiaFacts) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["check", "torch-version"], default="check",
-                        help="check: the GPU diagnosis; torch-version: the installed torch's version")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["check", "torch-version"],
+        default="check",
+        help="check: the GPU diagnosis; torch-version: the installed torch's version",
+    )
     parser.add_argument("--shell", action="store_true", help="print the driver's facts as bash assignments")
     parser.add_argument("--venv", type=Path, help="the virtual environment checked (its python runs this)")
     args = parser.parse_args(argv)

@@ -74,8 +74,10 @@ def read_gpus() -> list[GpuMemory]:
         return gpus
     from asr.gpu import gpu_info  # the shared NVML reader; [] when NVML raises (no GPU, no driver)
 
-    gpus = [GpuMemory(g["index"], g["name"], int(g["memory_used_mb"] * MIB), int(g["memory_total_mb"] * MIB))
-            for g in gpu_info()]
+    gpus = [
+        GpuMemory(g["index"], g["name"], int(g["memory_used_mb"] * MIB), int(g["memory_total_mb"] * MIB))
+        for g in gpu_info()
+    ]
     if not gpus:
         raise NoGpu("no NVIDIA GPU found (NVML is unavailable or reports no device)")
     return gpus
@@ -163,8 +165,13 @@ class GpuAlert:
                 continue
             count += 1
             state[key] = count
-            self.logger.info("%s: above the threshold %s (%d check(s) in a row; alert at %d)", describe(gpu),
-                             self.threshold_text, count, self.consecutive)
+            self.logger.info(
+                "%s: above the threshold %s (%d check(s) in a row; alert at %d)",
+                describe(gpu),
+                self.threshold_text,
+                count,
+                self.consecutive,
+            )
             if count == self.consecutive:
                 result = max(result, self.alert(gpu))
         write_state(self.state_file, state)
@@ -184,16 +191,18 @@ class GpuAlert:
         return {gpu: ", " + " and ".join(names) for gpu, names in users.items()}
 
     def alert(self, gpu: GpuMemory) -> int:
-        text = (f"{describe(gpu)}, above the threshold {self.threshold_text} "
-                f"on {self.consecutive} consecutive checks")
+        text = f"{describe(gpu)}, above the threshold {self.threshold_text} on {self.consecutive} consecutive checks"
         self.alert_log.error("ALERT %s", text)
         recipients = self.settings.smtp_to.strip()
         if not (self.settings.smtp_host.strip() and recipients):
             return 0
         host = socket.gethostname()
         try:
-            send_email(self.settings, f"[paraformer-webui] GPU memory alert on {host}",
-                       f"{text}\n\nHost: {host}\nSee {self.settings.log_dir / 'alert.log'} and nvidia-smi.\n")
+            send_email(
+                self.settings,
+                f"[paraformer-webui] GPU memory alert on {host}",
+                f"{text}\n\nHost: {host}\nSee {self.settings.log_dir / 'alert.log'} and nvidia-smi.\n",
+            )
         except (OSError, smtplib.SMTPException) as exc:
             self.alert_log.error("could not email the alert to %s: %s", recipients, exc)
             return 1
@@ -204,10 +213,17 @@ class GpuAlert:
 def main(argv: list[str] | None = None) -> int:
     settings = read_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threshold", default=settings.gpu_alert_threshold,
-                        help="used memory above this alerts: 11.5GB, 11776MB or 95%% (GPU_ALERT_THRESHOLD)")
-    parser.add_argument("--consecutive", type=int, default=settings.gpu_alert_consecutive,
-                        help="checks in a row above the threshold before an alert (GPU_ALERT_CONSECUTIVE, 3)")
+    parser.add_argument(
+        "--threshold",
+        default=settings.gpu_alert_threshold,
+        help="used memory above this alerts: 11.5GB, 11776MB or 95%% (GPU_ALERT_THRESHOLD)",
+    )
+    parser.add_argument(
+        "--consecutive",
+        type=int,
+        default=settings.gpu_alert_consecutive,
+        help="checks in a row above the threshold before an alert (GPU_ALERT_CONSECUTIVE, 3)",
+    )
     parser.add_argument("--loop", action="store_true", help="check every GPU_ALERT_INTERVAL_S s (default 900)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")
     args = parser.parse_args(argv)

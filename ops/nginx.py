@@ -47,11 +47,18 @@ def site_config(settings: OpsSettings, addresses: list[str], listen: str) -> str
     servers = "\n".join(f"    server {a} max_fails=1 fail_timeout=5s;" for a in addresses)
     locations = "\n".join(
         f"    location = /replica/{n}/health  {{ proxy_pass http://{a}/health; }}\n"
-        f"    location = /replica/{n}/metrics {{ proxy_pass http://{a}/metrics; }}" for n, a in enumerate(addresses))
+        f"    location = /replica/{n}/metrics {{ proxy_pass http://{a}/metrics; }}"
+        for n, a in enumerate(addresses)
+    )
     generated = f"./run.sh nginx-config: {len(addresses)} replica(s) {' '.join(addresses)}, listen {listen}"
     text = (TEMPLATES / "paraformer-webui.conf.template").read_text(encoding="utf-8").rstrip("\n")
-    for key, value in (("LISTEN", listen), ("CLIENT_MAX_BODY_SIZE", f"{body_mb}m"), ("SERVERS", servers),
-                       ("REPLICA_LOCATIONS", locations), ("GENERATED", generated)):
+    for key, value in (
+        ("LISTEN", listen),
+        ("CLIENT_MAX_BODY_SIZE", f"{body_mb}m"),
+        ("SERVERS", servers),
+        ("REPLICA_LOCATIONS", locations),
+        ("GENERATED", generated),
+    ):
         text = text.replace("{{" + key + "}}", value)
     return text + "\n"
 
@@ -67,8 +74,9 @@ def standalone_config(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="./run.sh nginx-config", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="./run.sh nginx-config", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--listen", metavar="ADDR:PORT", help="where nginx listens (NGINX_LISTEN, default 80)")
     parser.add_argument("--upstreams", metavar="H:P,...", help="the replicas (NGINX_UPSTREAMS; default: this box's)")
     parser.add_argument("--standalone", metavar="DIR", type=Path, help="write DIR/nginx.conf and the site config")

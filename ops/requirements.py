@@ -1,6 +1,8 @@
 """Which pinned requirements this Python lacks: `./run.sh test` and `lint` install requirements-dev.txt when so.
 
     python -m ops.requirements FILE...    # prints each missing or differing `name==version`; exit 1 if any
+
+Exact pins only (`name==version`); comments and other lines are skipped.
 """
 
 from __future__ import annotations

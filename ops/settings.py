@@ -37,26 +37,29 @@ class OpsSettings(Settings):
     model_config = SettingsConfigDict(env_ignore_empty=True)  # merged with the app's (env file, extra="ignore")
 
     # --- run.sh ---
-    pid_file: Path | None = Field(None, description="PID file of replica 0; empty: LOG_DIR/app.pid (replica N: "
-                                  "app-N.pid beside it).")
+    pid_file: Path | None = Field(
+        None, description="PID file of replica 0; empty: LOG_DIR/app.pid (replica N: app-N.pid beside it)."
+    )
     start_timeout: int = Field(180, ge=0, description="Seconds ./run.sh start waits for /health to say ok.")
     stop_timeout: int = Field(20, ge=0, description="Seconds ./run.sh stop waits after SIGTERM before SIGKILL.")
     replicas: int = Field(1, ge=1, description="App processes on this box (./run.sh --replicas N overrides).")
-    replica_gpus: str = Field("", description="GPU ids spread over the replicas, round robin; empty: with several "
-                              "replicas every GPU nvidia-smi lists; none: leave CUDA_VISIBLE_DEVICES alone.")
+    replica_gpus: str = Field(
+        "",
+        description="GPU ids spread over the replicas, round robin; empty: with several "
+        "replicas every GPU nvidia-smi lists; none: leave CUDA_VISIBLE_DEVICES alone.",
+    )
     rolling_pause_s: int = Field(10, ge=0, description="Seconds between two replicas of a rolling restart.")
     nginx_listen: str = Field("80", description="Where the nginx of ./run.sh nginx-config listens.")
-    nginx_upstreams: str = Field("", description="HOST:PORT,... the nginx config sends to; empty: this box's "
-                                 "replicas.")
+    nginx_upstreams: str = Field("", description="HOST:PORT,... the nginx config sends to; empty: this box's replicas.")
 
     # --- watchdog (ops/watchdog.py) ---
     watchdog_failures: int = Field(3, ge=1, description="Failed /health checks in a row before a restart.")
     watchdog_interval_s: float = Field(60.0, gt=0, description="Seconds between checks in --loop mode.")
     watchdog_timeout_s: float = Field(10.0, gt=0, description="Seconds /health gets to answer.")
-    watchdog_loading_grace_s: float = Field(600.0, ge=0, description="\"loading\" is not a failure during this "
-                                            "many seconds of uptime.")
-    watchdog_restart_cmd: str = Field("", description="Restart command ({replica}: its index); empty: run.sh "
-                                      "restart.")
+    watchdog_loading_grace_s: float = Field(
+        600.0, ge=0, description='"loading" is not a failure during this many seconds of uptime.'
+    )
+    watchdog_restart_cmd: str = Field("", description="Restart command ({replica}: its index); empty: run.sh restart.")
 
     # --- cleanup (ops/cleanup.py; it also reads TEMP_DIR, OUTPUT_DIR, OUTPUT_RETENTION_H, JOB_RETENTION_H) ---
     cleanup_max_age_h: float = Field(1.0, ge=0, description="Temp files not accessed for this many hours go.")
@@ -69,7 +72,8 @@ class OpsSettings(Settings):
     smtp_host: str = Field("", description="Mail server for the alert; empty: no email.")
     smtp_port: int = Field(587, ge=1, le=65535, description="Its port.")
     smtp_security: Literal["auto", "starttls", "ssl", "none"] = Field(
-        "auto", description="auto (SSL on 465, else STARTTLS when offered), starttls, ssl or none.")
+        "auto", description="auto (SSL on 465, else STARTTLS when offered), starttls, ssl or none."
+    )
     smtp_user: str = Field("", description="Login; empty: no login.")
     smtp_password: SecretStr | None = Field(None, description="Password for SMTP_USER.")
     smtp_from: str = Field("", description="Sender; empty: SMTP_USER or paraformer-webui@this host.")
@@ -133,8 +137,11 @@ def load_settings(*, lenient: bool = False, **overrides: Any) -> OpsSettings:
             raise SettingsError("bad settings: " + "; ".join(lines)) from None
     for line in lines:
         print(f"warning: {line}; using the default", file=sys.stderr)
-    defaults = {name: OpsSettings.model_fields[name].get_default(call_default_factory=True) for name in names
-                if name in OpsSettings.model_fields}
+    defaults = {
+        name: OpsSettings.model_fields[name].get_default(call_default_factory=True)
+        for name in names
+        if name in OpsSettings.model_fields
+    }
     return OpsSettings(_env_file=path, **{**defaults, **overrides})
 
 

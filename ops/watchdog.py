@@ -75,8 +75,7 @@ class Watchdog:
         name = f"replica {replica.index}: " if several or replica.index else ""
         state_file = self.log_dir / f"watchdog{replica.suffix}.state"
         if replica.stopped_file.exists():
-            self.logger.info("%sthe app was stopped with ./run.sh stop; not checking (./run.sh start re-enables)",
-                             name)
+            self.logger.info("%sthe app was stopped with ./run.sh stop; not checking (./run.sh start re-enables)", name)
             write_state(state_file, {"failures": 0})
             return 0
         healthy, seen = check_health(replica.health_url, self.timeout, self.loading_grace_s)
@@ -121,12 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     settings = read_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loop", action="store_true", help="check forever instead of once")
-    parser.add_argument("--interval", type=float, default=settings.watchdog_interval_s,
-                        help="seconds between checks in --loop mode (WATCHDOG_INTERVAL_S, default 60)")
-    parser.add_argument("--failures", type=int, default=settings.watchdog_failures,
-                        help="consecutive failed checks before a restart (WATCHDOG_FAILURES, default 3)")
-    parser.add_argument("--timeout", type=float, default=settings.watchdog_timeout_s,
-                        help="seconds /health gets to answer (WATCHDOG_TIMEOUT_S, default 10)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=settings.watchdog_interval_s,
+        help="seconds between checks in --loop mode (WATCHDOG_INTERVAL_S, default 60)",
+    )
+    parser.add_argument(
+        "--failures",
+        type=int,
+        default=settings.watchdog_failures,
+        help="consecutive failed checks before a restart (WATCHDOG_FAILURES, default 3)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=settings.watchdog_timeout_s,
+        help="seconds /health gets to answer (WATCHDOG_TIMEOUT_S, default 10)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")
     args = parser.parse_args(argv)
     if args.failures < 1 or args.interval <= 0:

@@ -32,6 +32,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 # --- one reader of .env ---------------------------------------------------------------------------------------
 
+
 def test_env_file_quotes_comments_export_and_the_last_line(clean_env: Path) -> None:
     clean_env.write_text(
         "# a comment line\n"
@@ -45,7 +46,9 @@ def test_env_file_quotes_comments_export_and_the_last_line(clean_env: Path) -> N
         "STOP_TIMEOUT=7\n"  # a key set twice: the last line wins (append to .env to override)
         "START_TIMEOUT=\n"  # empty: the default
         "LOG_DIR=var/logs\n"  # relative: inside the project
-        "PID_FILE=run/app.pid\n", encoding="utf-8")
+        "PID_FILE=run/app.pid\n",
+        encoding="utf-8",
+    )
     s = load_settings()
     assert (s.host, s.port, s.check_host) == ("127.0.0.1", 7001, "127.0.0.1")
     assert s.smtp_to == "a@example.com, b@example.com" and s.gpu_alert_threshold == "95%"
@@ -67,7 +70,12 @@ def test_the_environment_wins_over_the_file(clean_env: Path, monkeypatch: pytest
 def test_defaults_without_a_file_and_dotenv_example_is_the_defaults(clean_env: Path, monkeypatch) -> None:
     s = load_settings()  # ENV_FILE names a file that does not exist
     assert (s.host, s.port, s.replicas, s.log_dir, s.base_pid_file) == (
-        "0.0.0.0", 7860, 1, ROOT / "logs", ROOT / "logs" / "app.pid")
+        "0.0.0.0",
+        7860,
+        1,
+        ROOT / "logs",
+        ROOT / "logs" / "app.pid",
+    )
     assert (s.check_host, s.start_timeout, s.stop_timeout, s.rolling_pause_s) == ("127.0.0.1", 180, 20, 10)
     assert s.job_retention_h == 24.0 and s.smtp_security == "auto" and s.smtp_password is None
     monkeypatch.setenv("ENV_FILE", ".env.example")  # relative: to the project folder
@@ -111,17 +119,21 @@ def test_a_bad_value_names_the_key_and_where_it_came_from(clean_env: Path, monke
 
 
 def test_shell_assignments_survive_eval_and_execute_nothing(tmp_path: Path) -> None:
-    tricky = "it's a \"quoted\" `id` $(touch pwned); rm -rf / \\ end"
+    tricky = 'it\'s a "quoted" `id` $(touch pwned); rm -rf / \\ end'
     quoted = '"' + tricky.replace("\\", "\\\\").replace('"', '\\"') + '"'  # a double-quoted .env value
     env_file = tmp_path / "test.env"
-    env_file.write_text(f"WATCHDOG_RESTART_CMD=$(touch {tmp_path}/pwned)\nHOST=127.0.0.1\nLOG_DIR={tmp_path}/logs\n"
-                        f"MY_TOOL_FLAG={quoted}\nAPI_KEYS=sk-secret\nREPLICA_GPUS=0, 1\nREPLICAS=2\n",
-                        encoding="utf-8")
+    env_file.write_text(
+        f"WATCHDOG_RESTART_CMD=$(touch {tmp_path}/pwned)\nHOST=127.0.0.1\nLOG_DIR={tmp_path}/logs\n"
+        f"MY_TOOL_FLAG={quoted}\nAPI_KEYS=sk-secret\nREPLICA_GPUS=0, 1\nREPLICAS=2\n",
+        encoding="utf-8",
+    )
     env = ops_env(tmp_path, ENV_FILE=str(env_file))
     env.pop("LOG_DIR")
-    script = ('eval "$(.venv/bin/python -m ops.settings --shell)" || exit 9\n'
-              'printf "%s\\n" "$HOST" "$LOG_DIR" "$ACCESS_PROTECTED" "${GPUS[*]}" "${#APP_ENV[@]}"\n'
-              'printf "%s\\n" "${APP_ENV[@]}"\n')
+    script = (
+        'eval "$(.venv/bin/python -m ops.settings --shell)" || exit 9\n'
+        'printf "%s\\n" "$HOST" "$LOG_DIR" "$ACCESS_PROTECTED" "${GPUS[*]}" "${#APP_ENV[@]}"\n'
+        'printf "%s\\n" "${APP_ENV[@]}"\n'
+    )
     done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -135,10 +147,14 @@ def test_shell_assignments_survive_eval_and_execute_nothing(tmp_path: Path) -> N
 # --- nginx-config against the bash run.sh's output (tests/data/ops/README.md) ---------------------------------
 
 NGINX_CASES = {
-    "three": ({"HOST": "10.1.2.3", "PORT": "8000", "REPLICAS": "3", "MAX_UPLOAD_MB": "0.5", "NGINX_LISTEN": "8443"},
-              []),
-    "upstreams": ({"MAX_UPLOAD_MB": "50.5"}, ["--upstreams", "a.example:7860, [::1]:7861", "--listen",
-                                              "127.0.0.1:8080"]),
+    "three": (
+        {"HOST": "10.1.2.3", "PORT": "8000", "REPLICAS": "3", "MAX_UPLOAD_MB": "0.5", "NGINX_LISTEN": "8443"},
+        [],
+    ),
+    "upstreams": (
+        {"MAX_UPLOAD_MB": "50.5"},
+        ["--upstreams", "a.example:7860, [::1]:7861", "--listen", "127.0.0.1:8080"],
+    ),
     "v6host": ({"HOST": "::", "PORT": "9000", "MAX_UPLOAD_MB": "1024", "NGINX_UPSTREAMS": ""}, []),
     "envupstreams": ({"NGINX_UPSTREAMS": "10.0.0.5:7860,10.0.0.6:7860", "NGINX_LISTEN": "127.0.0.1:81"}, []),
 }
@@ -157,8 +173,10 @@ def test_nginx_config_standalone_and_output_file_are_what_the_bash_run_sh_wrote(
     folder = tmp_path / "ngx"
     result = run_sh("nginx-config", "--standalone", str(folder), "--listen", "127.0.0.1:8080", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (f"wrote {folder}/nginx.conf and {folder}/paraformer-webui.conf; run nginx with:\n"
-                             f"  nginx -p {folder} -c {folder}/nginx.conf -g 'daemon off; pid {folder}/nginx.pid;'\n")
+    assert result.stdout == (
+        f"wrote {folder}/nginx.conf and {folder}/paraformer-webui.conf; run nginx with:\n"
+        f"  nginx -p {folder} -c {folder}/nginx.conf -g 'daemon off; pid {folder}/nginx.pid;'\n"
+    )
     assert (folder / "paraformer-webui.conf").read_text() == (ORACLE / "nginx-standalone-site.conf").read_text()
     user = f"user {os.popen('id -un').read().strip()} {os.popen('id -gn').read().strip()};" if os.geteuid() == 0 else ""
     main = (ORACLE / "nginx-standalone-main.conf").read_text().replace("{{DIR}}", str(folder))
@@ -187,8 +205,13 @@ GPU_LINE = "NVIDIA GPU: NVIDIA GeForce RTX 3060; the driver runs CUDA {}"
 
 def _check_gpu(tmp: Path, driver: str = "12.4", torch: str | None = "2.13.0+cpu", **extra: str) -> tuple[int, str]:
     torch_env = fake_torch(tmp, torch)
-    env = ops_env(tmp, PATH=fake_nvidia_smi(tmp, driver), PYTHONPATH=torch_env["FAKE_TORCH_PATH"],
-                  FAKE_TORCH=torch_env["FAKE_TORCH"], **extra)
+    env = ops_env(
+        tmp,
+        PATH=fake_nvidia_smi(tmp, driver),
+        PYTHONPATH=torch_env["FAKE_TORCH_PATH"],
+        FAKE_TORCH=torch_env["FAKE_TORCH"],
+        **extra,
+    )
     result = run_sh("check-gpu", env=env)
     return result.returncode, result.stdout + result.stderr
 
@@ -196,33 +219,75 @@ def _check_gpu(tmp: Path, driver: str = "12.4", torch: str | None = "2.13.0+cpu"
 def test_check_gpu_messages(tmp_path: Path) -> None:
     """The whole message for each case; the wording is the bash run.sh's, except the reason CUDA fails, which is
     asr/device.py's (the app's own probe)."""
-    install = ("install the CUDA build for this driver: TORCH_INDEX_URL=https://download.pytorch.org/whl/{} "
-               "./run.sh install")
+    install = (
+        "install the CUDA build for this driver: TORCH_INDEX_URL=https://download.pytorch.org/whl/{} ./run.sh install"
+    )
     cpu_only = "torch 2.13.0+cpu is a CPU-only build: it cannot use the GPU, and the service runs on the CPU"
-    assert _check_gpu(tmp_path, "12.4", "2.13.0+cu128") == (0, "\n".join([
-        GPU_LINE.format("12.4"), "torch 2.13.0+cu128 (CUDA 12.8) uses it: 1 GPU(s): NVIDIA GeForce RTX 3060", ""]))
-    assert _check_gpu(tmp_path, "12.4") == (1, "\n".join([GPU_LINE.format("12.4"), cpu_only, install.format("cu126"),
-                                                          ""]))
-    assert _check_gpu(tmp_path, "13.0") == (1, "\n".join([GPU_LINE.format("13.0"), cpu_only, install.format("cu130"),
-                                                          ""]))
+    assert _check_gpu(tmp_path, "12.4", "2.13.0+cu128") == (
+        0,
+        "\n".join(
+            [GPU_LINE.format("12.4"), "torch 2.13.0+cu128 (CUDA 12.8) uses it: 1 GPU(s): NVIDIA GeForce RTX 3060", ""]
+        ),
+    )
+    assert _check_gpu(tmp_path, "12.4") == (
+        1,
+        "\n".join([GPU_LINE.format("12.4"), cpu_only, install.format("cu126"), ""]),
+    )
+    assert _check_gpu(tmp_path, "13.0") == (
+        1,
+        "\n".join([GPU_LINE.format("13.0"), cpu_only, install.format("cu130"), ""]),
+    )
     assert _check_gpu(tmp_path, "12.8", "2.13.0+cu128", FAKE_TORCH_NO_GPU="CUDA driver version is insufficient") == (
-        1, "\n".join([GPU_LINE.format("12.8"), "torch 2.13.0+cu128 (CUDA 12.8) finds no usable GPU: CUDA driver "
-                      "version is insufficient", install.format("cu128"), ""]))
-    assert _check_gpu(tmp_path, "11.8") == (1, "\n".join([
-        GPU_LINE.format("11.8"), cpu_only, "the driver (CUDA 11.8) is older than every CUDA build of torch 2.13.0 "
-        "(cu126, cu128, cu130): upgrade the NVIDIA driver", ""]))
-    assert _check_gpu(tmp_path, "") == (1, "\n".join([
-        GPU_LINE.format("(unknown)"), cpu_only, "pick the build for this driver (nvidia-smi shows its CUDA version): "
-        "TORCH_INDEX_URL=https://download.pytorch.org/whl/cuNNN ./run.sh install", ""]))
-    assert _check_gpu(tmp_path, "12.4", None) == (1, "\n".join([
-        GPU_LINE.format("12.4"), f"torch is not installed in {ROOT}/.venv: run ./run.sh install", ""]))
-    assert _check_gpu(tmp_path, "12.4", VENV=str(tmp_path / "no-venv")) == (1, "\n".join([
-        GPU_LINE.format("12.4"), f"no virtual environment at {tmp_path}/no-venv: run ./run.sh install", ""]))
+        1,
+        "\n".join(
+            [
+                GPU_LINE.format("12.8"),
+                "torch 2.13.0+cu128 (CUDA 12.8) finds no usable GPU: CUDA driver version is insufficient",
+                install.format("cu128"),
+                "",
+            ]
+        ),
+    )
+    assert _check_gpu(tmp_path, "11.8") == (
+        1,
+        "\n".join(
+            [
+                GPU_LINE.format("11.8"),
+                cpu_only,
+                "the driver (CUDA 11.8) is older than every CUDA build of torch 2.13.0 "
+                "(cu126, cu128, cu130): upgrade the NVIDIA driver",
+                "",
+            ]
+        ),
+    )
+    assert _check_gpu(tmp_path, "") == (
+        1,
+        "\n".join(
+            [
+                GPU_LINE.format("(unknown)"),
+                cpu_only,
+                "pick the build for this driver (nvidia-smi shows its CUDA version): "
+                "TORCH_INDEX_URL=https://download.pytorch.org/whl/cuNNN ./run.sh install",
+                "",
+            ]
+        ),
+    )
+    assert _check_gpu(tmp_path, "12.4", None) == (
+        1,
+        "\n".join([GPU_LINE.format("12.4"), f"torch is not installed in {ROOT}/.venv: run ./run.sh install", ""]),
+    )
+    assert _check_gpu(tmp_path, "12.4", VENV=str(tmp_path / "no-venv")) == (
+        1,
+        "\n".join([GPU_LINE.format("12.4"), f"no virtual environment at {tmp_path}/no-venv: run ./run.sh install", ""]),
+    )
     broken = run_sh("check-gpu", env=ops_env(tmp_path, PATH=fake_nvidia_smi(tmp_path, fails=True)))
-    assert (broken.returncode, broken.stdout) == (1, "nvidia-smi is installed but fails: NVIDIA-SMI has failed "
-                                                  "because it couldn't communicate with the NVIDIA driver.\nno GPU "
-                                                  "can be used until the NVIDIA driver works; the service runs on "
-                                                  "the CPU meanwhile (DEVICE=auto)\n")
+    assert (broken.returncode, broken.stdout) == (
+        1,
+        "nvidia-smi is installed but fails: NVIDIA-SMI has failed "
+        "because it couldn't communicate with the NVIDIA driver.\nno GPU "
+        "can be used until the NVIDIA driver works; the service runs on "
+        "the CPU meanwhile (DEVICE=auto)\n",
+    )
 
 
 def test_check_gpu_without_any_nvidia_smi(tmp_path: Path) -> None:
@@ -231,36 +296,57 @@ def test_check_gpu_without_any_nvidia_smi(tmp_path: Path) -> None:
     for tool in ("bash", "env", "dirname"):  # run.sh's own needs, without the rest of the PATH
         (bin_dir / tool).symlink_to(subprocess.check_output(["bash", "-c", f"command -v {tool}"], text=True).strip())
     none = run_sh("check-gpu", env=ops_env(tmp_path, PATH=str(bin_dir)))
-    assert (none.returncode, none.stdout) == (0, "no NVIDIA GPU (nvidia-smi not found or lists none): the service "
-                                                 "runs on the CPU\n"), none.stderr
+    assert (none.returncode, none.stdout) == (
+        0,
+        "no NVIDIA GPU (nvidia-smi not found or lists none): the service runs on the CPU\n",
+    ), none.stderr
 
 
-@pytest.mark.parametrize(("driver", "index"), [
-    ("12.4", "cu126"), ("12.0", "cu126"), ("12.6", "cu126"), ("12.7", "cu126"), ("12.8", "cu128"), ("12.9", "cu128"),
-    ("13.0", "cu130"), ("13.2", "cu130"), ("14.1", "cu130"), ("11.8", None), ("", None), ("twelve", None)])
+@pytest.mark.parametrize(
+    ("driver", "index"),
+    [
+        ("12.4", "cu126"),
+        ("12.0", "cu126"),
+        ("12.6", "cu126"),
+        ("12.7", "cu126"),
+        ("12.8", "cu128"),
+        ("12.9", "cu128"),
+        ("13.0", "cu130"),
+        ("13.2", "cu130"),
+        ("14.1", "cu130"),
+        ("11.8", None),
+        ("", None),
+        ("twelve", None),
+    ],
+)
 def test_the_torch_build_for_a_driver(driver: str, index: str | None) -> None:
     assert cuda.torch_index_for_cuda(driver) == (f"https://download.pytorch.org/whl/{index}" if index else None)
 
 
 # --- /health for run.sh ---------------------------------------------------------------------------------------
 
+
 def test_the_gpu_warning_is_the_apps_else_what_nvidia_smi_lists(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path, "12.8"))
     assert health.gpu_warning({"device": "cpu", "gpu_warning": "the app's  own\nwords"}) == "the app's own words"
-    assert health.gpu_warning({"device": "cpu"}) == ("nvidia-smi lists NVIDIA GeForce RTX 3060 but the model runs on "
-                                                     "cpu: see ./run.sh check-gpu and docs/gpu.md")
+    assert health.gpu_warning({"device": "cpu"}) == (
+        "nvidia-smi lists NVIDIA GeForce RTX 3060 but the model runs on cpu: see ./run.sh check-gpu and docs/gpu.md"
+    )
     assert health.gpu_warning({"device": "cuda:0"}) == "" and health.gpu_warning({"status": "loading"}) == ""
     assert health.summary("http://127.0.0.1:9/health", timeout=2) == ["down", "", ""]
 
 
 # --- development requirements ---------------------------------------------------------------------------------
 
+
 def test_unmet_requirements_are_the_missing_and_the_differing_pins(tmp_path: Path) -> None:
     import pytest as installed
 
     pins = tmp_path / "req.txt"
-    pins.write_text(f"# comment\npytest=={installed.__version__}\nno-such-package-here==1.0\npytest-thing>=1\n"
-                    "ruff==0.0.1  # not this one\n")
+    pins.write_text(
+        f"# comment\npytest=={installed.__version__}\nno-such-package-here==1.0\npytest-thing>=1\n"
+        "ruff==0.0.1  # not this one\n"
+    )
     assert requirements.unmet(pins) == ["no-such-package-here==1.0", "ruff==0.0.1"]
     assert requirements.unmet(ROOT / "requirements-dev.txt") == [], "this venv is a development one"
 
@@ -288,8 +374,11 @@ def test_run_sh_test_installs_the_development_requirements_when_missing(tmp_path
     env = ops_env(tmp_path, VENV=str(venv), FAKE_LOG=str(log), FAKE_UNMET="1")
     result = run_sh("test", "-k", "engine", env=env)
     assert result.returncode == 0 and "installing the development requirements" in result.stderr
-    assert log.read_text().splitlines() == ["-m ops.requirements requirements-dev.txt",
-                                            "-m pip install -q -r requirements-dev.txt", "-m pytest -q -k engine"]
+    assert log.read_text().splitlines() == [
+        "-m ops.requirements requirements-dev.txt",
+        "-m pip install -q -r requirements-dev.txt",
+        "-m pytest -q -k engine",
+    ]
     log.unlink()
     assert run_sh("test", env={**env, "FAKE_UNMET": "0"}).returncode == 0
     assert log.read_text().splitlines() == ["-m ops.requirements requirements-dev.txt", "-m pytest -q"]
