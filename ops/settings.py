@@ -3,7 +3,7 @@
 One reader: pydantic-settings reads the environment, then `ENV_FILE` (default `.env`), then the defaults, for the
 app and for operations alike. `run.sh` does not parse `.env` itself: it evals what
 
-    python -m ops.settings --shell [--replicas N] [--lenient]
+    python -m ops.settings --shell [--lenient]
 
 prints, shell assignments quoted with shlex.quote (a value such as `$(cmd)` stays text; nothing is executed).
 `--lenient` (run.sh stop, status, logs, replicas) turns a bad value into a warning and uses its default, so a typo
@@ -203,12 +203,10 @@ def shell_assignments(settings: OpsSettings) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shell", action="store_true", help="print run.sh's settings as bash assignments")
-    parser.add_argument("--replicas", type=int, help="REPLICAS, overriding the environment and the file")
     parser.add_argument("--lenient", action="store_true", help="warn about a bad value and use its default")
     args = parser.parse_args(argv)
-    overrides = {"replicas": args.replicas} if args.replicas is not None else {}
     try:
-        settings = load_settings(lenient=args.lenient, **overrides)
+        settings = load_settings(lenient=args.lenient)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
