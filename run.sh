@@ -8,18 +8,17 @@ cd "$ROOT"
 
 VENV="${VENV:-$ROOT/.venv}"
 PYTHON_BIN="${PYTHON_BIN:-python3}"
-TORCH_VERSION="2.13.0"
-# The CUDA builds of torch $TORCH_VERSION on download.pytorch.org (cu126 = CUDA 12.6): keep in step with it.
-TORCH_CUDA_BUILDS="126 128 130"
-TORCH_INDEX_BASE="https://download.pytorch.org/whl"
 
 usage() {
   cat <<'EOF_USAGE'
 Usage: ./run.sh [--replicas N] COMMAND [REPLICA]
 
-  install        create .venv, install torch first, then requirements.txt, the FSMN-VAD model and the
-                 tiny test models. torch: TORCH_INDEX_URL when set; else on a machine whose nvidia-smi
-                 lists a GPU, the CUDA build for its driver (checked: torch must see the GPU); else PyPI's
+  install [--dev]
+                 create .venv, install torch first, then requirements.txt (the runtime set), the FSMN-VAD
+                 model and the tiny test models; --dev adds requirements-dev.txt (tests, lint, benchmarks;
+                 `test` and `lint` install it when missing). torch: TORCH_INDEX_URL when set; else on a
+                 machine whose nvidia-smi lists a GPU, the CUDA build for its driver (checked: torch must
+                 see the GPU); else PyPI's
   check-gpu      the NVIDIA GPUs nvidia-smi lists, the driver's CUDA version, and whether the venv's torch
                  can use them; when it cannot, the TORCH_INDEX_URL to install (exit 1)
   start [I]      start every replica (or replica I) in the background, wait for /health
@@ -37,7 +36,9 @@ Usage: ./run.sh [--replicas N] COMMAND [REPLICA]
                  write the nginx config for the replicas (template: ops/nginx/paraformer-webui.conf.template)
                  to stdout or FILE; --standalone DIR writes DIR/nginx.conf, a complete config nginx can
                  run as this user from DIR (prints the command)
-  test           run the test suite (what CI runs)
+  test [ARGS]    run the test suite (what CI runs; ARGS go to pytest); installs requirements-dev.txt
+                 first when the venv lacks it
+  lint [PATH...] ruff check and ruff format --check (the whole tree by default; config: pyproject.toml)
   install-cron   write the crontab entries for the ops scripts (idempotent; --remove to delete them)
   -h, --help     this text
 
@@ -46,9 +47,11 @@ logs/app-I.pid and logs/app-I.stopped; replica 0 keeps logs/app.log, logs/app.pi
 With several replicas and GPUs, replica I gets CUDA_VISIBLE_DEVICES=the I-th GPU of REPLICA_GPUS (default:
 every GPU nvidia-smi lists, round robin; "none": leave CUDA_VISIBLE_DEVICES alone).
 
-Settings come from the environment, then ENV_FILE (default .env; see .env.example). HOST and PORT decide
-where /health is checked; LOG_DIR (logs), PID_FILE (LOG_DIR/app.pid), START_TIMEOUT (180 s) and
-STOP_TIMEOUT (20 s) tune start and stop.
+Settings come from the environment, then ENV_FILE (default .env; see .env.example), read by the app's own
+settings class (ops/settings.py; `.venv/bin/python -m ops.settings` lists them). HOST and PORT decide where
+/health is checked; LOG_DIR (logs), PID_FILE (LOG_DIR/app.pid), START_TIMEOUT (180 s) and STOP_TIMEOUT
+(20 s) tune start and stop. A bad value stops every command but stop, status, logs and replicas, which
+warn and use its default.
 
 Exit status: 0 success; 1 failure (message on stderr); 2 usage error; check-gpu: 0 the GPU is used or
 there is none, 1 a GPU is present that torch cannot use;
@@ -59,77 +62,21 @@ EOF_USAGE
 
 die() { echo "error: $*" >&2; exit 1; }
 
-# KEY=VALUE lines from ENV_FILE, exported unless the environment already sets the key (the environment wins,
-# as for the app). Comments, blank lines, `export ` prefixes and surrounding quotes are handled; nothing is
-# executed, so a value like $(cmd) stays text.
-read_env_file() {
-  local file="$1" line key value
-  local -A from_file=()
-  [[ -f "$file" ]] || return 0
-  [[ -r "$file" ]] || die "cannot read $file"
-  while IFS= read -r line || [[ -n "$line" ]]; do
-    line="${line%$'\r'}"
-    [[ "$line" =~ ^[[:space:]]*(#|$) ]] && continue
-    if [[ ! "$line" =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)[[:space:]]*=[[:space:]]*(.*)$ ]]; then
-      echo "warning: $file: ignoring line: $line" >&2
-      continue
-    fi
-    key="${BASH_REMATCH[2]}"
-    value="${BASH_REMATCH[3]}"
-    if [[ "$value" =~ ^\"(.*)\"[[:space:]]*(#.*)?$ || "$value" =~ ^\'(.*)\'[[:space:]]*(#.*)?$ ]]; then
-      value="${BASH_REMATCH[1]}"
-    else
-      value="${value%%[[:space:]]#*}"                        # inline comment
-      value="${value%"${value##*[![:space:]]}"}"             # trailing spaces
-    fi
-    # The environment wins over the file; within the file the last line wins (as for the app's settings).
-    [[ -v "$key" && -z "${from_file[$key]:-}" ]] && continue
-    from_file[$key]=1
-    export "$key=$value"
-  done < "$file"
-}
+need_venv() { [[ -x "$VENV/bin/python" ]] || die "no virtual environment at $VENV: run ./run.sh install"; }
 
-abs_path() {  # relative paths are relative to the project folder, as in config/settings.py
-  case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac
-}
-
+# The settings, read by ops/settings.py (the app's settings class: environment, then ENV_FILE, then defaults) and
+# eval'ed from its quoted assignments: ENV_FILE HOST PORT CHECK_HOST REPLICAS LOG_DIR BASE_PID_FILE START_TIMEOUT
+# STOP_TIMEOUT ROLLING_PAUSE_S ACCESS_PROTECTED, and the arrays GPUS (the GPU ids replicas are spread over, round
+# robin) and APP_ENV (the file's KEY=VALUE pairs the environment does not set, for the app's environment).
+# $1: --lenient (a bad value is a warning; for commands that must work whatever .env holds).
 load_env() {
-  ENV_FILE="$(abs_path "${ENV_FILE:-.env}")"
-  export ENV_FILE                                            # app.py's settings read the same file
-  read_env_file "$ENV_FILE"
-  HOST="${HOST:-0.0.0.0}"
-  PORT="${PORT:-7860}"
-  [[ "$PORT" =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$PORT'"
+  need_venv
+  local assignments
+  assignments="$("$VENV/bin/python" -m ops.settings --shell "$@")" || exit 1
+  eval "$assignments"
+  export ENV_FILE LOG_DIR                                     # the app reads the same file; install-cron uses both
   BASE_PORT="$PORT"
-  REPLICAS="${REPLICAS_FLAG:-${REPLICAS:-1}}"
-  [[ "$REPLICAS" =~ ^[1-9][0-9]*$ ]] || die "REPLICAS must be a whole number >= 1, got '$REPLICAS'"
-  LOG_DIR="$(abs_path "${LOG_DIR:-logs}")"
-  export LOG_DIR
-  BASE_PID_FILE="$(abs_path "${PID_FILE:-$LOG_DIR/app.pid}")"
-  START_TIMEOUT="${START_TIMEOUT:-180}"
-  STOP_TIMEOUT="${STOP_TIMEOUT:-20}"
-  [[ "$START_TIMEOUT$STOP_TIMEOUT" =~ ^[0-9]+$ ]] || die "START_TIMEOUT and STOP_TIMEOUT must be whole seconds"
-  case "$HOST" in 0.0.0.0|::|"") CHECK_HOST=127.0.0.1 ;; *) CHECK_HOST="$HOST" ;; esac
-  [[ -x "$VENV/bin/python" ]] || die "no virtual environment at $VENV: run ./run.sh install"
-  detect_gpus
   select_replica 0
-}
-
-# GPUS: the GPU ids replicas are spread over (round robin). REPLICA_GPUS=0,1 names them; "none" or a single
-# replica without REPLICA_GPUS: none (CUDA_VISIBLE_DEVICES is left as it is, today's behaviour); otherwise the
-# GPUs `nvidia-smi -L` lists.
-detect_gpus() {
-  GPUS=()
-  local setting="${REPLICA_GPUS:-}" line
-  if [[ "$setting" == none ]]; then
-    return 0
-  elif [[ -n "$setting" ]]; then
-    IFS=',' read -r -a GPUS <<< "${setting// /}"
-  elif (( REPLICAS > 1 )) && command -v nvidia-smi >/dev/null 2>&1; then
-    while IFS= read -r line; do
-      [[ "$line" =~ ^GPU[[:space:]]+([0-9]+): ]] && GPUS+=("${BASH_REMATCH[1]}")
-    done < <(nvidia-smi -L 2>/dev/null || true)
-  fi
 }
 
 # Point the per-replica globals (PORT, PID_FILE, APP_LOG, STOPPED_MARKER, HEALTH_URL, GPU, P) at replica $1.
@@ -171,109 +118,14 @@ check_index() {
   (( $1 < REPLICAS )) || [[ -f "${BASE_PID_FILE%.pid}-$1.pid" ]] || {
     echo "error: no replica $1 (REPLICAS=$REPLICAS: replicas 0..$((REPLICAS - 1)))" >&2; exit 2; }
 }
-# --- GPU: what nvidia-smi sees and whether the venv's torch can use it ---------------------------------------
+# --- GPU: what nvidia-smi sees and whether the venv's torch can use it (ops/cuda.py) ---------------------------
 
-# NVIDIA_GPUS (one "GPU N: name" line each), DRIVER_CUDA (the newest CUDA the driver runs, "12.8", or empty)
-# and NVIDIA_SMI_ERROR (nvidia-smi is there but fails: no driver loaded). 0 when nvidia-smi lists a GPU.
-nvidia_facts() {
-  NVIDIA_GPUS="" DRIVER_CUDA="" NVIDIA_SMI_ERROR=""
-  command -v nvidia-smi >/dev/null 2>&1 || return 1
-  local out
-  if ! out="$(nvidia-smi -L 2>&1)"; then
-    NVIDIA_SMI_ERROR="$(head -n 1 <<< "$out")"
-    return 1
-  fi
-  NVIDIA_GPUS="$(grep -E '^GPU [0-9]+:' <<< "$out" | sed -E 's/ \(UUID: [^)]*\)$//' || true)"
-  [[ -n "$NVIDIA_GPUS" ]] || return 1
-  DRIVER_CUDA="$(nvidia-smi 2>/dev/null | sed -nE 's/.*CUDA Version: *([0-9]+\.[0-9]+).*/\1/p' | head -n 1 || true)"
-  return 0
-}
-
-gpu_names() { sed -E 's/^GPU [0-9]+: //' <<< "$NVIDIA_GPUS" | paste -sd, - | sed 's/,/, /g'; }
-
-# The index of the torch CUDA build for a driver that runs CUDA $1 ("12.8"): the newest build it runs; within
-# its major version, the oldest build also runs on an older minor driver (CUDA minor version compatibility).
-# Prints nothing and returns 1 when the driver is older than every build.
-torch_index_for_cuda() {
-  local major="${1%%.*}" minor="${1#*.}" build best="" oldest_same="" newest=""
-  [[ "$major" =~ ^[0-9]+$ && "$minor" =~ ^[0-9]+$ ]] || return 1
-  for build in $TORCH_CUDA_BUILDS; do
-    local b_major="${build:0:${#build}-1}" b_minor="${build: -1}"
-    newest="$build"
-    if (( b_major == major )); then
-      [[ -z "$oldest_same" ]] && oldest_same="$build"
-      (( b_minor <= minor )) && best="$build"
-    elif (( b_major < major )); then
-      best="$build"
-    fi
-  done
-  best="${best:-$oldest_same}"
-  [[ -n "$best" ]] || return 1
-  echo "$TORCH_INDEX_BASE/cu$best"
-}
-
-# torch's version, CUDA build, usable (1/0), GPU count, GPU names and why CUDA is unusable, |-separated
-# (`version` as argument: the version alone).
-TORCH_PROBE='
-import sys
-import torch
-if sys.argv[1:] == ["version"]:
-    print(torch.__version__)
-    sys.exit(0)
-build, ok, names, why = torch.version.cuda or "", False, [], ""
-try:
-    ok = torch.cuda.is_available()
-    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if ok else []
-except Exception as exc:
-    ok, why = False, str(exc)
-if build and not ok and not why:
-    try:
-        torch.cuda.init()
-        why = "no CUDA GPU is visible"
-    except Exception as exc:
-        why = str(exc)
-why = (why.strip().splitlines() or [""])[0][:200]
-print("|".join([torch.__version__, build, str(int(ok)), str(len(names)), ", ".join(names), why.replace("|", "/")]))
-'
-
-# What nvidia-smi lists against what the venv's torch can use. 0: torch uses the GPU, or there is none;
-# 1: a GPU is present and torch cannot use it (the message says what to install).
+# 0: torch uses the GPU, or there is none; 1: a GPU is present and torch cannot use it (the message says what to
+# install). Without the venv the system's python3 still reports the driver's side.
 cmd_check_gpu() {
-  if ! nvidia_facts; then
-    if [[ -n "$NVIDIA_SMI_ERROR" ]]; then
-      echo "nvidia-smi is installed but fails: $NVIDIA_SMI_ERROR"
-      echo "no GPU can be used until the NVIDIA driver works; the service runs on the CPU meanwhile (DEVICE=auto)"
-      return 1
-    fi
-    echo "no NVIDIA GPU (nvidia-smi not found or lists none): the service runs on the CPU"
-    return 0
-  fi
-  echo "NVIDIA GPU: $(gpu_names); the driver runs CUDA ${DRIVER_CUDA:-(unknown)}"
-  [[ -x "$VENV/bin/python" ]] || { echo "no virtual environment at $VENV: run ./run.sh install"; return 1; }
-  local probe version build ok count names why index
-  if ! probe="$("$VENV/bin/python" -c "$TORCH_PROBE" 2>/dev/null)"; then
-    echo "torch is not installed in $VENV: run ./run.sh install"
-    return 1
-  fi
-  IFS='|' read -r version build ok count names why <<< "$probe"
-  if [[ "$ok" == 1 ]]; then
-    echo "torch $version (CUDA $build) uses it: $count GPU(s): $names"
-    return 0
-  fi
-  index="$(torch_index_for_cuda "$DRIVER_CUDA" || true)"
-  if [[ -z "$build" ]]; then
-    echo "torch $version is a CPU-only build: it cannot use the GPU, and the service runs on the CPU"
-  else
-    echo "torch $version (CUDA $build) cannot use the GPU: ${why:-unknown reason}"
-  fi
-  if [[ -n "$index" ]]; then
-    echo "install the CUDA build for this driver: TORCH_INDEX_URL=$index ./run.sh install"
-  elif [[ -n "$DRIVER_CUDA" ]]; then
-    echo "the driver (CUDA $DRIVER_CUDA) is older than every CUDA build of torch $TORCH_VERSION (cu${TORCH_CUDA_BUILDS// /, cu}): upgrade the NVIDIA driver"
-  else
-    echo "pick the build for this driver (nvidia-smi shows its CUDA version): TORCH_INDEX_URL=$TORCH_INDEX_BASE/cuNNN ./run.sh install"
-  fi
-  return 1
+  local python="$VENV/bin/python"
+  [[ -x "$python" ]] || python="$PYTHON_BIN"
+  "$python" -m ops.cuda check --venv "$VENV"
 }
 
 # torch $TORCH_VERSION from index $1 (empty: pip's default). pip takes any installed 2.13.0 build as
@@ -284,7 +136,7 @@ install_torch() {
     "${pip[@]}" install -q "torch==$TORCH_VERSION"
     return
   fi
-  installed="$("$VENV/bin/python" -c "$TORCH_PROBE" version 2>/dev/null || true)"
+  installed="$("$VENV/bin/python" -m ops.cuda torch-version 2>/dev/null || true)"
   want="${index%/}"
   want="${want##*/}"
   if [[ -n "$installed" && "$installed" != "$TORCH_VERSION+$want" ]]; then
@@ -299,44 +151,73 @@ install_torch() {
 }
 
 cmd_install() {
+  local dev=0 arg
+  for arg in "$@"; do
+    case "$arg" in
+      --dev) dev=1 ;;
+      *) echo "unknown install option: $arg (only --dev)" >&2; exit 2 ;;
+    esac
+  done
   if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON_BIN" -m venv "$VENV"
   fi
   local pip=("$VENV/bin/python" -m pip) index="${TORCH_INDEX_URL:-}" gpu=0
   "${pip[@]}" install -q --upgrade pip
+  # TORCH_VERSION, TORCH_INDEX_BASE and the driver's GPU_NAMES, DRIVER_CUDA, SMI_ERROR, DRIVER_INDEX, DRIVER_TOO_OLD
+  eval "$("$VENV/bin/python" -m ops.cuda --shell)"
   # torch first, alone, so nothing else can choose its build. On a GPU machine: the CUDA build its driver runs.
-  if nvidia_facts; then
+  if [[ -n "$GPU_NAMES" ]]; then
     gpu=1
-    echo "NVIDIA GPU found: $(gpu_names) (the driver runs CUDA ${DRIVER_CUDA:-(unknown)})"
+    echo "NVIDIA GPU found: $GPU_NAMES (the driver runs CUDA ${DRIVER_CUDA:-(unknown)})"
     if [[ -z "$index" && -n "$DRIVER_CUDA" ]]; then
-      index="$(torch_index_for_cuda "$DRIVER_CUDA")" || die "the NVIDIA driver runs CUDA $DRIVER_CUDA, older" \
-        "than every CUDA build of torch $TORCH_VERSION (cu${TORCH_CUDA_BUILDS// /, cu}): upgrade the driver, or" \
-        "install the CPU build: TORCH_INDEX_URL=$TORCH_INDEX_BASE/cpu ./run.sh install"
+      [[ -n "$DRIVER_INDEX" ]] || die "$DRIVER_TOO_OLD: upgrade the driver, or install the CPU build:" \
+        "TORCH_INDEX_URL=$TORCH_INDEX_BASE/cpu ./run.sh install"
+      index="$DRIVER_INDEX"
       echo "installing torch $TORCH_VERSION for CUDA from $index (TORCH_INDEX_URL=... picks another build)"
     fi
-  elif [[ -n "$NVIDIA_SMI_ERROR" ]]; then
-    echo "warning: nvidia-smi fails ($NVIDIA_SMI_ERROR): no GPU can be used until the NVIDIA driver works;" \
+  elif [[ -n "$SMI_ERROR" ]]; then
+    echo "warning: nvidia-smi fails ($SMI_ERROR): no GPU can be used until the NVIDIA driver works;" \
          "installing torch ${index:+from $index }without a GPU check (./run.sh check-gpu once the driver works)" >&2
   fi
   install_torch "$index"
+  "${pip[@]}" install -q -r requirements.txt
+  (( dev )) && "${pip[@]}" install -q -r requirements-dev.txt
+  # The check asks torch through asr/device.py, so it runs once the requirements are in.
   if (( gpu )) && ! cmd_check_gpu; then
     if [[ -n "${TORCH_INDEX_URL:-}" ]]; then
       echo "warning: keeping the torch build TORCH_INDEX_URL asked for; the service will run on the CPU" >&2
     else
-      die "torch cannot use the GPU (above); the rest was not installed"
+      die "torch cannot use the GPU (above): install the build it names"
     fi
   fi
-  "${pip[@]}" install -q -r requirements.txt
   if "${pip[@]}" show torchaudio >/dev/null 2>&1; then
     echo "error: torchaudio got installed; it breaks funasr on this setup: pip uninstall torchaudio" >&2
     exit 1
   fi
   "${pip[@]}" check
   "$VENV/bin/python" -m testmodels --vad --tiny --tiny-online
-  local env_file
-  env_file="$(abs_path "${ENV_FILE:-.env}")"
+  local env_file="${ENV_FILE:-.env}"
+  [[ "$env_file" == /* ]] || env_file="$ROOT/$env_file"     # relative to the project folder, as for the app
   [[ -f "$env_file" ]] || cp .env.example "$env_file"
   echo "installed: start with ./run.sh start, test with ./run.sh test"
+}
+
+# The development requirements (tests, lint, benchmarks), installed when the venv lacks one of their pins.
+ensure_dev() {
+  need_venv
+  if ! "$VENV/bin/python" -m ops.requirements requirements-dev.txt >/dev/null; then
+    echo "installing the development requirements (requirements-dev.txt)" >&2
+    "$VENV/bin/python" -m pip install -q -r requirements-dev.txt
+  fi
+}
+
+cmd_lint() {
+  local rc=0
+  ensure_dev
+  (( $# )) || set -- .
+  "$VENV/bin/python" -m ruff check "$@" || rc=1
+  "$VENV/bin/python" -m ruff format --check "$@" || rc=1
+  return "$rc"
 }
 
 # The PID from PID_FILE, when that process is alive and is our app (not a stranger that reused the PID).
@@ -360,38 +241,14 @@ EOF_PY
 }
 
 # What /health says right now, in three lines: one word (ok, loading, error, down, ...) with the detail on
-# error; the device the model runs on (empty before the load); the app's warning about an unused GPU.
+# error; the device the model runs on (empty before the load); a warning about a GPU the model does not use.
 health_fields() {
-  "$VENV/bin/python" - "$HEALTH_URL" <<'EOF_PY' 2>/dev/null || printf 'down\n\n\n'
-import json, sys, urllib.error, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=5) as r:
-        body = json.loads(r.read() or b"{}")
-except urllib.error.HTTPError as e:
-    body = json.loads(e.read() or b"{}")
-except Exception:
-    print("down\n\n"); sys.exit(0)
-detail = body.get("detail")
-print(body.get("status", "unknown") + (f" ({detail})" if detail else ""))
-print(body.get("device") or "")
-print(" ".join(str(body.get("gpu_warning") or "").split()))
-EOF_PY
+  "$VENV/bin/python" -m ops.health "$HEALTH_URL" 2>/dev/null || printf 'down\n\n\n'
 }
 
 health_status() { health_fields | head -n 1; }
 
-# Warn (stderr) when the selected replica runs on the CPU while this machine has an NVIDIA GPU: the app's
-# own reason when it gives one ($2), else what nvidia-smi lists.
-warn_gpu_unused() {
-  local device="$1" app_warning="$2"
-  [[ -n "$device" && "$device" != cuda* ]] || return 0
-  if [[ -n "$app_warning" ]]; then
-    echo "warning: ${P}$app_warning" >&2
-  elif nvidia_facts; then
-    echo "warning: ${P}nvidia-smi lists $(gpu_names) but the model runs on $device: see ./run.sh check-gpu" \
-         "and docs/gpu.md" >&2
-  fi
-}
+warn_gpu_unused() { [[ -z "$1" ]] || echo "warning: $P$1" >&2; }
 
 last_log_lines() {
   echo "--- last lines of $APP_LOG ---" >&2
@@ -422,16 +279,14 @@ launch_replica() {
   # setsid: the app gets its own session, so it outlives this shell and cron's. This script has no job
   # control, so the background job is not a group leader and setsid execs in place: $! is the app's PID.
   # >> (append) lets logrotate's copytruncate truncate the file under the running app.
-  # PORT in the environment wins over .env in the app's settings; CUDA_VISIBLE_DEVICES only when a GPU is
-  # assigned (with one, the app's DEVICE=auto or cuda means that GPU), numbered as nvidia-smi and NVML number
-  # them (PCI bus order; CUDA's own default order can differ).
-  if [[ -n "$GPU" ]]; then
-    PORT="$PORT" REPLICA="$R" CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES="$GPU" PYTHONUNBUFFERED=1 \
-      setsid "$VENV/bin/python" "$ROOT/app.py" >>"$APP_LOG" 2>&1 </dev/null &
-  else
-    PORT="$PORT" REPLICA="$R" PYTHONUNBUFFERED=1 \
-      setsid "$VENV/bin/python" "$ROOT/app.py" >>"$APP_LOG" 2>&1 </dev/null &
-  fi
+  # The app's environment: the settings file's pairs (APP_ENV, as systemd's EnvironmentFile would give them),
+  # then PORT (it wins over .env in the app's settings) and, only when a GPU is assigned, CUDA_VISIBLE_DEVICES
+  # (with one, the app's DEVICE=auto or cuda means that GPU), numbered as nvidia-smi and NVML number them (PCI
+  # bus order; CUDA's own default order can differ). env execs setsid, which execs python: one process.
+  local -a gpu_env=()
+  [[ -z "$GPU" ]] || gpu_env=(CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES="$GPU")
+  env "${APP_ENV[@]}" PORT="$PORT" REPLICA="$R" "${gpu_env[@]}" PYTHONUNBUFFERED=1 \
+    setsid "$VENV/bin/python" "$ROOT/app.py" >>"$APP_LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" > "$PID_FILE"
 }
@@ -451,7 +306,7 @@ wait_replica() {
       ok)
         echo "${P}started (PID $pid): http://$CHECK_HOST:$PORT/  (health: ok, ${GPU:+GPU $GPU, }device $device," \
              "logs: $APP_LOG)"
-        warn_gpu_unused "$device" "$gpu_warning"
+        warn_gpu_unused "$gpu_warning"
         return 0 ;;
       error*)
         fail "the app (PID $pid) failed to load: $health; stopping it"
@@ -525,7 +380,7 @@ status_replica() {
     { read -r health; read -r device; read -r gpu_warning; } < <(health_fields)
     echo "${P}running: PID $pid, uptime $uptime, ${GPU:+GPU $GPU, }health $health${device:+, device $device}" \
          "($HEALTH_URL)"
-    warn_gpu_unused "$device" "$gpu_warning"
+    warn_gpu_unused "$gpu_warning"
     [[ "$health" == ok ]] && return 0
     return 1
   fi
@@ -543,7 +398,7 @@ cmd_start() {
   else
     mapfile -t targets < <(seq 0 $((REPLICAS - 1)))
   fi
-  if [[ "$HOST" != "127.0.0.1" && "$HOST" != "localhost" && -z "${API_KEYS:-}" && -z "${WEBUI_AUTH:-}" ]]; then
+  if [[ "$HOST" != "127.0.0.1" && "$HOST" != "localhost" && "$ACCESS_PROTECTED" == 0 ]]; then
     echo "warning: listening on $HOST without API_KEYS or WEBUI_AUTH: anyone who can reach this port can use it" >&2
   fi
   start_replicas "${targets[@]}" || exit 1
@@ -566,8 +421,7 @@ cmd_stop() {
 # after it failed (down, or 503 while loading), and must have taken the restarted one back before the next
 # one goes down, or it would see no live replica for those seconds.
 cmd_restart() {
-  local i pause="${ROLLING_PAUSE_S:-10}"
-  [[ "$pause" =~ ^[0-9]+$ ]] || die "ROLLING_PAUSE_S must be whole seconds, got '$pause'"
+  local i pause="$ROLLING_PAUSE_S"
   if [[ -n "${1:-}" ]]; then
     check_index "$1"; select_replica "$1"; stop_replica; start_replicas "$1" || exit 1
     return 0
@@ -617,66 +471,6 @@ cmd_replicas() {
   done
 }
 
-# nginx in front of the replicas: the template with this box's replicas (or NGINX_UPSTREAMS / --upstreams,
-# for replicas on several boxes) filled in. See ops/nginx/ and docs/scaling.md.
-cmd_nginx_config() {
-  local listen="${NGINX_LISTEN:-80}" upstreams="${NGINX_UPSTREAMS:-}" standalone="" out="" i addr body_mb
-  while (( $# )); do
-    case "$1" in
-      --listen) listen="${2:?--listen needs ADDR:PORT}"; shift 2 ;;
-      --upstreams) upstreams="${2:?--upstreams needs HOST:PORT,...}"; shift 2 ;;
-      --standalone) standalone="${2:?--standalone needs a folder}"; shift 2 ;;
-      -o|--output) out="${2:?-o needs a file}"; shift 2 ;;
-      *) echo "unknown nginx-config option: $1" >&2; exit 2 ;;
-    esac
-  done
-  local -a addrs=()
-  if [[ -n "$upstreams" ]]; then
-    IFS=',' read -r -a addrs <<< "${upstreams// /}"
-  else
-    for i in $(replica_indexes); do addrs+=("$CHECK_HOST:$((BASE_PORT + i))"); done
-  fi
-  local addr_re='^[][A-Za-z0-9._:-]+:[0-9]+$'
-  for addr in "${addrs[@]}"; do
-    [[ "$addr" =~ $addr_re ]] || die "not HOST:PORT: '$addr'"
-  done
-  # The app's own limit plus 1 MB for the multipart envelope, so the app (not nginx) answers an oversized
-  # upload, with its clear message.
-  body_mb="$(awk -v m="${MAX_UPLOAD_MB:-200}" 'BEGIN { if (m !~ /^[0-9]+(\.[0-9]+)?$/) exit 1;
-    n = int(m); if (n < m) n++; print n + 1 }')" || die "MAX_UPLOAD_MB must be a number, got '${MAX_UPLOAD_MB}'"
-  local servers="" locations="" n=0
-  for addr in "${addrs[@]}"; do
-    servers+="    server $addr max_fails=1 fail_timeout=5s;"$'\n'
-    locations+="    location = /replica/$n/health  { proxy_pass http://$addr/health; }"$'\n'
-    locations+="    location = /replica/$n/metrics { proxy_pass http://$addr/metrics; }"$'\n'
-    n=$((n + 1))
-  done
-  local conf
-  conf="$(< "$ROOT/ops/nginx/paraformer-webui.conf.template")"
-  conf="${conf//'{{LISTEN}}'/$listen}"
-  conf="${conf//'{{CLIENT_MAX_BODY_SIZE}}'/${body_mb}m}"
-  conf="${conf//'{{SERVERS}}'/${servers%$'\n'}}"
-  conf="${conf//'{{REPLICA_LOCATIONS}}'/${locations%$'\n'}}"
-  conf="${conf//'{{GENERATED}}'/"./run.sh nginx-config: ${#addrs[@]} replica(s) ${addrs[*]}, listen $listen"}"
-  if [[ -z "$standalone" ]]; then
-    if [[ -n "$out" ]]; then printf '%s\n' "$conf" > "$out"; echo "wrote $out" >&2; else printf '%s\n' "$conf"; fi
-    return 0
-  fi
-  # A complete nginx.conf that runs from DIR as this user: logs, temp files and the site config inside DIR.
-  standalone="$(abs_path "$standalone")"
-  mkdir -p "$standalone/tmp"
-  printf '%s\n' "$conf" > "$standalone/paraformer-webui.conf"
-  local main user_line=""
-  # As root, nginx would run its workers as "nobody", who cannot read a private DIR: keep this user.
-  (( EUID == 0 )) && user_line="user $(id -un) $(id -gn);"
-  main="$(< "$ROOT/ops/nginx/standalone.conf.template")"
-  main="${main//'{{DIR}}'/$standalone}"
-  main="${main//'{{USER}}'/$user_line}"
-  printf '%s\n' "$main" > "$standalone/nginx.conf"
-  echo "wrote $standalone/nginx.conf and $standalone/paraformer-webui.conf; run nginx with:"
-  echo "  nginx -p $standalone -c $standalone/nginx.conf -g 'daemon off; pid $standalone/nginx.pid;'"
-}
-
 main() {
   local -a args=()
   REPLICAS_FLAG=""
@@ -687,24 +481,26 @@ main() {
       *) args+=("$1"); shift ;;
     esac
   done
-  if [[ -n "$REPLICAS_FLAG" && ! "$REPLICAS_FLAG" =~ ^[1-9][0-9]*$ ]]; then
-    echo "--replicas needs a whole number >= 1, got '$REPLICAS_FLAG'" >&2; exit 2
+  if [[ -n "$REPLICAS_FLAG" ]]; then
+    [[ "$REPLICAS_FLAG" =~ ^[1-9][0-9]*$ ]] || { echo "--replicas needs a whole number >= 1, got '$REPLICAS_FLAG'" >&2; exit 2; }
+    export REPLICAS="$REPLICAS_FLAG"      # the environment wins over .env, here and in the ops scripts run.sh runs
   fi
   set -- "${args[@]+"${args[@]}"}"
   local cmd="${1:-}"
   case "$cmd" in
     -h|--help|help) usage ;;
     "") usage >&2; exit 2 ;;
-    install) cmd_install ;;
+    install) cmd_install "${@:2}" ;;
     check-gpu) cmd_check_gpu ;;
     start) load_env; cmd_start "${2:-}" ;;
-    stop) load_env; cmd_stop "${2:-}" ;;
+    stop) load_env --lenient; cmd_stop "${2:-}" ;;
     restart) load_env; cmd_restart "${2:-}" ;;
-    status) load_env; cmd_status "${2:-}" ;;
-    replicas) load_env; cmd_replicas ;;
-    logs) load_env; [[ -z "${2:-}" ]] || { check_index "$2"; select_replica "$2"; }; exec tail -n 100 -F "$APP_LOG" ;;
-    nginx-config) load_env; cmd_nginx_config "${@:2}" ;;
-    test) exec "$VENV/bin/python" -m pytest -q "${@:2}" ;;
+    status) load_env --lenient; cmd_status "${2:-}" ;;
+    replicas) load_env --lenient; cmd_replicas ;;
+    logs) load_env --lenient; [[ -z "${2:-}" ]] || { check_index "$2"; select_replica "$2"; }; exec tail -n 100 -F "$APP_LOG" ;;
+    nginx-config) need_venv; exec "$VENV/bin/python" -m ops.nginx "${@:2}" ;;
+    test) ensure_dev; exec "$VENV/bin/python" -m pytest -q "${@:2}" ;;
+    lint) cmd_lint "${@:2}" ;;
     install-cron) load_env; exec "$ROOT/ops/install-cron.sh" "${@:2}" ;;
     *) echo "unknown command: $cmd" >&2; usage >&2; exit 2 ;;
   esac

@@ -38,7 +38,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ops.common import ROOT, Config, run_loop, setup_logging  # noqa: E402
+from ops.common import ROOT, read_settings, run_loop, setup_logging  # noqa: E402
+from ops.settings import OpsSettings  # noqa: E402
 
 _RESULT_NAME = re.compile(r"[a-z]+-\d{8}-\d{6}-[0-9a-f]{32}")  # results/store.py's names (ops imports no app code)
 
@@ -85,8 +86,13 @@ def cleanup(temp_dir: Path, max_age_s: float, logger: logging.Logger, *, dry_run
                 removed += 1
                 freed += size
                 emptied = True
-                logger.info("%s %s (%d bytes, last used %s)", verb, path, size,
-                            time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used(st))))
+                logger.info(
+                    "%s %s (%d bytes, last used %s)",
+                    verb,
+                    path,
+                    size,
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(last_used(st))),
+                )
             except FileNotFoundError:
                 continue  # gone meanwhile
             except OSError as exc:
@@ -108,8 +114,16 @@ def cleanup(temp_dir: Path, max_age_s: float, logger: logging.Logger, *, dry_run
                 continue
             errors += 1
             logger.error("could not remove folder %s: %s", here, exc)
-    logger.info("cleanup of %s: %s %d file(s), %d folder(s), %.1f MB freed (%d bytes)%s", root, verb, removed,
-                dirs_removed, freed / 1e6, freed, f", {errors} error(s)" if errors else "")
+    logger.info(
+        "cleanup of %s: %s %d file(s), %d folder(s), %.1f MB freed (%d bytes)%s",
+        root,
+        verb,
+        removed,
+        dirs_removed,
+        freed / 1e6,
+        freed,
+        f", {errors} error(s)" if errors else "",
+    )
     return errors
 
 
@@ -156,22 +170,36 @@ def expire_results(output_dir: Path, max_age_s: float, logger: logging.Logger, *
                     entry.unlink()
             removed += 1
             freed += size
-            logger.info("%s result %s (%d file(s), %d bytes, last written %s)", verb, _shown(entry.name), files,
-                        size, time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)))
+            logger.info(
+                "%s result %s (%d file(s), %d bytes, last written %s)",
+                verb,
+                _shown(entry.name),
+                files,
+                size,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)),
+            )
         except FileNotFoundError:
             continue
         except OSError as exc:
             errors += 1
             logger.error("could not remove result %s: %s", _shown(entry.name), exc)
-    logger.info("results in %s older than %.0f h: %s %d, %.1f MB freed (%d bytes)%s", root, max_age_s / 3600, verb,
-                removed, freed / 1e6, freed, f", {errors} error(s)" if errors else "")
+    logger.info(
+        "results in %s older than %.0f h: %s %d, %.1f MB freed (%d bytes)%s",
+        root,
+        max_age_s / 3600,
+        verb,
+        removed,
+        freed / 1e6,
+        freed,
+        f", {errors} error(s)" if errors else "",
+    )
     return errors
 
 
-def cleanup_jobs(config: Config, retention_h: float, logger: logging.Logger, *, dry_run: bool = False) -> int:
+def cleanup_jobs(settings: OpsSettings, retention_h: float, logger: logging.Logger, *, dry_run: bool = False) -> int:
     """Remove finished jobs older than `retention_h`; return the number of jobs that could not be removed."""
-    backend = config.get("JOBS_BACKEND", "sqlite")
-    jobs_dir = config.path("JOBS_DIR", "data/jobs")
+    backend = settings.jobs_backend
+    jobs_dir = settings.jobs_dir
     if backend == "sqlite" and not (jobs_dir / "jobs.db").exists():
         logger.info("no jobs to clean: %s has no job database", jobs_dir)
         return 0
@@ -179,7 +207,7 @@ def cleanup_jobs(config: Config, retention_h: float, logger: logging.Logger, *, 
     from jobs.records import is_job_id
     from jobs.store import open_store
 
-    store = open_store(backend, jobs_dir, config.get("JOBS_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    store = open_store(backend, jobs_dir, settings.jobs_redis_url)
     files = JobFiles(jobs_dir)
     cutoff = time.time() - retention_h * 3600
     removed = freed = errors = 0
@@ -197,31 +225,56 @@ def cleanup_jobs(config: Config, retention_h: float, logger: logging.Logger, *, 
         for kind in ("uploads", "results"):  # folders whose record is gone (a submission cut short)
             folder = jobs_dir / kind
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-                if (is_job_id(path.name) and path.is_dir() and path.lstat().st_mtime < cutoff
-                        and store.get(path.name) is None):
+                if (
+                    is_job_id(path.name)
+                    and path.is_dir()
+                    and path.lstat().st_mtime < cutoff
+                    and store.get(path.name) is None
+                ):
                     logger.info("%s job folder without a record: %s", verb, path)
                     if not dry_run:
                         freed += files.remove(path.name)
     finally:
         store.close()
-    logger.info("job cleanup of %s: %s %d finished job(s) older than %g h, %.1f MB freed%s", jobs_dir, verb, removed,
-                retention_h, freed / 1e6, f", {errors} error(s)" if errors else "")
+    logger.info(
+        "job cleanup of %s: %s %d finished job(s) older than %g h, %.1f MB freed%s",
+        jobs_dir,
+        verb,
+        removed,
+        retention_h,
+        freed / 1e6,
+        f", {errors} error(s)" if errors else "",
+    )
     return errors
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = Config()
+    settings = read_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--temp-dir", type=Path, default=config.path("TEMP_DIR", "tmp/uploads"),
-                        help="the folder to clean (TEMP_DIR, default tmp/uploads)")
-    parser.add_argument("--max-age-hours", type=float, default=config.get_float("CLEANUP_MAX_AGE_H", 1.0),
-                        help="remove files not accessed for this long (CLEANUP_MAX_AGE_H, default 1)")
-    parser.add_argument("--output-dir", type=Path, default=config.path("OUTPUT_DIR", "outputs"),
-                        help="the results folder (OUTPUT_DIR, default outputs)")
-    parser.add_argument("--retention-hours", type=float, default=config.get_float("OUTPUT_RETENTION_H", 168.0),
-                        help="remove results not written for this long; 0 keeps them (OUTPUT_RETENTION_H, default 168)")
-    parser.add_argument("--job-retention-hours", type=float, default=config.get_float("JOB_RETENTION_H", 24.0),
-                        help="remove jobs finished longer ago than this (JOB_RETENTION_H, default 24)")
+    parser.add_argument(
+        "--temp-dir", type=Path, default=settings.temp_dir, help="the folder to clean (TEMP_DIR, default tmp/uploads)"
+    )
+    parser.add_argument(
+        "--max-age-hours",
+        type=float,
+        default=settings.cleanup_max_age_h,
+        help="remove files not accessed for this long (CLEANUP_MAX_AGE_H, default 1)",
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, default=settings.output_dir, help="the results folder (OUTPUT_DIR, default outputs)"
+    )
+    parser.add_argument(
+        "--retention-hours",
+        type=float,
+        default=settings.output_retention_h,
+        help="remove results not written for this long; 0 keeps them (OUTPUT_RETENTION_H, default 168)",
+    )
+    parser.add_argument(
+        "--job-retention-hours",
+        type=float,
+        default=settings.job_retention_h,
+        help="remove jobs finished longer ago than this (JOB_RETENTION_H, default 24)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="only log what would be removed")
     parser.add_argument("--loop", action="store_true", help="clean every CLEANUP_INTERVAL_S s (default 7200)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")
@@ -232,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--retention-hours must be >= 0")
     if args.job_retention_hours <= 0:
         parser.error("--job-retention-hours must be > 0")
-    logger = setup_logging("cleanup", config.log_dir, verbose=not args.quiet)
+    logger = setup_logging("cleanup", settings.log_dir, verbose=not args.quiet)
     temp_dir = args.temp_dir if args.temp_dir.is_absolute() else ROOT / args.temp_dir
     output_dir = args.output_dir if args.output_dir.is_absolute() else ROOT / args.output_dir
 
@@ -240,11 +293,11 @@ def main(argv: list[str] | None = None) -> int:
         errors = cleanup(temp_dir, args.max_age_hours * 3600, logger, dry_run=args.dry_run)
         if args.retention_hours > 0:
             errors += expire_results(output_dir, args.retention_hours * 3600, logger, dry_run=args.dry_run)
-        errors += cleanup_jobs(config, args.job_retention_hours, logger, dry_run=args.dry_run)
+        errors += cleanup_jobs(settings, args.job_retention_hours, logger, dry_run=args.dry_run)
         return 1 if errors else 0
 
     if args.loop:
-        return run_loop(step, config.get_float("CLEANUP_INTERVAL_S", 7200), logger)
+        return run_loop(step, settings.cleanup_interval_s, logger)
     return step()
 
 

@@ -1,7 +1,8 @@
-"""Shared helpers for the ops scripts: settings from the environment and `.env`, logging, state files.
+"""Shared helpers for the ops scripts: settings, the replica list, logging, state files.
 
-The ops scripts never import the app: they read the same `.env` (or `ENV_FILE`), talk to the app through
-`run.sh` and `/health`, and write to `LOG_DIR`. Environment variables override `.env`, as for the app.
+The ops scripts run beside the app, not inside it: they read the settings through the app's own Settings class
+(ops/settings.py: the environment, then `ENV_FILE`, then the defaults), talk to the app through `run.sh` and
+`/health`, and write to `LOG_DIR`.
 """
 
 from __future__ import annotations
@@ -18,55 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
+from ops.settings import OpsSettings, SettingsError, env_file, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the app's format (app.py)
 
 
-class Config:
-    """Settings for the ops scripts: environment first, then the env file, then the given default."""
-
-    def __init__(self, env_file: str | os.PathLike[str] | None = None) -> None:
-        path = Path(env_file or os.environ.get("ENV_FILE") or ROOT / ".env")
-        if not path.is_absolute():
-            path = ROOT / path
-        self.env_file = path
-        self._file = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
-
-    def get(self, key: str, default: str = "") -> str:
-        value = os.environ.get(key)
-        if value is None:
-            value = self._file.get(key)
-        return default if value is None or value.strip() == "" else value.strip()
-
-    def get_int(self, key: str, default: int) -> int:
-        try:
-            return int(self.get(key, str(default)))
-        except ValueError:
-            raise SystemExit(f"{key} must be an integer, got {self.get(key)!r}") from None
-
-    def get_float(self, key: str, default: float) -> float:
-        try:
-            return float(self.get(key, str(default)))
-        except ValueError:
-            raise SystemExit(f"{key} must be a number, got {self.get(key)!r}") from None
-
-    def path(self, key: str, default: str) -> Path:
-        """A path setting; relative paths are relative to the project folder, as for the app."""
-        path = Path(self.get(key, default)).expanduser()
-        return path if path.is_absolute() else ROOT / path
-
-    @property
-    def log_dir(self) -> Path:
-        return self.path("LOG_DIR", "logs")
-
-    @property
-    def health_url(self) -> str:
-        host = self.get("HOST", "0.0.0.0")
-        if host in ("0.0.0.0", "::"):
-            host = "127.0.0.1"
-        return f"http://{host}:{self.get('PORT', '7860')}/health"
+def read_settings() -> OpsSettings:
+    """The settings (ops/settings.py), or exit naming the bad key: from cron, the message lands in cron.log."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -83,22 +47,26 @@ class Replica:
 
     @property
     def suffix(self) -> str:
-        """"" for replica 0, "-N" for replica N: the suffix of its file names (app-1.log, watchdog-1.state)."""
+        """ "" for replica 0, "-N" for replica N: the suffix of its file names (app-1.log, watchdog-1.state)."""
         return f"-{self.index}" if self.index else ""
 
 
-def list_replicas(config: Config) -> list[Replica]:
+def list_replicas() -> list[Replica]:
     """The replicas, from `run.sh replicas`: run.sh alone decides ports, file names and GPUs."""
-    env = {**os.environ, "ENV_FILE": str(config.env_file)}
-    proc = subprocess.run([str(ROOT / "run.sh"), "replicas"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    env = {**os.environ, "ENV_FILE": str(env_file())}
+    proc = subprocess.run(
+        [str(ROOT / "run.sh"), "replicas"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"run.sh replicas failed (exit {proc.returncode}): {proc.stderr.strip()}")
     replicas = []
     for line in proc.stdout.splitlines()[1:]:  # the first line is the header
         index, port, url, gpu, pid_file, log_file, stopped = line.split("\t")
-        replicas.append(Replica(int(index), int(port), url, None if gpu == "-" else gpu, Path(pid_file),
-                                Path(log_file), Path(stopped)))
+        replicas.append(
+            Replica(
+                int(index), int(port), url, None if gpu == "-" else gpu, Path(pid_file), Path(log_file), Path(stopped)
+            )
+        )
     return replicas
 
 

@@ -31,7 +31,16 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ops.common import LOG_FORMAT, Config, list_replicas, read_state, run_loop, setup_logging, write_state  # noqa: E402
+from ops.common import (  # noqa: E402
+    LOG_FORMAT,
+    list_replicas,
+    read_settings,
+    read_state,
+    run_loop,
+    setup_logging,
+    write_state,
+)
+from ops.settings import OpsSettings  # noqa: E402
 
 GIB = 1024**3
 MIB = 1024**2
@@ -65,8 +74,10 @@ def read_gpus() -> list[GpuMemory]:
         return gpus
     from asr.gpu import gpu_info  # the shared NVML reader; [] when NVML raises (no GPU, no driver)
 
-    gpus = [GpuMemory(g["index"], g["name"], int(g["memory_used_mb"] * MIB), int(g["memory_total_mb"] * MIB))
-            for g in gpu_info()]
+    gpus = [
+        GpuMemory(g["index"], g["name"], int(g["memory_used_mb"] * MIB), int(g["memory_total_mb"] * MIB))
+        for g in gpu_info()
+    ]
     if not gpus:
         raise NoGpu("no NVIDIA GPU found (NVML is unavailable or reports no device)")
     return gpus
@@ -92,16 +103,15 @@ def describe(gpu: GpuMemory) -> str:
     return f"GPU {gpu.index} ({gpu.name}): {gpu.used / GIB:.2f} GiB of {gpu.total / GIB:.2f} GiB used ({pct:.0f}%)"
 
 
-def send_email(config: Config, subject: str, body: str) -> None:
-    host = config.get("SMTP_HOST")
-    port = config.get_int("SMTP_PORT", 587)
-    security = config.get("SMTP_SECURITY", "auto").lower()  # auto: SSL on 465, else STARTTLS when offered
-    timeout = config.get_float("SMTP_TIMEOUT_S", 20)
-    user, password = config.get("SMTP_USER"), config.get("SMTP_PASSWORD")
+def send_email(settings: OpsSettings, subject: str, body: str) -> None:
+    host, port, timeout = settings.smtp_host.strip(), settings.smtp_port, settings.smtp_timeout_s
+    security = settings.smtp_security  # auto: SSL on 465, else STARTTLS when offered
+    user = settings.smtp_user.strip()
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else ""
     message = EmailMessage()
     message["Subject"] = subject
-    message["From"] = config.get("SMTP_FROM", user or f"paraformer-webui@{socket.getfqdn()}")
-    message["To"] = ", ".join(a.strip() for a in config.get("SMTP_TO").split(",") if a.strip())
+    message["From"] = settings.smtp_from.strip() or user or f"paraformer-webui@{socket.getfqdn()}"
+    message["To"] = ", ".join(a.strip() for a in settings.smtp_to.split(",") if a.strip())
     message.set_content(body)
     context = ssl.create_default_context()
     if security == "ssl" or (security == "auto" and port == 465):
@@ -119,16 +129,16 @@ def send_email(config: Config, subject: str, body: str) -> None:
 
 
 class GpuAlert:
-    def __init__(self, config: Config, threshold: str, consecutive: int, logger: logging.Logger) -> None:
-        self.config = config
+    def __init__(self, settings: OpsSettings, threshold: str, consecutive: int, logger: logging.Logger) -> None:
+        self.settings = settings
         self.threshold_text = threshold
         self.threshold, self.percent = parse_threshold(threshold)
         self.consecutive = consecutive
         self.logger = logger
-        self.state_file = config.log_dir / "gpu_alert.state"
+        self.state_file = settings.log_dir / "gpu_alert.state"
         self.alert_log = logging.getLogger("gpu_alert.alerts")
         self.alert_log.handlers.clear()
-        handler = logging.FileHandler(config.log_dir / "alert.log", encoding="utf-8")
+        handler = logging.FileHandler(settings.log_dir / "alert.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         self.alert_log.addHandler(handler)
         self.alert_log.setLevel(logging.INFO)  # also propagates to ops.log through the parent logger
@@ -155,8 +165,13 @@ class GpuAlert:
                 continue
             count += 1
             state[key] = count
-            self.logger.info("%s: above the threshold %s (%d check(s) in a row; alert at %d)", describe(gpu),
-                             self.threshold_text, count, self.consecutive)
+            self.logger.info(
+                "%s: above the threshold %s (%d check(s) in a row; alert at %d)",
+                describe(gpu),
+                self.threshold_text,
+                count,
+                self.consecutive,
+            )
             if count == self.consecutive:
                 result = max(result, self.alert(gpu))
         write_state(self.state_file, state)
@@ -165,7 +180,7 @@ class GpuAlert:
     def replicas_by_gpu(self) -> dict[str, str]:
         """GPU id -> ", replica 1 on port 7861" for the replicas run.sh gives a GPU (none: {})."""
         try:
-            replicas = list_replicas(self.config)
+            replicas = list_replicas()
         except Exception as exc:  # the alert matters more than the label
             self.logger.warning("cannot list the replicas (%s); GPUs are not labelled with them", exc)
             return {}
@@ -176,38 +191,48 @@ class GpuAlert:
         return {gpu: ", " + " and ".join(names) for gpu, names in users.items()}
 
     def alert(self, gpu: GpuMemory) -> int:
-        text = (f"{describe(gpu)}, above the threshold {self.threshold_text} "
-                f"on {self.consecutive} consecutive checks")
+        text = f"{describe(gpu)}, above the threshold {self.threshold_text} on {self.consecutive} consecutive checks"
         self.alert_log.error("ALERT %s", text)
-        if not (self.config.get("SMTP_HOST") and self.config.get("SMTP_TO")):
+        recipients = self.settings.smtp_to.strip()
+        if not (self.settings.smtp_host.strip() and recipients):
             return 0
         host = socket.gethostname()
         try:
-            send_email(self.config, f"[paraformer-webui] GPU memory alert on {host}",
-                       f"{text}\n\nHost: {host}\nSee {self.config.log_dir / 'alert.log'} and nvidia-smi.\n")
+            send_email(
+                self.settings,
+                f"[paraformer-webui] GPU memory alert on {host}",
+                f"{text}\n\nHost: {host}\nSee {self.settings.log_dir / 'alert.log'} and nvidia-smi.\n",
+            )
         except (OSError, smtplib.SMTPException) as exc:
-            self.alert_log.error("could not email the alert to %s: %s", self.config.get("SMTP_TO"), exc)
+            self.alert_log.error("could not email the alert to %s: %s", recipients, exc)
             return 1
-        self.logger.info("alert emailed to %s", self.config.get("SMTP_TO"))
+        self.logger.info("alert emailed to %s", recipients)
         return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = Config()
+    settings = read_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threshold", default=config.get("GPU_ALERT_THRESHOLD", "11.5GB"),
-                        help="used memory above this alerts: 11.5GB, 11776MB or 95%% (GPU_ALERT_THRESHOLD)")
-    parser.add_argument("--consecutive", type=int, default=config.get_int("GPU_ALERT_CONSECUTIVE", 3),
-                        help="checks in a row above the threshold before an alert (GPU_ALERT_CONSECUTIVE, 3)")
+    parser.add_argument(
+        "--threshold",
+        default=settings.gpu_alert_threshold,
+        help="used memory above this alerts: 11.5GB, 11776MB or 95%% (GPU_ALERT_THRESHOLD)",
+    )
+    parser.add_argument(
+        "--consecutive",
+        type=int,
+        default=settings.gpu_alert_consecutive,
+        help="checks in a row above the threshold before an alert (GPU_ALERT_CONSECUTIVE, 3)",
+    )
     parser.add_argument("--loop", action="store_true", help="check every GPU_ALERT_INTERVAL_S s (default 900)")
     parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")
     args = parser.parse_args(argv)
     if args.consecutive < 1:
         parser.error("--consecutive must be >= 1")
-    logger = setup_logging("gpu_alert", config.log_dir, verbose=not args.quiet)
-    checker = GpuAlert(config, args.threshold, args.consecutive, logger)
+    logger = setup_logging("gpu_alert", settings.log_dir, verbose=not args.quiet)
+    checker = GpuAlert(settings, args.threshold, args.consecutive, logger)
     if args.loop:
-        return run_loop(checker.check, config.get_float("GPU_ALERT_INTERVAL_S", 900), logger)
+        return run_loop(checker.check, settings.gpu_alert_interval_s, logger)
     return checker.check()
 
 

@@ -6,8 +6,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
-LOG_DIR="${LOG_DIR:-$ROOT/logs}"
-ENV_FILE="${ENV_FILE:-$ROOT/.env}"
+# Both resolved by run.sh from the settings (ops/settings.py), so their defaults live in one place.
+: "${LOG_DIR:?run this through ./run.sh install-cron}" "${ENV_FILE:?run this through ./run.sh install-cron}"
 BEGIN="# >>> paraformer-webui $ROOT (written by run.sh install-cron; edits inside this block are replaced) >>>"
 END="# <<< paraformer-webui $ROOT <<<"
 

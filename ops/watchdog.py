@@ -17,56 +17,55 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import logging
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ops.common import ROOT, Config, Replica, list_replicas, read_state, run_loop, setup_logging, write_state  # noqa: E402,E501
+from ops.common import (  # noqa: E402
+    ROOT,
+    Replica,
+    list_replicas,
+    read_settings,
+    read_state,
+    run_loop,
+    setup_logging,
+    write_state,
+)
+from ops.health import NoAnswer, read_health  # noqa: E402
+from ops.settings import OpsSettings  # noqa: E402
 
 
 def check_health(url: str, timeout: float, loading_grace_s: float) -> tuple[bool, str]:
     """(healthy, what was seen)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = json.loads(response.read() or b"{}")
-            code = response.status
-    except urllib.error.HTTPError as exc:  # 503 while loading or after a load error; the body says which
-        code = exc.code
-        try:
-            body = json.loads(exc.read() or b"{}")
-        except ValueError:
-            body = {}
-    except (OSError, ValueError) as exc:
-        return False, f"no answer from {url} ({getattr(exc, 'reason', exc)})"
-    status = body.get("status", "unknown") if isinstance(body, dict) else "unknown"
+        code, body = read_health(url, timeout)
+    except NoAnswer as exc:
+        return False, str(exc)
+    status = body.get("status", "unknown")
     if code == 200 and status == "ok":
         return True, "ok"
     if status == "loading" and float(body.get("uptime_s") or 0) < loading_grace_s:
         return True, f"loading (uptime {body.get('uptime_s')} s, within the {loading_grace_s:.0f} s grace)"
-    detail = f": {body['detail']}" if isinstance(body, dict) and body.get("detail") else ""
+    detail = f": {body['detail']}" if body.get("detail") else ""
     return False, f"HTTP {code}, status {status}{detail}"
 
 
 class Watchdog:
-    def __init__(self, config: Config, failures: int, timeout: float, logger: logging.Logger) -> None:
-        self.config = config
+    def __init__(self, settings: OpsSettings, failures: int, timeout: float, logger: logging.Logger) -> None:
         self.failures = failures
         self.timeout = timeout
         self.logger = logger
-        self.log_dir = config.log_dir
-        self.restart_cmd = config.get("WATCHDOG_RESTART_CMD")
-        self.loading_grace_s = config.get_float("WATCHDOG_LOADING_GRACE_S", 600)
+        self.log_dir = settings.log_dir
+        self.restart_cmd = settings.watchdog_restart_cmd.strip()
+        self.loading_grace_s = settings.watchdog_loading_grace_s
 
     def check(self) -> int:
         """Check every replica; the worst result wins (0 healthy, 1 a failed check, 2 a restart failed)."""
         try:
-            replicas = list_replicas(self.config)
+            replicas = list_replicas()
         except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
             self.logger.error("cannot list the replicas: %s", exc)
             return 1
@@ -76,8 +75,7 @@ class Watchdog:
         name = f"replica {replica.index}: " if several or replica.index else ""
         state_file = self.log_dir / f"watchdog{replica.suffix}.state"
         if replica.stopped_file.exists():
-            self.logger.info("%sthe app was stopped with ./run.sh stop; not checking (./run.sh start re-enables)",
-                             name)
+            self.logger.info("%sthe app was stopped with ./run.sh stop; not checking (./run.sh start re-enables)", name)
             write_state(state_file, {"failures": 0})
             return 0
         healthy, seen = check_health(replica.health_url, self.timeout, self.loading_grace_s)
@@ -119,29 +117,41 @@ class Watchdog:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = Config()
+    settings = read_settings()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loop", action="store_true", help="check forever instead of once")
-    parser.add_argument("--interval", type=float, default=config.get_float("WATCHDOG_INTERVAL_S", 60),
-                        help="seconds between checks in --loop mode (WATCHDOG_INTERVAL_S, default 60)")
-    parser.add_argument("--failures", type=int, default=config.get_int("WATCHDOG_FAILURES", 3),
-                        help="consecutive failed checks before a restart (WATCHDOG_FAILURES, default 3)")
-    parser.add_argument("--timeout", type=float, default=config.get_float("WATCHDOG_TIMEOUT_S", 10),
-                        help="seconds /health gets to answer (WATCHDOG_TIMEOUT_S, default 10)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=settings.watchdog_interval_s,
+        help="seconds between checks in --loop mode (WATCHDOG_INTERVAL_S, default 60)",
+    )
+    parser.add_argument(
+        "--failures",
+        type=int,
+        default=settings.watchdog_failures,
+        help="consecutive failed checks before a restart (WATCHDOG_FAILURES, default 3)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=settings.watchdog_timeout_s,
+        help="seconds /health gets to answer (WATCHDOG_TIMEOUT_S, default 10)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="log to LOG_DIR/ops.log only (cron)")
     args = parser.parse_args(argv)
     if args.failures < 1 or args.interval <= 0:
         parser.error("--failures must be >= 1 and --interval > 0")
 
-    logger = setup_logging("watchdog", config.log_dir, verbose=not args.quiet)
+    logger = setup_logging("watchdog", settings.log_dir, verbose=not args.quiet)
     # One watchdog at a time: a cron run must not start while the previous one is still restarting the app.
-    lock = open(config.log_dir / "watchdog.lock", "w")  # noqa: SIM115 (held for the life of the process)
+    lock = open(settings.log_dir / "watchdog.lock", "w")  # noqa: SIM115 (held for the life of the process)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         logger.info("another watchdog is running (%s is locked); nothing to do", lock.name)
         return 0
-    watchdog = Watchdog(config, args.failures, args.timeout, logger)
+    watchdog = Watchdog(settings, args.failures, args.timeout, logger)
     if args.loop:
         return run_loop(watchdog.check, args.interval, logger)
     return watchdog.check()

@@ -33,16 +33,44 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else "python3"
 
 # Settings a developer's shell might carry that would change what the scripts do.
-_OPS_PREFIXES = ("WATCHDOG_", "CLEANUP_", "GPU_ALERT_", "SMTP_", "GRADIO_", "MODEL", "API_KEYS", "WEBUI_", "JOB_",
-                 "JOBS_")
-_OPS_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "OUTPUT_DIR", "JOBS_DIR", "HOST", "PORT", "PID_FILE", "START_TIMEOUT",
-             "STOP_TIMEOUT", "VAD_MODEL_DIR", "PUNC_MODEL_DIR"}
+_OPS_PREFIXES = (
+    "WATCHDOG_",
+    "CLEANUP_",
+    "GPU_ALERT_",
+    "SMTP_",
+    "GRADIO_",
+    "MODEL",
+    "API_KEYS",
+    "WEBUI_",
+    "JOB_",
+    "JOBS_",
+    "REPLICA",
+    "NGINX_",
+    "OUTPUT_",
+)
+_OPS_KEYS = {
+    "ENV_FILE",
+    "LOG_DIR",
+    "TEMP_DIR",
+    "JOBS_DIR",
+    "HOST",
+    "PORT",
+    "PID_FILE",
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
+    "ROLLING_PAUSE_S",
+    "MAX_UPLOAD_MB",
+    "VAD_MODEL_DIR",
+    "PUNC_MODEL_DIR",
+}
 
 
 def ops_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment minus ops/app settings, with a missing ENV_FILE (so a developer's .env is not read)."""
     env = {k: v for k, v in os.environ.items() if k not in _OPS_KEYS and not k.startswith(_OPS_PREFIXES)}
-    env.update(ENV_FILE=str(tmp / "no.env"), LOG_DIR=str(tmp / "logs"), JOBS_DIR=str(tmp / "jobs"), PYTHONUNBUFFERED="1")
+    env.update(
+        ENV_FILE=str(tmp / "no.env"), LOG_DIR=str(tmp / "logs"), JOBS_DIR=str(tmp / "jobs"), PYTHONUNBUFFERED="1"
+    )
     env.update(extra)
     return env
 
@@ -89,8 +117,9 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
                 data = []
                 while (chunk := self.rfile.readline()) not in (b".\r\n", b".\n", b""):
                     data.append(chunk)
-                mailbox.messages.append({"from": sender, "to": recipients,
-                                         "data": b"".join(data).decode("utf-8", "replace")})
+                mailbox.messages.append(
+                    {"from": sender, "to": recipients, "data": b"".join(data).decode("utf-8", "replace")}
+                )
                 self._say("250 queued")
             elif verb == "QUIT":
                 self._say("221 bye")
@@ -211,11 +240,17 @@ def test_cleanup_removes_results_past_their_retention(tmp_path: Path) -> None:
 
 # --- GPU memory alert ---------------------------------------------------------------------------------------
 
+
 def test_gpu_alert_on_the_third_consecutive_high_reading_and_emails_it(tmp_path: Path) -> None:
     alert_log = tmp_path / "logs" / "alert.log"
     with fake_smtp_server() as (port, mailbox):
-        env = ops_env(tmp_path, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), SMTP_TO="ops@example.com, b@example.com",
-                      SMTP_FROM="asr@example.com")
+        env = ops_env(
+            tmp_path,
+            SMTP_HOST="127.0.0.1",
+            SMTP_PORT=str(port),
+            SMTP_TO="ops@example.com, b@example.com",
+            SMTP_FROM="asr@example.com",
+        )
         high = {**env, "GPU_ALERT_FAKE_READING": "11800/12288,200/12288"}  # GPU 0: 11.5 GiB + 24 MiB
         for attempt in (1, 2):
             result = script("gpu_alert.py", env=high)
@@ -249,8 +284,14 @@ def test_gpu_alert_counts_only_consecutive_readings_and_takes_a_percentage(tmp_p
 
 
 def test_gpu_alert_email_failure_is_logged_and_exit_1(tmp_path: Path) -> None:
-    env = ops_env(tmp_path, SMTP_HOST="127.0.0.1", SMTP_PORT=str(free_port()), SMTP_TO="ops@example.com",
-                  GPU_ALERT_CONSECUTIVE="1", GPU_ALERT_FAKE_READING="12000/12288")
+    env = ops_env(
+        tmp_path,
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(free_port()),
+        SMTP_TO="ops@example.com",
+        GPU_ALERT_CONSECUTIVE="1",
+        GPU_ALERT_FAKE_READING="12000/12288",
+    )
     result = script("gpu_alert.py", env=env)
     assert result.returncode == 1
     assert "could not email the alert" in (tmp_path / "logs" / "alert.log").read_text()
@@ -271,6 +312,7 @@ def test_gpu_alert_without_a_gpu_says_so_and_exits_0(tmp_path: Path) -> None:
 
 # --- logrotate ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(not LOGROTATE, reason="logrotate is not installed (apt-get install logrotate)")
 def test_logrotate_config_rotates_compresses_and_keeps_the_writer_working(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
@@ -283,8 +325,12 @@ def test_logrotate_config_rotates_compresses_and_keeps_the_writer_working(tmp_pa
     with open(logs / "app.log", "a") as writer:  # like the app's stdout appended by run.sh (>>)
         writer.write("before rotation\n" * 100)
         writer.flush()
-        result = subprocess.run([LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(test_config)],
-                                capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [LOGROTATE, "-f", "-s", str(tmp_path / "state"), str(test_config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
         writer.write("after rotation\n")
         writer.flush()
@@ -298,6 +344,7 @@ def test_logrotate_config_rotates_compresses_and_keeps_the_writer_working(tmp_pa
 
 
 # --- install-cron -------------------------------------------------------------------------------------------
+
 
 def test_install_cron_writes_one_marked_block_and_keeps_other_entries(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
@@ -340,10 +387,16 @@ def test_install_cron_writes_one_marked_block_and_keeps_other_entries(tmp_path: 
 
 # --- watchdog (no app) --------------------------------------------------------------------------------------
 
+
 def test_watchdog_counts_failures_across_runs_then_restarts(tmp_path: Path) -> None:
     marker = tmp_path / "restarted"
-    env = ops_env(tmp_path, HOST="127.0.0.1", PORT=str(free_port()), WATCHDOG_TIMEOUT_S="1",
-                  WATCHDOG_RESTART_CMD=f"echo restarting; touch {marker}")
+    env = ops_env(
+        tmp_path,
+        HOST="127.0.0.1",
+        PORT=str(free_port()),
+        WATCHDOG_TIMEOUT_S="1",
+        WATCHDOG_RESTART_CMD=f"echo restarting; touch {marker}",
+    )
     for attempt in (1, 2):
         result = script("watchdog.py", env=env)
         assert result.returncode == 1 and f"({attempt}/3)" in result.stdout
@@ -360,6 +413,7 @@ def test_watchdog_counts_failures_across_runs_then_restarts(tmp_path: Path) -> N
 
 
 # --- run.sh without the app ---------------------------------------------------------------------------------
+
 
 def test_run_sh_usage_and_exit_codes(tmp_path: Path) -> None:
     env = ops_env(tmp_path, PORT=str(free_port()), HOST="127.0.0.1")
@@ -383,8 +437,9 @@ def test_run_sh_start_refuses_a_busy_port_and_an_unusable_log_dir(tmp_path: Path
     assert result.returncode == 1 and f"port {port}" in result.stderr and "in use" in result.stderr
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    result = run_sh("start", env=ops_env(tmp_path, HOST="127.0.0.1", PORT=str(free_port()),
-                                         LOG_DIR=str(not_a_dir / "logs")))
+    result = run_sh(
+        "start", env=ops_env(tmp_path, HOST="127.0.0.1", PORT=str(free_port()), LOG_DIR=str(not_a_dir / "logs"))
+    )
     assert result.returncode == 1 and "log dir" in result.stderr
 
 
@@ -392,8 +447,10 @@ def test_run_sh_reads_env_file_but_the_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / "test.env"
     port = free_port()
     # A key set twice takes its last value, as in the app's settings (docs/operations.md: append to .env to override).
-    env_file.write_text(f"# comment\nexport HOST='127.0.0.1'  \nPORT={port}  # inline comment\nLOG_DIR=\n"
-                        "LOG_DIR=\"" + str(tmp_path / "from-file") + "\"\nX=$(touch pwned)\n")
+    env_file.write_text(
+        f"# comment\nexport HOST='127.0.0.1'  \nPORT={port}  # inline comment\nLOG_DIR=\n"
+        'LOG_DIR="' + str(tmp_path / "from-file") + '"\nX=$(touch pwned)\n'
+    )
     env = ops_env(tmp_path, ENV_FILE=str(env_file))
     env.pop("LOG_DIR")
     status = run_sh("status", env=env)
@@ -408,34 +465,62 @@ def test_run_sh_reads_env_file_but_the_environment_wins(tmp_path: Path) -> None:
 
 # --- run.sh on a GPU machine (a fake nvidia-smi) -------------------------------------------------------------
 
-def fake_nvidia_smi(tmp: Path, driver_cuda: str = "12.8", gpus: tuple[str, ...] = ("NVIDIA GeForce RTX 3060",),
-                    fails: bool = False) -> str:
+
+def fake_nvidia_smi(
+    tmp: Path, driver_cuda: str = "12.8", gpus: tuple[str, ...] = ("NVIDIA GeForce RTX 3060",), fails: bool = False
+) -> str:
     """A PATH whose nvidia-smi lists `gpus` (-L) and prints a banner with the driver's CUDA version."""
     bin_dir = tmp / "gpu-bin"
     bin_dir.mkdir(exist_ok=True)
     listing = "".join(f'  echo "GPU {i}: {name} (UUID: GPU-{i:08d})"\n' for i, name in enumerate(gpus))
-    body = ('echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9\n' if fails
-            else f'if [[ "${{1:-}}" == -L ]]; then\n{listing}  exit 0\nfi\n'
-                 f'echo "| NVIDIA-SMI 570.86.15   Driver Version: 570.86.15   CUDA Version: {driver_cuda}     |"\n')
+    body = (
+        'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9\n'
+        if fails
+        else f'if [[ "${{1:-}}" == -L ]]; then\n{listing}  exit 0\nfi\n'
+        f'echo "| NVIDIA-SMI 570.86.15   Driver Version: 570.86.15   CUDA Version: {driver_cuda}     |"\n'
+    )
     (bin_dir / "nvidia-smi").write_text("#!/usr/bin/env bash\n" + body)
     (bin_dir / "nvidia-smi").chmod(0o755)
     return f"{bin_dir}:{os.environ['PATH']}"
 
 
-# A stand-in for the venv's python during `run.sh install`: pip commands are logged, torch is a state file
-# (its version, e.g. 2.13.0+cpu) that `pip install torch --index-url .../cuNNN` changes, and the torch probe
-# answers as that build would on a machine with one usable GPU (any build but +cpu uses it).
+# A stand-in for torch: its version is a state file (e.g. 2.13.0+cpu) that the fake pip below changes; a +cpu
+# build is CPU-only, any other sees one GPU, unless FAKE_TORCH_NO_GPU gives why CUDA fails to initialise.
+FAKE_TORCH = """
+import os
+import types
+from pathlib import Path
+
+_state = Path(os.environ["FAKE_TORCH"])
+if not _state.exists():
+    raise ImportError("No module named 'torch'", name="torch")
+__version__ = _state.read_text().strip()
+_reason = os.environ.get("FAKE_TORCH_NO_GPU")
+version = types.SimpleNamespace(cuda=None if __version__.endswith("+cpu") else "12.8")
+
+
+def _available():
+    return version.cuda is not None and not _reason
+
+
+def _init():
+    if version.cuda is None:
+        raise AssertionError("Torch not compiled with CUDA enabled")
+    if _reason:
+        raise RuntimeError(_reason)
+
+
+cuda = types.SimpleNamespace(is_available=_available, device_count=lambda: 1 if _available() else 0,
+                             get_device_name=lambda i: "NVIDIA GeForce RTX 3060", init=_init)
+"""
+
+# A stand-in for the venv's python during `run.sh install`: `-m ops.*` runs the real ops code with the fake torch
+# first on the path; anything else (pip, the test-model builder) is logged, and pip's torch install and uninstall
+# change the fake torch's state file.
 _FAKE_PYTHON = r"""#!/usr/bin/env bash
 state="$FAKE_TORCH"
-if [[ "$1" == -c ]]; then
-  torch="$(cat "$state" 2>/dev/null)"
-  [[ -n "$torch" ]] || exit 1
-  if [[ "${3:-}" == version ]]; then echo "$torch"; exit 0; fi
-  case "$torch" in
-    *+cpu) echo "$torch||0|0||" ;;
-    *) echo "$torch|12.8|1|1|NVIDIA GeForce RTX 3060|" ;;
-  esac
-  exit 0
+if [[ "$1" == -m && "$2" == ops.* ]]; then
+  PYTHONPATH="$FAKE_TORCH_PATH" exec "$REAL_PYTHON" "$@"
 fi
 echo "$*" >> "$FAKE_LOG"
 case "$*" in
@@ -449,15 +534,24 @@ exit 0
 """
 
 
+def fake_torch(tmp: Path, version: str | None) -> dict[str, str]:
+    """The environment that makes `import torch` the stand-in above, at `version` (None: not installed)."""
+    (tmp / "fake-torch" / "torch").mkdir(parents=True, exist_ok=True)
+    (tmp / "fake-torch" / "torch" / "__init__.py").write_text(FAKE_TORCH)
+    state = tmp / "torch-version"
+    if version:
+        state.write_text(version + "\n")
+    else:
+        state.unlink(missing_ok=True)
+    return {"FAKE_TORCH": str(state), "FAKE_TORCH_PATH": str(tmp / "fake-torch")}
+
+
 def _fake_venv(tmp: Path, torch: str | None) -> dict[str, str]:
     venv = tmp / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").write_text(_FAKE_PYTHON)
     (venv / "bin" / "python").chmod(0o755)
-    state = tmp / "torch-version"
-    if torch:
-        state.write_text(torch + "\n")
-    return {"VENV": str(venv), "FAKE_TORCH": str(state), "FAKE_LOG": str(tmp / "pip.log")}
+    return {"VENV": str(venv), "REAL_PYTHON": PYTHON, "FAKE_LOG": str(tmp / "pip.log"), **fake_torch(tmp, torch)}
 
 
 def test_install_on_a_gpu_machine_installs_the_cuda_build_for_its_driver(tmp_path: Path) -> None:
@@ -467,9 +561,11 @@ def test_install_on_a_gpu_machine_installs_the_cuda_build_for_its_driver(tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     pip = (tmp_path / "pip.log").read_text().splitlines()
     assert "-m pip uninstall -y -q torch" in pip, "the CPU build is replaced (pip takes it as ==2.13.0)"
+    assert "-m pip install -q -r requirements-dev.txt" not in pip, "install is the runtime set"
     assert "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" in pip
     assert pip.index("-m pip install -q -r requirements.txt") > pip.index(
-        "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128")
+        "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+    )
     assert "NVIDIA GPU found: NVIDIA GeForce RTX 3060 (the driver runs CUDA 12.8)" in result.stdout
     assert "torch 2.13.0+cu128 (CUDA 12.8) uses it" in result.stdout
     assert (tmp_path / "no.env").exists(), "the settings file goes where ENV_FILE says"
@@ -484,14 +580,20 @@ def test_install_on_a_gpu_machine_installs_the_cuda_build_for_its_driver(tmp_pat
 
 
 def test_install_keeps_a_chosen_cpu_build_with_a_warning_and_stops_on_a_gpu_torch_cannot_use(tmp_path: Path) -> None:
-    env = ops_env(tmp_path, PATH=fake_nvidia_smi(tmp_path), **_fake_venv(tmp_path, None),
-                  TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu")
+    env = ops_env(
+        tmp_path,
+        PATH=fake_nvidia_smi(tmp_path),
+        **_fake_venv(tmp_path, None),
+        TORCH_INDEX_URL="https://download.pytorch.org/whl/cpu",
+    )
     chosen = run_sh("install", env=env)
     assert chosen.returncode == 0, chosen.stdout + chosen.stderr
     assert "torch 2.13.0+cpu is a CPU-only build" in chosen.stdout
     assert "warning: keeping the torch build" in chosen.stderr
-    assert "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in (
-        tmp_path / "pip.log").read_text()
+    assert (
+        "-m pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+        in (tmp_path / "pip.log").read_text()
+    )
     # No CUDA version readable from the driver: pip's default build, then the check decides.
     (tmp_path / "pip.log").unlink()
     env.pop("TORCH_INDEX_URL")
@@ -528,12 +630,23 @@ def test_check_gpu_names_the_torch_to_install(tmp_path: Path) -> None:
 
 # --- run.sh with the app ------------------------------------------------------------------------------------
 
+
 def app_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
     """ops_env plus what the app needs: the tiny models, temp folders, loopback on a free port."""
-    env = ops_env(tmp, MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad), PUNC_MODEL_DIR=str(models.punc),
-                  ONLINE_MODEL_DIR=str(models.online or ""),
-                  TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"), DEVICE="cpu", NCPU="1",
-                  HOST="127.0.0.1", PORT=str(free_port()), START_TIMEOUT="120")
+    env = ops_env(
+        tmp,
+        MODEL_DIR=str(models.asr),
+        VAD_MODEL_DIR=str(models.vad),
+        PUNC_MODEL_DIR=str(models.punc),
+        ONLINE_MODEL_DIR=str(models.online or ""),
+        TEMP_DIR=str(tmp / "uploads"),
+        OUTPUT_DIR=str(tmp / "outputs"),
+        DEVICE="cpu",
+        NCPU="1",
+        HOST="127.0.0.1",
+        PORT=str(free_port()),
+        START_TIMEOUT="120",
+    )
     env.update(extra)
     return env
 
@@ -580,8 +693,9 @@ def test_run_sh_start_watchdog_restart_after_kill_9_and_stop(tiny_models, tmp_pa
         # The same app seen on a machine whose nvidia-smi lists a GPU: it runs on the CPU, so status warns.
         on_gpu_box = run_sh("status", env={**env, "PATH": fake_nvidia_smi(tmp_path)})
         assert on_gpu_box.returncode == 0, on_gpu_box.stderr
-        assert ("warning: nvidia-smi lists NVIDIA GeForce RTX 3060 but the model runs on cpu: see ./run.sh "
-                "check-gpu") in on_gpu_box.stderr
+        assert (
+            "warning: nvidia-smi lists NVIDIA GeForce RTX 3060 but the model runs on cpu: see ./run.sh check-gpu"
+        ) in on_gpu_box.stderr
 
         os.kill(first_pid, signal.SIGKILL)
         deadline = time.time() + 10
@@ -589,9 +703,13 @@ def test_run_sh_start_watchdog_restart_after_kill_9_and_stop(tiny_models, tmp_pa
             time.sleep(0.1)
         assert run_sh("status", env=env).returncode == 3
 
-        watchdog = subprocess.Popen([PYTHON, str(ROOT / "ops" / "watchdog.py"), "--loop", "--interval", "0.5",
-                                     "--timeout", "2"], cwd=ROOT, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        watchdog = subprocess.Popen(
+            [PYTHON, str(ROOT / "ops" / "watchdog.py"), "--loop", "--interval", "0.5", "--timeout", "2"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 150
         while time.time() < deadline:
             if (logs / "app.pid").exists() and _pid(logs) != first_pid and _health(port) == "ok":
