@@ -70,7 +70,7 @@ def health_payload(engine: Engine, started_at: float, jobs: JobService | None = 
     body: dict[str, Any] = {
         "status": status,
         "version": __version__,
-        "model": model_name(spec.asr if spec else engine.settings.model),
+        "model": model_name(spec.asr if spec else str(engine.settings.model_dir or engine.settings.model)),
         "device": spec.device if spec else None,
         "device_info": device,
         "gpu_warning": device["warning"] if device else None,
