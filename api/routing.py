@@ -10,10 +10,12 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from .errors import language, to_api_error
+from .errors import APIError, handle_api_error, language, to_api_error
 
 
 def metrics_route(path: str) -> str:
@@ -42,3 +44,31 @@ class ServiceRoute(APIRoute):
 def require_key(request: Request) -> None:
     """A dependency: with API_KEYS set, a 401 (in the caller's language) without one of them."""
     request.app.state.api.keys.check(request.headers.get("authorization"), language(request))
+
+
+def refuse_other_methods(app: FastAPI, routers: list[APIRouter]) -> None:
+    """A request to a path of `app`'s own routes or `routers`' with a method none of them takes: 405 with `Allow`,
+    in OpenAI's error shape.
+
+    Without it the UI mounted at "/" would catch it (Starlette tries the next route on a method mismatch) and
+    answer 404. Call after the routes are added and before the UI is mounted."""
+    allowed: dict[str, set[str]] = {}
+    for route in [*app.router.routes, *(r for router in routers for r in router.routes)]:
+        if isinstance(route, APIRoute):
+            allowed.setdefault(route.path, set()).update(route.methods or ())
+    for path, methods in allowed.items():
+        allow = ", ".join(sorted(methods))  # FastAPI's routes answer HEAD only where they say so
+        # An ASGI app as endpoint: Starlette's route then matches every method (QUERY, TRACE, ...), where a
+        # function endpoint would match GET only. The real routes come first.
+        app.router.routes.append(Route(path, _MethodNotAllowed(allow), include_in_schema=False))
+
+
+class _MethodNotAllowed:
+    def __init__(self, allow: str):
+        self.allow = allow
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        error = APIError(405, f"{request.method} is not allowed here; use {self.allow}.", code="method_not_allowed",
+                         outcome="bad_request", headers={"Allow": self.allow})
+        await (await handle_api_error(request, error))(scope, receive, send)

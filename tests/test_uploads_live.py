@@ -12,6 +12,8 @@ import pytest
 
 from conftest import UTTERANCE, Server, TinyModels, start_server, stop_server
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture(scope="module")
 def moved(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
