@@ -16,19 +16,23 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+#: Gradio's own upload folder setting as the operator left it (create_app sets the variable for Gradio).
+OPERATOR_GRADIO_TEMP_DIR = os.environ.get("GRADIO_TEMP_DIR")
 
 import gradio as gr  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from api import install_api  # noqa: E402
 from asr.device import device_report  # noqa: E402
-from asr.engine import Engine, get_engine  # noqa: E402
+from asr.engine import Engine, get_engine, model_name  # noqa: E402
 from config.settings import Settings, get_settings  # noqa: E402
+from messages import message  # noqa: E402
 from results import ResultAccess, ResultsMiddleware  # noqa: E402
 from jobs import JobService  # noqa: E402
 from webui.common import queue_concurrency  # noqa: E402
@@ -55,8 +59,11 @@ def configure_logging(level: str) -> None:
 
 
 def health_payload(settings: Settings, engine: Engine, started_at: float, jobs: JobService | None = None,
-                   streams: dict[str, int] | None = None) -> tuple[int, dict[str, Any]]:
-    """/health body and status code: 200 when the model is ready, 503 while loading or after a failure."""
+                   streams: dict[str, int] | None = None, *, admin: bool = False) -> tuple[int, dict[str, Any]]:
+    """/health body and status code: 200 when the model is ready, 503 while loading or after a failure.
+
+    Anyone may ask, so the model is named by its id or folder name and a load failure by the catalogue's words;
+    `admin` (an ADMIN_API_KEYS caller) also gets the folders' paths and the load error itself."""
     status = {"ready": "ok", "loading": "loading", "not_loaded": "loading", "error": "error"}[engine.state]
     spec = engine.spec
     # Once the load has resolved the device: what really runs (never the setting), and a GPU left unused.
@@ -64,7 +71,7 @@ def health_payload(settings: Settings, engine: Engine, started_at: float, jobs: 
     body: dict[str, Any] = {
         "status": status,
         "version": __version__,
-        "model": spec.asr if spec else str(settings.model_dir or settings.model),
+        "model": model_name(spec.asr if spec else str(settings.model_dir or settings.model)),
         "device": spec.device if spec else None,
         "device_info": device,
         "gpu_warning": device["warning"] if device else None,
@@ -81,8 +88,23 @@ def health_payload(settings: Settings, engine: Engine, started_at: float, jobs: 
     if streams is not None:
         body["streams"] = streams
     if engine.state == "error":
-        body["detail"] = engine.load_error
+        body["detail"] = engine.load_error if admin else message("model_not_ready.failed")
+    if admin:
+        body["model_paths"] = {"asr": spec.asr, "vad": spec.vad, "punc": spec.punc, "spk": spec.spk} if spec else None
     return (200 if status == "ok" else 503), body
+
+
+def gradio_upload_dir(settings: Settings) -> Path:
+    """The folder Gradio stores uploads in, created: TEMP_DIR, unless the operator set Gradio's own GRADIO_TEMP_DIR
+    (then that one, and the ownership rule of results.access guards it instead)."""
+    chosen = OPERATOR_GRADIO_TEMP_DIR
+    folder = Path(chosen).expanduser().resolve() if chosen else settings.resolved_temp_dir().resolve()
+    if chosen and folder != settings.temp_dir.resolve():
+        logger.warning("GRADIO_TEMP_DIR=%s overrides TEMP_DIR=%s: uploads go there, and only their sender may read "
+                       "them; point ops/cleanup.py (TEMP_DIR) at it too", folder, settings.temp_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)  # read by Gradio when the UI is built and mounted
+    return folder
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None, *, load: bool = True) -> FastAPI:
@@ -95,9 +117,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     settings = settings or get_settings()
     engine = engine or get_engine(settings.engine_config())
     started_at = time.time()
-    settings.resolved_temp_dir()
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.temp_dir))
-
+    upload_dir = gradio_upload_dir(settings)
     jobs = JobService(settings, engine)
 
     @asynccontextmanager
@@ -113,13 +133,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     app = FastAPI(title="Paraformer WebUI", version=__version__, lifespan=lifespan)
     app.state.engine = engine
     app.state.settings = settings
-    access = ResultAccess.from_settings(settings)
+    access = ResultAccess.from_settings(settings, upload_dir=upload_dir)
     app.state.results = access
 
     @app.get("/health")
-    async def health() -> JSONResponse:
+    async def health(request: Request) -> JSONResponse:
         api = getattr(app.state, "api", None)
-        code, body = health_payload(settings, engine, started_at, jobs, api.streams.info() if api else None)
+        owner = access.owner_of(request.headers)
+        code, body = health_payload(settings, engine, started_at, jobs, api.streams.info() if api else None,
+                                    admin=owner is not None and owner.admin)
         return JSONResponse(body, status_code=code)
 
     blocks = build_ui(engine, settings, access, jobs)
@@ -139,6 +161,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, i18n=build_i18n(),
                               max_file_size=engine.limits.max_bytes, show_error=False, head=gradio_notices_head())
     app.add_middleware(ResultsMiddleware, access=access)
+    if Path(blocks.GRADIO_CACHE).resolve() != upload_dir.resolve():  # fail closed: never guard the wrong folder
+        raise RuntimeError(f"Gradio stores uploads in {blocks.GRADIO_CACHE}, not in {upload_dir}, the folder whose "
+                           f"uploads only their sender may read; set GRADIO_TEMP_DIR before anything imports gradio")
 
     if load:
         def load_engine() -> None:

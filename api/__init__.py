@@ -21,6 +21,7 @@ from .jobs import router as jobs_router
 from .metrics import Metrics
 from .results import router as results_router
 from .routes import APIServices, router
+from .routing import refuse_other_methods
 
 __all__ = ["APIServices", "Admission", "install_api", "router"]
 
@@ -53,4 +54,5 @@ def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = 
         # A WebSocket route only matches WebSocket requests, so `GET /` still reaches the UI mounted at "/".
         app.add_api_websocket_route("/", funasr_stream, name="funasr_stream")
     app.add_exception_handler(APIError, handle_api_error)
+    refuse_other_methods(app, [router, results_router, jobs_router])  # and /health, added before
     return api

@@ -10,7 +10,9 @@ import hmac
 
 from pydantic import SecretStr
 
-from .errors import APIError
+from messages import Lang
+
+from .errors import APIError, sentence
 
 
 class APIKeys:
@@ -23,19 +25,20 @@ class APIKeys:
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def check(self, authorization: str | None) -> None:
-        """Raise a 401 APIError unless keys are off or the header carries one of them."""
+    def check(self, authorization: str | None, lang: Lang = "en") -> None:
+        """Raise a 401 APIError (in `lang`) unless keys are off or the header carries one of them."""
         if not self._keys:
             return
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("Missing API key: send the header 'Authorization: Bearer <key>'.", "missing_api_key")
+            raise unauthorized("missing_api_key", lang)
         sent = token.strip().encode()
         # compare_digest with every key, no early exit, so timing says nothing about which key is close.
         matches = [hmac.compare_digest(sent, key) for key in self._keys]
         if not any(matches):
-            raise _unauthorized("Invalid API key.", "invalid_api_key")
+            raise unauthorized("invalid_api_key", lang)
 
 
-def _unauthorized(message: str, code: str) -> APIError:
-    return APIError(401, message, code=code, outcome="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+def unauthorized(code: str, lang: Lang) -> APIError:
+    """401 with the catalogue's message for `code` (missing_api_key, invalid_api_key, no_owner)."""
+    return APIError(401, sentence(code, lang), code=code, outcome="unauthorized", headers={"WWW-Authenticate": "Bearer"})

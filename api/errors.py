@@ -1,12 +1,23 @@
-"""Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`, with the HTTP status."""
+"""Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`, with the HTTP status.
+
+`to_api_error` is the one mapping from whatever a route raised to the answer the client gets; `api.routing`
+applies it to every API route, and `handle_api_error` writes the answer.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelNotReadyError
-from messages import Lang
+from messages import Lang, message, preferred_language
+from jobs import JobError, QueueFull
+
+logger = logging.getLogger(__name__)
 
 GENERIC_500 = "The server failed to process the request; the error has been logged."
 
@@ -46,8 +57,18 @@ def internal_error() -> APIError:
     return APIError(500, GENERIC_500, type="server_error", code="internal_error", outcome="error")
 
 
+def sentence(key: str, lang: Lang, **params: object) -> str:
+    """A catalogue message as a sentence of its own, as OpenAI's messages are."""
+    text = message(key, lang, **params)
+    if not text.endswith((".", "。")):
+        text += "。" if lang == "zh" else "."
+    return text[:1].upper() + text[1:]
+
+
 #: The form field an input error is about (OpenAI's `param`); the file unless named here.
-_PARAM_OF_ERROR = {"bad_hotwords": "hotwords", "speakers_unavailable": "diarize", "bad_speaker_count": "num_speakers"}
+_PARAM_OF_ERROR = {"bad_hotwords": "hotwords", "speakers_unavailable": "diarize", "bad_speaker_count": "num_speakers",
+                   "callback_not_allowed": "callback_url", "path_not_allowed": "path", "path_not_found": "path",
+                   "url_not_allowed": "url", "url_failed": "url"}
 
 
 def from_asr_error(exc: ASRError, lang: Lang = "en") -> APIError:
@@ -64,10 +85,43 @@ def from_asr_error(exc: ASRError, lang: Lang = "en") -> APIError:
     return internal_error()
 
 
+def not_ready(state: str, lang: Lang) -> APIError:
+    """503 for an engine that is not `ready`: the catalogue's words, never the load error (it names folders)."""
+    return from_asr_error(ModelNotReadyError(reason={"loading": "loading", "error": "failed"}.get(state, "")), lang)
+
+
+def to_api_error(exc: Exception, lang: Lang, route: str = "") -> APIError:
+    """The answer for anything a route raised: its own APIError, the catalogue's message for an engine or job
+    error, 400 for a request FastAPI or the multipart parser could not read, else a generic 500 (logged)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, ASRError):
+        error = from_asr_error(exc, lang)
+        logger.log(logging.ERROR if error.status >= 500 else logging.INFO, "%s refused: %s (%s)%s", route or "request",
+                   error.code or error.outcome, exc.code, f": {exc.detail}" if exc.detail else "")
+        return error
+    if isinstance(exc, QueueFull):
+        if exc.status == 429:
+            return APIError(429, str(exc), type="rate_limit_error", code="too_many_jobs", outcome="busy",
+                            headers={"Retry-After": "30"})
+        return unavailable(str(exc), code="server_busy", retry_after_s=30, outcome="busy")
+    if isinstance(exc, JobError):
+        return bad_request(str(exc), param=_PARAM_OF_ERROR.get(exc.code, "file"), code=exc.code)
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return bad_request(f"{where or 'The request'}: {first.get('msg', 'is not valid')}.", param=where)
+    if isinstance(exc, HTTPException):  # starlette's multipart parser: malformed body, too many files or fields
+        if exc.status_code == 400:
+            return bad_request(f"Could not read the multipart form: {exc.detail}")
+        return APIError(exc.status_code, str(exc.detail), outcome="bad_request", headers=dict(exc.headers or {}))
+    logger.exception("%s failed", route or "request")  # details go to the log, never to the client
+    return internal_error()
+
+
 def language(request: Request) -> Lang:
-    """'zh' when the caller's first Accept-Language is Chinese; else 'en', OpenAI's language."""
-    first = (request.headers.get("accept-language") or "").split(",")[0].split(";")[0].strip().lower()
-    return "zh" if first.startswith("zh") else "en"
+    """The caller's language by Accept-Language (q-values read); English, OpenAI's language, by default."""
+    return preferred_language(request.headers.get("accept-language"), "en")
 
 
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:

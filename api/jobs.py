@@ -11,43 +11,42 @@ import io
 import logging
 import re
 import zipfile
-from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
-from asr.errors import ASRError
-from config.settings import Settings
-from jobs import Job, JobError, JobService, QueueFull
+from jobs import Job, JobService
 from jobs.records import ACTIVE, FINISHED
 from jobs.service import Upload
-from jobs.sources import allowed_dirs, download, server_file, url_name
+from jobs.sources import submit_named
 from results import Owner, ResultAccess
 
-from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
+from .auth import unauthorized
+from .errors import APIError, bad_request, language, not_ready, sentence, unavailable
 from .metrics import PREFIX, Metrics
-from .routes import MULTIPART_SLACK_BYTES, RESPONSE_FORMATS, parse_form, render, services
+from .openapi import ERROR_RESPONSES, JOB_BODY, JOB_RESPONSES, NOT_FOUND, error_response
+from .routes import render, services
+from .routing import ServiceRoute, require_key
+from .uploads import RESPONSE_FORMATS, JobUpload, job_upload
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter()
+router = APIRouter(route_class=ServiceRoute, dependencies=[Depends(require_key)])
 # Transcripts are private: no shared cache keeps them, no browser sniffs them (as api/results.py).
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
-FILE_FIELDS = ("file", "file[]", "files")
+READ_RESPONSES = {**ERROR_RESPONSES, **NOT_FOUND}
 
 
 def job_service(request: Request) -> JobService:
     service = getattr(request.app.state, "jobs", None)
     if service is None:
-        raise unavailable("Jobs are not available on this server.", code="jobs_disabled", retry_after_s=60,
+        raise unavailable(sentence("jobs_disabled", language(request)), code="jobs_disabled", retry_after_s=60,
                           outcome="not_ready")
     return service
 
@@ -85,167 +84,106 @@ def job_view(job: Job) -> dict[str, Any]:
 
 def caller(request: Request) -> Owner:
     """Who asks: an API key (with API_KEYS) or an admin key, else the browser's owner cookie (a client without
-    keys keeps the cookie it is given, e.g. `curl -c jar -b jar`). Checks the key first (401)."""
-    services(request).keys.check(request.headers.get("authorization"))
+    keys keeps the cookie it is given, e.g. `curl -c jar -b jar`). The key itself is checked by `require_key`."""
     access: ResultAccess = request.app.state.results
     owner = access.owner_of(request.headers)
     if owner is None:  # only without results.ResultsMiddleware, which gives every request an owner cookie
-        raise APIError(401, "Send an API key or keep the owner cookie this service sets.", code="no_owner",
-                       outcome="unauthorized")
+        raise unauthorized("no_owner", language(request))
     return owner
+
+
+async def room_for_a_job(request: Request, owner: Owner = Depends(caller)) -> None:
+    """Before the files are received: a model that can load, and room in the queue for this owner."""
+    api = services(request)
+    if api.engine.state == "error":  # a job may wait for a loading model, never for one that failed
+        raise not_ready(api.engine.state, language(request))
+    await run_in_threadpool(job_service(request).check_room, owner)
 
 
 def _not_found(job_id: str) -> APIError:
     return APIError(404, f"No job '{job_id}'.", code="job_not_found", param="job_id", outcome="not_found")
 
 
+async def _own_job(request: Request, job_id: str, owner: Owner) -> Job:
+    job = await run_in_threadpool(job_service(request).get, job_id, owner)
+    if job is None:
+        raise _not_found(job_id)
+    return job
+
+
 # ------------------------------------------------------------------------------------------ routes
-@router.post("/v1/jobs")
-async def create_job(request: Request) -> JSONResponse:
-    api = services(request)
-    with api.metrics.track("/v1/jobs"):
-        owner = caller(request)
-        service = job_service(request)
-        s = api.settings
-        limit = int(s.job_max_files * s.job_max_upload_mb * 2**20) + MULTIPART_SLACK_BYTES
-        try:
-            if int(request.headers.get("content-length", "0")) > limit:
-                raise too_large(f"The upload is larger than {s.job_max_files} files of {s.job_max_upload_mb:.0f} MB "
-                                f"(JOB_MAX_FILES x JOB_MAX_UPLOAD_MB).")
-        except ValueError:
-            pass
-        if api.engine.state == "error":
-            raise unavailable(f"The model is not available: {api.engine.load_error}", code="model_not_ready",
-                              retry_after_s=60, outcome="not_ready")
-        try:
-            await run_in_threadpool(service.check_room, owner)  # before receiving the files
-            async with request.form(max_files=api.settings.job_max_files + 1, max_fields=50) as form:
-                params = parse_form(form, require_file=False)
-                if params.stream:
-                    raise bad_request("A job is not streamed: follow its progress at GET /v1/jobs/{id}, or use "
-                                      "stream=true on /v1/audio/transcriptions.", param="stream",
-                                      code="unsupported_value")
-                uploads = [Upload(f.filename or "", f.file) for field in FILE_FIELDS for f in form.getlist(field)
-                           if isinstance(f, UploadFile)]
-                paths = [str(v) for v in form.getlist("path") if str(v).strip()]
-                urls = [str(v).strip() for v in form.getlist("url") if str(v).strip()]
-                if not (uploads or paths or urls):
-                    raise bad_request("Send the audio as multipart/form-data uploads in the field 'file' (repeat "
-                                      "it for several files).", param="file", code="missing_file")
-                callback_url = str(form.get("callback_url") or "").strip() or None
-                downloads: list[Path] = []
-                try:
-                    uploads += await run_in_threadpool(_named_files, s, paths, urls, downloads)
-                    job = await run_in_threadpool(service.submit, owner, uploads, hotwords=params.hotwords,
-                                                  response_format=params.response_format, callback_url=callback_url,
-                                                  diarize=params.diarize, num_speakers=params.num_speakers,
-                                                  granularities=sorted(params.granularities))
-                finally:
-                    for downloaded in downloads:  # copied into JOBS_DIR by submit, or refused
-                        downloaded.unlink(missing_ok=True)
-        except QueueFull as exc:
-            if exc.status == 429:
-                raise APIError(429, str(exc), type="rate_limit_error", code="too_many_jobs", outcome="busy",
-                               headers={"Retry-After": "30"}) from None
-            raise unavailable(str(exc), code="server_busy", retry_after_s=30, outcome="busy") from None
-        except JobError as exc:
-            param = {"callback_not_allowed": "callback_url", "path_not_allowed": "path", "path_not_found": "path",
-                     "url_not_allowed": "url", "url_failed": "url"}.get(exc.code, "file")
-            raise bad_request(str(exc), param=param, code=exc.code) from None
-        except ASRError as exc:
-            raise from_asr_error(exc) from None
-        except APIError:
-            raise
-        except HTTPException as exc:  # starlette's multipart parser: malformed body, too many files
-            raise bad_request(f"Could not read the multipart form: {exc.detail}") from None
-        except Exception:
-            logger.exception("job submission failed")
-            raise internal_error() from None
-        return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+@router.post("/v1/jobs", status_code=202, dependencies=[Depends(room_for_a_job)], openapi_extra=JOB_BODY,
+             responses=JOB_RESPONSES)
+async def create_job(request: Request, owner: Owner = Depends(caller),
+                     upload: JobUpload = Depends(job_upload)) -> JSONResponse:
+    form = upload.form
+    uploads = [Upload(f.filename or "", f.file) for f in upload.files]
+    job = await run_in_threadpool(submit_named, job_service(request), owner, uploads, paths=upload.paths,
+                                  urls=upload.urls, hotwords=form.hotwords, response_format=form.response_format,
+                                  callback_url=upload.callback_url, diarize=form.diarize,
+                                  num_speakers=form.num_speakers, granularities=sorted(form.granularities))
+    return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("/v1/jobs")
-async def list_jobs(request: Request, limit: int = 20) -> JSONResponse:
-    api = services(request)
-    with api.metrics.track("/v1/jobs"):
-        owner = caller(request)
-        jobs = await run_in_threadpool(job_service(request).list, owner, min(max(limit, 1), 100))
-        return JSONResponse({"object": "list", "data": [job_view(j) for j in jobs]})
+@router.get("/v1/jobs", responses=ERROR_RESPONSES)
+async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100),
+                    owner: Owner = Depends(caller)) -> JSONResponse:
+    """The caller's own jobs, newest first (an admin key's too: see docs/security.md)."""
+    jobs = await run_in_threadpool(job_service(request).list, owner, limit)
+    return JSONResponse({"object": "list", "data": [job_view(j) for j in jobs]})
 
 
-@router.get("/v1/jobs/{job_id}")
-async def get_job(request: Request, job_id: str) -> JSONResponse:
-    api = services(request)
-    with api.metrics.track("/v1/jobs/{id}"):
-        owner = caller(request)
-        job = await run_in_threadpool(job_service(request).get, job_id, owner)
-        if job is None:
-            raise _not_found(job_id)
-        return JSONResponse(job_view(job))
+@router.get("/v1/jobs/{job_id}", responses=READ_RESPONSES)
+async def get_job(request: Request, job_id: str, owner: Owner = Depends(caller)) -> JSONResponse:
+    return JSONResponse(job_view(await _own_job(request, job_id, owner)))
 
 
-@router.delete("/v1/jobs/{job_id}")
-async def cancel_job(request: Request, job_id: str) -> JSONResponse:
+@router.delete("/v1/jobs/{job_id}", responses=READ_RESPONSES)
+async def cancel_job(request: Request, job_id: str, owner: Owner = Depends(caller)) -> JSONResponse:
     """Cancel a queued or running job (a running file stops at its next segment); delete a finished one."""
-    api = services(request)
-    with api.metrics.track("/v1/jobs/{id}"):
-        owner = caller(request)
-        service = job_service(request)
-        job = await run_in_threadpool(service.get, job_id, owner)
-        if job is None:
-            raise _not_found(job_id)
-        if job.finished:
-            await run_in_threadpool(service.delete, job_id, owner)
-            return JSONResponse({"id": job_id, "object": "transcription.job", "deleted": True})
-        job = await run_in_threadpool(service.cancel, job_id, owner)
-        if job is None:
-            raise _not_found(job_id)
-        return JSONResponse(job_view(job))
+    service = job_service(request)
+    job = await _own_job(request, job_id, owner)
+    if job.finished:
+        await run_in_threadpool(service.delete, job_id, owner)
+        return JSONResponse({"id": job_id, "object": "transcription.job", "deleted": True})
+    job = await run_in_threadpool(service.cancel, job_id, owner)
+    if job is None:
+        raise _not_found(job_id)
+    return JSONResponse(job_view(job))
 
 
-@router.get("/v1/jobs/{job_id}/result")
+@router.get("/v1/jobs/{job_id}/result", responses={
+    200: {"description": "One file's result in `response_format`; a zip of every file's for several.",
+          "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}},
+                      "text/vtt": {"schema": {"type": "string"}}, "application/zip": {"schema": {"type": "string"}}}},
+    **READ_RESPONSES, 409: error_response("The job has not finished, or the file has no result.")})
 async def job_result(request: Request, job_id: str, response_format: str | None = None,
-                     file: int | None = None) -> Response:
+                     file: int | None = Query(None, ge=0), owner: Owner = Depends(caller)) -> Response:
     """One file's result in `response_format` (the job's own by default); a zip of every file's for several."""
-    api = services(request)
-    with api.metrics.track("/v1/jobs/{id}/result"):
-        owner = caller(request)
-        service = job_service(request)
-        job = await run_in_threadpool(service.get, job_id, owner)
-        if job is None:
-            raise _not_found(job_id)
-        fmt = response_format or job.options.get("response_format", "json")
-        if fmt not in RESPONSE_FORMATS:
-            raise bad_request(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not '{fmt}'.",
-                              param="response_format")
-        if not job.finished:
-            done = job.counts()["done"]
-            raise APIError(409, f"The job is {job.state} ({done} of {len(job.files)} files done); its result is "
-                           f"ready when it finishes.", code="job_not_finished", outcome="conflict")
-        if file is not None or len(job.files) == 1:
-            index = 0 if file is None else file
-            if not 0 <= index < len(job.files):
-                raise bad_request(f"file must be between 0 and {len(job.files) - 1}.", param="file")
-            result = await run_in_threadpool(service.result, job, index)
-            if result is None:
-                record = job.files[index]
-                reason = record.error or job.error or f"the file was {record.state}"
-                raise APIError(409, f"No result for file {index} ({record.name}): {reason}", code="no_result",
-                               outcome="conflict")
-            response = render(result, fmt, frozenset(job.options.get("granularities") or []))
-            response.headers.update(PRIVATE)
-            return response
+    service = job_service(request)
+    job = await _own_job(request, job_id, owner)
+    fmt = response_format or job.options.get("response_format", "json")
+    if fmt not in RESPONSE_FORMATS:
+        raise bad_request(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not '{fmt}'.",
+                          param="response_format")
+    if not job.finished:
+        done = job.counts()["done"]
+        raise APIError(409, f"The job is {job.state} ({done} of {len(job.files)} files done); its result is "
+                       f"ready when it finishes.", code="job_not_finished", outcome="conflict")
+    if file is None and len(job.files) > 1:
         return await run_in_threadpool(_zip, service, job, fmt)
-
-
-def _named_files(settings: Settings, paths: list[str], urls: list[str], downloads: list[Path]) -> list[Upload]:
-    """Server files (JOB_ALLOWED_DIRS) and URLs (JOB_URL_HOSTS) a job names; downloads are listed in `downloads`."""
-    named = [Upload(Path(p).name, server_file(p, allowed_dirs(settings.job_allowed_dirs))) for p in paths]
-    for url in urls:
-        downloads.append(download(url, settings.job_url_hosts, int(settings.job_max_upload_mb * 2**20),
-                                  settings.jobs_dir / "downloads"))
-        named.append(Upload(url_name(url), downloads[-1]))
-    return named
+    index = file or 0
+    if index >= len(job.files):
+        raise bad_request(f"file must be between 0 and {len(job.files) - 1}.", param="file")
+    result = await run_in_threadpool(service.result, job, index)
+    if result is None:
+        record = job.files[index]
+        reason = record.error or job.error or f"the file was {record.state}"
+        raise APIError(409, f"No result for file {index} ({record.name}): {reason}", code="no_result",
+                       outcome="conflict")
+    response = render(result, fmt, frozenset(job.options.get("granularities") or []))
+    response.headers.update(PRIVATE)
+    return response
 
 
 def _zip(service: JobService, job: Job, fmt: str) -> Response:

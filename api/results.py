@@ -1,8 +1,9 @@
-"""`GET /v1/results` (the caller's stored results; an admin key: everyone's) and
-`GET /v1/results/{id}/{name}` (one file of one): the same store and the same rule as the UI's downloads.
+"""`GET /v1/results` (the caller's own stored results) and `GET /v1/results/{id}/{name}` (one file of one):
+the same store and the same rule as the UI's downloads.
 
 Who the caller is comes from `results.ResultAccess.owner_of`: an admin key, an API key, else the owner cookie a
-browser holds. Another caller's result is a 404, exactly like a name that does not exist.
+browser holds. Another caller's result is a 404, exactly like a name that does not exist; an admin key reads any
+result by its id. Listing is the same rule as `GET /v1/jobs`: everyone, admins included, lists their own.
 """
 
 from __future__ import annotations
@@ -10,22 +11,22 @@ from __future__ import annotations
 import datetime as dt
 import mimetypes
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from results import Owner, Result, ResultAccess, ResultNotFound
 
 from .errors import APIError
+from .openapi import ERROR_RESPONSES, NOT_FOUND
+from .routing import ServiceRoute, require_key
 
-router = APIRouter()
+router = APIRouter(route_class=ServiceRoute, dependencies=[Depends(require_key)])
 MAX_LISTED = 200
 # Transcripts are private: no shared cache keeps them, no browser sniffs them into HTML.
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def _caller(request: Request) -> tuple[ResultAccess, Owner]:
-    api = request.app.state.api
-    api.keys.check(request.headers.get("authorization"))
     access: ResultAccess = request.app.state.results
     owner = access.owner_of(request.headers)
     if owner is None:  # only without the middleware (which gives every request an owner cookie)
@@ -54,24 +55,22 @@ def describe(result: Result, owner: Owner) -> dict:
     return body
 
 
-@router.get("/v1/results")
+@router.get("/v1/results", responses=ERROR_RESPONSES)
 async def list_results(request: Request) -> JSONResponse:
-    api = request.app.state.api
-    with api.metrics.track("/v1/results"):
-        access, owner = _caller(request)
-        found = access.store.list(owner, limit=MAX_LISTED)
-        return JSONResponse({"object": "list", "data": [describe(r, owner) for r in found]}, headers=PRIVATE)
+    access, owner = _caller(request)
+    found = access.store.list(owner, limit=MAX_LISTED, own_only=True)
+    return JSONResponse({"object": "list", "data": [describe(r, owner) for r in found]}, headers=PRIVATE)
 
 
-@router.get("/v1/results/{result_id}/{name}")
+@router.get("/v1/results/{result_id}/{name}", response_class=FileResponse, responses={
+    200: {"description": "The file, as an attachment.", "content": {"application/octet-stream": {}}},
+    **ERROR_RESPONSES, **NOT_FOUND})
 async def get_result_file(result_id: str, name: str, request: Request) -> FileResponse:
-    api = request.app.state.api
-    with api.metrics.track("/v1/results/{id}/{name}"):
-        access, owner = _caller(request)
-        try:
-            path = access.store.file(result_id, name, owner)
-        except ResultNotFound:
-            raise _not_found() from None
-        media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media_type, filename=name, content_disposition_type="attachment",
-                            headers=PRIVATE)
+    access, owner = _caller(request)
+    try:
+        path = access.store.file(result_id, name, owner)
+    except ResultNotFound:
+        raise _not_found() from None
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media_type, filename=name, content_disposition_type="attachment",
+                        headers=PRIVATE)

@@ -4,11 +4,14 @@
     data: {"type": "transcript.text.done", "text": "...", "usage": {"type": "duration", "seconds": 120}}
 
 One `transcript.text.delta` per speech segment as soon as the model has decoded it, in time order
-(`asr.segments`): its words, unpunctuated, with `start` and `end` (seconds into the audio, our addition) so a
-client can show how far a long file has got. The punctuation model reads the whole text, so punctuation comes
-with `transcript.text.done`, whose `text` is exactly the non-streamed response's text. A failure after the
-stream has begun is an `error` event in OpenAI's error shape; input errors and a full server are ordinary
-HTTP errors, since the audio is decoded and checked before the stream starts.
+(`asr.segments`), with `start` and `end` (seconds into the audio, our addition) so a client can show how far a long
+file has got. Each delta is final: the segment's words punctuated on their own (`SpeechSegment.written`), with a
+space before it where two Latin words meet. `transcript.text.done`'s `text` is exactly the deltas joined, so a
+client that appends deltas shows the final text, character for character. The non-streamed response punctuates
+the whole text at once and may differ from it at segment boundaries (a comma where a segment ends, say).
+
+A failure after the stream has begun is an `error` event in OpenAI's error shape; input errors and a full server
+are ordinary HTTP errors, since the audio is decoded and checked before the stream starts.
 
 The transcription runs in a worker thread that owns the request's admission place until it ends. A client
 that goes away stops it at the next segment: the model is freed without finishing a file nobody reads.
@@ -81,14 +84,14 @@ async def _events(events: asyncio.Queue[tuple[str, Any]], gone: threading.Event,
         while True:
             kind, value = await events.get()
             if kind == "segment":
-                if not value.text:
+                if not value.written:
                     continue
-                delta = (" " if needs_space(written, value.text) else "") + value.text
+                delta = (" " if needs_space(written, value.written) else "") + value.written
                 written += delta
                 yield _event({"type": "transcript.text.delta", "delta": delta, "start": round(value.start, 3),
                               "end": round(value.end, 3)})
             elif kind == "done":
-                yield _event(done_event(value))
+                yield _event(done_event(value, written))
                 return
             else:
                 yield _event(_error_event(value, lang))
@@ -97,8 +100,9 @@ async def _events(events: asyncio.Queue[tuple[str, Any]], gone: threading.Event,
         gone.set()  # the client left, or the stream is over: either way no one reads further segments
 
 
-def done_event(result: Transcription) -> dict:
-    return {"type": "transcript.text.done", "text": result.text,
+def done_event(result: Transcription, written: str) -> dict:
+    """The last event: `written`, the deltas joined (see the module's docstring), and the audio's duration."""
+    return {"type": "transcript.text.done", "text": written,
             "usage": {"type": "duration", "seconds": math.ceil(result.duration)}}
 
 

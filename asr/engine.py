@@ -113,6 +113,15 @@ class ModelSpec:
     spk: str | None = None
 
 
+def model_name(source: str | None) -> str | None:
+    """What a model is called where anyone may read it: a hub id as it is, a local folder by its name only
+    (its full path says how the server is laid out, which only the log and admins get)."""
+    if not source:
+        return source
+    path = Path(source).expanduser()
+    return path.name if path.is_absolute() or path.exists() else source
+
+
 class Engine:
     """Load once with `load()`, then call `transcribe()` from any thread."""
 

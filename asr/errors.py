@@ -8,9 +8,11 @@ service's message catalogue (`messages`), keyed by the code. The UI and the API 
 from __future__ import annotations
 
 from pathlib import PurePath
-from messages import MESSAGES, Lang, message
+from messages import MESSAGES, Lang, message, preferred_language
 
-__all__ = ["MESSAGES", "Lang", "message"]  # re-exported: callers that render a catalogue key
+# Re-exported: callers that render a catalogue key.
+__all__ = ["MESSAGES", "Lang", "message", "preferred_language"]
+
 
 class ASRError(Exception):
     """Base class: `message(lang)` is a complete, human-readable explanation; `str(error)` is the English one."""

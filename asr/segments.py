@@ -10,7 +10,8 @@ makes batches exact, and on CPU FunASR decodes one segment per call anyway), so 
 and punctuation are those of the same file transcribed without reporting.
 
 The order of work is: FunASR runs the VAD (seen here), asks for its first batch of segments (here every
-segment is decoded, in time order), then for the rest (answered from what was decoded), then punctuates.
+segment is decoded, in time order, and punctuated on its own for the listener), then for the rest (answered
+from what was decoded), then punctuates the whole text.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ import numpy as np
 @dataclass(frozen=True)
 class SpeechSegment:
     """One VAD segment once decoded: its place in the file (`index` of `count`, 0 = first), its start and end in
-    seconds, and its words, unpunctuated.
+    seconds, its words unpunctuated, and the same words as the punctuation model writes them for this segment alone.
 
-    `text` is written as the final text writes words: Chinese characters joined, Latin words spaced. The
-    punctuation model needs the whole text, so it comes only with the final result.
+    `text` is written as the final text writes words: Chinese characters joined, Latin words spaced. The final
+    result is punctuated over the whole text, so its punctuation can differ from `punctuated`'s at segment
+    boundaries; a caller that shows text as it comes (stream=true) uses `punctuated` and joins the pieces itself.
+    `punctuated` is `text` when the engine runs without a punctuation model.
     """
 
     index: int
@@ -40,6 +43,12 @@ class SpeechSegment:
     start: float
     end: float
     text: str
+    punctuated: str = ""
+
+    @property
+    def written(self) -> str:
+        """The segment as a streamed transcript shows it: punctuated when a punctuation model ran."""
+        return self.punctuated or self.text
 
 
 SegmentListener = Callable[[SpeechSegment], None]
@@ -88,17 +97,25 @@ def install_segment_reporting(automodel: Any) -> None:
             return found
         if model is automodel.model and state.speech_input is not None:
             if state.results is None:
-                state.results = _decode_in_time_order(state, inference, model, kwargs, cfg)
+                state.results = _decode_in_time_order(state, inference, model, kwargs, cfg, punctuate)
             keys = [_content_key(x) for x in input]
             if all(k in state.results for k in keys):
                 return [copy.deepcopy(state.results[k]) for k in keys]
         return inference(input, input_len=input_len, model=model, kwargs=kwargs, key=key, **cfg)
 
+    def punctuate(text: str, cfg: dict) -> str:
+        # The punctuation model as FunASR runs it on the whole text, here on one segment's words (the model lock
+        # is held: this is inside the transcription's generate()).
+        if getattr(automodel, "punc_model", None) is None:
+            return text
+        found = inference(text, model=automodel.punc_model, kwargs=automodel.punc_kwargs, **cfg)
+        return str(found[0].get("text") or "") if found else ""
+
     automodel.inference = inference_in_time_order
 
 
 def _decode_in_time_order(state: _Reporting, inference: Callable[..., Any], model: Any, kwargs: dict,
-                          cfg: dict) -> dict[bytes, dict]:
+                          cfg: dict, punctuate: Callable[[str, dict], str]) -> dict[bytes, dict]:
     from funasr.utils.load_utils import load_audio_text_image_video
     from funasr.utils.vad_utils import slice_padding_audio_samples
 
@@ -113,8 +130,9 @@ def _decode_in_time_order(state: _Reporting, inference: Callable[..., Any], mode
         answer = inference(pieces, input_len=None, model=model, kwargs=kwargs, **cfg)
         result = answer[0] if answer else {"text": ""}
         results[_content_key(pieces[0])] = result
+        words = written_words(str(result.get("text") or ""))
         state.listener(SpeechSegment(index=index, count=count, start=segment[0] / 1000.0, end=segment[1] / 1000.0,
-                                     text=written_words(str(result.get("text") or ""))))
+                                     text=words, punctuated=punctuate(words, cfg) if words else ""))
     return results
 
 

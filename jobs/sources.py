@@ -8,6 +8,7 @@
 
 Both are off by default (empty settings): a job that names one is refused with a 400 that says which setting.
 Either way the file is copied into JOBS_DIR like an upload, so the job survives the source going away.
+`submit_named` does all of it for a submission: the request handler only passes the names on.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from .callbacks import allowed_hosts, url_refusal
-from .service import JobError
+from .records import Job
+from .service import JobError, JobService, Reader, Upload
 
 DOWNLOAD_TIMEOUT_S = 60.0
 
@@ -75,3 +78,22 @@ def download(url: str, hosts_setting: str, max_bytes: int, folder: Path) -> Path
 
 def url_name(url: str) -> str:
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or "download"
+
+
+def submit_named(service: JobService, owner: Reader | str, uploads: list[Upload], *, paths: list[str],
+                 urls: list[str], **options: Any) -> Job:
+    """`service.submit` for the uploads plus the server files (JOB_ALLOWED_DIRS) and URLs (JOB_URL_HOSTS) a job
+    names; JobError when one is not allowed or cannot be fetched. Blocking: downloads run here, and are removed
+    once submit has copied them into JOBS_DIR (or refused them)."""
+    s = service.settings
+    dirs = allowed_dirs(s.job_allowed_dirs)
+    named = [Upload(Path(p).name, server_file(p, dirs)) for p in paths]
+    downloads: list[Path] = []
+    try:
+        for url in urls:
+            downloads.append(download(url, s.job_url_hosts, int(s.job_max_upload_mb * 2**20), s.jobs_dir / "downloads"))
+            named.append(Upload(url_name(url), downloads[-1]))
+        return service.submit(owner, [*uploads, *named], **options)
+    finally:
+        for downloaded in downloads:
+            downloaded.unlink(missing_ok=True)

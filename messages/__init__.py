@@ -54,6 +54,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "cancelled": ("任务已取消", "the job was cancelled"),
     "client_gone": ("客户端已断开，识别已停止", "the client went away, so the transcription was stopped"),
     "internal": ("识别时出现内部错误，已记录在服务器日志中", "an internal error occurred; it has been logged"),
+    # HTTP API: keys and services a server may run without
+    "missing_api_key": ("缺少 API 密钥：请发送请求头 'Authorization: Bearer <密钥>'",
+                        "missing API key: send the header 'Authorization: Bearer <key>'"),
+    "invalid_api_key": ("API 密钥无效", "invalid API key"),
+    "no_owner": ("请发送 API 密钥，或保留本服务设置的 owner cookie",
+                 "send an API key or keep the owner cookie this service sets"),
+    "jobs_disabled": ("本服务器未开放后台任务", "jobs are not available on this server"),
 }
 
 
@@ -62,3 +69,28 @@ def message(key: str, lang: Lang = "en", **params: object) -> str:
     zh, en = MESSAGES[key]
     text = zh if lang == "zh" else en
     return text.format(**params) if params else text
+
+
+def preferred_language(header: str | None, default: Lang) -> Lang:
+    """The language an `Accept-Language` header prefers among Chinese and English, by its q-values
+    (`en;q=0.1,zh;q=0.9` is Chinese); `default` when it names neither (or only with q=0)."""
+    best: tuple[float, int, Lang] | None = None
+    for position, entry in enumerate((header or "").split(",")):
+        tag, *params = [part.strip() for part in entry.split(";")]
+        tag = tag.lower()
+        lang: Lang | None = "zh" if tag.startswith("zh") else "en" if tag.startswith("en") else None
+        if lang is None:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0  # a malformed weight counts as no preference
+        if not 0.0 < quality <= 1.0:
+            continue
+        if best is None or quality > best[0]:  # on a tie the one listed first wins
+            best = (quality, position, lang)
+    return best[2] if best else default

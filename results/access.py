@@ -75,6 +75,8 @@ class UploadOwners:
         self.upload_dir = Path(upload_dir)
 
     def contains(self, path: str | os.PathLike[str]) -> bool:
+        if "\x00" in os.fspath(path):
+            return False
         lexical = Path(os.path.abspath(path))
         roots = {self.upload_dir.resolve(), Path(os.path.abspath(self.upload_dir))}
         return any(p.is_relative_to(r) and p != r for p in (lexical, lexical.resolve()) for r in roots)
@@ -132,10 +134,11 @@ class ResultAccess:
         self._admin_keys = _keys(admin_keys)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ResultAccess:
+    def from_settings(cls, settings: Settings, upload_dir: Path | None = None) -> ResultAccess:
+        """`upload_dir`: the folder Gradio stores uploads in (app.py's `gradio_upload_dir`); TEMP_DIR by default."""
         return cls(ResultStore(settings.output_dir), api_keys=settings.api_keys,
                    admin_keys=settings.admin_api_keys, retention_h=settings.output_retention_h,
-                   upload_dir=settings.temp_dir)  # app.py makes it Gradio's upload folder (GRADIO_TEMP_DIR)
+                   upload_dir=upload_dir or settings.temp_dir)
 
     def may_use_upload(self, path: str | os.PathLike[str], owner: Owner | None) -> bool:
         """May `owner` fetch this file, or give it to the model as input? (See `UploadOwners.allows`.)"""
@@ -191,6 +194,10 @@ class ResultsMiddleware:
             headers = Headers(scope=scope)
             extra.append((b"set-cookie", _set_cookie(token, secure=_is_https(scope, headers)).encode()))
         target = file_route_target(scope["path"]) if scope["method"] in ("GET", "HEAD") else None
+        if target is not None and "\x00" in target:  # no file has such a name: not a server error, not a log line
+            logger.debug("file route with a NUL byte refused")
+            await _not_found(send, extra)
+            return
         if target is not None:
             located = self.access.store.locate(target)
             uploads = self.access.uploads

@@ -149,8 +149,9 @@ class ResultStore:
             raise ResultNotFound(result_id) from None
         return path
 
-    def list(self, reader: Owner, *, kind: str | None = None, limit: int = 50) -> list[Result]:
-        """`reader`'s results (an admin's: everyone's), newest first."""
+    def list(self, reader: Owner, *, kind: str | None = None, limit: int = 50, own_only: bool = False
+             ) -> list[Result]:
+        """`reader`'s results (an admin's: everyone's, unless `own_only`), newest first."""
         if not self.root.is_dir():
             return []
         found = []
@@ -158,7 +159,7 @@ class ResultStore:
             if not is_result_id(entry.name) or (kind and not entry.name.startswith(kind + "-")):
                 continue
             result = self._load(entry.name)
-            if result is not None and reader.may_read(result.owner):
+            if result is not None and (result.owner == reader.id if own_only else reader.may_read(result.owner)):
                 found.append(result)
         found.sort(key=lambda r: r.created, reverse=True)
         return found[:limit]
@@ -166,7 +167,9 @@ class ResultStore:
     def locate(self, path: str | os.PathLike[str]) -> tuple[str, str] | None:
         """For a path inside the root, (result id, file name) as far as the path gives them ("" when it
         stops short); None for a path outside the root. Lexical and resolved forms are both checked, so
-        neither `..` nor a symbolic link gets a path past this."""
+        neither `..` nor a symbolic link gets a path past this. A path with a NUL byte names no file: None."""
+        if "\x00" in os.fspath(path):
+            return None
         roots = {self.root.resolve(), Path(os.path.abspath(self.root))}
         lexical = Path(os.path.abspath(path))
         for candidate in (lexical, lexical.resolve()):

@@ -198,7 +198,7 @@ def test_health_reports_batching_and_never_fails_before_a_load(tiny_models, tmp_
     broken = Engine(broken_settings.engine_config())
     with pytest.raises(Exception):
         broken.load()
-    code, body = health_payload(broken_settings, broken, 0.0)
+    code, body = health_payload(broken_settings, broken, 0.0, admin=True)  # the operator sees why
     assert code == 503 and body["status"] == "error" and "no-such-model" in body["detail"]
     assert body["batching"] is None
 

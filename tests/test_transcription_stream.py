@@ -1,5 +1,5 @@
 """`stream=true` on /v1/audio/transcriptions: OpenAI's server-sent events, one delta per speech segment in time
-order (`asr.segments`, `api.transcription_stream`), and a final text equal to the non-streamed one."""
+order (`asr.segments`, `api.transcription_stream`), each final, and a done text that is exactly the deltas joined."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def vad_segments(vad_dir: Path, samples: np.ndarray) -> list[tuple[float, float]
     return [(s / 1000, e / 1000) for s, e in vad.generate(input=samples)[0]["value"]]
 
 
+def words_of(text: str) -> str:
+    """The recognised units of a text, without punctuation, spaces, <unk> or letter case."""
+    return re.sub(r"[\s，。？！、；：,.?!;:]+", "", text.replace("<unk>", "")).casefold()
+
+
 def sse_events(body: str) -> list[dict]:
     return [json.loads(line[len("data: "):]) for line in body.splitlines() if line.startswith("data: ")]
 
@@ -60,9 +65,11 @@ def test_segments_come_in_time_order_each_right_after_its_decode(engine: Engine,
     # The k-th report comes right after the k-th model call, not once the file is done.
     assert [made for made, _ in seen] == list(range(1, len(truth) + 1))
     assert len(calls) == len(truth)
-    # The reported words, in order, are the words of the final text.
+    # The reported words, in order, are the words of the final text; each segment is punctuated on its own.
     assert plain.words
     assert "".join(s.text for s in segments).replace(" ", "") == "".join(w.text for w in plain.words)
+    assert all(words_of(s.written) == words_of(s.text) for s in segments)
+    assert any(s.written != s.text for s in segments)
 
 
 def test_a_streamed_and_a_plain_request_batched_together_get_their_alone_results(tiny_models, tmp_path, long_wav: Path,
@@ -106,11 +113,14 @@ def test_openai_client_streams_deltas_then_the_non_streamed_text(server: Server,
     with open(long_wav, "rb") as f:
         plain = client.audio.transcriptions.create(model="seaco-paraformer", file=f, response_format="verbose_json",
                                                    timestamp_granularities=["word"])
-    assert done is not None and done.text == plain.text
     assert len(deltas) > 5
     starts = [d.start for d in deltas]
     assert starts == sorted(starts) and all(d.start < d.end <= 120.0 + 1e-3 for d in deltas)
-    assert "".join(d.delta for d in deltas).replace(" ", "") == "".join(w.word for w in plain.words)
+    # A client that appends the deltas shows the final text exactly: punctuation, spaces, <unk>, letter case.
+    assert done is not None and "".join(d.delta for d in deltas) == done.text
+    assert any(p in done.text for p in "，。？、") and "<unk>" in done.text  # punctuated as it came
+    # The same words as the non-streamed text; only the punctuation is decided per segment.
+    assert words_of(done.text) == words_of(plain.text) == "".join(w.word for w in plain.words).casefold()
 
 
 def test_stream_as_text_and_bad_requests(server: Server, tmp_path: Path) -> None:
@@ -123,7 +133,8 @@ def test_stream_as_text_and_bad_requests(server: Server, tmp_path: Path) -> None
     assert streamed.headers["x-accel-buffering"] == "no"
     events = sse_events(streamed.text)
     assert events[-1]["type"] == "transcript.text.done"
-    assert events[-1]["text"] == post().json()["text"]
+    assert events[-1]["text"] == "".join(e["delta"] for e in events[:-1])
+    assert words_of(events[-1]["text"]) == words_of(post().json()["text"])
     assert events[-1]["usage"]["type"] == "duration"
 
     for data, param in [(dict(response_format="srt"), "stream"), (dict(diarize="true"), "stream"),

@@ -11,7 +11,8 @@ from config.settings import Settings
 from results import ResultAccess
 from jobs import JobService
 
-from .batch import create_batch_tab
+from .batch import create_batch_tab, table_headers
+from .common import localise_tables, sentence_headers
 from .i18n import build_i18n, gradio_notices_head, t
 from .jobs import BatchJobInputs, attach_batch_jobs
 from .live import create_live_tab
@@ -36,7 +37,7 @@ def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = N
         gr.Markdown(t("title"))
         gr.Markdown(t("subtitle"))
         with gr.Tabs() as tabs:
-            create_single_tab(engine, settings, access)
+            sentences = create_single_tab(engine, settings, access)
             batch = create_batch_tab(engine, settings, access, blocks, job_button=jobs is not None)
             if jobs is not None:
                 inputs = BatchJobInputs(batch["files"], batch["hotwords"], batch["batch_size"], batch["job_button"],
@@ -45,6 +46,7 @@ def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = N
             if settings.enable_live_tab:
                 create_live_tab(engine, settings, access)
             create_sysinfo_tab(engine, settings, blocks)
+        localise_tables(blocks, [(sentences, sentence_headers), (batch["table"], table_headers)])
     # What mount_gradio_app(i18n=...) sets; attached here too so a mount without it still speaks both languages.
     blocks.i18n_instance = build_i18n()
     return blocks

@@ -209,4 +209,4 @@ def create_batch_tab(engine: Engine, settings: Settings, access: ResultAccess, b
     refresh.click(earlier_batches, None, [history, history_files], api_name="batch_history", queue=False)
     blocks.load(earlier_batches, None, [history, history_files], queue=False, api_visibility="private")
     return {"files": files, "hotwords": words, "batch_size": batch, "status": status, "job_button": submit_job,
-            "speakers": speakers, "num_speakers": num_speakers}
+            "speakers": speakers, "num_speakers": num_speakers, "table": table}

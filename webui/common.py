@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -18,7 +19,7 @@ from results import Owner, ResultAccess
 
 from asr.speakers import MAX_SPEAKERS
 
-from .i18n import t, tr
+from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,22 @@ def details_markdown(result: Transcription, lang: str) -> str:
 def sentence_headers(lang: str, with_speakers: bool = False) -> list[str]:
     speaker = [tr("col_speaker", lang)] if with_speakers else []
     return [tr("col_start", lang), tr("col_end", lang), *speaker, tr("col_text", lang)]
+
+
+def empty_tables(lang: str, headers: list) -> list[dict[str, list]]:
+    """Empty tables with their headers in `lang`: what a page shows before its first result.
+
+    A Dataframe's headers are not `gr.I18n` keys, so the browser cannot translate them itself; `localise_tables`
+    sends them in the request's language when the page loads."""
+    return [{"headers": make(lang), "data": []} for make in headers]
+
+
+def localise_tables(blocks: gr.Blocks, tables: list[tuple[gr.Dataframe, Any]]) -> None:
+    """On page load, give each (table, headers(lang)) its headers in the browser's language."""
+    def load(request: gr.Request) -> list[dict[str, list]]:
+        return empty_tables(lang_of(request), [make for _, make in tables])
+
+    blocks.load(load, None, [table for table, _ in tables], queue=False, api_visibility="private")
 
 
 def sentence_rows(result: Transcription) -> list[list[object]]:

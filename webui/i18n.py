@@ -14,7 +14,7 @@ import logging
 
 import gradio as gr
 
-from messages import Lang
+from messages import Lang, preferred_language
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +152,11 @@ def t(key: str) -> gr.i18n.I18nData:
 
 
 def lang_of(request: gr.Request | None) -> Lang:
-    """'en' when the browser's first language is English, else 'zh' (the default)."""
+    """'en' when the browser prefers English to Chinese (Accept-Language, q-values read), else 'zh' (the default)."""
     header = ""
     if request is not None and request.headers is not None:
         header = request.headers.get("accept-language", "") or ""
-    first = header.split(",")[0].split(";")[0].strip().lower()
-    return "en" if first.startswith("en") else "zh"
+    return preferred_language(header, "zh")
 
 
 def tr(key: str, lang: str, **values: object) -> str:

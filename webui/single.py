@@ -47,7 +47,8 @@ def transcribe_file(engine: Engine, settings: Settings, access: ResultAccess, pa
             [str(p) for p in files])
 
 
-def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) -> None:
+def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) -> gr.Dataframe:
+    """The tab; returns its sentence table (its headers follow the browser's language, see `localise_tables`)."""
     with gr.Tab(t("tab_single"), id="single"):
         with gr.Row():
             with gr.Column(scale=1):
@@ -76,3 +77,4 @@ def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) 
 
     button.click(run, [audio, words, batch, speakers, num_speakers], [text, confidence, details, sentences, downloads],
                  api_name="transcribe", concurrency_id="model")
+    return sentences

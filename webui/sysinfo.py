@@ -13,7 +13,8 @@ import gradio as gr
 import psutil
 
 from asr.device import device_report
-from asr.engine import Engine
+from asr.engine import Engine, model_name
+from messages import message
 from asr.gpu import gpu_info
 from config.settings import Settings
 
@@ -43,17 +44,22 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def system_info(engine: Engine, settings: Settings) -> dict[str, Any]:
+def system_info(engine: Engine, settings: Settings, lang: str = "en") -> dict[str, Any]:
     """Everything the tab shows, as plain data (also the `system_info` API endpoint's answer)."""
+    zh = lang == "zh"
     import torch
 
     info = engine.info()
     memory = psutil.virtual_memory()
     gpus = gpu_info()
     device = device_report(settings.device, info["device"], info["backend"])
+    # Anyone with the UI reads this: models by id or folder name, a load failure in the catalogue's words (the
+    # paths and the error itself are in the log, and in /health for an admin key).
     return {
-        "model": info["model"], "vad_model": info["vad_model"], "punc_model": info["punc_model"],
-        "model_state": info["state"], "model_load_s": info["load_seconds"], "load_error": info["load_error"],
+        "model": model_name(info["model"]), "vad_model": model_name(info["vad_model"]),
+        "punc_model": model_name(info["punc_model"]), "model_state": info["state"],
+        "model_load_s": info["load_seconds"],
+        "load_error": message("model_not_ready.failed", "zh" if zh else "en") if info["load_error"] else None,
         "device": info["device"], "device_requested": settings.device, "device_name": device["name"],
         "backend": info["backend"], "gpu_warning": device["warning"],
         "cuda_available": device["cuda_available"], "cuda_version": torch.version.cuda,
@@ -132,8 +138,9 @@ def create_sysinfo_tab(engine: Engine, settings: Settings, blocks: gr.Blocks) ->
             raw = gr.JSON()
 
     def refresh(request: gr.Request) -> tuple[str, dict[str, Any]]:
-        data = system_info(engine, settings)
-        return info_markdown(data, lang_of(request)), data
+        lang = lang_of(request)
+        data = system_info(engine, settings, lang)
+        return info_markdown(data, lang), data
 
     # Not queued: the numbers matter most when the queue is full, and this never touches the model.
     button.click(refresh, None, [table, raw], api_name="system_info", queue=False)

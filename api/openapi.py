@@ -1,0 +1,88 @@
+"""What `/openapi.json` says about the API beyond what FastAPI infers: the multipart bodies the upload
+dependencies read (`api.uploads`), and the error answers (OpenAI's shape) each route can give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asr.speakers import MAX_SPEAKERS
+
+ERROR_BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}},
+    }},
+}
+
+
+def error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR_BODY}}}
+
+
+#: Every API route: a request FastAPI cannot read (400), a missing or wrong key (401), a failure (500).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: error_response("The request is not valid (OpenAI's error shape; `code` says why)."),
+    401: error_response("API_KEYS is set and the request has no valid `Authorization: Bearer <key>`."),
+    500: error_response("An internal error; its details are in the server's log, never in the answer."),
+}
+NOT_FOUND = {404: error_response("No such record, or not the caller's (the two answer the same).")}
+BUSY = {503: error_response("The model is not ready or the service is full; `Retry-After` says when to try again.")}
+TRANSCRIPTION_RESPONSES = {
+    200: {"description": "The transcript in `response_format` (JSON, plain text, SRT or WebVTT), or with "
+                         "`stream=true` server-sent events.",
+          "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}},
+                      "text/vtt": {"schema": {"type": "string"}}, "text/event-stream": {"schema": {"type": "string"}}}},
+    **ERROR_RESPONSES,
+    413: error_response("The file is over MAX_UPLOAD_MB."),
+    **BUSY,
+}
+JOB_RESPONSES = {
+    **ERROR_RESPONSES,
+    413: error_response("The upload is over JOB_MAX_FILES x JOB_MAX_UPLOAD_MB."),
+    429: error_response("This key has JOB_MAX_QUEUED_PER_KEY jobs queued or running."),
+    **BUSY,
+}
+
+_OPTIONS: dict[str, Any] = {
+    "model": {"type": "string", "description": "Ignored: this server runs one model (OpenAI clients send it)."},
+    "language": {"type": "string", "description": "zh (or empty): the service recognises Mandarin only."},
+    "prompt": {"type": "string", "description": "Read as hotwords when `hotwords` is absent."},
+    "hotwords": {"type": "string", "description": "Words to favour, separated by spaces, commas or new lines; "
+                                                  "empty for none."},
+    "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"], "default": "json"},
+    "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]},
+                                  "description": "With response_format=verbose_json."},
+    "diarize": {"type": "boolean", "description": "Label each sentence's speaker (needs ENABLE_SPK)."},
+    "num_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS,
+                     "description": "How many speakers, when known (implies diarize)."},
+}
+
+
+def _multipart(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+TRANSCRIPTION_BODY = _multipart({
+    "type": "object",
+    "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "The audio or video file."},
+                   **_OPTIONS,
+                   "stream": {"type": "boolean", "description": "Server-sent events as segments are decoded "
+                                                               "(json or text formats, no speakers)."}},
+})
+JOB_BODY = _multipart({
+    "type": "object",
+    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                            "description": "The audio files (repeat the field); or name them by `path` or `url`."},
+                   "path": {"type": "array", "items": {"type": "string"},
+                            "description": "A file on the server under JOB_ALLOWED_DIRS."},
+                   "url": {"type": "array", "items": {"type": "string"},
+                           "description": "An http(s) URL on one of JOB_URL_HOSTS."},
+                   "callback_url": {"type": "string", "description": "POSTed the job when it ends "
+                                                                     "(JOB_CALLBACK_HOSTS)."},
+                   **_OPTIONS},
+})
