@@ -29,6 +29,7 @@ from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountEr
 from .features import install_piecewise_fbank
 from .heap import HeapTrimmer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
+from .progress import install_checkpoints
 from .segments import SegmentListener, install_segment_reporting, report_segments
 from .settings import Settings
 from .speakers import MAX_SPEAKERS
@@ -187,6 +188,7 @@ class Engine:
                                                    urgent_waiting=lambda: self._urgent_waiting)
                 self.batcher.install(self._model.model)
                 install_segment_reporting(self._model)
+                _install_stop_points(self._model)
                 if self.spec.spk:
                     from .speakers import SpeakerLabeller
 
@@ -517,6 +519,15 @@ def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
         return (f"could not load {', '.join(hub_ids)} from ModelScope: no network to download it? Set MODEL_DIR, "
                 f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (docs/engine.md: Models). [{detail}]")
     return f"could not load the model from {spec.asr}: check the folder is a complete model [{detail}]"
+
+
+def _install_stop_points(automodel: Any) -> None:
+    """Checkpoints where a long file spends seconds with no model call: the VAD's 60-second chunks and the
+    punctuation model's pieces (`asr.progress`), so a cancelled job stops there too."""
+    if getattr(automodel, "vad_model", None) is not None:
+        install_checkpoints(automodel.vad_model, "forward")
+    if getattr(automodel, "punc_model", None) is not None and hasattr(automodel.punc_model, "punc_forward"):
+        install_checkpoints(automodel.punc_model, "punc_forward")
 
 
 def _install_confidence_hook(model: Any) -> None:

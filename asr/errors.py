@@ -54,6 +54,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "interrupted": ("处理已中断，任务将由其他进程继续", "processing was interrupted; the job continues elsewhere"),
     "cancelled": ("任务已取消", "the job was cancelled"),
     "client_gone": ("客户端已断开，识别已停止", "the client went away, so the transcription was stopped"),
+    "storage_full": ("服务器存储空间已满，暂时无法保存文件，请稍后再试",
+                     "the server's storage is full, so the file cannot be stored now; try again later"),
     "internal": ("识别时出现内部错误，已记录在服务器日志中", "an internal error occurred; it has been logged"),
 }
 
