@@ -28,10 +28,11 @@ from asr.settings import Settings
 from jobs import Job, JobError, JobService, QueueFull
 from jobs.records import ACTIVE, FINISHED
 from jobs.service import Upload
+from jobs.storage import StorageFullError, is_storage_full
 from jobs.sources import allowed_dirs, download, server_file, url_name
 from results import Owner, ResultAccess
 
-from .errors import APIError, bad_request, from_asr_error, internal_error, too_large, unavailable
+from .errors import APIError, bad_request, from_asr_error, internal_error, language, too_large, unavailable
 from .metrics import PREFIX, Metrics
 from .routes import MULTIPART_SLACK_BYTES, RESPONSE_FORMATS, parse_form, render, services
 
@@ -77,6 +78,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "files": files,
         "runs": job.runs,
         "callback": job.callback,
+        "notice": job.notice,  # why a queued job waits: "storage_full" (it is tried again, not failed)
     }
     if job.finished and any(f.state == "done" for f in job.files):
         view["result_url"] = f"/v1/jobs/{job.id}/result"
@@ -93,6 +95,13 @@ def caller(request: Request) -> Owner:
         raise APIError(401, "Send an API key or keep the owner cookie this service sets.", code="no_owner",
                        outcome="unauthorized")
     return owner
+
+
+def _storage_full(request: Request) -> APIError:
+    """507 Insufficient Storage, in the caller's language: nothing was kept, the client may try again later."""
+    text = StorageFullError().message(language(request))
+    return APIError(507, text[:1].upper() + text[1:], type="server_error", code="storage_full", outcome="error",
+                    headers={"Retry-After": "60"})
 
 
 def _not_found(job_id: str) -> APIError:
@@ -152,13 +161,18 @@ async def create_job(request: Request) -> JSONResponse:
             param = {"callback_not_allowed": "callback_url", "path_not_allowed": "path", "path_not_found": "path",
                      "url_not_allowed": "url", "url_failed": "url"}.get(exc.code, "file")
             raise bad_request(str(exc), param=param, code=exc.code) from None
+        except StorageFullError as exc:
+            raise _storage_full(request) from None
         except ASRError as exc:
             raise from_asr_error(exc) from None
         except APIError:
             raise
         except HTTPException as exc:  # starlette's multipart parser: malformed body, too many files
             raise bad_request(f"Could not read the multipart form: {exc.detail}") from None
-        except Exception:
+        except Exception as exc:
+            if is_storage_full(exc):  # the multipart parser's temp files: a full temp dir
+                logger.warning("job submission refused: storage full (%s: %s)", type(exc).__name__, exc)
+                raise _storage_full(request) from None
             logger.exception("job submission failed")
             raise internal_error() from None
         return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})

@@ -136,8 +136,8 @@ class Settings(BaseSettings):
                                "a job whose claim lapses (its process died) is taken up again.")
     job_storage_retry_s: float = Field(60.0, gt=0, description="A job that met a full disk goes back on the queue "
                                        "and is tried again this many seconds later (never failed for it).")
-    job_sqlite_connections: int = Field(4, ge=1, description="Most connections this process keeps open to the "
-                                        "SQLite job store (threads beyond it wait their turn).")
+    job_store_connections: int = Field(4, ge=1, description="Most connections this process keeps open to the job "
+                                       "store (SQLite or Redis); threads beyond it wait their turn.")
     storage_min_free_mb: float = Field(200.0, ge=0, description="/health reports storage 'low' when JOBS_DIR, "
                                        "TEMP_DIR or OUTPUT_DIR has less free space than this (MB).")
 

@@ -175,7 +175,7 @@ class JobService:
         self.settings = settings
         self.engine = engine
         self.store = store or open_store(settings.jobs_backend, settings.jobs_dir, settings.jobs_redis_url,
-                                         connections=settings.job_sqlite_connections)
+                                         connections=settings.job_store_connections)
         self.files = JobFiles(settings.jobs_dir)
         self.huey = build_huey(settings)
         self._task = self.huey.task(name=TASK_NAME)(self.run_job)

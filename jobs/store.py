@@ -4,7 +4,7 @@ Every rule about states lives in Python (`jobs.service`), once; a store only has
 across threads, processes and, for Redis, boxes:
 
 - `SQLiteJobStore` (default): one file in JOBS_DIR, WAL mode, each update in a `BEGIN IMMEDIATE`
-  transaction. Any number of processes on one box. A process keeps at most JOB_SQLITE_CONNECTIONS
+  transaction. Any number of processes on one box. A process keeps at most JOB_STORE_CONNECTIONS
   connections, lent to one thread at a time (a connection per thread grew with the server's thread pool).
 - `RedisJobStore`: WATCH/MULTI optimistic transactions, for replicas on several boxes.
 
@@ -219,11 +219,14 @@ class RedisJobStore(JobStore):
     """Keys under `prefix`: job:<id> (the JSON document), owner:<owner> (zset by creation), active and
     active:<owner> (sets of queued/running ids), finished (zset by finish time)."""
 
-    def __init__(self, url: str, prefix: str = "paraformer:jobs:"):
+    def __init__(self, url: str, prefix: str = "paraformer:jobs:", connections: int = 4):
         import redis
 
         self._redis_module = redis
-        self.client = redis.Redis.from_url(url)
+        # A bounded pool that waits for a free connection (redis-py's default pool keeps one per concurrent caller
+        # for good, as many as the server's thread pool ever ran at once).
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max(1, int(connections)), timeout=30)
+        self.client = redis.Redis(connection_pool=pool)
         self.prefix = prefix
         self._create_script = self.client.register_script(self._CREATE)
 
@@ -348,7 +351,7 @@ return {'ok', 0}
 
 
 def open_store(backend: str, jobs_dir: Path, redis_url: str, *, connections: int = 4) -> JobStore:
-    """The store the settings name: JOBS_BACKEND, JOBS_DIR, JOBS_REDIS_URL (JOB_SQLITE_CONNECTIONS)."""
+    """The store the settings name: JOBS_BACKEND, JOBS_DIR, JOBS_REDIS_URL (JOB_STORE_CONNECTIONS)."""
     if backend == "redis":
-        return RedisJobStore(redis_url)
+        return RedisJobStore(redis_url, connections=connections)
     return SQLiteJobStore(Path(jobs_dir) / "jobs.db", connections=connections)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DATA, UTTERANCE, TinyModels, make_settings
+from conftest import DATA, UTTERANCE, TinyModels, free_port, make_settings
 
 from asr.engine import Engine
 from asr.settings import Settings
@@ -106,3 +106,203 @@ def test_a_store_that_blocks_for_2_s_delays_no_other_requests_model_call(batchin
     finally:
         store.slow.clear()
         service.stop()
+
+
+# ------------------------------------------------------------------------------------ limits: check and insert at once
+def _parallel_submits(service: JobService, owners: list[str]) -> list[object]:
+    barrier = threading.Barrier(len(owners))
+
+    def one(owner: str) -> object:
+        barrier.wait()  # all at once: each passes the early check_room before any has inserted
+        try:
+            service.submit(owner, [Upload("a.wav", UTTERANCE)])
+            return 202
+        except QueueFull as exc:
+            return exc.status
+
+    results: list[object] = [None] * len(owners)
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, one(owners[i]))) for i in range(len(owners))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _check_limits(service_of) -> None:
+    # No workers: every accepted job stays queued, so exactly the limit gets in.
+    service = service_of(job_max_queued=3, job_max_queued_per_key=0)
+    outcomes = _parallel_submits(service, [f"owner-{i}" for i in range(8)])
+    print(f"\nJOB_MAX_QUEUED=3, 8 parallel submissions: {sorted(outcomes, key=str)}")
+    assert outcomes.count(202) == 3 and outcomes.count(503) == 5, outcomes
+    assert service.store.count_active() == 3
+    assert len(list((service.files.root / "uploads").iterdir())) == 3, "a refused job keeps no upload"
+    service = service_of(job_max_queued=100, job_max_queued_per_key=2)
+    outcomes = _parallel_submits(service, ["same-key"] * 8)
+    print(f"JOB_MAX_QUEUED_PER_KEY=2, 8 parallel submissions of one key: {sorted(outcomes, key=str)}")
+    assert outcomes.count(202) == 2 and outcomes.count(429) == 6, outcomes
+
+
+def test_parallel_submissions_never_overshoot_the_limits_sqlite(engine: Engine, tmp_path: Path) -> None:
+    made = []
+
+    def service_of(**limits: int) -> JobService:
+        made.append(JobService(job_settings(engine, tmp_path / str(len(made)), **limits), engine))
+        return made[-1]
+
+    _check_limits(service_of)
+
+
+def test_parallel_submissions_never_overshoot_the_limits_redis(engine: Engine, tmp_path: Path, redis_url: str) -> None:
+    from jobs.store import RedisJobStore
+
+    made = []
+
+    def service_of(**limits: int) -> JobService:
+        store = RedisJobStore(redis_url, prefix=f"test{len(made)}:")
+        made.append(JobService(job_settings(engine, tmp_path / str(len(made)), **limits), engine, store=store))
+        return made[-1]
+
+    _check_limits(service_of)
+
+
+# ------------------------------------------------------------------------------------ bounded store connections
+def _open_files_under(folder: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(folder)):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux) to count open files")
+def test_many_threads_leave_a_bounded_number_of_store_connections(tmp_path: Path) -> None:
+    store = SQLiteJobStore(tmp_path / "db" / "jobs.db")
+    job = Job(id="job_" + "a" * 32, owner="o", files=[])
+    store.create(job)
+    before = _open_files_under(tmp_path / "db")
+    arrived = threading.Barrier(61)
+    release = threading.Event()
+
+    def request() -> None:  # as a server's thread pool: the threads stay alive after their request
+        store.list_owner("o")
+        store.get(job.id)
+        store.update(job.id, lambda j: True)
+        arrived.wait()
+        release.wait()
+
+    threads = [threading.Thread(target=request) for _ in range(60)]
+    for t in threads:
+        t.start()
+    arrived.wait()
+    during = _open_files_under(tmp_path / "db")
+    release.set()
+    for t in threads:
+        t.join()
+    print(f"\nopen files on the job store: {before} before, {during} with 60 threads that used it")
+    # Each connection holds the database, its WAL and its shared-memory file.
+    assert during <= 3 * getattr(store, "max_connections", 4), f"{during} open files for 60 threads"
+    store.close()
+
+
+def test_redis_store_keeps_a_bounded_connection_pool(redis_url: str) -> None:
+    from jobs.store import RedisJobStore
+
+    store = RedisJobStore(redis_url, prefix="pool:")  # JOB_STORE_CONNECTIONS: 4 by default
+    job = Job(id="job_" + "b" * 32, owner="o", files=[])
+    store.create(job)
+    threads = [threading.Thread(target=lambda: [store.get(job.id) for _ in range(20)]) for _ in range(60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    clients = store.client.client_list()
+    print(f"\nredis clients after 60 threads: {len(clients)}")
+    assert len(clients) <= 4 + 1, clients
+
+
+# ------------------------------------------------------------------------------------ upload folders, logs
+def test_upload_folders_go_when_no_file_needs_them(engine: Engine, tmp_path: Path) -> None:
+    service = JobService(job_settings(engine, tmp_path), engine)
+    try:
+        done = service.submit("", [Upload("a.wav", UTTERANCE), Upload("b.wav", UTTERANCE)])
+        cancelled = service.submit("", [Upload("c.wav", UTTERANCE)])
+        service.cancel(cancelled.id, "")
+        service.start()
+        wait_for(lambda: service.get(done.id, "").finished)
+        uploads = service.files.root / "uploads"
+        assert service.get(done.id, "").state == "done"
+        assert not (uploads / done.id).exists() and not (uploads / cancelled.id).exists()
+        assert list(uploads.iterdir()) == []
+    finally:
+        service.stop()
+
+
+def test_the_log_tells_an_operator_what_each_file_did(engine: Engine, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    service = JobService(job_settings(engine, tmp_path), engine)
+    caplog.set_level(logging.INFO, logger="jobs")
+    try:
+        job = service.submit("", [Upload("good.wav", UTTERANCE), Upload("bad.wav", DATA / "bad" / "not_audio.wav")])
+        service.start()
+        wait_for(lambda: service.get(job.id, "").finished)
+        text = caplog.text
+        assert f"job {job.id} file 0 started (attempt 1" in text and f"job {job.id} file 0 done:" in text
+        assert f"job {job.id} file 1 started (attempt 1" in text and f"job {job.id} file 1 failed: not_audio" in text
+        transcript = service.result(service.get(job.id, ""), 0).text
+        assert transcript and transcript not in text, "no transcript in the log"
+    finally:
+        service.stop()
+    # A worker whose process is gone, with its lease still valid: the recovery line says so, not "lease lapsed".
+    caplog.clear()
+    other = JobService(job_settings(engine, tmp_path / "second"), engine)
+    job = other.submit("", [Upload("a.wav", UTTERANCE)])
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+
+    def crashed(j: Job) -> bool:
+        j.state, j.worker, j.lease_until = "running", f"{other.host}:{proc.pid}:dead:Worker-1", time.time() + 50
+        j.files[0].state, j.files[0].attempts = "running", 1
+        return True
+
+    other.store.update(job.id, crashed)
+    assert other.recover() == 1
+    assert f"its process {proc.pid} is gone (the lease had" in caplog.text
+    assert "file 0 interrupted on attempt 1" in caplog.text and "lease lapsed" not in caplog.text
+
+    def lapsed(j: Job) -> bool:
+        j.state, j.worker, j.lease_until = "running", "other-box:1:cafe:Worker-1", time.time() - 5
+        return True
+
+    other.store.update(job.id, lapsed)
+    assert other.recover() == 1 and "its lease lapsed 5 s ago" in caplog.text
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A redis-server of its own on a free loopback port (as tests/test_jobs_redis.py starts one)."""
+    server = shutil.which("redis-server")
+    if not server:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for(lambda: _pings(redis, url), timeout=20, every=0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _pings(redis, url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url).ping())
+    except redis.ConnectionError:
+        return False
