@@ -522,10 +522,18 @@ def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
 
 
 def _install_stop_points(automodel: Any) -> None:
-    """Checkpoints where a long file spends seconds with no model call: the VAD's 60-second chunks and the
-    punctuation model's pieces (`asr.progress`), so a cancelled job stops there too."""
-    if getattr(automodel, "vad_model", None) is not None:
-        install_checkpoints(automodel.vad_model, "forward")
+    """Checkpoints where a long file spends seconds with no model call (`asr.progress`), so a cancelled job
+    stops there too: each of the VAD's 60-second chunks runs its filterbank, its scores and a frame-by-frame
+    state machine, each a checkpoint (the frames every frame: a few ms per chunk in all); and the punctuation
+    model's pieces. The VAD's chunks are FunASR's: smaller ones would change its dynamic silence thresholds."""
+    vad = getattr(automodel, "vad_model", None)
+    if vad is not None:
+        frontend = (getattr(automodel, "vad_kwargs", None) or {}).get("frontend")
+        if frontend is not None and hasattr(frontend, "forward"):
+            install_checkpoints(frontend, "forward")
+        for method in ("ComputeScores", "DetectCommonFrames", "GetFrameState", "forward"):
+            if hasattr(vad, method):
+                install_checkpoints(vad, method)
     if getattr(automodel, "punc_model", None) is not None and hasattr(automodel.punc_model, "punc_forward"):
         install_checkpoints(automodel.punc_model, "punc_forward")
 

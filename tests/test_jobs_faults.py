@@ -306,3 +306,57 @@ def _pings(redis, url: str) -> bool:
         return bool(redis.Redis.from_url(url).ping())
     except redis.ConnectionError:
         return False
+
+
+# ------------------------------------------------------------------------------------ cancel during decoding and VAD
+@pytest.fixture(scope="module")
+def thirty_minute_mp3(long_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 minutes of the test utterances (speech and pauses, so the VAD has work), as MP3 (ffmpeg decodes it for
+    a while)."""
+    from asr.audio import ffmpeg_binary
+
+    audio, rate = sf.read(long_wav, dtype="float32")
+    folder = tmp_path_factory.mktemp("thirty")
+    wav = folder / "thirty.wav"
+    sf.write(wav, np.tile(audio, 15), rate, subtype="PCM_16")
+    mp3 = folder / "thirty_minutes.mp3"
+    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libmp3lame",
+                    "-b:a", "32k", str(mp3)], check=True)
+    wav.unlink()
+    return mp3
+
+
+def _cancel_latency(service: JobService, job_id: str) -> float:
+    started = time.perf_counter()
+    service.cancel(job_id, "")
+    wait_for(lambda: service.store.get(job_id).state == "cancelled", timeout=60, every=0.005)
+    return time.perf_counter() - started
+
+
+def test_cancel_takes_under_a_second_while_decoding_and_during_the_vad(engine: Engine, tmp_path: Path,
+                                                                       thirty_minute_mp3: Path) -> None:
+    service = JobService(job_settings(engine, tmp_path), engine)
+    service.start()
+    try:
+        # While ffmpeg decodes (the file has started, the model has not been reached).
+        job = service.submit("", [Upload("thirty.mp3", thirty_minute_mp3)])
+        wait_for(lambda: service.store.get(job.id).files[0].state == "running", every=0.005)
+        time.sleep(0.3)
+        assert not engine.busy, "still decoding"
+        decoding = _cancel_latency(service, job.id)
+        # During the VAD: the model lock is held, no model call has been made yet.
+        job = service.submit("", [Upload("thirty.mp3", thirty_minute_mp3)])
+
+        def in_vad() -> bool:
+            run = service._runs.get(job.id)
+            return engine.busy and run is not None and run.progress is None
+
+        wait_for(in_vad, every=0.005)
+        time.sleep(0.5)
+        assert in_vad(), "still in the VAD"
+        vad = _cancel_latency(service, job.id)
+        print(f"\ncancel latency on a 30-minute file: {decoding:.2f} s while decoding, {vad:.2f} s during the VAD")
+        assert decoding < 1.0 and vad < 1.0
+        assert service.get(job.id, "").files[0].state == "cancelled"
+    finally:
+        service.stop()
