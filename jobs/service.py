@@ -46,7 +46,7 @@ from asr.settings import Settings
 from .callbacks import allowed_hosts, check_callback_url, send
 from .files import JobFiles
 from .records import ACTIVE, Job, JobFile, is_job_id, new_job_id
-from .storage import StorageFullError, StorageMonitor, is_storage_full
+from .storage import HUEY_LOGGERS, StorageFullError, StorageFullLogFilter, StorageMonitor, is_storage_full
 from .store import JobStore, LimitReached, open_store
 
 logger = logging.getLogger(__name__)
@@ -197,6 +197,7 @@ class JobService:
         self.storage = StorageMonitor([settings.jobs_dir, settings.temp_dir, settings.output_dir],
                                       min_free_mb=settings.storage_min_free_mb)
         self.storage_retry_s = settings.job_storage_retry_s
+        self._huey_filter = StorageFullLogFilter(self.storage)
 
     # ------------------------------------------------------------------ submitting and reading
     def submit(self, owner: Reader | str, uploads: list[Upload], *, hotwords: str | None = None,
@@ -257,6 +258,7 @@ class JobService:
                 logger.warning("job upload refused: the job store is full (%s)", exc)
                 raise StorageFullError(detail=str(exc)) from None
             raise
+        self.storage.succeeded()
         self._task(job.id)
         logger.info("job %s queued: %d file(s), %.1f MB, source %s", job.id, len(job.files),
                     sum(f.size for f in job.files) / 1e6, source)
@@ -363,6 +365,8 @@ class JobService:
         self._consumer = _Consumer(self.huey, workers=self.settings.job_workers, worker_type="thread",
                                    periodic=False, check_worker_health=False, initial_delay=0.05, max_delay=0.5,
                                    backoff=1.2, shutdown_timeout=10)
+        for name in HUEY_LOGGERS:
+            logging.getLogger(name).addFilter(self._huey_filter)
         self._consumer.start()
         self._recovery = threading.Thread(target=self._recovery_loop, name="job-recovery", daemon=True)
         self._recovery.start()
@@ -376,6 +380,8 @@ class JobService:
             if self._consumer is not None:
                 self._consumer.stop(graceful=True)
                 self._consumer = None
+                for name in HUEY_LOGGERS:
+                    logging.getLogger(name).removeFilter(self._huey_filter)
 
     @property
     def running(self) -> bool:
@@ -386,8 +392,12 @@ class JobService:
         while not self._stopping.wait(interval):
             try:
                 self.recover()
-            except Exception:  # a store hiccup must not end recovery for good
-                logger.exception("job recovery failed")
+            except Exception as exc:  # a store hiccup must not end recovery for good
+                if is_storage_full(exc):  # said once by the storage monitor; no traceback every round
+                    self.storage.failed(exc)
+                    logger.debug("job recovery: storage full (%s)", exc)
+                else:
+                    logger.exception("job recovery failed")
 
     def _stale(self, job: Job, now: float) -> bool:
         return self._stale_reason(job, now) is not None

@@ -5,8 +5,8 @@ memory) is not the file's fault: an upload gets `StorageFullError` (HTTP 507 wit
 and a running job goes back on the queue to be tried again (`jobs.service`), never failed for it.
 
 `StorageMonitor` keeps the last such failure and, with the free space of the folders the service writes to,
-gives /health its `storage` check: "full" after a failed write (until a write succeeds again or the space is
-back), "low" under STORAGE_MIN_FREE_MB free, else "ok".
+gives /health its `storage` check: "full" after a failed write (until a write succeeds again, at most
+FAILURE_HOLD_S) or under 1 MB free, "low" under STORAGE_MIN_FREE_MB free, else "ok".
 """
 
 from __future__ import annotations
@@ -97,8 +97,6 @@ class StorageMonitor:
             failed_at = self._failed_at
         now = time.time()
         full = failed_at is not None and now - failed_at < self.FAILURE_HOLD_S
-        if full and all(b is not None and b >= self.min_free_bytes for b in free.values()):
-            full = False  # the space is back: the next write will tell
         if full or any(b is not None and b < 2**20 for b in free.values()):
             status = "full"
         elif any(b is not None and b < self.min_free_bytes for b in free.values()):
@@ -116,4 +114,22 @@ class StorageMonitor:
         return body
 
 
-__all__ = ["StorageFullError", "StorageMonitor", "is_storage_full"]
+class StorageFullLogFilter(logging.Filter):
+    """Huey logs a traceback every poll while its queue's disk is full: note it once in the monitor instead."""
+
+    def __init__(self, monitor: StorageMonitor):
+        super().__init__()
+        self.monitor = monitor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_storage_full(exc):
+            self.monitor.failed(exc)  # logs one WARNING per episode
+            return False
+        return True
+
+
+#: Huey's loggers that report a failed queue read or write.
+HUEY_LOGGERS = ("huey.consumer.Worker", "huey.consumer.Scheduler", "huey.consumer", "huey")
+
+__all__ = ["HUEY_LOGGERS", "StorageFullError", "StorageFullLogFilter", "StorageMonitor", "is_storage_full"]

@@ -360,3 +360,119 @@ def test_cancel_takes_under_a_second_while_decoding_and_during_the_vad(engine: E
         assert service.get(job.id, "").files[0].state == "cancelled"
     finally:
         service.stop()
+
+
+# ------------------------------------------------------------------------------------ a full disk
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 20 MB filesystem (tmpfs); skipped where mounting is not permitted (needs root)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a 20 MB tmpfs here ({done.stderr.strip() or 'mount failed'}; needs root); "
+                    "test_a_write_that_fails_for_want_of_space_never_fails_a_file covers the job without it")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(folder: Path) -> Path:
+    """Write a file until the filesystem is full."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        for size in (2**20, 2**12, 1):  # big blocks, then the last bytes
+            try:
+                while True:
+                    out.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_job_upload_bigger_than_the_disk_gets_507_in_the_users_language(engine: Engine, tmp_path: Path,
+                                                                          small_disk: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+
+    big = tmp_path / "big.wav"  # 30 MB: more than the 20 MB filesystem holds
+    sf.write(big, (np.random.default_rng(0).standard_normal(940 * 16000) * 3000).astype(np.int16), 16000)
+    settings = job_settings(engine, tmp_path, jobs_dir=small_disk / "jobs", job_max_upload_mb=100.0)
+    app = create_app(settings, engine, load=False)
+    try:
+        with TestClient(app) as client:
+            for lang, words in (("zh", "存储空间已满"), ("en", "storage is full")):
+                with open(big, "rb") as f:
+                    response = client.post("/v1/jobs", files={"file": ("big.wav", f)},
+                                           headers={"Accept-Language": lang})
+                assert response.status_code == 507, response.text
+                error = response.json()["error"]
+                assert error["code"] == "storage_full" and words in error["message"], error
+                assert str(small_disk) not in error["message"]
+            assert shutil.disk_usage(small_disk).free > 15 * 2**20, "the partial upload was removed"
+            health = client.get("/health").json()
+            assert health["storage"]["status"] == "full", health["storage"]
+            assert str(small_disk) not in str(health["storage"])
+            assert client.get("/v1/jobs").json()["data"] == []
+    finally:
+        engine.remove_observer(app.state.api.metrics.observe_transcription)
+
+
+def test_a_write_that_fails_for_want_of_space_never_fails_a_file(engine: Engine, tmp_path: Path) -> None:
+    service = JobService(job_settings(engine, tmp_path, job_storage_retry_s=0.5), engine)
+    full = threading.Event()
+    full.set()
+    write_result = service.files.write_result
+
+    def failing_write(*args, **kwargs):
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_result(*args, **kwargs)
+
+    service.files.write_result = failing_write
+    try:
+        job = service.submit("", [Upload("a.wav", UTTERANCE), Upload("b.wav", UTTERANCE)])
+        service.start()
+        waiting = wait_for(lambda: (j := service.get(job.id, "")).notice == "storage_full" and j)
+        assert waiting.state in ("queued", "running") and not any(f.state == "failed" for f in waiting.files)
+        assert service.storage.status()["status"] == "full"
+        time.sleep(1.5)  # tried again meanwhile, still full: still not failed
+        assert not any(f.state == "failed" for f in service.get(job.id, "").files)
+        full.clear()
+        wait_for(lambda: service.get(job.id, "").finished)
+        final = service.get(job.id, "")
+        assert final.state == "done" and [f.state for f in final.files] == ["done", "done"]
+        assert final.notice is None and final.files[0].attempts >= 2
+        assert service.storage.status()["status"] != "full"
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("when", ["before the job starts", "while a file runs"])
+def test_a_disk_that_fills_delays_a_job_and_never_fails_it(engine: Engine, tmp_path: Path, small_disk: Path,
+                                                           long_wav: Path, when: str) -> None:
+    settings = job_settings(engine, tmp_path, jobs_dir=small_disk / "jobs", job_storage_retry_s=0.5)
+    service = JobService(settings, engine)
+    try:
+        job = service.submit("", [Upload("a.wav", UTTERANCE), Upload("long.wav", long_wav), Upload("c.wav", UTTERANCE)])
+        if when == "before the job starts":
+            filler = _fill(small_disk)
+            service.start()
+        else:
+            service.start()
+            wait_for(lambda: service.store.get(job.id).files[1].state == "running", every=0.005)
+            filler = _fill(small_disk)
+        time.sleep(4)  # more than a lease: every write the job tries meanwhile fails
+        current = service.get(job.id, "")
+        assert not current.finished and not any(f.state == "failed" for f in current.files), current
+        assert service.storage.status()["status"] == "full"
+        filler.unlink()
+        wait_for(lambda: service.get(job.id, "").finished, timeout=90)
+        final = service.get(job.id, "")
+        assert final.state == "done" and [f.state for f in final.files] == ["done"] * 3, final
+        print(f"\ndisk full {when}: done after {final.runs} run(s), attempts {[f.attempts for f in final.files]}")
+    finally:
+        service.stop()
