@@ -476,3 +476,36 @@ def test_a_disk_that_fills_delays_a_job_and_never_fails_it(engine: Engine, tmp_p
         print(f"\ndisk full {when}: done after {final.runs} run(s), attempts {[f.attempts for f in final.files]}")
     finally:
         service.stop()
+
+
+def test_the_watchdog_warns_of_a_full_disk_without_restarting(tmp_path: Path) -> None:
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ops.watchdog import check_health
+
+    body = {"status": "ok", "uptime_s": 100, "storage": {"status": "full", "free_mb": {"jobs": 0.0},
+                                                         "detail": "a write failed for want of space"}}
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/health"
+        healthy, seen = check_health(url, 5, 600)
+        assert healthy and "storage full" in seen and "want of space" in seen
+        body["storage"] = {"status": "ok", "free_mb": {"jobs": 900.0}}
+        assert check_health(url, 5, 600) == (True, "ok")
+    finally:
+        server.shutdown()
