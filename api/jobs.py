@@ -28,8 +28,8 @@ from asr.settings import Settings
 from jobs import Job, JobError, JobService, QueueFull
 from jobs.records import ACTIVE, FINISHED
 from jobs.service import Upload
-from jobs.storage import StorageFullError, is_storage_full
 from jobs.sources import allowed_dirs, download, server_file, url_name
+from jobs.storage import StorageFullError, is_storage_full
 from results import Owner, ResultAccess
 
 from .errors import APIError, bad_request, from_asr_error, internal_error, language, too_large, unavailable
@@ -161,7 +161,7 @@ async def create_job(request: Request) -> JSONResponse:
             param = {"callback_not_allowed": "callback_url", "path_not_allowed": "path", "path_not_found": "path",
                      "url_not_allowed": "url", "url_failed": "url"}.get(exc.code, "file")
             raise bad_request(str(exc), param=param, code=exc.code) from None
-        except StorageFullError as exc:
+        except StorageFullError:
             raise _storage_full(request) from None
         except ASRError as exc:
             raise from_asr_error(exc) from None

@@ -244,22 +244,21 @@ class JobService:
         except LimitReached as exc:
             self.files.remove(job.id)
             raise self._queue_full(exc.scope, exc.count) from None
-        except OSError as exc:
-            self.files.remove(job.id)
-            if is_storage_full(exc):
-                self.storage.failed(exc)
-                logger.warning("job upload refused: storage full (%s)", exc)
-                raise StorageFullError(detail=str(exc)) from None
-            raise
         except BaseException as exc:
             self.files.remove(job.id)
-            if is_storage_full(exc):
+            if is_storage_full(exc):  # the upload's folder or the job store: nothing is kept, the client may retry
                 self.storage.failed(exc)
-                logger.warning("job upload refused: the job store is full (%s)", exc)
+                logger.warning("job upload refused: storage full (%s: %s)", type(exc).__name__, exc)
                 raise StorageFullError(detail=str(exc)) from None
             raise
         self.storage.succeeded()
-        self._task(job.id)
+        try:
+            self._task(job.id)
+        except Exception as exc:  # Huey's queue is on a full disk: the record is in, recovery queues it later
+            if not is_storage_full(exc):
+                raise
+            self.storage.failed(exc)
+            logger.warning("job %s: stored, but the queue is full; recovery will queue it", job.id)
         logger.info("job %s queued: %d file(s), %.1f MB, source %s", job.id, len(job.files),
                     sum(f.size for f in job.files) / 1e6, source)
         return job
@@ -434,7 +433,7 @@ class JobService:
             if job.state == "running":
                 reasons: list[str] = []
 
-                def take_back(j: Job) -> bool:
+                def take_back(j: Job, reasons: list[str] = reasons) -> bool:
                     reason = self._stale_reason(j, time.time())
                     if reason is None:
                         return False
