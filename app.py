@@ -85,6 +85,8 @@ def health_payload(settings: Settings, engine: Engine, started_at: float, jobs: 
     if jobs is not None:  # the job workers are threads of this process: they live and die with it
         body["jobs"] = {"backend": jobs.settings.jobs_backend, "workers": jobs.settings.job_workers,
                         "running": jobs.running}
+        # A full disk is reported, not made a failed check: a restart would not free space (ops/watchdog.py warns).
+        body["storage"] = jobs.storage.status()
     if streams is not None:
         body["streams"] = streams
     if engine.state == "error":

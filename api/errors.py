@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelNotReadyError
 from messages import Lang, message, preferred_language
 from jobs import JobError, QueueFull
+from jobs.storage import is_storage_full
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +91,20 @@ def not_ready(state: str, lang: Lang) -> APIError:
     return from_asr_error(ModelNotReadyError(reason={"loading": "loading", "error": "failed"}.get(state, "")), lang)
 
 
+def storage_full(lang: Lang) -> APIError:
+    """507 Insufficient Storage, in the caller's language: nothing was kept, the client may try again later."""
+    return APIError(507, sentence("storage_full", lang), type="server_error", code="storage_full", outcome="error",
+                    headers={"Retry-After": "60"})
+
+
 def to_api_error(exc: Exception, lang: Lang, route: str = "") -> APIError:
     """The answer for anything a route raised: its own APIError, the catalogue's message for an engine or job
     error, 400 for a request FastAPI or the multipart parser could not read, else a generic 500 (logged)."""
     if isinstance(exc, APIError):
         return exc
+    if is_storage_full(exc):  # an upload, the multipart parser's temp files, a store: not the caller's fault
+        logger.warning("%s refused: storage full (%s: %s)", route or "request", type(exc).__name__, exc)
+        return storage_full(lang)
     if isinstance(exc, ASRError):
         error = from_asr_error(exc, lang)
         logger.log(logging.ERROR if error.status >= 500 else logging.INFO, "%s refused: %s (%s)%s", route or "request",

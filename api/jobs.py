@@ -76,6 +76,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "files": files,
         "runs": job.runs,
         "callback": job.callback,
+        "notice": job.notice,  # why a queued job waits: "storage_full" (it is tried again, not failed)
     }
     if job.finished and any(f.state == "done" for f in job.files):
         view["result_url"] = f"/v1/jobs/{job.id}/result"

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,10 +31,13 @@ from .errors import (
     NoAudioStreamError,
     NotAudioError,
 )
+from .progress import checkpoint
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+#: How often a running ffmpeg is checked for a stop (`asr.progress.checkpoint`).
+_POLL_S = 0.2
 
 AudioSource = Union[str, os.PathLike, bytes, bytearray, np.ndarray, tuple]
 """A path, encoded bytes, a float/int sample array (with `sample_rate`), or Gradio's (rate, array)."""
@@ -175,16 +179,35 @@ def _run_ffmpeg(stream: ffmpeg.nodes.FilterableStream, stdin: bytes | None, limi
     args = out.compile(cmd=ffmpeg_binary())
     if stdin is not None:
         args.remove("-nostdin")
-    try:
-        proc = subprocess.run(args, input=stdin, capture_output=True, timeout=limits.timeout_s)
-    except subprocess.TimeoutExpired:
-        raise DecodeError(name, reason="timeout", limit_s=f"{limits.timeout_s:.0f}") from None
-    if proc.returncode != 0:
-        raise _classify_ffmpeg_error(proc.stderr.decode("utf-8", "replace"), name)
-    samples = np.frombuffer(proc.stdout, dtype=np.float32)
+    returncode, stdout, stderr = _communicate(args, stdin, limits.timeout_s, name)
+    if returncode != 0:
+        raise _classify_ffmpeg_error(stderr.decode("utf-8", "replace"), name)
+    samples = np.frombuffer(stdout, dtype=np.float32)
     if samples.size == 0:
         raise EmptyAudioError(name, reason="no_samples")
     return samples
+
+
+def _communicate(args: list[str], stdin: bytes | None, timeout_s: float, name: str) -> tuple[int, bytes, bytes]:
+    """Run ffmpeg to the end: (exit status, stdout, stderr). Between polls the caller's stop check runs
+    (`asr.progress.checkpoint`): a cancelled job kills ffmpeg within a poll instead of waiting for a long file."""
+    deadline = time.monotonic() + timeout_s
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while True:
+            checkpoint()
+            try:
+                stdout, stderr = proc.communicate(stdin, timeout=min(_POLL_S, max(deadline - time.monotonic(), 0.01)))
+                return proc.returncode, stdout, stderr
+            except subprocess.TimeoutExpired:
+                stdin = None  # communicate() keeps feeding what it was given first
+                if time.monotonic() >= deadline:
+                    raise DecodeError(name, reason="timeout", limit_s=f"{timeout_s:.0f}") from None
+    finally:
+        if proc.poll() is None:  # stopped, timed out or failed: ffmpeg must not outlive the call
+            proc.kill()
+            proc.communicate()
 
 
 _NO_STREAM = re.compile(r"matches no streams|does not contain any stream|Output file .* does not contain", re.I)

@@ -13,6 +13,9 @@ the outside in, in this order:
                                                                           FunASR computes and drops        [torch]
           model.encode           zeroed padding         (asr.batching)   a padded segment in a batch decodes as it
           model.calc_predictor_timestamp  per segment                     does alone (exact batching)      [torch]
+    the VAD and punctuation      stop points            (asr.progress)   a cancelled job stops inside the steps
+                                                                          where a long file spends seconds with no
+                                                                          model call (VAD chunks, punctuation)
     funasr.utils.fbank           piecewise filterbank   (asr.features)   a long file's features are computed in
                                                                           pieces, so they never hold the interpreter
                                                                           for seconds (process-wide, applied once)
@@ -39,6 +42,7 @@ from typing import Any
 
 from .batching import PREDICTED_TOKENS, CrossRequestBatcher, make_batches_exact
 from .features import install_piecewise_fbank
+from .progress import install_checkpoints
 from .segments import install_segment_reporting
 
 
@@ -54,6 +58,7 @@ def patch_model(automodel: Any, batcher: CrossRequestBatcher, *, backend: str | 
         make_batches_exact(automodel.model)
     batcher.install(automodel.model)
     install_segment_reporting(automodel)
+    install_stop_points(automodel)
 
 def patch_streaming_model(model: Any) -> int:
     """Make each streaming position encoder compute only the positions of the step it is given (bit-identical:
@@ -82,6 +87,23 @@ def _positions_of_this_step(encoder: Any) -> Any:
         return x + encoder.encode(positions, depth, x.dtype).to(x.device)
 
     return forward
+
+
+def install_stop_points(automodel: Any) -> None:
+    """Checkpoints where a long file spends seconds with no model call (`asr.progress`), so a cancelled job
+    stops there too: each of the VAD's 60-second chunks runs its filterbank, its scores and a frame-by-frame
+    state machine, each a checkpoint (the frames every frame: a few ms per chunk in all); and the punctuation
+    model's pieces. The VAD's chunks are FunASR's: smaller ones would change its dynamic silence thresholds."""
+    vad = getattr(automodel, "vad_model", None)
+    if vad is not None:
+        frontend = (getattr(automodel, "vad_kwargs", None) or {}).get("frontend")
+        if frontend is not None and hasattr(frontend, "forward"):
+            install_checkpoints(frontend, "forward")
+        for method in ("ComputeScores", "DetectCommonFrames", "GetFrameState", "forward"):
+            if hasattr(vad, method):
+                install_checkpoints(vad, method)
+    if getattr(automodel, "punc_model", None) is not None and hasattr(automodel.punc_model, "punc_forward"):
+        install_checkpoints(automodel.punc_model, "punc_forward")
 
 
 def install_confidence_hook(model: Any) -> None:

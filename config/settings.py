@@ -136,6 +136,12 @@ class Settings(BaseSettings):
                                     "host:port); empty: callback_url is refused.")
     job_lease_s: float = Field(60.0, ge=1, description="A running job's worker renews its claim this often x3; "
                                "a job whose claim lapses (its process died) is taken up again.")
+    job_storage_retry_s: float = Field(60.0, gt=0, description="A job that met a full disk goes back on the queue "
+                                       "and is tried again this many seconds later (never failed for it).")
+    job_store_connections: int = Field(4, ge=1, description="Most connections this process keeps open to the job "
+                                       "store (SQLite or Redis); threads beyond it wait their turn.")
+    storage_min_free_mb: float = Field(200.0, ge=0, description="/health reports storage 'low' when JOBS_DIR, "
+                                       "TEMP_DIR or OUTPUT_DIR has less free space than this (MB).")
 
     @field_validator("model_dir", "vad_model_dir", "punc_model_dir", "spk_model_dir", "onnx_model_dir",
                      "online_model_dir", "webui_auth", "api_keys", "admin_api_keys", mode="before")

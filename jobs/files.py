@@ -58,11 +58,15 @@ class JobFiles:
         path = self.result_path(job_id, index)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        with open(tmp, "w", encoding="utf-8") as out:
-            json.dump(result.to_dict(), out, ensure_ascii=False)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                json.dump(result.to_dict(), out, ensure_ascii=False)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, say: no half-written temp file stays to take more space
+            tmp.unlink(missing_ok=True)
+            raise
 
     def read_result(self, job_id: str, index: int) -> Transcription | None:
         try:
@@ -74,7 +78,17 @@ class JobFiles:
         return Transcription(**data)
 
     def remove_upload(self, job_id: str, index: int) -> None:
-        self.upload_path(job_id, index).unlink(missing_ok=True)
+        """Delete one upload, and the job's upload folder once it is empty."""
+        path = self.upload_path(job_id, index)
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:  # not empty (other files still to run), or already gone
+            pass
+
+    def remove_uploads(self, job_id: str) -> None:
+        """Delete a job's upload folder (no file of it will run again)."""
+        shutil.rmtree(self._folder("uploads", job_id), ignore_errors=True)
 
     def remove(self, job_id: str) -> int:
         """Delete a job's uploads and results; returns the bytes freed."""

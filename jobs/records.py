@@ -67,6 +67,7 @@ class Job:
     run_done_s: float = 0.0
     source: str = "api"  # api | ui
     callback: str | None = None  # callback_url's outcome: "sent (200)", "failed (...)"; None before or without one
+    notice: str | None = None  # why a job waits instead of running: "storage_full" (a disk filled); None otherwise
 
     # ------------------------------------------------------------------ progress
     @property

@@ -9,8 +9,15 @@ immediately. Claiming is an atomic update of the record, so a second copy of a t
 slow worker) finds the job taken and does nothing: no job runs twice at once. Each file's result is
 written before the file is marked done, and a job taken up again skips its finished files.
 
-A job stops at the next model call (segment) when it is cancelled, when its lease was taken over, or
-when the process shuts down (then it goes back on the queue for the next start, or another replica).
+A job stops at the next model call (segment), or while ffmpeg decodes it or the VAD cuts it, when it is
+cancelled, when its lease was taken over, or when the process shuts down (then it goes back on the queue
+for the next start, or another replica). Those checks run with the engine's model lock held, so they read
+only memory: each run has a monitor thread (`_Run`) that does the store's I/O on its own: it reads the
+record every POLL_S for a cancel or a take-over, writes the progress every PROGRESS_EVERY_S and renews the
+lease. A slow disk or Redis therefore slows that job's progress reports, never another request's model call.
+
+A full disk (JOBS_DIR, or the store) never fails a good file: the job goes back on the queue, says why in
+its `notice`, and is tried again JOB_STORAGE_RETRY_S later (`jobs.storage`).
 """
 
 from __future__ import annotations
@@ -33,17 +40,22 @@ from huey.consumer import Consumer
 from asr.audio import load_audio, probe_duration
 from asr.engine import Engine
 from asr.errors import ASRError, ModelNotReadyError
-from asr.progress import segment_hook
+from asr.progress import segment_hook, stop_check
 from config.settings import Settings
 
 from .callbacks import allowed_hosts, check_callback_url, send
 from .files import JobFiles
 from .records import ACTIVE, Job, JobFile, is_job_id, new_job_id
-from .store import JobStore, open_store
+from .storage import HUEY_LOGGERS, StorageFullError, StorageFullLogFilter, StorageMonitor, is_storage_full
+from .store import JobStore, LimitReached, open_store
 
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "transcription_job"
+#: A running job's monitor reads its record this often (a cancel from another process, a take-over).
+POLL_S = 0.5
+#: ... and writes its progress at most this often.
+PROGRESS_EVERY_S = 1.0
 #: Called with ("started" | "finished", job): metrics.
 JobObserver = Callable[[str, Job], None]
 
@@ -91,6 +103,36 @@ class _Cancelled(ASRError):
     code = "cancelled"
 
 
+class _Run:
+    """One job run by this process. The checks made under the model lock (`check`, the segment hook) read and
+    write only this object; the run's monitor thread (`JobService._monitor`) feeds it from the store and
+    writes its progress back."""
+
+    def __init__(self, job_id: str, worker: str, stopping: threading.Event):
+        self.job_id, self.worker = job_id, worker
+        self.stopping = stopping
+        self.lost = threading.Event()  # another worker holds the job now
+        self.cancelled = threading.Event()
+        self.done = threading.Event()  # the run is over: the monitor ends
+        #: (file index, audio seconds decoded) as the hook last saw it; written by the monitor.
+        self.progress: tuple[int, float] | None = None
+
+    def check(self) -> None:
+        if self.stopping.is_set() or self.lost.is_set():
+            raise _Interrupted(detail="the worker is stopping" if self.stopping.is_set() else "the job was taken over")
+        if self.cancelled.is_set():
+            raise _Cancelled()
+
+    def apply_progress(self, job: Job) -> None:
+        """Copy the progress into a record being written (only onto the file that is still running)."""
+        if self.progress is None:
+            return
+        index, decoded = self.progress
+        f = job.files[index]
+        if f.state == "running":
+            f.done_s = round(min(decoded, f.duration_s or decoded), 3)
+
+
 @dataclass
 class Upload:
     """One file handed to `submit`: its client name (display only) and an open binary stream or a path."""
@@ -132,7 +174,8 @@ class JobService:
     def __init__(self, settings: Settings, engine: Engine, *, store: JobStore | None = None):
         self.settings = settings
         self.engine = engine
-        self.store = store or open_store(settings.jobs_backend, settings.jobs_dir, settings.jobs_redis_url)
+        self.store = store or open_store(settings.jobs_backend, settings.jobs_dir, settings.jobs_redis_url,
+                                         connections=settings.job_store_connections)
         self.files = JobFiles(settings.jobs_dir)
         self.huey = build_huey(settings)
         self._task = self.huey.task(name=TASK_NAME)(self.run_job)
@@ -148,6 +191,13 @@ class JobService:
         self._consumer: Consumer | None = None
         self._recovery: threading.Thread | None = None
         self._observers: list[JobObserver] = []
+        #: The jobs this process runs now, by id: a cancel made here reaches them at once.
+        self._runs: dict[str, _Run] = {}
+        #: /health's storage check: the folders this service writes uploads and results to.
+        self.storage = StorageMonitor([settings.jobs_dir, settings.temp_dir, settings.output_dir],
+                                      min_free_mb=settings.storage_min_free_mb)
+        self.storage_retry_s = settings.job_storage_retry_s
+        self._huey_filter = StorageFullLogFilter(self.storage)
 
     # ------------------------------------------------------------------ submitting and reading
     def submit(self, owner: Reader | str, uploads: list[Upload], *, hotwords: str | None = None,
@@ -188,11 +238,27 @@ class JobService:
                 except ValueError as exc:  # over JOB_MAX_UPLOAD_MB: this file fails, the others go ahead
                     record.state, record.error = "failed", f"{record.name}: the file is {exc} (JOB_MAX_UPLOAD_MB)"
                 job.files.append(record)
-            self.store.create(job)
-        except BaseException:
+            # The limits are checked again in the same atomic step as the insert: parallel submissions that all
+            # passed check_room above cannot overshoot them.
+            self.store.create(job, max_active=s.job_max_queued, max_active_per_owner=s.job_max_queued_per_key)
+        except LimitReached as exc:
             self.files.remove(job.id)
+            raise self._queue_full(exc.scope, exc.count) from None
+        except BaseException as exc:
+            self.files.remove(job.id)
+            if is_storage_full(exc):  # the upload's folder or the job store: nothing is kept, the client may retry
+                self.storage.failed(exc)
+                logger.warning("job upload refused: storage full (%s: %s)", type(exc).__name__, exc)
+                raise StorageFullError(detail=str(exc)) from None
             raise
-        self._task(job.id)
+        self.storage.succeeded()
+        try:
+            self._task(job.id)
+        except Exception as exc:  # Huey's queue is on a full disk: the record is in, recovery queues it later
+            if not is_storage_full(exc):
+                raise
+            self.storage.failed(exc)
+            logger.warning("job %s: stored, but the queue is full; recovery will queue it", job.id)
         logger.info("job %s queued: %d file(s), %.1f MB, source %s", job.id, len(job.files),
                     sum(f.size for f in job.files) / 1e6, source)
         return job
@@ -202,12 +268,18 @@ class JobService:
         s = self.settings
         owner = _id_of(owner)
         if s.job_max_queued_per_key and self.store.count_active(owner) >= s.job_max_queued_per_key:
-            raise QueueFull(f"You have {s.job_max_queued_per_key} jobs queued or running (JOB_MAX_QUEUED_PER_KEY); "
-                            f"wait for one to finish.", 429)
+            raise self._queue_full("owner", s.job_max_queued_per_key)
         active = self.store.count_active()
         if active >= s.job_max_queued:
-            raise QueueFull(f"The service has {active} jobs queued or running (limit {s.job_max_queued}); try "
-                            f"again later.", 503)
+            raise self._queue_full("service", active)
+
+    def _queue_full(self, scope: str, count: int) -> QueueFull:
+        s = self.settings
+        if scope == "owner":
+            return QueueFull(f"You have {s.job_max_queued_per_key} jobs queued or running (JOB_MAX_QUEUED_PER_KEY); "
+                             f"wait for one to finish.", 429)
+        return QueueFull(f"The service has {count} jobs queued or running (limit {s.job_max_queued}); try "
+                         f"again later.", 503)
 
     def get(self, job_id: str, reader: Reader | str) -> Job | None:
         """The job, or None when it does not exist or `reader` may not see it (the two look the same)."""
@@ -234,6 +306,9 @@ class JobService:
             return True
 
         job, written = self.store.update(job_id, change)
+        run = self._runs.get(job_id)
+        if run is not None and job is not None and job.cancel_requested:
+            run.cancelled.set()  # running here: it stops at its next check, without waiting for the monitor
         if job is not None and written and job.state == "cancelled":  # cancelled while queued: it ends here
             self._forget_uploads(job)
             self._ended(job)
@@ -289,6 +364,8 @@ class JobService:
         self._consumer = _Consumer(self.huey, workers=self.settings.job_workers, worker_type="thread",
                                    periodic=False, check_worker_health=False, initial_delay=0.05, max_delay=0.5,
                                    backoff=1.2, shutdown_timeout=10)
+        for name in HUEY_LOGGERS:
+            logging.getLogger(name).addFilter(self._huey_filter)
         self._consumer.start()
         self._recovery = threading.Thread(target=self._recovery_loop, name="job-recovery", daemon=True)
         self._recovery.start()
@@ -302,6 +379,8 @@ class JobService:
             if self._consumer is not None:
                 self._consumer.stop(graceful=True)
                 self._consumer = None
+                for name in HUEY_LOGGERS:
+                    logging.getLogger(name).removeFilter(self._huey_filter)
 
     @property
     def running(self) -> bool:
@@ -312,23 +391,35 @@ class JobService:
         while not self._stopping.wait(interval):
             try:
                 self.recover()
-            except Exception:  # a store hiccup must not end recovery for good
-                logger.exception("job recovery failed")
+            except Exception as exc:  # a store hiccup must not end recovery for good
+                if is_storage_full(exc):  # said once by the storage monitor; no traceback every round
+                    self.storage.failed(exc)
+                    logger.debug("job recovery: storage full (%s)", exc)
+                else:
+                    logger.exception("job recovery failed")
 
     def _stale(self, job: Job, now: float) -> bool:
-        """Whether a running job's worker is gone: its lease lapsed, or its process on this box no longer runs."""
+        return self._stale_reason(job, now) is not None
+
+    def _stale_reason(self, job: Job, now: float) -> str | None:
+        """Why a running job's worker is gone (its process on this box no longer runs, or its lease lapsed), or None."""
         if job.state != "running":
-            return False
-        if job.lease_until < now or not job.worker:
-            return True
+            return None
+        if not job.worker:
+            return "no worker recorded"
         host, _, rest = job.worker.partition(":")
         pid_text, _, rest = rest.partition(":")
-        if host != self.host or not pid_text.isdigit():
-            return False
-        pid = int(pid_text)
-        if pid == os.getpid():
-            return not job.worker.startswith(self.instance + ":")  # an earlier process that had our pid
-        return not _pid_alive(pid)
+        if host == self.host and pid_text.isdigit():
+            pid = int(pid_text)
+            left = max(job.lease_until - now, 0.0)
+            if pid == os.getpid():
+                if not job.worker.startswith(self.instance + ":"):  # an earlier process that had our pid
+                    return f"its process {pid} is gone (restarted; the lease had {left:.0f} s left)"
+            elif not _pid_alive(pid):
+                return f"its process {pid} is gone (the lease had {left:.0f} s left)"
+        if job.lease_until < now:
+            return f"its lease lapsed {now - job.lease_until:.0f} s ago (worker {job.worker})"
+        return None
 
     def recover(self) -> int:
         """Queue again the jobs whose worker died, and queued jobs whose queue entry was lost. Returns how many."""
@@ -340,14 +431,27 @@ class JobService:
             if job is None:
                 continue
             if job.state == "running":
-                job, taken = self.store.update(job_id, lambda j: self._stale(j, time.time()) and _requeue(j))
+                reasons: list[str] = []
+
+                def take_back(j: Job, reasons: list[str] = reasons) -> bool:
+                    reason = self._stale_reason(j, time.time())
+                    if reason is None:
+                        return False
+                    reasons.append(reason)
+                    running = [i for i, f in enumerate(j.files) if f.state == "running"]
+                    if running:
+                        reasons.append(f"file {running[0]} interrupted on attempt {j.files[running[0]].attempts}")
+                    return _requeue(j)
+
+                job, taken = self.store.update(job_id, take_back)
                 if not taken:
                     continue
-                logger.warning("job %s: its worker is gone (%s); queued again", job_id, "lease lapsed")
+                logger.warning("job %s: its worker is gone: %s; queued again", job_id, "; ".join(reasons))
             elif job.updated_at < now - self.lease_s:
                 # Queued for a while: make sure Huey still has it (a process can die between dequeue and claim).
                 if pending is None:
                     pending = {str(t.args[0]) for t in self.huey.pending() if t.args}
+                    pending |= {str(t.args[0]) for t in self.huey.scheduled() if t.args}  # waiting for disk space
                 if job_id in pending:
                     continue
                 logger.warning("job %s: queued but not in the queue; queued again", job_id)
@@ -381,41 +485,80 @@ class JobService:
                     f.state, f.done_s = "queued", 0.0
             return True
 
-        job, claimed = self.store.update(job_id, claim)
-        if job is None or not claimed or job.state != "running":
+        try:
+            job, claimed = self.store.update(job_id, claim)
+        except Exception as exc:
+            if not is_storage_full(exc):
+                raise
+            self.storage.failed(exc)
+            logger.warning("job %s: cannot claim it, the job store is full (%s); trying again in %.0f s", job_id,
+                           exc, self.storage_retry_s)
+            self._retry_later(job_id)
+            return
+        if job is None or not claimed:
+            return
+        if job.state == "cancelled":
+            self._forget_uploads(job)
+            self._ended(job)
             return
         if job.runs == 1:
             self._notify("started", job)
         logger.info("job %s: run %d by %s, %d of %d files left", job_id, job.runs, worker,
                     sum(not f.finished for f in job.files), len(job.files))
-        lost = threading.Event()
-        beat_stop = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, worker, beat_stop, lost),
-                                     name=f"lease-{job_id[:12]}", daemon=True)
-        heartbeat.start()
+        run = _Run(job_id, worker, self._stopping)
+        self._runs[job_id] = run
+        monitor = threading.Thread(target=self._monitor, args=(run,), name=f"job-{job_id[4:16]}", daemon=True)
+        monitor.start()
         try:
             self._probe_durations(job, worker)
-            outcome = self._run_files(job, worker, lost)
-        except Exception:
-            # Left running: the lease lapses and recovery tries again (a store outage, say).
-            logger.exception("job %s: worker error", job_id)
-            return
+            outcome = self._run_files(job, run)
+        except Exception as exc:
+            if is_storage_full(exc):
+                self.storage.failed(exc)
+                outcome = "storage_full"
+            else:
+                # Left running: the lease lapses and recovery tries again (a store outage, say).
+                logger.exception("job %s: worker error", job_id)
+                return
         finally:
-            beat_stop.set()
-            heartbeat.join()
-        if outcome == "released":
-            def release(j: Job) -> bool:
-                return j.worker == worker and _requeue(j)
+            run.done.set()
+            monitor.join()
+            self._runs.pop(job_id, None)
+        if outcome in ("released", "storage_full"):
+            notice = "storage_full" if outcome == "storage_full" else None
 
-            _, released = self.store.update(job_id, release)
-            if released:
+            def release(j: Job) -> bool:
+                if j.worker != worker:
+                    return False
+                run.apply_progress(j)
+                j.notice = notice
+                return _requeue(j)
+
+            try:
+                _, released = self.store.update(job_id, release)
+            except Exception as exc:  # the store itself is full: the lease lapses and recovery takes it back
+                logger.warning("job %s: could not hand it back (%s: %s); recovery will once its lease lapses",
+                               job_id, type(exc).__name__, exc)
+                return
+            if released and notice:
+                logger.warning("job %s: storage full; back on the queue, trying again in %.0f s", job_id,
+                               self.storage_retry_s)
+                self._retry_later(job_id)
+            elif released:
                 self._task(job_id)
                 logger.info("job %s: let go at shutdown; queued again", job_id)
             return
         if outcome == "lost":
             logger.warning("job %s: another worker took it over; this one stops", job_id)
             return
-        finished, written = self.store.update(job_id, lambda j: j.worker == worker and _finish(j))
+
+        def finish(j: Job) -> bool:
+            if j.worker != worker:
+                return False
+            run.apply_progress(j)
+            return _finish(j)
+
+        finished, written = self.store.update(job_id, finish)
         if finished is not None and written:
             self._forget_uploads(finished)
             self._ended(finished)
@@ -423,22 +566,54 @@ class JobService:
                         ", ".join(f"{n} {k}" for k, n in finished.counts().items() if n), finished.done_s,
                         (finished.finished_at or 0) - (finished.started_at or 0))
 
-    def _heartbeat(self, job_id: str, worker: str, stop: threading.Event, lost: threading.Event) -> None:
-        while not stop.wait(self.lease_s / 3):
-            def renew(job: Job) -> bool:
-                if job.worker != worker:
-                    return False
-                job.lease_until = time.time() + self.lease_s
-                return True
+    def _retry_later(self, job_id: str) -> None:
+        try:
+            self._task.schedule(args=(job_id,), delay=self.storage_retry_s)
+        except Exception as exc:  # Huey's own queue is on the full disk: recovery queues it again later
+            logger.warning("job %s: could not schedule the retry (%s: %s)", job_id, type(exc).__name__, exc)
 
+    def _monitor(self, run: _Run) -> None:
+        """A run's store I/O, off the model lock: cancel and take-over checks, progress, the lease."""
+        renew_every = self.lease_s / 3
+        last_renew = last_progress = time.monotonic()
+        written: tuple[int, float] | None = None
+        failing = False
+        while not run.done.wait(POLL_S):
+            now = time.monotonic()
             try:
-                _, ours = self.store.update(job_id, renew)
-            except Exception:
-                logger.exception("job %s: could not renew the lease", job_id)
+                if now - last_renew >= renew_every or (run.progress != written
+                                                       and now - last_progress >= PROGRESS_EVERY_S):
+                    progress = run.progress
+
+                    def renew(job: Job) -> bool:
+                        if job.worker != run.worker:
+                            return False
+                        job.lease_until = time.time() + self.lease_s
+                        run.apply_progress(job)
+                        return True
+
+                    job, ours = self.store.update(run.job_id, renew)
+                    last_renew = last_progress = now
+                    written = progress
+                else:
+                    job = self.store.get(run.job_id)
+                    ours = job is not None and job.worker == run.worker
+                if failing:
+                    logger.info("job %s: the store answers again", run.job_id)
+                    failing = False
+            except Exception as exc:
+                if not failing:
+                    logger.warning("job %s: could not reach the job store (%s: %s); still trying", run.job_id,
+                                   type(exc).__name__, exc)
+                    failing = True
+                if is_storage_full(exc):
+                    self.storage.failed(exc)
                 continue
-            if not ours:
-                lost.set()
+            if job is None or not ours:
+                run.lost.set()
                 return
+            if job.cancel_requested:
+                run.cancelled.set()
 
     def _probe_durations(self, job: Job, worker: str) -> None:
         todo = [i for i, f in enumerate(job.files) if f.duration_s is None and not f.finished]
@@ -458,15 +633,17 @@ class JobService:
         if updated is not None:
             job.files = updated.files
 
-    def _run_files(self, job: Job, worker: str, lost: threading.Event) -> str:
-        """Transcribe the unfinished files in order: "finished", "released" (shutdown) or "lost" (lease taken)."""
+    def _run_files(self, job: Job, run: _Run) -> str:
+        """Transcribe the unfinished files in order: "finished", "released" (shutdown), "lost" (lease taken) or
+        "storage_full" (a write failed for want of space: the job waits and is tried again)."""
         options = job.options
+        worker = run.worker
         for index, record in enumerate(job.files):
             if record.finished:
                 continue
             if self._stopping.is_set():
                 return "released"
-            if lost.is_set():
+            if run.lost.is_set():
                 return "lost"
 
             def start(j: Job, i: int = index) -> bool:
@@ -481,50 +658,74 @@ class JobService:
                 return "lost"
             if current.cancel_requested:
                 return "finished"
+            attempt = current.files[index].attempts
+            run.progress = None
             path = self.files.upload_path(job.id, index)
+            logger.info("job %s file %d started (attempt %d, %.1f MB)", job.id, index, attempt, record.size / 1e6)
             started = time.perf_counter()
             try:
-                audio = load_audio(path, limits=self.limits, name=record.name)
-                self._update_file(job.id, worker, index, duration_s=round(audio.duration, 3))
-                with segment_hook(self._segment_hook(job.id, worker, index, lost)):
-                    result = self.engine.transcribe(audio, hotwords=options.get("hotwords"),
-                                                    batch_size_s=options.get("batch_size_s"), name=record.name,
-                                                    diarize=bool(options.get("diarize")),
-                                                    num_speakers=options.get("num_speakers"))
+                with stop_check(run.check):  # also while ffmpeg decodes and the VAD runs
+                    audio = load_audio(path, limits=self.limits, name=record.name)
+                    self._update_file(job.id, worker, index, duration_s=round(audio.duration, 3))
+                    with segment_hook(self._segment_hook(run, index)):
+                        result = self.engine.transcribe(audio, hotwords=options.get("hotwords"),
+                                                        batch_size_s=options.get("batch_size_s"), name=record.name,
+                                                        diarize=bool(options.get("diarize")),
+                                                        num_speakers=options.get("num_speakers"))
+                self.files.write_result(job.id, index, result)
             except _Cancelled:
+                logger.info("job %s file %d cancelled after %.1f s", job.id, index, time.perf_counter() - started)
                 return "finished"
             except _Interrupted:
-                return "lost" if lost.is_set() else "released"
+                outcome = "lost" if run.lost.is_set() else "released"
+                logger.info("job %s file %d interrupted on attempt %d (%s)", job.id, index, attempt,
+                            "taken over by another worker" if outcome == "lost" else "shutdown")
+                return outcome
             except ModelNotReadyError:
+                logger.info("job %s file %d interrupted on attempt %d (the model is not ready)", job.id, index,
+                            attempt)
                 return "released"
             except ASRError as exc:
+                logger.info("job %s file %d failed: %s", job.id, index, exc.code)
                 self._update_file(job.id, worker, index, state="failed", error=str(exc))
                 continue
             except Exception as exc:  # one broken file must not end the job; the log has the traceback
-                logger.exception("job %s file %d failed", job.id, index)
+                if is_storage_full(exc):  # not the file's fault: it waits for space and runs again
+                    self.storage.failed(exc)
+                    logger.warning("job %s file %d interrupted on attempt %d: storage full (%s)", job.id, index,
+                                   attempt, exc)
+                    return "storage_full"
+                logger.exception("job %s file %d failed: internal error (%s)", job.id, index, type(exc).__name__)
                 self._update_file(job.id, worker, index, state="failed",
                                   error=f"{record.name}: internal error ({type(exc).__name__})")
                 continue
-            self.files.write_result(job.id, index, result)
+            processing = time.perf_counter() - started
             self._update_file(job.id, worker, index, state="done", done_s=round(result.duration, 3),
-                              duration_s=round(result.duration, 3),
-                              processing_s=round(time.perf_counter() - started, 3), text_chars=len(result.text))
+                              duration_s=round(result.duration, 3), processing_s=round(processing, 3),
+                              text_chars=len(result.text), notice=None)
+            self.storage.succeeded()
+            logger.info("job %s file %d done: %.1f s audio in %.1f s", job.id, index, result.duration, processing)
             self.files.remove_upload(job.id, index)
         return "finished"
 
     def _update_file(self, job_id: str, worker: str, index: int, **values: Any) -> Job | None:
+        notice = values.pop("notice", ...)
+
         def change(job: Job) -> bool:
             if job.worker != worker:
                 return False
             for key, value in values.items():
                 setattr(job.files[index], key, value)
+            if notice is not ...:
+                job.notice = notice
             return True
 
         job, _ = self.store.update(job_id, change)
         return job
 
-    def _segment_hook(self, job_id: str, worker: str, index: int, lost: threading.Event) -> Callable[[float], None]:
-        """Before each model call: record the audio decoded so far, and stop if asked to."""
+    def _segment_hook(self, run: _Run, index: int) -> Callable[[float], None]:
+        """Before each model call, with the model lock held: note the audio decoded so far (memory only; the
+        run's monitor writes it), and stop if asked to."""
         decoded = 0.0
         upcoming = 0.0
 
@@ -532,29 +733,15 @@ class JobService:
             nonlocal decoded, upcoming
             decoded += upcoming  # the previous call has returned
             upcoming = seconds
-            if self._stopping.is_set() or lost.is_set():
-                raise _Interrupted(detail="the worker is stopping")
-
-            def change(job: Job) -> bool:
-                if job.worker != worker:
-                    return False
-                f = job.files[index]
-                f.done_s = round(min(decoded, f.duration_s or decoded), 3)
-                return True
-
-            job, ours = self.store.update(job_id, change)
-            if job is None or not ours:
-                lost.set()
-                raise _Interrupted(detail="the job was taken over")
-            if job.cancel_requested:
-                raise _Cancelled()
+            run.progress = (index, decoded)
+            run.check()
 
         return hook
 
     def _forget_uploads(self, job: Job) -> None:
-        # Results stay for JOB_RETENTION_H; the uploads are no longer needed once no file will be (re)run.
-        for index in range(len(job.files)):
-            self.files.remove_upload(job.id, index)
+        # Results stay for JOB_RETENTION_H; the uploads (and their folder) are not needed once no file will be
+        # (re)run.
+        self.files.remove_uploads(job.id)
 
 
 def _requeue(job: Job) -> bool:

@@ -61,6 +61,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "no_owner": ("请发送 API 密钥，或保留本服务设置的 owner cookie",
                  "send an API key or keep the owner cookie this service sets"),
     "jobs_disabled": ("本服务器未开放后台任务", "jobs are not available on this server"),
+    "storage_full": ("服务器存储空间已满，暂时无法保存文件，请稍后再试",
+                     "the server's storage is full, so the file cannot be stored now; try again later"),
 }
 
 

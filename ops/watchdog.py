@@ -6,6 +6,8 @@
 
 A check fails when /health does not answer 200 {"status": "ok"} within WATCHDOG_TIMEOUT_S. "loading" is not a
 failure during the first WATCHDOG_LOADING_GRACE_S seconds of the app's uptime (the first start downloads the model).
+A full disk (/health's `storage` says "low" or "full") is not a failed check, since a restart frees no space: each
+check logs a WARNING that says so, until the space is back.
 After `./run.sh stop` (the file LOG_DIR/app.stopped exists) the watchdog does nothing until the next `start`.
 With several replicas (REPLICAS, see `run.sh replicas`) each one is checked on its own port, with its own
 failure count (LOG_DIR/watchdog-N.state) and stop marker (app-N.stopped), and only the failing one is
@@ -46,6 +48,10 @@ def check_health(url: str, timeout: float, loading_grace_s: float) -> tuple[bool
         return False, str(exc)
     status = body.get("status", "unknown")
     if code == 200 and status == "ok":
+        storage = body.get("storage") if isinstance(body.get("storage"), dict) else {}
+        if storage.get("status") in ("low", "full"):  # a restart frees no space: warn, never restart for it
+            return True, (f"ok, but storage {storage['status']}: {storage.get('detail', '')} "
+                          f"(free MB: {storage.get('free_mb')})")
         return True, "ok"
     if status == "loading" and float(body.get("uptime_s") or 0) < loading_grace_s:
         return True, f"loading (uptime {body.get('uptime_s')} s, within the {loading_grace_s:.0f} s grace)"
@@ -81,6 +87,8 @@ class Watchdog:
         healthy, seen = check_health(replica.health_url, self.timeout, self.loading_grace_s)
         state = read_state(state_file)
         if healthy:
+            if seen.startswith("ok, but storage"):
+                self.logger.warning("%s%s", name, seen)
             if state.get("failures"):
                 self.logger.info("%shealthy again (%s) after %d failed check(s)", name, seen, state["failures"])
             write_state(state_file, {"failures": 0, "last_ok": time.time()})

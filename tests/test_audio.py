@@ -1,6 +1,6 @@
 import csv
 import shutil
-import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -103,14 +103,14 @@ def test_bad_inputs_give_a_specific_error_or_audio(rel, expect):
 def ffmpeg_output_seconds(monkeypatch) -> list[float]:
     """Seconds of 16 kHz float32 audio each ffmpeg run handed back, recorded as asr.audio runs them."""
     seconds: list[float] = []
-    run = subprocess.run
+    communicate = audio_mod._communicate
 
-    def recording_run(*args, **kwargs):
-        proc = run(*args, **kwargs)
-        seconds.append(len(proc.stdout) / 4 / SAMPLE_RATE)
-        return proc
+    def recording(*args, **kwargs):
+        returncode, stdout, stderr = communicate(*args, **kwargs)
+        seconds.append(len(stdout) / 4 / SAMPLE_RATE)
+        return returncode, stdout, stderr
 
-    monkeypatch.setattr(audio_mod.subprocess, "run", recording_run)
+    monkeypatch.setattr(audio_mod, "_communicate", recording)
     return seconds
 
 
@@ -149,3 +149,31 @@ def test_falls_back_to_the_wheel_ffmpeg_without_a_system_one(monkeypatch):
         assert load_audio(DATA / "formats" / "clip.opus").duration == pytest.approx(4.2, abs=0.05)
     finally:
         audio_mod.ffmpeg_binary.cache_clear()
+
+
+def test_a_stop_check_kills_ffmpeg_within_a_poll(tmp_path, monkeypatch):
+    from asr.errors import ASRError
+    from asr.progress import stop_check
+
+    class Stop(ASRError):
+        code = "cancelled"
+
+    long = tmp_path / "long.wav"
+    sf.write(long, np.tile(REFERENCE, 400), SAMPLE_RATE, subtype="PCM_16")  # ~30 minutes
+    asked = time.perf_counter() + 0.3
+    children: list = []
+    popen = audio_mod.subprocess.Popen
+
+    def tracked(*args, **kwargs):
+        children.append(popen(*args, **kwargs))
+        return children[-1]
+
+    def check() -> None:
+        if time.perf_counter() >= asked:
+            raise Stop()
+
+    monkeypatch.setattr(audio_mod.subprocess, "Popen", tracked)
+    with stop_check(check), pytest.raises(Stop):
+        load_audio(long, limits=AudioLimits(max_seconds=7200))
+    assert time.perf_counter() - asked < 0.5, "stopped within a poll"
+    assert children and all(c.poll() is not None for c in children), "ffmpeg does not outlive the call"
