@@ -38,7 +38,7 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "py
 
 
 def job_settings(engine: Engine, tmp: Path, **overrides: object) -> Settings:
-    return service_settings(engine, tmp, job_lease_s=3.0, **overrides)
+    return service_settings(engine, tmp, **{"job_lease_s": 3.0, **overrides})
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
 
 
 def job_settings(engine: Engine, tmp: Path, **overrides: object) -> Settings:
-    return service_settings(engine, tmp, job_lease_s=3.0, **overrides)
+    return service_settings(engine, tmp, **{"job_lease_s": 3.0, **overrides})
 
 
 def wait_for(predicate, timeout: float = 60, every: float = 0.01):
@@ -46,7 +46,7 @@ def wait_for(predicate, timeout: float = 60, every: float = 0.01):
 
 @pytest.fixture(scope="module")
 def batching_engine(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("batching"), batch_max_requests=4))
+    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("batching"), batch_max_requests=4).engine_config())
     eng.load()
     return eng
 
