@@ -32,9 +32,9 @@ from api import install_api  # noqa: E402
 from asr.device import device_report  # noqa: E402
 from asr.engine import Engine, get_engine, model_name  # noqa: E402
 from config.settings import Settings, get_settings  # noqa: E402
+from jobs import JobService  # noqa: E402
 from messages import message  # noqa: E402
 from results import ResultAccess, ResultsMiddleware  # noqa: E402
-from jobs import JobService  # noqa: E402
 from webui.common import queue_concurrency  # noqa: E402
 
 __version__ = "0.1.0"
@@ -58,8 +58,15 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def health_payload(settings: Settings, engine: Engine, started_at: float, jobs: JobService | None = None,
-                   streams: dict[str, int] | None = None, *, admin: bool = False) -> tuple[int, dict[str, Any]]:
+def health_payload(
+    settings: Settings,
+    engine: Engine,
+    started_at: float,
+    jobs: JobService | None = None,
+    streams: dict[str, int] | None = None,
+    *,
+    admin: bool = False,
+) -> tuple[int, dict[str, Any]]:
     """/health body and status code: 200 when the model is ready, 503 while loading or after a failure.
 
     Anyone may ask, so the model is named by its id or folder name and a load failure by the catalogue's words;
@@ -77,14 +84,21 @@ def health_payload(settings: Settings, engine: Engine, started_at: float, jobs: 
         "gpu_warning": device["warning"] if device else None,
         "backend": engine.backend or settings.engine_backend,
         "uptime_s": round(time.time() - started_at, 1),
-        "queue": {"model_waiting": engine.waiting, "model_busy": engine.busy,
-                  "max_size": settings.queue_max_size, "concurrency": queue_concurrency(settings, engine)},
+        "queue": {
+            "model_waiting": engine.waiting,
+            "model_busy": engine.busy,
+            "max_size": settings.queue_max_size,
+            "concurrency": queue_concurrency(settings, engine),
+        },
         "batching": engine.batching_info(),
         "requests": {"served": engine.requests_served, "failed": engine.requests_failed},
     }
     if jobs is not None:  # the job workers are threads of this process: they live and die with it
-        body["jobs"] = {"backend": jobs.settings.jobs_backend, "workers": jobs.settings.job_workers,
-                        "running": jobs.running}
+        body["jobs"] = {
+            "backend": jobs.settings.jobs_backend,
+            "workers": jobs.settings.job_workers,
+            "running": jobs.running,
+        }
         # A full disk is reported, not made a failed check: a restart would not free space (ops/watchdog.py warns).
         body["storage"] = jobs.storage.status()
     if streams is not None:
@@ -102,8 +116,12 @@ def gradio_upload_dir(settings: Settings) -> Path:
     chosen = OPERATOR_GRADIO_TEMP_DIR
     folder = Path(chosen).expanduser().resolve() if chosen else settings.resolved_temp_dir().resolve()
     if chosen and folder != settings.temp_dir.resolve():
-        logger.warning("GRADIO_TEMP_DIR=%s overrides TEMP_DIR=%s: uploads go there, and only their sender may read "
-                       "them; point ops/cleanup.py (TEMP_DIR) at it too", folder, settings.temp_dir)
+        logger.warning(
+            "GRADIO_TEMP_DIR=%s overrides TEMP_DIR=%s: uploads go there, and only their sender may read "
+            "them; point ops/cleanup.py (TEMP_DIR) at it too",
+            folder,
+            settings.temp_dir,
+        )
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(folder)  # read by Gradio when the UI is built and mounted
     return folder
@@ -142,8 +160,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     async def health(request: Request) -> JSONResponse:
         api = getattr(app.state, "api", None)
         owner = access.owner_of(request.headers)
-        code, body = health_payload(settings, engine, started_at, jobs, api.streams.info() if api else None,
-                                    admin=owner is not None and owner.admin)
+        code, body = health_payload(
+            settings,
+            engine,
+            started_at,
+            jobs,
+            api.streams.info() if api else None,
+            admin=owner is not None and owner.admin,
+        )
         return JSONResponse(body, status_code=code)
 
     blocks = build_ui(engine, settings, access, jobs)
@@ -160,14 +184,25 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     gr.set_static_paths([settings.output_dir])
     # max_file_size: Gradio refuses an oversized upload while receiving it, before it fills the temp dir.
     # show_error=False: an unexpected exception's text (paths, internals) stays in the log; gr.Error still shows.
-    app = gr.mount_gradio_app(app, blocks, path="/", auth=auth, i18n=build_i18n(),
-                              max_file_size=engine.limits.max_bytes, show_error=False, head=gradio_notices_head())
+    app = gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        auth=auth,
+        i18n=build_i18n(),
+        max_file_size=engine.limits.max_bytes,
+        show_error=False,
+        head=gradio_notices_head(),
+    )
     app.add_middleware(ResultsMiddleware, access=access)
     if Path(blocks.GRADIO_CACHE).resolve() != upload_dir.resolve():  # fail closed: never guard the wrong folder
-        raise RuntimeError(f"Gradio stores uploads in {blocks.GRADIO_CACHE}, not in {upload_dir}, the folder whose "
-                           f"uploads only their sender may read; set GRADIO_TEMP_DIR before anything imports gradio")
+        raise RuntimeError(
+            f"Gradio stores uploads in {blocks.GRADIO_CACHE}, not in {upload_dir}, the folder whose "
+            f"uploads only their sender may read; set GRADIO_TEMP_DIR before anything imports gradio"
+        )
 
     if load:
+
         def load_engine() -> None:
             try:
                 engine.load()
@@ -190,10 +225,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--host", help="address to listen on (HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (PORT, default 7860)")
-    parser.add_argument("--queue-max-size", type=int, help="jobs that may wait in the queue (QUEUE_MAX_SIZE, default 20)")
+    parser.add_argument(
+        "--queue-max-size", type=int, help="jobs that may wait in the queue (QUEUE_MAX_SIZE, default 20)"
+    )
     parser.add_argument("--model-dir", help="local SeACo-Paraformer folder (MODEL_DIR)")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (DEVICE, default auto: the GPU when torch can "
-                                         "use one; cuda without a usable GPU is a load error)")
+    parser.add_argument(
+        "--device",
+        help="auto, cpu, cuda or cuda:N (DEVICE, default auto: the GPU when torch can "
+        "use one; cuda without a usable GPU is a load error)",
+    )
     return parser.parse_args(argv)
 
 
@@ -210,8 +250,15 @@ def main(argv: list[str] | None = None) -> None:
     # No keepalive pings of uvicorn's own (FunASR's servers send none either): while a stream's audio waits for
     # the model, uvicorn stops reading the socket, so the client's pong would sit unread behind the audio and the
     # ping would time out a stream that is merely busy. A vanished client is caught by STREAM_IDLE_TIMEOUT_S.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10,
-                ws_max_size=max(16 * 2**20, settings.stream_max_frame_kb * 1024 * 2), ws_ping_interval=None)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        ws_max_size=max(16 * 2**20, settings.stream_max_frame_kb * 1024 * 2),
+        ws_ping_interval=None,
+    )
 
 
 if __name__ == "__main__":

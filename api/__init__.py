@@ -9,8 +9,8 @@ from fastapi import FastAPI
 
 from asr.engine import Engine
 from config.settings import Settings
-from results import ResultAccess
 from jobs import JobService
+from results import ResultAccess
 
 from .admission import Admission
 from .auth import APIKeys
@@ -26,8 +26,14 @@ from .routing import refuse_other_methods
 __all__ = ["APIServices", "Admission", "install_api", "router"]
 
 
-def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = None,
-                access: ResultAccess | None = None, jobs: JobService | None = None) -> APIServices:
+def install_api(
+    app: FastAPI,
+    engine: Engine,
+    settings: Settings,
+    blocks: Any = None,
+    access: ResultAccess | None = None,
+    jobs: JobService | None = None,
+) -> APIServices:
     """Add the API routes and /metrics to `app`; with `blocks` (queued), share its admission limit.
     `access` (default: from `settings`) decides who reads which result; it is kept on `app.state.results`.
     With `jobs`, serve /v1/jobs (kept on `app.state.jobs`).
@@ -38,10 +44,14 @@ def install_api(app: FastAPI, engine: Engine, settings: Settings, blocks: Any = 
     if blocks is not None:
         admission.attach_gradio(blocks)
     streams = StreamRegistry(settings.max_streams)
-    api = APIServices(engine=engine, settings=settings, admission=admission,
-                      metrics=Metrics(engine, admission, streams),
-                      keys=APIKeys(settings.api_keys, settings.admin_api_keys),
-                      streams=streams)
+    api = APIServices(
+        engine=engine,
+        settings=settings,
+        admission=admission,
+        metrics=Metrics(engine, admission, streams),
+        keys=APIKeys(settings.api_keys, settings.admin_api_keys),
+        streams=streams,
+    )
     app.state.api = api
     app.state.results = access or ResultAccess.from_settings(settings)
     app.state.jobs = jobs

@@ -41,4 +41,6 @@ class APIKeys:
 
 def unauthorized(code: str, lang: Lang) -> APIError:
     """401 with the catalogue's message for `code` (missing_api_key, invalid_api_key, no_owner)."""
-    return APIError(401, sentence(code, lang), code=code, outcome="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    return APIError(
+        401, sentence(code, lang), code=code, outcome="unauthorized", headers={"WWW-Authenticate": "Bearer"}
+    )

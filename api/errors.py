@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelNotReadyError
-from messages import Lang, message, preferred_language
 from jobs import JobError, QueueFull
 from jobs.storage import is_storage_full
+from messages import Lang, message, preferred_language
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +26,17 @@ GENERIC_500 = "The server failed to process the request; the error has been logg
 class APIError(Exception):
     """An HTTP error with a message meant for the caller. `outcome` labels it in the metrics."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, outcome: str = "bad_request", headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        outcome: str = "bad_request",
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -50,8 +59,9 @@ def too_large(message: str) -> APIError:
 
 
 def unavailable(message: str, *, code: str, retry_after_s: int, outcome: str) -> APIError:
-    return APIError(503, message, type="server_error", code=code, outcome=outcome,
-                    headers={"Retry-After": str(retry_after_s)})
+    return APIError(
+        503, message, type="server_error", code=code, outcome=outcome, headers={"Retry-After": str(retry_after_s)}
+    )
 
 
 def internal_error() -> APIError:
@@ -67,9 +77,16 @@ def sentence(key: str, lang: Lang, **params: object) -> str:
 
 
 #: The form field an input error is about (OpenAI's `param`); the file unless named here.
-_PARAM_OF_ERROR = {"bad_hotwords": "hotwords", "speakers_unavailable": "diarize", "bad_speaker_count": "num_speakers",
-                   "callback_not_allowed": "callback_url", "path_not_allowed": "path", "path_not_found": "path",
-                   "url_not_allowed": "url", "url_failed": "url"}
+_PARAM_OF_ERROR = {
+    "bad_hotwords": "hotwords",
+    "speakers_unavailable": "diarize",
+    "bad_speaker_count": "num_speakers",
+    "callback_not_allowed": "callback_url",
+    "path_not_allowed": "path",
+    "path_not_found": "path",
+    "url_not_allowed": "url",
+    "url_failed": "url",
+}
 
 
 def from_asr_error(exc: ASRError, lang: Lang = "en") -> APIError:
@@ -93,8 +110,14 @@ def not_ready(state: str, lang: Lang) -> APIError:
 
 def storage_full(lang: Lang) -> APIError:
     """507 Insufficient Storage, in the caller's language: nothing was kept, the client may try again later."""
-    return APIError(507, sentence("storage_full", lang), type="server_error", code="storage_full", outcome="error",
-                    headers={"Retry-After": "60"})
+    return APIError(
+        507,
+        sentence("storage_full", lang),
+        type="server_error",
+        code="storage_full",
+        outcome="error",
+        headers={"Retry-After": "60"},
+    )
 
 
 def to_api_error(exc: Exception, lang: Lang, route: str = "") -> APIError:
@@ -107,13 +130,25 @@ def to_api_error(exc: Exception, lang: Lang, route: str = "") -> APIError:
         return storage_full(lang)
     if isinstance(exc, ASRError):
         error = from_asr_error(exc, lang)
-        logger.log(logging.ERROR if error.status >= 500 else logging.INFO, "%s refused: %s (%s)%s", route or "request",
-                   error.code or error.outcome, exc.code, f": {exc.detail}" if exc.detail else "")
+        logger.log(
+            logging.ERROR if error.status >= 500 else logging.INFO,
+            "%s refused: %s (%s)%s",
+            route or "request",
+            error.code or error.outcome,
+            exc.code,
+            f": {exc.detail}" if exc.detail else "",
+        )
         return error
     if isinstance(exc, QueueFull):
         if exc.status == 429:
-            return APIError(429, str(exc), type="rate_limit_error", code="too_many_jobs", outcome="busy",
-                            headers={"Retry-After": "30"})
+            return APIError(
+                429,
+                str(exc),
+                type="rate_limit_error",
+                code="too_many_jobs",
+                outcome="busy",
+                headers={"Retry-After": "30"},
+            )
         return unavailable(str(exc), code="server_busy", retry_after_s=30, outcome="busy")
     if isinstance(exc, JobError):
         return bad_request(str(exc), param=_PARAM_OF_ERROR.get(exc.code, "file"), code=exc.code)

@@ -76,8 +76,12 @@ class StreamRegistry:
         self.open = max(0, self.open - 1)
 
     def info(self) -> dict[str, Any]:
-        return {"open": self.open, "max": self.max_streams, "opened_total": self.opened_total,
-                "online_model": online_model_state()}
+        return {
+            "open": self.open,
+            "max": self.max_streams,
+            "opened_total": self.opened_total,
+            "online_model": online_model_state(),
+        }
 
 
 @dataclass
@@ -99,9 +103,13 @@ class Utterance:
         return self.wav_format == "pcm"
 
     def stream_config(self) -> StreamConfig:
-        return StreamConfig(mode="online" if self.mode == "online" else "2pass", chunk_size=self.chunk_size,
-                            encoder_look_back=self.encoder_look_back, decoder_look_back=self.decoder_look_back,
-                            hotwords=self.hotwords)
+        return StreamConfig(
+            mode="online" if self.mode == "online" else "2pass",
+            chunk_size=self.chunk_size,
+            encoder_look_back=self.encoder_look_back,
+            decoder_look_back=self.decoder_look_back,
+            hotwords=self.hotwords,
+        )
 
 
 @dataclass
@@ -148,8 +156,11 @@ def parse_hotwords(value: Any) -> list[str] | None:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
-                raise StreamError("hotwords: not valid JSON; send a JSON object word -> weight, e.g. "
-                                  '"{\\"阿里巴巴\\": 20}", or words separated by commas', "bad_hotwords") from None
+                raise StreamError(
+                    "hotwords: not valid JSON; send a JSON object word -> weight, e.g. "
+                    '"{\\"阿里巴巴\\": 20}", or words separated by commas',
+                    "bad_hotwords",
+                ) from None
         else:
             return [text]  # split and checked by the engine's hotword rules
     if isinstance(value, dict):
@@ -182,8 +193,11 @@ def parse_chunk_size(value: Any) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         numbers = []
     if len(numbers) != 3 or min(numbers) < 0 or not 1 <= numbers[1] <= MAX_CHUNK_UNITS:
-        raise StreamError(f"chunk_size must be three integers like [5, 10, 5] (look-back, chunk, look-ahead in "
-                          f"60 ms units; chunk 1 to {MAX_CHUNK_UNITS}), not {value!r}", "bad_chunk_size")
+        raise StreamError(
+            f"chunk_size must be three integers like [5, 10, 5] (look-back, chunk, look-ahead in "
+            f"60 ms units; chunk 1 to {MAX_CHUNK_UNITS}), not {value!r}",
+            "bad_chunk_size",
+        )
     return numbers[0], numbers[1], numbers[2]
 
 
@@ -191,8 +205,9 @@ def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
     """The first JSON message of an utterance; keys it leaves out keep the previous utterance's values."""
     mode = message.get("mode", previous.mode if previous else None)
     if mode is None:
-        raise StreamError('the first message must say the mode: {"mode": "offline" | "online" | "2pass", ...}',
-                          "missing_mode")
+        raise StreamError(
+            'the first message must say the mode: {"mode": "offline" | "online" | "2pass", ...}', "missing_mode"
+        )
     if mode not in MODES:
         raise StreamError(f"unknown mode {mode!r}: use offline, online or 2pass", "bad_mode")
     base = previous or Utterance(mode=mode)
@@ -204,15 +219,20 @@ def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
     if wav_format == "wav":  # FunASR's clients send a .wav file's samples without its header
         wav_format = "pcm"
     if wav_format != "pcm" and mode != "offline":
-        raise StreamError(f"{mode} mode takes 16-bit PCM only (wav_format pcm); send {wav_format} files in "
-                          f"offline mode", "bad_wav_format")
+        raise StreamError(
+            f"{mode} mode takes 16-bit PCM only (wav_format pcm); send {wav_format} files in offline mode",
+            "bad_wav_format",
+        )
     audio_fs = _int(message, "audio_fs", base.audio_fs, MIN_AUDIO_FS, MAX_AUDIO_FS)
     if mode != "offline" and audio_fs != SAMPLE_RATE and audio_fs != 8000:
         logger.debug("stream at %d Hz is resampled to 16 kHz chunk by chunk", audio_fs)
     chunk_size = parse_chunk_size(message["chunk_size"]) if "chunk_size" in message else base.chunk_size
     itn = message.get("itn", base.itn)
     return Utterance(
-        mode=mode, wav_name=wav_name[:200], wav_format=wav_format, audio_fs=audio_fs,
+        mode=mode,
+        wav_name=wav_name[:200],
+        wav_format=wav_format,
+        audio_fs=audio_fs,
         hotwords=parse_hotwords(message["hotwords"]) if "hotwords" in message else base.hotwords,
         chunk_size=chunk_size,
         encoder_look_back=_int(message, "encoder_chunk_look_back", base.encoder_look_back, 0, 16),
@@ -234,18 +254,29 @@ def stamp_sents(result: Transcription, offset_s: float = 0.0) -> list[dict[str, 
         text = sentence.text
         punc = text[-1] if text and text[-1] in "，。？！、,.?!;；" else ""
         words = [w for w in sentence.words if w.text not in "，。？！、,.?!;；"]
-        sents.append({"text_seg": " ".join(w.text for w in words) if words else text[: len(text) - len(punc)],
-                      "punc": punc, "start": _ms(sentence.start, offset_s), "end": _ms(sentence.end, offset_s),
-                      "ts_list": [[_ms(w.start, offset_s), _ms(w.end, offset_s)] for w in words]})
+        sents.append(
+            {
+                "text_seg": " ".join(w.text for w in words) if words else text[: len(text) - len(punc)],
+                "punc": punc,
+                "start": _ms(sentence.start, offset_s),
+                "end": _ms(sentence.end, offset_s),
+                "ts_list": [[_ms(w.start, offset_s), _ms(w.end, offset_s)] for w in words],
+            }
+        )
     return sents
 
 
-def final_answer(mode: str, wav_name: str, result: Transcription | None, *, is_final: bool,
-                 offset_s: float = 0.0) -> dict[str, Any]:
+def final_answer(
+    mode: str, wav_name: str, result: Transcription | None, *, is_final: bool, offset_s: float = 0.0
+) -> dict[str, Any]:
     """An `offline` or `2pass-offline` answer. `timestamp` is FunASR's JSON string of [start, end] in ms per word
     (a Chinese character, or an English word); per sentence when the model gave no word times."""
-    answer: dict[str, Any] = {"mode": mode, "wav_name": wav_name, "text": result.text if result else "",
-                              "is_final": is_final}
+    answer: dict[str, Any] = {
+        "mode": mode,
+        "wav_name": wav_name,
+        "text": result.text if result else "",
+        "is_final": is_final,
+    }
     if result is not None and result.sentences:
         sents = stamp_sents(result, offset_s)
         spans = [span for s in sents for span in s["ts_list"]] or [[s["start"], s["end"]] for s in sents]
@@ -261,20 +292,32 @@ def stream_answer(utterance: Utterance, result: StreamResult) -> dict[str, Any]:
     """An online or 2pass answer. `end_ms` (ours, not FunASR's) says up to where in the utterance's audio the
     answer goes, so a client can line answers up with what it sent (the streaming benchmark does)."""
     if result.kind == "partial":
-        answer = {"mode": "online" if utterance.mode == "online" else "2pass-online",
-                  "wav_name": utterance.wav_name, "text": result.text, "is_final": result.is_last}
+        answer = {
+            "mode": "online" if utterance.mode == "online" else "2pass-online",
+            "wav_name": utterance.wav_name,
+            "text": result.text,
+            "is_final": result.is_last,
+        }
         if result.is_last:
             answer["is_end"] = True
     else:
-        answer = final_answer("2pass-offline", utterance.wav_name, result.transcription, is_final=result.is_last,
-                              offset_s=result.start)  # the engine's sentence times count from the segment
+        answer = final_answer(
+            "2pass-offline", utterance.wav_name, result.transcription, is_final=result.is_last, offset_s=result.start
+        )  # the engine's sentence times count from the segment
     answer["end_ms"] = round(result.end * 1000)
     return answer
 
 
 def error_answer(error: StreamError, wav_name: str | None) -> dict[str, Any]:
-    return {"mode": "error", "wav_name": wav_name or "", "text": "", "is_final": False, "is_end": True,
-            "error": error.message, "code": error.code}
+    return {
+        "mode": "error",
+        "wav_name": wav_name or "",
+        "text": "",
+        "is_final": False,
+        "is_end": True,
+        "error": error.message,
+        "code": error.code,
+    }
 
 
 def asr_stream_error(exc: ASRError) -> StreamError:
@@ -287,8 +330,9 @@ def asr_stream_error(exc: ASRError) -> StreamError:
     if isinstance(exc, ModelLoadError):
         # str() is the operator's text (server folders): the client gets the catalogue's "failed to load".
         return StreamError(exc.message("en"), "model_not_available", CLOSE_ERROR, "not_ready")
-    return StreamError("The server failed to process the stream; the error has been logged.", "internal_error",
-                       CLOSE_ERROR, "error")
+    return StreamError(
+        "The server failed to process the stream; the error has been logged.", "internal_error", CLOSE_ERROR, "error"
+    )
 
 
 # ------------------------------------------------------------------------------------------ endpoint
@@ -309,12 +353,20 @@ async def funasr_stream(websocket: WebSocket) -> None:
     try:
         _check_key(api, websocket)
         if api.engine.state != "ready":
-            raise asr_stream_error(ModelNotReadyError("the model is still loading; try again shortly"
-                                                      if api.engine.state in ("loading", "not_loaded") else
-                                                      f"the model is not available: {api.engine.load_error}"))
+            raise asr_stream_error(
+                ModelNotReadyError(
+                    "the model is still loading; try again shortly"
+                    if api.engine.state in ("loading", "not_loaded")
+                    else f"the model is not available: {api.engine.load_error}"
+                )
+            )
         if not registry.try_enter():
-            raise StreamError(f"The service is at its limit of {registry.max_streams} open streams (MAX_STREAMS); "
-                              f"try again shortly.", "too_many_streams", CLOSE_TRY_LATER, "busy")
+            raise StreamError(
+                f"The service is at its limit of {registry.max_streams} open streams (MAX_STREAMS); try again shortly.",
+                "too_many_streams",
+                CLOSE_TRY_LATER,
+                "busy",
+            )
         entered = True
         logger.info("stream opened (%d open)", registry.open)
         await _serve(websocket, api, conn)
@@ -349,9 +401,15 @@ def _check_key(api: Any, websocket: WebSocket) -> None:
     try:
         api.keys.check(authorization)
     except APIError as exc:
-        raise StreamError(exc.message.replace("send the header 'Authorization: Bearer <key>'",
-                                              "send the header 'Authorization: Bearer <key>' or ?api_key=<key>"),
-                          exc.code or "unauthorized", CLOSE_POLICY, "unauthorized") from None
+        raise StreamError(
+            exc.message.replace(
+                "send the header 'Authorization: Bearer <key>'",
+                "send the header 'Authorization: Bearer <key>' or ?api_key=<key>",
+            ),
+            exc.code or "unauthorized",
+            CLOSE_POLICY,
+            "unauthorized",
+        ) from None
 
 
 async def _send(websocket: WebSocket, answer: dict[str, Any]) -> None:
@@ -382,8 +440,12 @@ async def _serve(websocket: WebSocket, api: Any, conn: Connection) -> None:
         except TimeoutError:
             if conn.finals_pending:
                 continue
-            raise StreamError(f"no message for {settings.stream_idle_timeout_s:g} s (STREAM_IDLE_TIMEOUT_S); "
-                              f"closing the idle stream", "idle_timeout", CLOSE_GOING_AWAY, "idle_timeout") from None
+            raise StreamError(
+                f"no message for {settings.stream_idle_timeout_s:g} s (STREAM_IDLE_TIMEOUT_S); closing the idle stream",
+                "idle_timeout",
+                CLOSE_GOING_AWAY,
+                "idle_timeout",
+            ) from None
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
         received = time.perf_counter()
@@ -391,9 +453,14 @@ async def _serve(websocket: WebSocket, api: Any, conn: Connection) -> None:
         text = message.get("text")
         size = len(data) if data is not None else len((text or "").encode())
         if size > max_frame:
-            raise StreamError(f"a message of {size / 1024:.0f} KB is over the limit of "
-                              f"{settings.stream_max_frame_kb} KB (STREAM_MAX_FRAME_KB); send audio in smaller "
-                              f"chunks", "frame_too_large", CLOSE_TOO_BIG, "too_large")
+            raise StreamError(
+                f"a message of {size / 1024:.0f} KB is over the limit of "
+                f"{settings.stream_max_frame_kb} KB (STREAM_MAX_FRAME_KB); send audio in smaller "
+                f"chunks",
+                "frame_too_large",
+                CLOSE_TOO_BIG,
+                "too_large",
+            )
         if data is not None:
             await _on_audio(websocket, api, conn, data, received)
         elif text is not None:
@@ -404,8 +471,9 @@ async def _on_json(websocket: WebSocket, api: Any, conn: Connection, text: str) 
     try:
         message = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StreamError(f"not valid JSON ({exc.msg} at character {exc.pos}); text messages must be JSON "
-                          f"objects", "bad_json") from None
+        raise StreamError(
+            f"not valid JSON ({exc.msg} at character {exc.pos}); text messages must be JSON objects", "bad_json"
+        ) from None
     if not isinstance(message, dict):
         raise StreamError("a text message must be a JSON object", "bad_json")
     speaking = message.get("is_speaking", True)
@@ -413,15 +481,20 @@ async def _on_json(websocket: WebSocket, api: Any, conn: Connection, text: str) 
         raise StreamError("is_speaking must be true or false", "bad_message")
     if not conn.active:
         if not speaking and conn.utterance is None:
-            raise StreamError('{"is_speaking": false} before any audio: send the JSON configuration with the mode '
-                              'first', "missing_mode")
+            raise StreamError(
+                '{"is_speaking": false} before any audio: send the JSON configuration with the mode first',
+                "missing_mode",
+            )
         if not speaking:
             return  # a second end-of-utterance in a row: nothing is open
         conn.utterance = parse_utterance(message, conn.utterance)
         await _start(api, conn)
     elif "mode" in message and message["mode"] != conn.utterance.mode:
-        raise StreamError(f"mode {message['mode']!r} sent mid-utterance; send {{\"is_speaking\": false}} to end "
-                          f"the {conn.utterance.mode} utterance first", "bad_message")
+        raise StreamError(
+            f'mode {message["mode"]!r} sent mid-utterance; send {{"is_speaking": false}} to end '
+            f"the {conn.utterance.mode} utterance first",
+            "bad_message",
+        )
     if not speaking:
         await _finish(websocket, api, conn)
 
@@ -451,17 +524,23 @@ async def _start(api: Any, conn: Connection) -> None:
 async def _on_audio(websocket: WebSocket, api: Any, conn: Connection, data: bytes, received: float) -> None:
     if not conn.active:
         if conn.utterance is None:
-            raise StreamError('audio before the configuration: send the JSON message with the mode first, e.g. '
-                              '{"mode": "2pass", "wav_format": "pcm", "audio_fs": 16000, "is_speaking": true}',
-                              "missing_mode")
+            raise StreamError(
+                "audio before the configuration: send the JSON message with the mode first, e.g. "
+                '{"mode": "2pass", "wav_format": "pcm", "audio_fs": 16000, "is_speaking": true}',
+                "missing_mode",
+            )
         await _start(api, conn)  # FunASR's servers keep the last settings for the next utterance
     utterance = conn.utterance
     assert utterance is not None
     if utterance.mode == "offline":
         limit = api.engine.limits.max_bytes
         if len(conn.offline_audio) + len(data) > limit:
-            raise StreamError(f"the utterance is over the upload limit of {limit / 2**20:.0f} MB (MAX_UPLOAD_MB)",
-                              "too_large", CLOSE_TOO_BIG, "too_large")
+            raise StreamError(
+                f"the utterance is over the upload limit of {limit / 2**20:.0f} MB (MAX_UPLOAD_MB)",
+                "too_large",
+                CLOSE_TOO_BIG,
+                "too_large",
+            )
         conn.offline_audio += data
         return
     data = conn.odd_byte + data
@@ -470,10 +549,16 @@ async def _on_audio(websocket: WebSocket, api: Any, conn: Connection, data: byte
     samples = pcm_to_float(data[:cut])
     if utterance.audio_fs != SAMPLE_RATE:
         samples = to_mono_16k(samples, utterance.audio_fs)
-    if conn.session is not None and conn.session.utterance_seconds + samples.size / SAMPLE_RATE > \
-            api.engine.limits.max_seconds:
-        raise StreamError(f"the utterance is longer than {api.engine.limits.max_seconds:.0f} s (MAX_AUDIO_SECONDS); "
-                          f'send {{"is_speaking": false}} to end it and start the next', "too_long", CLOSE_POLICY)
+    if (
+        conn.session is not None
+        and conn.session.utterance_seconds + samples.size / SAMPLE_RATE > api.engine.limits.max_seconds
+    ):
+        raise StreamError(
+            f"the utterance is longer than {api.engine.limits.max_seconds:.0f} s (MAX_AUDIO_SECONDS); "
+            f'send {{"is_speaking": false}} to end it and start the next',
+            "too_long",
+            CLOSE_POLICY,
+        )
     api.metrics.stream_audio_seconds.labels(utterance.mode).inc(samples.size / SAMPLE_RATE)
     results = await _run_session(conn.session.feed, samples)
     await _send_results(websocket, api, conn, results, received)
@@ -505,8 +590,9 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
             call = dict(source=samples, sample_rate=utterance.audio_fs)
         else:
             call = dict(source=audio)
-        result = await run_in_threadpool(api.engine.transcribe, hotwords=utterance.hotwords,
-                                         name=utterance.wav_name or "stream", **call)
+        result = await run_in_threadpool(
+            api.engine.transcribe, hotwords=utterance.hotwords, name=utterance.wav_name or "stream", **call
+        )
         api.metrics.stream_audio_seconds.labels("offline").inc(result.duration)
     except ASRError as exc:
         raise asr_stream_error(exc) from None
@@ -522,8 +608,9 @@ async def _run_session(fn: Any, *args: Any) -> Any:
         raise asr_stream_error(exc) from None
 
 
-async def _send_results(websocket: WebSocket, api: Any, conn: Connection, results: list[StreamResult],
-                        received: float) -> None:
+async def _send_results(
+    websocket: WebSocket, api: Any, conn: Connection, results: list[StreamResult], received: float
+) -> None:
     """Partials now; finals (and the utterance's last answer) in order through the connection's finals task, so a
     sentence waiting for its turn at the engine never holds up the partials that follow it."""
     utterance, session = conn.utterance, conn.session

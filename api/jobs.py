@@ -46,8 +46,9 @@ READ_RESPONSES = {**ERROR_RESPONSES, **NOT_FOUND}
 def job_service(request: Request) -> JobService:
     service = getattr(request.app.state, "jobs", None)
     if service is None:
-        raise unavailable(sentence("jobs_disabled", language(request)), code="jobs_disabled", retry_after_s=60,
-                          outcome="not_ready")
+        raise unavailable(
+            sentence("jobs_disabled", language(request)), code="jobs_disabled", retry_after_s=60, outcome="not_ready"
+        )
     return service
 
 
@@ -56,9 +57,18 @@ def job_view(job: Job) -> dict[str, Any]:
     total = job.total_s
     done = job.done_s
     eta = job.eta_s()
-    files = [{"index": i, "name": f.name, "status": f.state, "duration": f.duration_s,
-              "audio_seconds_done": round(f.done_s, 3), "error": f.error, "attempts": f.attempts}
-             for i, f in enumerate(job.files)]
+    files = [
+        {
+            "index": i,
+            "name": f.name,
+            "status": f.state,
+            "duration": f.duration_s,
+            "audio_seconds_done": round(f.done_s, 3),
+            "error": f.error,
+            "attempts": f.attempts,
+        }
+        for i, f in enumerate(job.files)
+    ]
     view: dict[str, Any] = {
         "id": job.id,
         "object": "transcription.job",
@@ -69,9 +79,12 @@ def job_view(job: Job) -> dict[str, Any]:
         "error": job.error,
         "cancel_requested": job.cancel_requested,
         "response_format": job.options.get("response_format", "json"),
-        "progress": {"audio_seconds_done": round(done, 3), "audio_seconds_total": None if total is None
-                     else round(total, 3), "fraction": round(min(done / total, 1.0), 4) if total else None,
-                     "eta_seconds": None if eta is None else round(eta, 1)},
+        "progress": {
+            "audio_seconds_done": round(done, 3),
+            "audio_seconds_total": None if total is None else round(total, 3),
+            "fraction": round(min(done / total, 1.0), 4) if total else None,
+            "eta_seconds": None if eta is None else round(eta, 1),
+        },
         "file_counts": job.counts(),
         "files": files,
         "runs": job.runs,
@@ -113,22 +126,35 @@ async def _own_job(request: Request, job_id: str, owner: Owner) -> Job:
 
 
 # ------------------------------------------------------------------------------------------ routes
-@router.post("/v1/jobs", status_code=202, dependencies=[Depends(room_for_a_job)], openapi_extra=JOB_BODY,
-             responses=JOB_RESPONSES)
-async def create_job(request: Request, owner: Owner = Depends(caller),
-                     upload: JobUpload = Depends(job_upload)) -> JSONResponse:
+@router.post(
+    "/v1/jobs", status_code=202, dependencies=[Depends(room_for_a_job)], openapi_extra=JOB_BODY, responses=JOB_RESPONSES
+)
+async def create_job(
+    request: Request, owner: Owner = Depends(caller), upload: JobUpload = Depends(job_upload)
+) -> JSONResponse:
     form = upload.form
     uploads = [Upload(f.filename or "", f.file) for f in upload.files]
-    job = await run_in_threadpool(submit_named, job_service(request), owner, uploads, paths=upload.paths,
-                                  urls=upload.urls, hotwords=form.hotwords, response_format=form.response_format,
-                                  callback_url=upload.callback_url, diarize=form.diarize,
-                                  num_speakers=form.num_speakers, granularities=sorted(form.granularities))
+    job = await run_in_threadpool(
+        submit_named,
+        job_service(request),
+        owner,
+        uploads,
+        paths=upload.paths,
+        urls=upload.urls,
+        hotwords=form.hotwords,
+        response_format=form.response_format,
+        callback_url=upload.callback_url,
+        diarize=form.diarize,
+        num_speakers=form.num_speakers,
+        granularities=sorted(form.granularities),
+    )
     return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 @router.get("/v1/jobs", responses=ERROR_RESPONSES)
-async def list_jobs(request: Request, limit: int = Query(20, ge=1, le=100),
-                    owner: Owner = Depends(caller)) -> JSONResponse:
+async def list_jobs(
+    request: Request, limit: int = Query(20, ge=1, le=100), owner: Owner = Depends(caller)
+) -> JSONResponse:
     """The caller's own jobs, newest first (an admin key's too: see docs/security.md)."""
     jobs = await run_in_threadpool(job_service(request).list, owner, limit)
     return JSONResponse({"object": "list", "data": [job_view(j) for j in jobs]})
@@ -153,24 +179,45 @@ async def cancel_job(request: Request, job_id: str, owner: Owner = Depends(calle
     return JSONResponse(job_view(job))
 
 
-@router.get("/v1/jobs/{job_id}/result", responses={
-    200: {"description": "One file's result in `response_format`; a zip of every file's for several.",
-          "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}},
-                      "text/vtt": {"schema": {"type": "string"}}, "application/zip": {"schema": {"type": "string"}}}},
-    **READ_RESPONSES, 409: error_response("The job has not finished, or the file has no result.")})
-async def job_result(request: Request, job_id: str, response_format: str | None = None,
-                     file: int | None = Query(None, ge=0), owner: Owner = Depends(caller)) -> Response:
+@router.get(
+    "/v1/jobs/{job_id}/result",
+    responses={
+        200: {
+            "description": "One file's result in `response_format`; a zip of every file's for several.",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/plain": {"schema": {"type": "string"}},
+                "text/vtt": {"schema": {"type": "string"}},
+                "application/zip": {"schema": {"type": "string"}},
+            },
+        },
+        **READ_RESPONSES,
+        409: error_response("The job has not finished, or the file has no result."),
+    },
+)
+async def job_result(
+    request: Request,
+    job_id: str,
+    response_format: str | None = None,
+    file: int | None = Query(None, ge=0),
+    owner: Owner = Depends(caller),
+) -> Response:
     """One file's result in `response_format` (the job's own by default); a zip of every file's for several."""
     service = job_service(request)
     job = await _own_job(request, job_id, owner)
     fmt = response_format or job.options.get("response_format", "json")
     if fmt not in RESPONSE_FORMATS:
-        raise bad_request(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not '{fmt}'.",
-                          param="response_format")
+        raise bad_request(
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not '{fmt}'.", param="response_format"
+        )
     if not job.finished:
         done = job.counts()["done"]
-        raise APIError(409, f"The job is {job.state} ({done} of {len(job.files)} files done); its result is "
-                       f"ready when it finishes.", code="job_not_finished", outcome="conflict")
+        raise APIError(
+            409,
+            f"The job is {job.state} ({done} of {len(job.files)} files done); its result is ready when it finishes.",
+            code="job_not_finished",
+            outcome="conflict",
+        )
     if file is None and len(job.files) > 1:
         return await run_in_threadpool(_zip, service, job, fmt)
     index = file or 0
@@ -180,8 +227,9 @@ async def job_result(request: Request, job_id: str, response_format: str | None 
     if result is None:
         record = job.files[index]
         reason = record.error or job.error or f"the file was {record.state}"
-        raise APIError(409, f"No result for file {index} ({record.name}): {reason}", code="no_result",
-                       outcome="conflict")
+        raise APIError(
+            409, f"No result for file {index} ({record.name}): {reason}", code="no_result", outcome="conflict"
+        )
     response = render(result, fmt, frozenset(job.options.get("granularities") or []))
     response.headers.update(PRIVATE)
     return response
@@ -199,8 +247,11 @@ def _zip(service: JobService, job: Job, fmt: str) -> Response:
                 body = render(result, fmt, frozenset(job.options.get("granularities") or [])).body
                 archive.writestr(f"{index + 1:03d}_{_entry_stem(record.name)}.{EXTENSIONS[fmt]}", body)
         archive.writestr("job.json", json.dumps(job_view(job), ensure_ascii=False, indent=1))
-    return Response(buffer.getvalue(), media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"', **PRIVATE})
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{job.id}.zip"', **PRIVATE},
+    )
 
 
 def _entry_stem(name: str) -> str:
@@ -217,8 +268,9 @@ class JobsCollector(Collector):
         self.service = service
 
     def collect(self) -> list[Metric]:
-        family = GaugeMetricFamily(f"{PREFIX}_jobs", "Jobs by state (whole service, until removed by cleanup).",
-                                   labels=["state"])
+        family = GaugeMetricFamily(
+            f"{PREFIX}_jobs", "Jobs by state (whole service, until removed by cleanup).", labels=["state"]
+        )
         try:
             counts = self.service.store.count_by_state()
         except Exception:  # a store outage must not break /metrics
@@ -234,10 +286,19 @@ def install_job_metrics(metrics: Metrics, service: JobService) -> None:
     registry = metrics.registry
     registry.register(JobsCollector(service))
     buckets = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200)
-    wait = Histogram(f"{PREFIX}_job_queue_wait_seconds", "From submission to a worker's first claim.",
-                     registry=registry, buckets=buckets)
-    duration = Histogram(f"{PREFIX}_job_duration_seconds", "From first claim to the end (restarts included), "
-                         "by final state.", ["state"], registry=registry, buckets=buckets)
+    wait = Histogram(
+        f"{PREFIX}_job_queue_wait_seconds",
+        "From submission to a worker's first claim.",
+        registry=registry,
+        buckets=buckets,
+    )
+    duration = Histogram(
+        f"{PREFIX}_job_duration_seconds",
+        "From first claim to the end (restarts included), by final state.",
+        ["state"],
+        registry=registry,
+        buckets=buckets,
+    )
 
     def observe(event: str, job: Job) -> None:
         if event == "started" and job.started_at:

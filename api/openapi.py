@@ -10,12 +10,18 @@ from asr.speakers import MAX_SPEAKERS
 ERROR_BODY: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["message", "type", "param", "code"],
-        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
-                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}},
-    }},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
 }
 
 
@@ -32,10 +38,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 NOT_FOUND = {404: error_response("No such record, or not the caller's (the two answer the same).")}
 BUSY = {503: error_response("The model is not ready or the service is full; `Retry-After` says when to try again.")}
 TRANSCRIPTION_RESPONSES = {
-    200: {"description": "The transcript in `response_format` (JSON, plain text, SRT or WebVTT), or with "
-                         "`stream=true` server-sent events.",
-          "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}},
-                      "text/vtt": {"schema": {"type": "string"}}, "text/event-stream": {"schema": {"type": "string"}}}},
+    200: {
+        "description": "The transcript in `response_format` (JSON, plain text, SRT or WebVTT), or with "
+        "`stream=true` server-sent events.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/plain": {"schema": {"type": "string"}},
+            "text/vtt": {"schema": {"type": "string"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    },
     **ERROR_RESPONSES,
     413: error_response("The file is over MAX_UPLOAD_MB."),
     **BUSY,
@@ -51,14 +63,23 @@ _OPTIONS: dict[str, Any] = {
     "model": {"type": "string", "description": "Ignored: this server runs one model (OpenAI clients send it)."},
     "language": {"type": "string", "description": "zh (or empty): the service recognises Mandarin only."},
     "prompt": {"type": "string", "description": "Read as hotwords when `hotwords` is absent."},
-    "hotwords": {"type": "string", "description": "Words to favour, separated by spaces, commas or new lines; "
-                                                  "empty for none."},
+    "hotwords": {
+        "type": "string",
+        "description": "Words to favour, separated by spaces, commas or new lines; empty for none.",
+    },
     "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"], "default": "json"},
-    "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["segment", "word"]},
-                                  "description": "With response_format=verbose_json."},
+    "timestamp_granularities[]": {
+        "type": "array",
+        "items": {"type": "string", "enum": ["segment", "word"]},
+        "description": "With response_format=verbose_json.",
+    },
     "diarize": {"type": "boolean", "description": "Label each sentence's speaker (needs ENABLE_SPK)."},
-    "num_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS,
-                     "description": "How many speakers, when known (implies diarize)."},
+    "num_speakers": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_SPEAKERS,
+        "description": "How many speakers, when known (implies diarize).",
+    },
 }
 
 
@@ -66,23 +87,41 @@ def _multipart(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-TRANSCRIPTION_BODY = _multipart({
-    "type": "object",
-    "required": ["file"],
-    "properties": {"file": {"type": "string", "format": "binary", "description": "The audio or video file."},
-                   **_OPTIONS,
-                   "stream": {"type": "boolean", "description": "Server-sent events as segments are decoded "
-                                                               "(json or text formats, no speakers)."}},
-})
-JOB_BODY = _multipart({
-    "type": "object",
-    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                            "description": "The audio files (repeat the field); or name them by `path` or `url`."},
-                   "path": {"type": "array", "items": {"type": "string"},
-                            "description": "A file on the server under JOB_ALLOWED_DIRS."},
-                   "url": {"type": "array", "items": {"type": "string"},
-                           "description": "An http(s) URL on one of JOB_URL_HOSTS."},
-                   "callback_url": {"type": "string", "description": "POSTed the job when it ends "
-                                                                     "(JOB_CALLBACK_HOSTS)."},
-                   **_OPTIONS},
-})
+TRANSCRIPTION_BODY = _multipart(
+    {
+        "type": "object",
+        "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary", "description": "The audio or video file."},
+            **_OPTIONS,
+            "stream": {
+                "type": "boolean",
+                "description": "Server-sent events as segments are decoded (json or text formats, no speakers).",
+            },
+        },
+    }
+)
+JOB_BODY = _multipart(
+    {
+        "type": "object",
+        "properties": {
+            "file": {
+                "type": "array",
+                "items": {"type": "string", "format": "binary"},
+                "description": "The audio files (repeat the field); or name them by `path` or `url`.",
+            },
+            "path": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "A file on the server under JOB_ALLOWED_DIRS.",
+            },
+            "url": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "An http(s) URL on one of JOB_URL_HOSTS.",
+            },
+            "callback_url": {"type": "string", "description": "POSTed the job when it ends (JOB_CALLBACK_HOSTS)."},
+            **_OPTIONS,
+        },
+    }
+)

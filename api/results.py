@@ -47,8 +47,10 @@ def describe(result: Result, owner: Owner) -> dict:
         "created_at": int(result.created),
         "created": dt.datetime.fromtimestamp(result.created, dt.UTC).isoformat(timespec="seconds"),
         "info": result.info,
-        "files": [{"name": p.name, "bytes": p.stat().st_size, "url": f"/v1/results/{result.id}/{p.name}"}
-                  for p in result.files()],
+        "files": [
+            {"name": p.name, "bytes": p.stat().st_size, "url": f"/v1/results/{result.id}/{p.name}"}
+            for p in result.files()
+        ],
     }
     if owner.admin:
         body["owner"] = result.owner
@@ -62,9 +64,15 @@ async def list_results(request: Request) -> JSONResponse:
     return JSONResponse({"object": "list", "data": [describe(r, owner) for r in found]}, headers=PRIVATE)
 
 
-@router.get("/v1/results/{result_id}/{name}", response_class=FileResponse, responses={
-    200: {"description": "The file, as an attachment.", "content": {"application/octet-stream": {}}},
-    **ERROR_RESPONSES, **NOT_FOUND})
+@router.get(
+    "/v1/results/{result_id}/{name}",
+    response_class=FileResponse,
+    responses={
+        200: {"description": "The file, as an attachment.", "content": {"application/octet-stream": {}}},
+        **ERROR_RESPONSES,
+        **NOT_FOUND,
+    },
+)
 async def get_result_file(result_id: str, name: str, request: Request) -> FileResponse:
     access, owner = _caller(request)
     try:
@@ -72,5 +80,6 @@ async def get_result_file(result_id: str, name: str, request: Request) -> FileRe
     except ResultNotFound:
         raise _not_found() from None
     media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=media_type, filename=name, content_disposition_type="attachment",
-                        headers=PRIVATE)
+    return FileResponse(
+        path, media_type=media_type, filename=name, content_disposition_type="attachment", headers=PRIVATE
+    )

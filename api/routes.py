@@ -16,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from asr.engine import Engine, Transcription, Word
-from config.settings import Settings
 from asr.subtitles import to_srt, to_txt, to_vtt
+from config.settings import Settings
 
 from .admission import Admission
 from .auth import APIKeys
@@ -53,27 +53,52 @@ def services(request: Request) -> APIServices:
 # ------------------------------------------------------------------------------------------ routes
 @router.get("/v1/models", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
 async def list_models(request: Request) -> JSONResponse:
-    card = {"id": MODEL_ID, "object": "model", "created": int(services(request).engine.started_at), "owned_by": "funasr"}
+    card = {
+        "id": MODEL_ID,
+        "object": "model",
+        "created": int(services(request).engine.started_at),
+        "owned_by": "funasr",
+    }
     return JSONResponse({"object": "list", "data": [card]})
 
 
-@router.post("/v1/audio/transcriptions", dependencies=[Depends(require_key)], openapi_extra=TRANSCRIPTION_BODY,
-             responses=TRANSCRIPTION_RESPONSES)
-async def create_transcription(request: Request, place: Place = Depends(admitted, scope="function"),
-                               upload: TranscriptionUpload = Depends(transcription_upload)) -> Response:
+@router.post(
+    "/v1/audio/transcriptions",
+    dependencies=[Depends(require_key)],
+    openapi_extra=TRANSCRIPTION_BODY,
+    responses=TRANSCRIPTION_RESPONSES,
+)
+async def create_transcription(
+    request: Request,
+    place: Place = Depends(admitted, scope="function"),
+    upload: TranscriptionUpload = Depends(transcription_upload),
+) -> Response:
     engine, form = services(request).engine, upload.form
     if form.stream:  # input errors are HTTP errors: the audio is checked before the stream starts
         audio = await run_in_threadpool(engine.decode, upload.data, name=upload.name)
-        return stream_transcription(engine, audio, hotwords=form.hotwords, lang=language(request),
-                                    release=place.hand_over())  # the stream's worker frees the place
-    result = await run_in_threadpool(engine.transcribe, upload.data, hotwords=form.hotwords, name=upload.name,
-                                     diarize=form.diarize, num_speakers=form.num_speakers)
+        return stream_transcription(
+            engine, audio, hotwords=form.hotwords, lang=language(request), release=place.hand_over()
+        )  # the stream's worker frees the place
+    result = await run_in_threadpool(
+        engine.transcribe,
+        upload.data,
+        hotwords=form.hotwords,
+        name=upload.name,
+        diarize=form.diarize,
+        num_speakers=form.num_speakers,
+    )
     return render(result, form.response_format, form.granularities)
 
 
-@router.get("/metrics", dependencies=[Depends(require_key)], response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                             "description": "Prometheus text format."}, **ERROR_RESPONSES})
+@router.get(
+    "/metrics",
+    dependencies=[Depends(require_key)],
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."},
+        **ERROR_RESPONSES,
+    },
+)
 async def metrics(request: Request) -> Response:
     return Response(services(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
@@ -113,8 +138,15 @@ def verbose_json(result: Transcription, granularities: frozenset[str] = frozense
     if with_segments:
         segments = []
         for i, s in enumerate(result.sentences):
-            segment = {"id": i, "seek": 0, "start": round(s.start, 3), "end": round(s.end, 3), "text": s.text,
-                       "tokens": [], "temperature": 0.0}
+            segment = {
+                "id": i,
+                "seek": 0,
+                "start": round(s.start, 3),
+                "end": round(s.end, 3),
+                "text": s.text,
+                "tokens": [],
+                "temperature": 0.0,
+            }
             if s.speaker is not None:
                 segment["speaker"] = s.speaker
             if with_words:

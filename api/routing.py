@@ -69,6 +69,11 @@ class _MethodNotAllowed:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        error = APIError(405, f"{request.method} is not allowed here; use {self.allow}.", code="method_not_allowed",
-                         outcome="bad_request", headers={"Allow": self.allow})
+        error = APIError(
+            405,
+            f"{request.method} is not allowed here; use {self.allow}.",
+            code="method_not_allowed",
+            outcome="bad_request",
+            headers={"Allow": self.allow},
+        )
         await (await handle_api_error(request, error))(scope, receive, send)

@@ -32,8 +32,8 @@ from fastapi.responses import StreamingResponse
 from asr.audio import Audio
 from asr.engine import Engine, Transcription
 from asr.errors import ASRError
-from messages import Lang
 from asr.segments import SpeechSegment, needs_space
+from messages import Lang
 
 from .errors import from_asr_error, internal_error
 
@@ -49,8 +49,9 @@ class ClientGone(ASRError):
     code = "client_gone"
 
 
-def stream_transcription(engine: Engine, audio: Audio, *, hotwords: str | None, lang: Lang,
-                         release: Callable[[], None]) -> StreamingResponse:
+def stream_transcription(
+    engine: Engine, audio: Audio, *, hotwords: str | None, lang: Lang, release: Callable[[], None]
+) -> StreamingResponse:
     """Start transcribing `audio` now and answer with its events; `release()` runs when the work has ended."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -88,8 +89,14 @@ async def _events(events: asyncio.Queue[tuple[str, Any]], gone: threading.Event,
                     continue
                 delta = (" " if needs_space(written, value.written) else "") + value.written
                 written += delta
-                yield _event({"type": "transcript.text.delta", "delta": delta, "start": round(value.start, 3),
-                              "end": round(value.end, 3)})
+                yield _event(
+                    {
+                        "type": "transcript.text.delta",
+                        "delta": delta,
+                        "start": round(value.start, 3),
+                        "end": round(value.end, 3),
+                    }
+                )
             elif kind == "done":
                 yield _event(done_event(value, written))
                 return
@@ -102,8 +109,11 @@ async def _events(events: asyncio.Queue[tuple[str, Any]], gone: threading.Event,
 
 def done_event(result: Transcription, written: str) -> dict:
     """The last event: `written`, the deltas joined (see the module's docstring), and the audio's duration."""
-    return {"type": "transcript.text.done", "text": written,
-            "usage": {"type": "duration", "seconds": math.ceil(result.duration)}}
+    return {
+        "type": "transcript.text.done",
+        "text": written,
+        "usage": {"type": "duration", "seconds": math.ceil(result.duration)},
+    }
 
 
 def _error_event(exc: BaseException, lang: Lang) -> dict:

@@ -76,13 +76,17 @@ async def admitted(request: Request) -> AsyncIterator[Place]:
     unless a stream took it over."""
     api = request.app.state.api
     lang = language(request)
-    check_content_length(request, api.engine.limits.max_bytes + MULTIPART_SLACK_BYTES,
-                         lambda length: _too_large("", length, api.engine.limits.max_bytes, lang))
+    check_content_length(
+        request,
+        api.engine.limits.max_bytes + MULTIPART_SLACK_BYTES,
+        lambda length: _too_large("", length, api.engine.limits.max_bytes, lang),
+    )
     if api.engine.state != "ready":
         raise not_ready(api.engine.state, lang)
     if not api.admission.try_enter():
-        raise unavailable(api.admission.busy_message(lang), code="server_busy", retry_after_s=RETRY_AFTER_BUSY_S,
-                          outcome="busy")
+        raise unavailable(
+            api.admission.busy_message(lang), code="server_busy", retry_after_s=RETRY_AFTER_BUSY_S, outcome="busy"
+        )
     place = Place(api.admission.leave)
     try:
         yield place
@@ -109,20 +113,32 @@ async def job_upload(request: Request) -> AsyncIterator[JobUpload]:
     """The form of `POST /v1/jobs`: its options, up to JOB_MAX_FILES uploads, and the paths and URLs it names."""
     api = request.app.state.api
     s = api.settings
-    check_content_length(request, int(s.job_max_files * s.job_max_upload_mb * 2**20) + MULTIPART_SLACK_BYTES,
-                         lambda _: too_large(f"The upload is larger than {s.job_max_files} files of "
-                                             f"{s.job_max_upload_mb:.0f} MB (JOB_MAX_FILES x JOB_MAX_UPLOAD_MB)."))
+    check_content_length(
+        request,
+        int(s.job_max_files * s.job_max_upload_mb * 2**20) + MULTIPART_SLACK_BYTES,
+        lambda _: too_large(
+            f"The upload is larger than {s.job_max_files} files of "
+            f"{s.job_max_upload_mb:.0f} MB (JOB_MAX_FILES x JOB_MAX_UPLOAD_MB)."
+        ),
+    )
     async with request.form(max_files=s.job_max_files + 1, max_fields=50) as form:
         params = parse_form(form, require_file=False)
         if params.stream:
-            raise bad_request("A job is not streamed: follow its progress at GET /v1/jobs/{id}, or use "
-                              "stream=true on /v1/audio/transcriptions.", param="stream", code="unsupported_value")
+            raise bad_request(
+                "A job is not streamed: follow its progress at GET /v1/jobs/{id}, or use "
+                "stream=true on /v1/audio/transcriptions.",
+                param="stream",
+                code="unsupported_value",
+            )
         files = [f for name in JOB_FILE_FIELDS for f in form.getlist(name) if isinstance(f, UploadFile)]
         paths = [str(v) for v in form.getlist("path") if str(v).strip()]
         urls = [str(v).strip() for v in form.getlist("url") if str(v).strip()]
         if not (files or paths or urls):
-            raise bad_request("Send the audio as multipart/form-data uploads in the field 'file' (repeat it for "
-                              "several files).", param="file", code="missing_file")
+            raise bad_request(
+                "Send the audio as multipart/form-data uploads in the field 'file' (repeat it for several files).",
+                param="file",
+                code="missing_file",
+            )
         yield JobUpload(params, files, paths, urls, str(form.get("callback_url") or "").strip() or None)
 
 
@@ -142,46 +158,71 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
     is False (then it is left to the caller: None here)."""
     file = form.get("file") if require_file else None
     if require_file and not isinstance(file, UploadFile):
-        raise bad_request("Send the audio as a multipart/form-data upload in the field 'file'.", param="file",
-                          code="missing_file")
+        raise bad_request(
+            "Send the audio as a multipart/form-data upload in the field 'file'.", param="file", code="missing_file"
+        )
     response_format = str(form.get("response_format") or "json")
     if response_format not in RESPONSE_FORMATS:
-        raise bad_request(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not '{response_format}'.",
-                          param="response_format")
+        raise bad_request(
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, not '{response_format}'.",
+            param="response_format",
+        )
     language = str(form.get("language") or "").strip().lower()
     if language and language not in MANDARIN and not language.startswith("zh"):
-        raise bad_request(f"This service recognizes Mandarin Chinese only; use language=zh (or leave it out), "
-                          f"not '{language}'.", param="language", code="unsupported_language")
-    granularities = [str(g) for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")]
+        raise bad_request(
+            f"This service recognizes Mandarin Chinese only; use language=zh (or leave it out), not '{language}'.",
+            param="language",
+            code="unsupported_language",
+        )
+    granularities = [
+        str(g) for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    ]
     for granularity in granularities:
         if granularity not in ("segment", "word"):
-            raise bad_request(f"timestamp_granularities must be 'segment' or 'word', not '{granularity}'.",
-                              param="timestamp_granularities")
+            raise bad_request(
+                f"timestamp_granularities must be 'segment' or 'word', not '{granularity}'.",
+                param="timestamp_granularities",
+            )
     if granularities and response_format != "verbose_json":
-        raise bad_request("timestamp_granularities need response_format=verbose_json (as with OpenAI).",
-                          param="timestamp_granularities", code="unsupported_value")
+        raise bad_request(
+            "timestamp_granularities need response_format=verbose_json (as with OpenAI).",
+            param="timestamp_granularities",
+            code="unsupported_value",
+        )
     stream = _form_bool(form, "stream")
     if stream and response_format not in ("json", "text"):
-        raise bad_request(f"stream=true sends the text as events; it goes with response_format json or text, not "
-                          f"'{response_format}' (ask without stream for subtitles or segments).", param="stream",
-                          code="unsupported_value")
+        raise bad_request(
+            f"stream=true sends the text as events; it goes with response_format json or text, not "
+            f"'{response_format}' (ask without stream for subtitles or segments).",
+            param="stream",
+            code="unsupported_value",
+        )
     # `diarize` (ours and OpenAI's diarizing models') or `spk` (FunASR's funasr-server): label the speakers.
     diarize = _form_bool(form, "diarize") or _form_bool(form, "spk")
     num_speakers = _form_int(form, "num_speakers", "speakers")
     if num_speakers is not None and not diarize:
         diarize = True  # a speaker count is a request for speakers
     if stream and diarize:
-        raise bad_request("Speakers are labelled once the whole file is recognised, so they do not come with "
-                          "stream=true: ask for them without stream.", param="stream", code="unsupported_value")
+        raise bad_request(
+            "Speakers are labelled once the whole file is recognised, so they do not come with "
+            "stream=true: ask for them without stream.",
+            param="stream",
+            code="unsupported_value",
+        )
     # `hotwords` wins; without it the OpenAI `prompt` is read as hotwords (SeACo has no text prompt).
     # Neither: None, the engine's default list. An empty `hotwords` means "no hotwords".
     hotwords = form.get("hotwords")
     if hotwords is None:
         hotwords = form.get("prompt") or None
-    return TranscriptionForm(file=file, response_format=response_format,
-                             hotwords=None if hotwords is None else str(hotwords),
-                             granularities=frozenset(granularities), diarize=diarize, num_speakers=num_speakers,
-                             stream=stream)
+    return TranscriptionForm(
+        file=file,
+        response_format=response_format,
+        hotwords=None if hotwords is None else str(hotwords),
+        granularities=frozenset(granularities),
+        diarize=diarize,
+        num_speakers=num_speakers,
+        stream=stream,
+    )
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")

@@ -1,9 +1,9 @@
 """Mandarin speech recognition on FunASR SeACo-Paraformer: the engine, independent of any UI."""
 
 from .audio import SAMPLE_RATE, Audio, load_audio
+from .config import EngineConfig
 from .engine import Engine, Sentence, Transcription, get_engine
 from .errors import ASRError, InputError, ModelLoadError, ModelNotReadyError
-from .config import EngineConfig
 
 __all__ = [
     "ASRError",

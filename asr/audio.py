@@ -39,7 +39,7 @@ SAMPLE_RATE = 16000
 #: How often a running ffmpeg is checked for a stop (`asr.progress.checkpoint`).
 _POLL_S = 0.2
 
-AudioSource = Union[str, os.PathLike, bytes, bytearray, np.ndarray, tuple]
+AudioSource = Union[str, os.PathLike, bytes, bytearray, np.ndarray, tuple]  # noqa: UP007
 """A path, encoded bytes, a float/int sample array (with `sample_rate`), or Gradio's (rate, array)."""
 
 
@@ -75,8 +75,9 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def load_audio(source: AudioSource, *, sample_rate: int | None = None, limits: AudioLimits = AudioLimits(),
-               name: str = "") -> Audio:
+def load_audio(
+    source: AudioSource, *, sample_rate: int | None = None, limits: AudioLimits = AudioLimits(), name: str = ""
+) -> Audio:
     """Decode `source` to 16 kHz mono and check it against `limits`.
 
     Raises an `InputError` subclass with a message for a person when the input is unusable.
@@ -169,12 +170,19 @@ def _from_array(samples: np.ndarray, rate: int, limits: AudioLimits, name: str) 
     return Audio(np.ascontiguousarray(samples), name)
 
 
-def _run_ffmpeg(stream: ffmpeg.nodes.FilterableStream, stdin: bytes | None, limits: AudioLimits,
-                name: str) -> np.ndarray:
+def _run_ffmpeg(
+    stream: ffmpeg.nodes.FilterableStream, stdin: bytes | None, limits: AudioLimits, name: str
+) -> np.ndarray:
     # Decode one second past the limit so an over-long input is detected without decoding all of it.
     out = stream.output(
-        "pipe:1", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE, vn=None,
-        map="0:a:0", t=limits.max_seconds + 1,
+        "pipe:1",
+        format="f32le",
+        acodec="pcm_f32le",
+        ac=1,
+        ar=SAMPLE_RATE,
+        vn=None,
+        map="0:a:0",
+        t=limits.max_seconds + 1,
     ).global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "info")
     args = out.compile(cmd=ffmpeg_binary())
     if stdin is not None:
@@ -192,8 +200,12 @@ def _communicate(args: list[str], stdin: bytes | None, timeout_s: float, name: s
     """Run ffmpeg to the end: (exit status, stdout, stderr). Between polls the caller's stop check runs
     (`asr.progress.checkpoint`): a cancelled job kills ffmpeg within a poll instead of waiting for a long file."""
     deadline = time.monotonic() + timeout_s
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         while True:
             checkpoint()
@@ -246,5 +258,6 @@ def _check_duration(audio: Audio, limits: AudioLimits) -> None:
     if audio.duration > limits.max_seconds:
         raise AudioTooLongError(audio.name, limit_s=f"{limits.max_seconds:.0f}")
     if audio.duration < limits.min_seconds:
-        raise AudioTooShortError(audio.name, ms=f"{audio.duration * 1000:.0f}",
-                                 min_ms=f"{limits.min_seconds * 1000:.0f}")
+        raise AudioTooShortError(
+            audio.name, ms=f"{audio.duration * 1000:.0f}", min_ms=f"{limits.min_seconds * 1000:.0f}"
+        )

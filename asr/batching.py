@@ -104,15 +104,27 @@ class BatchStats:
     largest_jobs: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "jobs": self.jobs, "segments": self.segments, "largest_jobs": self.largest_jobs,
-                "jobs_per_call": round(self.jobs / self.calls, 3) if self.calls else 0.0}
+        return {
+            "calls": self.calls,
+            "jobs": self.jobs,
+            "segments": self.segments,
+            "largest_jobs": self.largest_jobs,
+            "jobs_per_call": round(self.jobs / self.calls, 3) if self.calls else 0.0,
+        }
 
 
 class CrossRequestBatcher:
     """Stands in for `model.inference`; see the module docstring. Call `install(model)` once after loading."""
 
-    def __init__(self, condition: threading.Condition, requests_inside: Callable[[], int], *, max_requests: int,
-                 max_seconds: float, urgent_waiting: Callable[[], int] = lambda: 0):
+    def __init__(
+        self,
+        condition: threading.Condition,
+        requests_inside: Callable[[], int],
+        *,
+        max_requests: int,
+        max_seconds: float,
+        urgent_waiting: Callable[[], int] = lambda: 0,
+    ):
         self._condition = condition  # the engine's model lock: held by whoever runs FunASR code
         self._requests_inside = requests_inside
         self._urgent_waiting = urgent_waiting
@@ -136,8 +148,12 @@ class CrossRequestBatcher:
         urgent_call = is_urgent()
         if not urgent_call:
             self._give_way()
-        batchable = (data_lengths is None and isinstance(data_in, list) and key is not None
-                     and len(str(kwargs.get("hotword") or "").split()) + 1 <= HOTWORD_FILTER)
+        batchable = (
+            data_lengths is None
+            and isinstance(data_in, list)
+            and key is not None
+            and len(str(kwargs.get("hotword") or "").split()) + 1 <= HOTWORD_FILTER
+        )
         if self.max_requests == 1 or not batchable or urgent_call or self._requests_inside() - self._giving_way <= 1:
             output = self._call_model(data_in, key, data_lengths, kwargs)
             return _one_result_per_segment(output, list(key or []), 0)[0]
@@ -194,12 +210,17 @@ class CrossRequestBatcher:
                 jobs[0].error = exc
             else:
                 # One request's segment must not sink the others: run each alone.
-                logger.warning("batched model call failed (%s: %s); running its %d requests one by one",
-                               type(exc).__name__, exc, len(jobs))
+                logger.warning(
+                    "batched model call failed (%s: %s); running its %d requests one by one",
+                    type(exc).__name__,
+                    exc,
+                    len(jobs),
+                )
                 for job in jobs:
                     try:
-                        job.result = self._own_answer(self._call_model(job.data_in, job.key, None, job.kwargs),
-                                                      job.key, 0)[0]
+                        job.result = self._own_answer(
+                            self._call_model(job.data_in, job.key, None, job.kwargs), job.key, 0
+                        )[0]
                     except Exception as single_exc:
                         job.error = single_exc
         finally:
@@ -250,8 +271,10 @@ def make_batches_exact(model: Any) -> None:
     def timestamps_per_segment(encoder_out: Any, encoder_out_lens: Any, token_num: Any) -> tuple:
         if encoder_out.shape[0] == 1:
             return timestamps(encoder_out, encoder_out_lens, token_num)
-        parts = [timestamps(encoder_out[i: i + 1, : int(n)], encoder_out_lens[i: i + 1], token_num[i: i + 1])
-                 for i, n in enumerate(encoder_out_lens)]
+        parts = [
+            timestamps(encoder_out[i : i + 1, : int(n)], encoder_out_lens[i : i + 1], token_num[i : i + 1])
+            for i, n in enumerate(encoder_out_lens)
+        ]
         return tuple(_pad_cat([part[k] for part in parts]) for k in range(len(parts[0])))
 
     model.encode = encode_with_zeroed_padding
@@ -293,19 +316,27 @@ def _one_result_per_segment(output: Any, keys: list, offset: int) -> tuple[Any, 
     meta = output[1] if isinstance(output, tuple) and len(output) > 1 else {}
     if not isinstance(results, list) or not results:
         return ([empty_result(k) for k in keys], meta), offset + count
-    own = results[offset: offset + count] if count else results
+    own = results[offset : offset + count] if count else results
     answer = []
     for i, result in enumerate(own):
         predicted = result.pop(PREDICTED_TOKENS, None) if isinstance(result, dict) else None
-        answer.append(empty_result(result.get("key", keys[i] if i < count else None))
-                      if predicted is not None and predicted < 1 else result)
+        answer.append(
+            empty_result(result.get("key", keys[i] if i < count else None))
+            if predicted is not None and predicted < 1
+            else result
+        )
     return (answer, meta), offset + (count or len(own))
 
 
 def _group_of(kwargs: dict[str, Any]) -> tuple:
     """Segments share a call only when every plain option (hotword above all) is the same."""
-    return tuple(sorted((k, v) for k, v in kwargs.items()
-                        if k not in _NOT_DECODING_OPTIONS and isinstance(v, (str, int, float, bool, type(None)))))
+    return tuple(
+        sorted(
+            (k, v)
+            for k, v in kwargs.items()
+            if k not in _NOT_DECODING_OPTIONS and isinstance(v, (str, int, float, bool, type(None)))
+        )
+    )
 
 
 def _cap(group: list[_Job], max_requests: int, max_seconds: float) -> list[_Job]:

@@ -107,32 +107,45 @@ def resolve_device(requested: str, backend: str = "auto") -> str:
     if not _VALID.match(value):
         raise DeviceError(f"DEVICE={requested!r} is not a device: use auto, cpu, cuda or cuda:N (e.g. cuda:1)")
     if backend == "onnx" and value.startswith("cuda"):
-        raise DeviceError(f"DEVICE={requested} with ENGINE_BACKEND=onnx: the ONNX backend runs on the CPU only. "
-                          f"Set ENGINE_BACKEND=torch to use the GPU, or DEVICE=auto/cpu to run ONNX on the CPU")
+        raise DeviceError(
+            f"DEVICE={requested} with ENGINE_BACKEND=onnx: the ONNX backend runs on the CPU only. "
+            f"Set ENGINE_BACKEND=torch to use the GPU, or DEVICE=auto/cpu to run ONNX on the CPU"
+        )
     if backend == "onnx" or value == "cpu" or (value == "auto" and not cuda_state().available):
         gpu_unused_warning(requested, "cpu", backend)  # logs it, once
         return "cpu"
     state = cuda_state()
     if value == "auto":
-        _log_once(logging.INFO, f"DEVICE=auto: using cuda:0 ({state.names[0]}, torch {state.torch_version}, "
-                                f"CUDA {state.cuda_build})")
+        _log_once(
+            logging.INFO,
+            f"DEVICE=auto: using cuda:0 ({state.names[0]}, torch {state.torch_version}, CUDA {state.cuda_build})",
+        )
         return "cuda:0"
     index = int(value.partition(":")[2] or 0)
     if not state.available:
         if nvidia_gpus():
-            raise DeviceError(f"DEVICE={requested}: {_gpu_list()} is present but {state.problem}. {fix_for(state)}; "
-                              f"or set DEVICE=auto to run on the CPU when there is no usable GPU")
-        raise DeviceError(f"DEVICE={requested}: no NVIDIA GPU was found (the NVIDIA driver reports none) and "
-                          f"{state.problem}. Without a GPU set DEVICE=auto or cpu; on a GPU machine install the "
-                          f"driver (nvidia-smi must list the GPU), then `./run.sh install` ({GPU_DOCS})")
+            raise DeviceError(
+                f"DEVICE={requested}: {_gpu_list()} is present but {state.problem}. {fix_for(state)}; "
+                f"or set DEVICE=auto to run on the CPU when there is no usable GPU"
+            )
+        raise DeviceError(
+            f"DEVICE={requested}: no NVIDIA GPU was found (the NVIDIA driver reports none) and "
+            f"{state.problem}. Without a GPU set DEVICE=auto or cpu; on a GPU machine install the "
+            f"driver (nvidia-smi must list the GPU), then `./run.sh install` ({GPU_DOCS})"
+        )
     if index >= state.device_count:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise DeviceError(f"DEVICE={requested}: torch sees {state.device_count} GPU(s), cuda:0..cuda:"
-                          f"{state.device_count - 1}" + (f" (CUDA_VISIBLE_DEVICES={visible!r} renumbers them)"
-                                                         if visible is not None else "")
-                          + ". Pick one of those, or DEVICE=cuda for the first")
-    _log_once(logging.INFO, f"DEVICE={requested}: using cuda:{index} ({state.names[index]}, torch "
-                            f"{state.torch_version}, CUDA {state.cuda_build})")
+        raise DeviceError(
+            f"DEVICE={requested}: torch sees {state.device_count} GPU(s), cuda:0..cuda:"
+            f"{state.device_count - 1}"
+            + (f" (CUDA_VISIBLE_DEVICES={visible!r} renumbers them)" if visible is not None else "")
+            + ". Pick one of those, or DEVICE=cuda for the first"
+        )
+    _log_once(
+        logging.INFO,
+        f"DEVICE={requested}: using cuda:{index} ({state.names[index]}, torch "
+        f"{state.torch_version}, CUDA {state.cuda_build})",
+    )
     return f"cuda:{index}"
 
 
@@ -148,10 +161,14 @@ def planned_device(requested: str, backend: str = "auto") -> str:
 def fix_for(state: CudaState) -> str:
     """What a person does about an unusable CUDA, in one sentence."""
     if state.cuda_build is None:
-        return (f"Install torch's CUDA build: `./run.sh install` picks the one for this driver, "
-                f"`./run.sh check-gpu` says which ({GPU_DOCS})")
-    return (f"Check the driver with nvidia-smi; if it is older than CUDA {state.cuda_build} needs, install the torch "
-            f"build for this driver with `./run.sh install` (`./run.sh check-gpu` says which; {GPU_DOCS})")
+        return (
+            f"Install torch's CUDA build: `./run.sh install` picks the one for this driver, "
+            f"`./run.sh check-gpu` says which ({GPU_DOCS})"
+        )
+    return (
+        f"Check the driver with nvidia-smi; if it is older than CUDA {state.cuda_build} needs, install the torch "
+        f"build for this driver with `./run.sh install` (`./run.sh check-gpu` says which; {GPU_DOCS})"
+    )
 
 
 def _gpu_list() -> str:

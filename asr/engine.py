@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .audio import Audio, AudioLimits, AudioSource, load_audio
 from .batching import CrossRequestBatcher
 from .batching import urgent as marked_urgent
-from .audio import Audio, AudioLimits, AudioSource, load_audio
 from .config import EngineConfig
 from .device import resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
@@ -188,16 +188,20 @@ class Engine:
                     self._model = _build_onnx_model(self.spec, self.config, onnx_files)  # returns token_probs
                 else:
                     self._model = _build_automodel(self.spec, self.config)
-                self.batcher = CrossRequestBatcher(self._model_condition, lambda: self._inside,
-                                                   max_requests=self.batch_max_requests(self.spec.device),
-                                                   max_seconds=self.config.batch_size_s,
-                                                   urgent_waiting=lambda: self._urgent_waiting)
+                self.batcher = CrossRequestBatcher(
+                    self._model_condition,
+                    lambda: self._inside,
+                    max_requests=self.batch_max_requests(self.spec.device),
+                    max_seconds=self.config.batch_size_s,
+                    urgent_waiting=lambda: self._urgent_waiting,
+                )
                 patch_model(self._model, self.batcher, backend=self.backend)
                 if self.spec.spk:
                     from .speakers import SpeakerLabeller
 
-                    self._speakers = SpeakerLabeller(self.spec.spk, self.spec.device,
-                                                     ncpu=self.config.ncpu or os.cpu_count() or 1)
+                    self._speakers = SpeakerLabeller(
+                        self.spec.spk, self.spec.device, ncpu=self.config.ncpu or os.cpu_count() or 1
+                    )
             except ModelLoadError as exc:
                 self.state, self.load_error = "error", str(exc)
                 logger.error("model load failed: %s", exc)
@@ -212,9 +216,17 @@ class Engine:
             # Loading leaves hundreds of MB free in glibc's heaps: hand them back before the first request (a
             # full-size ONNX server: 2290 MiB once loaded without this, 1667 with it; docs/benchmarks.md, Memory).
             self.heap.request()
-            logger.info("models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s "
-                        "spk=%s)", self.load_seconds, self.spec.device, self.backend, self.batcher.max_requests,
-                        self.spec.asr, self.spec.vad, self.spec.punc, self.spec.spk)
+            logger.info(
+                "models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s spk=%s)",
+                self.load_seconds,
+                self.spec.device,
+                self.backend,
+                self.batcher.max_requests,
+                self.spec.asr,
+                self.spec.vad,
+                self.spec.punc,
+                self.spec.spk,
+            )
 
     def batch_max_requests(self, device: str) -> int:
         """BATCH_MAX_REQUESTS, or when 0: 8 on a GPU, 1 (no cross-request batching) on CPU.
@@ -240,8 +252,9 @@ class Engine:
 
     def resolve_hotwords(self, hotwords: str | Sequence[str] | None) -> list[str]:
         s = self.config
-        return resolve_hotwords(hotwords, self.default_hotwords, max_count=s.max_hotwords,
-                                max_chars=s.max_hotword_chars)
+        return resolve_hotwords(
+            hotwords, self.default_hotwords, max_count=s.max_hotwords, max_chars=s.max_hotword_chars
+        )
 
     @property
     def speakers_available(self) -> bool:
@@ -255,10 +268,20 @@ class Engine:
         if diarize and not self.speakers_available and self.state == "ready":
             raise SpeakersUnavailableError()
 
-    def transcribe(self, source: AudioSource | Audio, *, hotwords: str | Sequence[str] | None = None,
-                   sample_rate: int | None = None, name: str = "", batch_size_s: int | None = None,
-                   record: bool = True, diarize: bool = False, num_speakers: int | None = None,
-                   on_segment: SegmentListener | None = None, urgent: bool = False) -> Transcription:
+    def transcribe(
+        self,
+        source: AudioSource | Audio,
+        *,
+        hotwords: str | Sequence[str] | None = None,
+        sample_rate: int | None = None,
+        name: str = "",
+        batch_size_s: int | None = None,
+        record: bool = True,
+        diarize: bool = False,
+        num_speakers: int | None = None,
+        on_segment: SegmentListener | None = None,
+        urgent: bool = False,
+    ) -> Transcription:
         """Transcribe one input. `hotwords=None` uses the default list; a given list replaces it.
 
         `diarize=True` labels each sentence with its speaker (needs ENABLE_SPK); `num_speakers`, when the
@@ -299,13 +322,19 @@ class Engine:
         if record:
             self._count(failed=False, audio_seconds=audio.duration)
             self._notify(transcription, None)
-        logger.log(logging.INFO if record else logging.DEBUG,
-                   "transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f", audio.name or "input",
-                   audio.duration, transcription.processing_time, transcription.rtf)
+        logger.log(
+            logging.INFO if record else logging.DEBUG,
+            "transcribed %s: %.1f s audio, %.2f s processing, rtf %.3f",
+            audio.name or "input",
+            audio.duration,
+            transcription.processing_time,
+            transcription.rtf,
+        )
         return transcription
 
-    def _generate(self, samples: np.ndarray, words: list[str], batch_size_s: int | None, is_urgent: bool = False
-                  ) -> tuple[dict | None, float, float]:
+    def _generate(
+        self, samples: np.ndarray, words: list[str], batch_size_s: int | None, is_urgent: bool = False
+    ) -> tuple[dict | None, float, float]:
         if self.state != "ready":
             reason = {"loading": "loading", "error": "failed"}.get(self.state, "")
             raise ModelNotReadyError(reason=reason, detail=self.load_error or self.state)
@@ -346,16 +375,21 @@ class Engine:
         queued = time.perf_counter()
         with self._model_condition:
             began = time.perf_counter()
-            labels = self._speakers.label(audio.samples, [Span(s.start, s.end) for s in transcription.sentences],
-                                          num_speakers)
+            labels = self._speakers.label(
+                audio.samples, [Span(s.start, s.end) for s in transcription.sentences], num_speakers
+            )
         labelling = time.perf_counter() - began
         model_time = transcription.model_time + labelling
         processing = transcription.decode_time + model_time
-        return replace(transcription,
-                       sentences=[replace(s, speaker=label) for s, label in zip(transcription.sentences, labels)],
-                       model_time=model_time, processing_time=processing,
-                       rtf=processing / audio.duration if audio.duration else 0.0,
-                       wait_time=transcription.wait_time + began - queued, speaker_time=labelling)
+        return replace(
+            transcription,
+            sentences=[replace(s, speaker=label) for s, label in zip(transcription.sentences, labels, strict=False)],
+            model_time=model_time,
+            processing_time=processing,
+            rtf=processing / audio.duration if audio.duration else 0.0,
+            wait_time=transcription.wait_time + began - queued,
+            speaker_time=labelling,
+        )
 
     # ---------------------------------------------------------------- observers
     def add_observer(self, observer: Observer) -> None:
@@ -396,8 +430,11 @@ class Engine:
         """Cross-request batching: its limits and counters since start (None before the model is loaded)."""
         if self.batcher is None:
             return None
-        return {"max_requests": self.batcher.max_requests, "max_seconds": self.batcher.max_seconds,
-                **self.batcher.stats.as_dict()}
+        return {
+            "max_requests": self.batcher.max_requests,
+            "max_seconds": self.batcher.max_seconds,
+            **self.batcher.stats.as_dict(),
+        }
 
     def info(self) -> dict[str, Any]:
         try:
@@ -446,12 +483,13 @@ def _model_source(local_dir: Path | None, hub_id: str, key: str) -> str:
         return hub_id
     path = Path(local_dir).expanduser()
     if not path.is_dir():
-        raise ModelLoadError(f"{key}={local_dir} does not exist: point {key} at a model folder, or leave it "
-                             f"empty to download '{hub_id}' from ModelScope")
+        raise ModelLoadError(
+            f"{key}={local_dir} does not exist: point {key} at a model folder, or leave it "
+            f"empty to download '{hub_id}' from ModelScope"
+        )
     weights = _weights_file(path)
     if not ((path / "config.yaml").exists() and (path / weights).exists()):
-        raise ModelLoadError(f"{key}={local_dir} is not a FunASR model folder (config.yaml and {weights} are "
-                             f"needed)")
+        raise ModelLoadError(f"{key}={local_dir} is not a FunASR model folder (config.yaml and {weights} are needed)")
     return str(path)
 
 
@@ -490,9 +528,17 @@ def _build_automodel(spec: ModelSpec, config: EngineConfig) -> Any:
 def _build_onnx_model(spec: ModelSpec, config: EngineConfig, files: Any) -> Any:
     from .onnx.backend import build_onnx_automodel, default_threads
 
-    return build_onnx_automodel(asr=spec.asr, vad=spec.vad, punc=spec.punc, files=files,
-                                threads=default_threads(config.ncpu), disable_update=True, disable_pbar=True,
-                                disable_log=True, ncpu=config.ncpu or os.cpu_count() or 1)
+    return build_onnx_automodel(
+        asr=spec.asr,
+        vad=spec.vad,
+        punc=spec.punc,
+        files=files,
+        threads=default_threads(config.ncpu),
+        disable_update=True,
+        disable_pbar=True,
+        disable_log=True,
+        ncpu=config.ncpu or os.cpu_count() or 1,
+    )
 
 
 def _planned_backend(engine: Engine, spec: ModelSpec) -> str:
@@ -513,25 +559,38 @@ def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
         return f"could not load the models ({detail})"
     hub_ids = [m for m in (spec.asr, spec.vad, spec.punc, spec.spk) if m and not Path(m).exists()]
     if hub_ids:
-        return (f"could not load {', '.join(hub_ids)} from ModelScope: no network to download it? Set MODEL_DIR, "
-                f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (docs/engine.md: Models). [{detail}]")
+        return (
+            f"could not load {', '.join(hub_ids)} from ModelScope: no network to download it? Set MODEL_DIR, "
+            f"VAD_MODEL_DIR, PUNC_MODEL_DIR (and SPK_MODEL_DIR) to local copies (docs/engine.md: Models). [{detail}]"
+        )
     return f"could not load the model from {spec.asr}: check the folder is a complete model [{detail}]"
 
 
-
-def _to_transcription(result: dict | None, audio: Audio, words: list[str], decode_time: float,
-                      wait_time: float, model_time: float) -> Transcription:
+def _to_transcription(
+    result: dict | None, audio: Audio, words: list[str], decode_time: float, wait_time: float, model_time: float
+) -> Transcription:
     processing = decode_time + model_time
-    common = dict(duration=audio.duration, processing_time=processing,
-                  rtf=processing / audio.duration if audio.duration else 0.0, decode_time=decode_time,
-                  model_time=model_time, wait_time=wait_time, hotwords=words, name=audio.name)
+    common = dict(
+        duration=audio.duration,
+        processing_time=processing,
+        rtf=processing / audio.duration if audio.duration else 0.0,
+        decode_time=decode_time,
+        model_time=model_time,
+        wait_time=wait_time,
+        hotwords=words,
+        name=audio.name,
+    )
     if not result or not str(result.get("text", "")).strip():
         return Transcription(text="", confidence=0.0, sentences=[], **common)
     text = str(result["text"]).strip()
     probs = result.get("token_probs") or []
     confidence = float(np.mean(probs)) if probs else 0.0
-    return Transcription(text=text, confidence=min(max(confidence, 0.0), 1.0),
-                         sentences=_sentences(result, text, audio.duration), **common)
+    return Transcription(
+        text=text,
+        confidence=min(max(confidence, 0.0), 1.0),
+        sentences=_sentences(result, text, audio.duration),
+        **common,
+    )
 
 
 def _sentences(result: dict, text: str, duration: float) -> list[Sentence]:
@@ -545,7 +604,7 @@ def _sentences(result: dict, text: str, duration: float) -> list[Sentence]:
         sentences: list[Sentence] = []
         per_sentence = _words_per_sentence(info, words)
         timed = any(w is not None for own in per_sentence for w in own)
-        for s, own in zip(info, per_sentence):
+        for s, own in zip(info, per_sentence, strict=False):
             own = [w for w in own if w is not None]
             text = str(s["text"])
             if own:  # the sentence spans its words (FunASR's own span can be a word short at a boundary)
@@ -576,14 +635,19 @@ def _words(result: dict, duration: float) -> list[Word | None]:
         if stamps:
             logger.debug("no word times: %d units, %d timestamps", len(units), len(stamps))
         return []
-    return [None if unit.startswith("<") and unit.endswith(">")
-            else Word(unit, min(max(begin / 1000.0, 0.0), duration), min(max(end / 1000.0, 0.0), duration))
-            for unit, (begin, end) in zip(units, stamps)]
+    return [
+        None
+        if unit.startswith("<") and unit.endswith(">")
+        else Word(unit, min(max(begin / 1000.0, 0.0), duration), min(max(end / 1000.0, 0.0), duration))
+        for unit, (begin, end) in zip(units, stamps, strict=False)
+    ]
 
 
 #: The units FunASR times in a sentence's text: a CJK character, or a word of letters and digits.
-_TEXT_UNIT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-                        r"，。？！、；：,.?!;:\"'“”‘’（）()《》<>\-—…·]+")
+_TEXT_UNIT = re.compile(
+    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\s\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    r"，。？！、；：,.?!;:\"'“”‘’（）()《》<>\-—…·]+"
+)
 
 
 def _words_per_sentence(info: list[dict], words: list[Word | None]) -> list[list[Word | None]]:
@@ -598,7 +662,7 @@ def _words_per_sentence(info: list[dict], words: list[Word | None]) -> list[list
     if spoken and sum(len(u) for u in units) == len(spoken):
         parts, at, matched = [], 0, True
         for sentence_units in units:
-            own = spoken[at: at + len(sentence_units)]
+            own = spoken[at : at + len(sentence_units)]
             matched = matched and [u.casefold() for u in sentence_units] == [w.text.casefold() for w in own]
             parts.append(own)
             at += len(sentence_units)
@@ -609,6 +673,6 @@ def _words_per_sentence(info: list[dict], words: list[Word | None]) -> list[list
         return [[] for _ in info]
     parts, at = [], 0
     for count in counts:
-        parts.append(words[at: at + count])
+        parts.append(words[at : at + count])
         at += count
     return parts

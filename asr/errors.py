@@ -8,6 +8,7 @@ service's message catalogue (`messages`), keyed by the code. The UI and the API 
 from __future__ import annotations
 
 from pathlib import PurePath
+
 from messages import MESSAGES, Lang, message, preferred_language
 
 # Re-exported: callers that render a catalogue key.
@@ -71,6 +72,7 @@ class FileTooLargeError(InputError):
     @classmethod
     def of(cls, name: str, size: int, limit: int) -> FileTooLargeError:
         """For `size` bytes over `limit` bytes (MB = 10^6 bytes, one decimal where it matters)."""
+
         def mb(n: int) -> str:
             return f"{n / 1e6:.1f}".removesuffix(".0")
 

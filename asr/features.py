@@ -30,7 +30,7 @@ class PiecewiseOnlineFbank:
 
     def accept_waveform(self, sample_rate: float, waveform: np.ndarray) -> None:
         for start in range(0, len(waveform), PIECE_SAMPLES):
-            self._fbank.accept_waveform(sample_rate, waveform[start:start + PIECE_SAMPLES])
+            self._fbank.accept_waveform(sample_rate, waveform[start : start + PIECE_SAMPLES])
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fbank, name)

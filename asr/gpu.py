@@ -50,14 +50,16 @@ def gpu_info() -> list[dict[str, Any]]:
                 utilization: float | None = float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
             except pynvml.NVMLError:  # not supported on some (MIG, virtual) devices
                 utilization = None
-            gpus.append({
-                "index": index,
-                "name": _text(pynvml.nvmlDeviceGetName(handle)),
-                "memory_used_mb": round(memory.used / 2**20, 1),
-                "memory_total_mb": round(memory.total / 2**20, 1),
-                "utilization_pct": utilization,
-                "driver": driver,
-            })
+            gpus.append(
+                {
+                    "index": index,
+                    "name": _text(pynvml.nvmlDeviceGetName(handle)),
+                    "memory_used_mb": round(memory.used / 2**20, 1),
+                    "memory_total_mb": round(memory.total / 2**20, 1),
+                    "utilization_pct": utilization,
+                    "driver": driver,
+                }
+            )
         return gpus
     except pynvml.NVMLError as exc:  # includes NVMLError_LibraryNotFound / DriverNotLoaded: "no GPU"
         logger.debug("NVML unavailable: %s", exc)

@@ -38,8 +38,9 @@ def parse_hotwords(value: str | Sequence[str] | None, *, max_count: int, max_cha
     return words
 
 
-def resolve_hotwords(request: str | Sequence[str] | None, default: Sequence[str], *, max_count: int,
-                     max_chars: int) -> list[str]:
+def resolve_hotwords(
+    request: str | Sequence[str] | None, default: Sequence[str], *, max_count: int, max_chars: int
+) -> list[str]:
     """The hotwords for one request: its own list when given, else the default list."""
     if request is None:
         return list(default)

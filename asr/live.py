@@ -7,7 +7,7 @@ for the tentative text. As on the WebSocket endpoint, finals run off the feeding
 chunk never waits for the sentence before it, whose last draft stands in for it until its final is in. So each chunk costs one VAD step plus at most one decode of the open segment,
 which the VAD cuts at 15 s; audio before the open segment is dropped. The WebSocket endpoint's 2pass
 streams run on the same `StreamSession`. Nothing here knows about Gradio.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from .engine import Engine
 from .streaming import (
     FinalsInOrder,
     StreamConfig,
-    StreamResult,
     StreamingVad,
+    StreamResult,
     StreamSession,
     StreamStats,
     get_streaming_vad,
@@ -50,8 +50,14 @@ class LiveSession:
     """One recording. Call `feed()` per chunk, `finish()` when the recording stops. Not thread-safe:
     one session belongs to one browser stream, whose chunks arrive one after another."""
 
-    def __init__(self, engine: Engine, vad: StreamingVad | None = None, *, hotwords: str | None = None,
-                 min_partial_s: float = 0.3):
+    def __init__(
+        self,
+        engine: Engine,
+        vad: StreamingVad | None = None,
+        *,
+        hotwords: str | None = None,
+        min_partial_s: float = 0.3,
+    ):
         # Checked now: the stream skips input errors per segment (a blip too short to decode), which would
         # otherwise swallow a bad hotword list and leave the speaker with no text and no reason.
         engine.resolve_hotwords(hotwords)

@@ -60,6 +60,7 @@ def patch_model(automodel: Any, batcher: CrossRequestBatcher, *, backend: str | 
     install_segment_reporting(automodel)
     install_stop_points(automodel)
 
+
 def patch_streaming_model(model: Any) -> int:
     """Make each streaming position encoder compute only the positions of the step it is given (bit-identical:
     the encoding is elementwise in the position). Returns how many encoders were patched."""
@@ -131,7 +132,7 @@ def install_confidence_hook(model: Any) -> None:
             log_probs, lengths = captured[-1]
             for i, result in enumerate(results):
                 best, ids = log_probs[i, : int(lengths[i])].max(dim=-1)
-                keep = [p for p, t in zip(best.exp().tolist(), ids.tolist()) if t not in dropped]
+                keep = [p for p, t in zip(best.exp().tolist(), ids.tolist(), strict=False) if t not in dropped]
                 result["token_probs"] = keep
                 result[PREDICTED_TOKENS] = int(lengths[i])
         captured.clear()

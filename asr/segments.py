@@ -84,8 +84,9 @@ def install_segment_reporting(automodel: Any) -> None:
     """Route a FunASR AutoModel's `inference` through the time-order decoder while a listener is set."""
     inference = automodel.inference
 
-    def inference_in_time_order(input: Any, input_len: Any = None, model: Any = None, kwargs: Any = None,
-                                key: Any = None, **cfg: Any) -> Any:
+    def inference_in_time_order(
+        input: Any, input_len: Any = None, model: Any = None, kwargs: Any = None, key: Any = None, **cfg: Any
+    ) -> Any:
         state = _reporting.get()
         if state is None or model is None:
             return inference(input, input_len=input_len, model=model, kwargs=kwargs, key=key, **cfg)
@@ -114,15 +115,22 @@ def install_segment_reporting(automodel: Any) -> None:
     automodel.inference = inference_in_time_order
 
 
-def _decode_in_time_order(state: _Reporting, inference: Callable[..., Any], model: Any, kwargs: dict,
-                          cfg: dict, punctuate: Callable[[str, dict], str]) -> dict[bytes, dict]:
+def _decode_in_time_order(
+    state: _Reporting,
+    inference: Callable[..., Any],
+    model: Any,
+    kwargs: dict,
+    cfg: dict,
+    punctuate: Callable[[str, dict], str],
+) -> dict[bytes, dict]:
     from funasr.utils.load_utils import load_audio_text_image_video
     from funasr.utils.vad_utils import slice_padding_audio_samples
 
     # The same steps as FunASR's VAD path, so every slice is the one FunASR will ask for.
     frontend = kwargs.get("frontend")
-    speech = load_audio_text_image_video(state.speech_input, fs=getattr(frontend, "fs", 16000),
-                                         audio_fs=kwargs.get("fs", 16000))
+    speech = load_audio_text_image_video(
+        state.speech_input, fs=getattr(frontend, "fs", 16000), audio_fs=kwargs.get("fs", 16000)
+    )
     results: dict[bytes, dict] = {}
     count = len(state.segments)
     for index, segment in enumerate(state.segments):
@@ -131,8 +139,16 @@ def _decode_in_time_order(state: _Reporting, inference: Callable[..., Any], mode
         result = answer[0] if answer else {"text": ""}
         results[_content_key(pieces[0])] = result
         words = written_words(str(result.get("text") or ""))
-        state.listener(SpeechSegment(index=index, count=count, start=segment[0] / 1000.0, end=segment[1] / 1000.0,
-                                     text=words, punctuated=punctuate(words, cfg) if words else ""))
+        state.listener(
+            SpeechSegment(
+                index=index,
+                count=count,
+                start=segment[0] / 1000.0,
+                end=segment[1] / 1000.0,
+                text=words,
+                punctuated=punctuate(words, cfg) if words else "",
+            )
+        )
     return results
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -63,8 +62,9 @@ class SpeakerLabeller:
         from funasr import AutoModel
         from funasr.models.campplus.cluster_backend import ClusterBackend
 
-        loaded = AutoModel(model=source, device=device, disable_update=True, disable_pbar=True, disable_log=True,
-                           ncpu=ncpu)
+        loaded = AutoModel(
+            model=source, device=device, disable_update=True, disable_pbar=True, disable_log=True, ncpu=ncpu
+        )
         if type(loaded.model).__name__ != "CAMPPlus":
             raise ValueError(f"'{source}' is a {type(loaded.model).__name__}, not a CAM++ speaker model")
         self.model = loaded.model
@@ -99,8 +99,9 @@ class SpeakerLabeller:
                 if end <= previous_end:
                     break
                 previous_end, begin = end, max(0, end - length)  # the last window ends at the stretch's end
-                windows.append([stretch.start + begin / SAMPLE_RATE, stretch.start + end / SAMPLE_RATE,
-                                data[begin:end]])
+                windows.append(
+                    [stretch.start + begin / SAMPLE_RATE, stretch.start + end / SAMPLE_RATE, data[begin:end]]
+                )
         return windows
 
     def _embed(self, audio: list[np.ndarray]) -> np.ndarray:
@@ -114,11 +115,11 @@ class SpeakerLabeller:
         with torch.no_grad():
             for indexes in by_length.values():
                 for begin in range(0, len(indexes), _WINDOWS_PER_CALL):
-                    part = indexes[begin: begin + _WINDOWS_PER_CALL]
+                    part = indexes[begin : begin + _WINDOWS_PER_CALL]
                     batch = [torch.from_numpy(np.ascontiguousarray(audio[i], dtype=np.float32)) for i in part]
                     result = self.model.inference(batch, key=[str(i) for i in part], device=self.kwargs["device"])
                     vectors = result[0][0]["spk_embedding"].detach().cpu().numpy()
-                    for i, vector in zip(part, vectors):
+                    for i, vector in zip(part, vectors, strict=False):
                         out[i] = vector
         return np.stack(out)  # type: ignore[arg-type]
 

@@ -39,8 +39,14 @@ class StreamingVad:
         from funasr import AutoModel
 
         # AutoModel sets torch's thread count (4 unless told): keep the engine's setting.
-        self._model = AutoModel(model=model, device=device, disable_update=True, disable_pbar=True,
-                                disable_log=True, ncpu=ncpu or os.cpu_count() or 1)
+        self._model = AutoModel(
+            model=model,
+            device=device,
+            disable_update=True,
+            disable_pbar=True,
+            disable_log=True,
+            ncpu=ncpu or os.cpu_count() or 1,
+        )
         # Cut long monologues so the open segment, re-decoded on every chunk, stays short.
         self._model.model.vad_opts.max_single_segment_time = int(max_segment_s * 1000)
         self._lock = threading.Lock()
@@ -50,8 +56,9 @@ class StreamingVad:
         """Feed 16 kHz samples; returns FunASR's streaming events in ms from the stream start:
         `[start, -1]` speech began, `[-1, end]` it ended, `[start, end]` a whole segment."""
         with self._lock:
-            results = self._model.generate(input=samples, cache=cache, is_final=is_final, chunk_size=VAD_CHUNK_MS,
-                                           disable_pbar=True)
+            results = self._model.generate(
+                input=samples, cache=cache, is_final=is_final, chunk_size=VAD_CHUNK_MS, disable_pbar=True
+            )
         return [list(map(int, seg)) for seg in (results[0].get("value") or [])] if results else []
 
 
@@ -118,11 +125,18 @@ class OnlineModel:
         for model in self._models:
             self._copies.put(model)
         # Worker threads of their own, so the one-thread setting never reaches the threads that run the engine.
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="online-model",
-                                            initializer=_set_torch_threads, initargs=(threads,))
+        self._executor = ThreadPoolExecutor(
+            self.workers, thread_name_prefix="online-model", initializer=_set_torch_threads, initargs=(threads,)
+        )
         self.load_seconds = time.perf_counter() - started
-        logger.info("streaming model loaded in %.1f s from %s (%s, %d worker(s) x %d thread(s))", self.load_seconds,
-                    source, self.precision, self.workers, threads)
+        logger.info(
+            "streaming model loaded in %.1f s from %s (%s, %d worker(s) x %d thread(s))",
+            self.load_seconds,
+            source,
+            self.precision,
+            self.workers,
+            threads,
+        )
 
     @staticmethod
     def _load(source: str, device: str, threads: int, quantize: bool) -> Any:
@@ -130,12 +144,21 @@ class OnlineModel:
 
         try:
             # dither 0: WavFrontendOnline adds training noise to the features unless the config says otherwise.
-            model = AutoModel(model=source, device=device, disable_update=True, disable_pbar=True, disable_log=True,
-                              ncpu=threads, frontend_conf={"dither": 0.0})
+            model = AutoModel(
+                model=source,
+                device=device,
+                disable_update=True,
+                disable_pbar=True,
+                disable_log=True,
+                ncpu=threads,
+                frontend_conf={"dither": 0.0},
+            )
         except Exception as exc:
-            raise ModelLoadError(f"could not load the streaming model from {source}: set ONLINE_MODEL_DIR to a "
-                                 f"local paraformer-zh-streaming folder ({type(exc).__name__}: "
-                                 f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})") from exc
+            raise ModelLoadError(
+                f"could not load the streaming model from {source}: set ONLINE_MODEL_DIR to a "
+                f"local paraformer-zh-streaming folder ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''})"
+            ) from exc
         kind = type(model.model).__name__
         if kind != "ParaformerStreaming":
             raise ModelLoadError(f"'{source}' is a {kind}, not a streaming Paraformer (ONLINE_MODEL_DIR)")
@@ -147,24 +170,45 @@ class OnlineModel:
             # streams). In place: no second copy of the weights.
             with warnings.catch_warnings():  # torch 2.13 says its quantized tensors will move to torchao one day
                 warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-                torch.ao.quantization.quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8,
-                                                       inplace=True)
+                torch.ao.quantization.quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         return model
 
-    def step(self, samples: np.ndarray, cache: dict[str, Any], *, is_final: bool, chunk_size: tuple[int, int, int],
-             encoder_look_back: int, decoder_look_back: int) -> str:
+    def step(
+        self,
+        samples: np.ndarray,
+        cache: dict[str, Any],
+        *,
+        is_final: bool,
+        chunk_size: tuple[int, int, int],
+        encoder_look_back: int,
+        decoder_look_back: int,
+    ) -> str:
         """Decode the next samples of a stream (its state lives in `cache`, so any copy can take any step);
         returns the new text."""
-        return self._executor.submit(self._step, samples, cache, is_final, list(chunk_size), encoder_look_back,
-                                     decoder_look_back).result()
+        return self._executor.submit(
+            self._step, samples, cache, is_final, list(chunk_size), encoder_look_back, decoder_look_back
+        ).result()
 
-    def _step(self, samples: np.ndarray, cache: dict[str, Any], is_final: bool, chunk_size: list[int],
-              encoder_look_back: int, decoder_look_back: int) -> str:
+    def _step(
+        self,
+        samples: np.ndarray,
+        cache: dict[str, Any],
+        is_final: bool,
+        chunk_size: list[int],
+        encoder_look_back: int,
+        decoder_look_back: int,
+    ) -> str:
         model = self._copies.get()
         try:
-            results = model.generate(input=samples, cache=cache, is_final=is_final, chunk_size=chunk_size,
-                                     encoder_chunk_look_back=encoder_look_back,
-                                     decoder_chunk_look_back=decoder_look_back, disable_pbar=True)
+            results = model.generate(
+                input=samples,
+                cache=cache,
+                is_final=is_final,
+                chunk_size=chunk_size,
+                encoder_chunk_look_back=encoder_look_back,
+                decoder_chunk_look_back=decoder_look_back,
+                disable_pbar=True,
+            )
         finally:
             self._copies.put(model)
         return str(results[0].get("text", "")) if results else ""
@@ -198,8 +242,9 @@ def online_model_source(engine: Engine) -> str:
     if s.online_model_dir is None:
         return s.online_model
     if not ((s.online_model_dir / "config.yaml").exists() and (s.online_model_dir / "model.pt").exists()):
-        raise ModelLoadError(f"ONLINE_MODEL_DIR={s.online_model_dir} is not a FunASR model folder (config.yaml "
-                             f"and model.pt are needed)")
+        raise ModelLoadError(
+            f"ONLINE_MODEL_DIR={s.online_model_dir} is not a FunASR model folder (config.yaml and model.pt are needed)"
+        )
     return str(s.online_model_dir)
 
 
@@ -213,8 +258,9 @@ def get_online_model(engine: Engine) -> OnlineModel:
         if key not in _online_models:
             try:
                 s = engine.config
-                _online_models[key] = OnlineModel(source, device, s.ncpu, s.online_quantize,
-                                                  online_workers(s.online_workers, device, s.ncpu))
+                _online_models[key] = OnlineModel(
+                    source, device, s.ncpu, s.online_quantize, online_workers(s.online_workers, device, s.ncpu)
+                )
             except ModelLoadError as exc:
                 _online_error = str(exc)
                 raise
@@ -223,7 +269,7 @@ def get_online_model(engine: Engine) -> OnlineModel:
 
 
 def online_model_state() -> str:
-    """"ready (int8)" or "ready (fp32)" once a streaming model is loaded, "error: ..." after a failed load, else
+    """ "ready (int8)" or "ready (fp32)" once a streaming model is loaded, "error: ..." after a failed load, else
     "not_loaded"."""
     if _online_models:
         return f"ready ({next(iter(_online_models.values())).precision})"

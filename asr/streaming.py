@@ -45,14 +45,27 @@ from .stream_models import (
 )
 
 __all__ = [  # the models' names too: the callers of a stream need them with it
-    "ClosedSegment", "FinalsInOrder", "OnlineModel", "StreamConfig", "StreamMode", "StreamResult", "StreamSession", "StreamStats",
-    "StreamingVad", "get_online_model", "get_streaming_vad", "online_model_state", "preload", "to_mono_16k",
+    "ClosedSegment",
+    "FinalsInOrder",
+    "OnlineModel",
+    "StreamConfig",
+    "StreamMode",
+    "StreamResult",
+    "StreamSession",
+    "StreamStats",
+    "StreamingVad",
+    "get_online_model",
+    "get_streaming_vad",
+    "online_model_state",
+    "preload",
+    "to_mono_16k",
     "VAD_CHUNK_MS",
 ]
 
 StreamMode = Literal["online", "2pass"]
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class StreamConfig:
@@ -141,8 +154,15 @@ class StreamSession:
     """One stream. `feed()` 16 kHz float32 mono samples as they arrive, `finish()` at the end of an
     utterance (the session then starts the next one), `close()` when the stream goes away."""
 
-    def __init__(self, engine: Engine, config: StreamConfig, *, online: OnlineModel | None = None,
-                 vad: StreamingVad | None = None, defer_finals: bool = False):
+    def __init__(
+        self,
+        engine: Engine,
+        config: StreamConfig,
+        *,
+        online: OnlineModel | None = None,
+        vad: StreamingVad | None = None,
+        defer_finals: bool = False,
+    ):
         self.engine = engine
         self.config = config
         #: Closed sentences come back as `closed` results, for the caller to pass to `final()` on a thread of
@@ -267,8 +287,14 @@ class StreamSession:
         c = self.config
         self.stats.partial_steps += 1
         self._u.online_dirty = not is_final
-        return self.online.step(samples, self._u.online_cache, is_final=is_final, chunk_size=c.chunk_size,
-                                encoder_look_back=c.encoder_look_back, decoder_look_back=c.decoder_look_back)
+        return self.online.step(
+            samples,
+            self._u.online_cache,
+            is_final=is_final,
+            chunk_size=c.chunk_size,
+            encoder_look_back=c.encoder_look_back,
+            decoder_look_back=c.decoder_look_back,
+        )
 
     # ------------------------------------------------------------------ final pass (2pass)
     def _vad_step(self) -> list[StreamResult]:
@@ -294,11 +320,18 @@ class StreamSession:
     def _close_segment(self, start: int, end: int) -> list[StreamResult]:
         u = self._u
         begin = max(start - u.buffer_start, 0)
-        segment = u.buffer[begin:max(end - u.buffer_start, begin)]
+        segment = u.buffer[begin : max(end - u.buffer_start, begin)]
         self.stats.segments_closed += 1
         if self.defer_finals:
-            return [StreamResult("closed", "", start / SAMPLE_RATE, end / SAMPLE_RATE,
-                                 closed=ClosedSegment(segment.copy(), self.config.hotwords))]
+            return [
+                StreamResult(
+                    "closed",
+                    "",
+                    start / SAMPLE_RATE,
+                    end / SAMPLE_RATE,
+                    closed=ClosedSegment(segment.copy(), self.config.hotwords),
+                )
+            ]
         result = self._transcribe(segment, self.config.hotwords, urgent=True)
         if result is None:
             return []
@@ -314,7 +347,7 @@ class StreamSession:
         u = self._u
         if u.open_start is None:
             return []
-        tail = u.buffer[max(u.open_start - u.buffer_start, 0):]
+        tail = u.buffer[max(u.open_start - u.buffer_start, 0) :]
         if tail.size < self.config.min_partial_s * SAMPLE_RATE:
             return []
         # A draft of a segment that will be transcribed again when it closes: not a request of its own.
@@ -323,13 +356,15 @@ class StreamSession:
             return []
         return [StreamResult("draft", result.text, u.open_start / SAMPLE_RATE, u.received / SAMPLE_RATE, result)]
 
-    def _transcribe(self, samples: np.ndarray, hotwords: str | list[str] | None, *, record: bool = True,
-                    urgent: bool = False) -> Transcription | None:
+    def _transcribe(
+        self, samples: np.ndarray, hotwords: str | list[str] | None, *, record: bool = True, urgent: bool = False
+    ) -> Transcription | None:
         # A sentence someone is waiting to read is urgent: file jobs give way to it (asr.batching).
         self._decoded += samples.size
         try:
-            return self.engine.transcribe(samples, sample_rate=SAMPLE_RATE, hotwords=hotwords, name="stream",
-                                          record=record, urgent=urgent)
+            return self.engine.transcribe(
+                samples, sample_rate=SAMPLE_RATE, hotwords=hotwords, name="stream", record=record, urgent=urgent
+            )
         except InputError as exc:  # a blip shorter than the minimum length: nothing to say
             logger.debug("stream segment skipped: %s", exc)
             return None

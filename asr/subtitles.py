@@ -53,6 +53,7 @@ def to_srt(sentences: Sequence[Sentence]) -> str:
 
 def to_vtt(sentences: Sequence[Sentence]) -> str:
     """WebVTT: a `WEBVTT` header then cues with `.` before the milliseconds (the header alone when empty)."""
+
     def text(s: Sentence) -> str:
         if s.speaker is None:
             return s.text

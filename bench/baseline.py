@@ -29,16 +29,29 @@ if str(ROOT) not in sys.path:
 logger = logging.getLogger(__name__)
 
 
-def run(model_dir: Path, vad_dir: Path, punc_dir: Path | None, device: str, files: list[Path], repeat: int,
-        batch_size_s: int) -> dict[str, Any]:
+def run(
+    model_dir: Path,
+    vad_dir: Path,
+    punc_dir: Path | None,
+    device: str,
+    files: list[Path],
+    repeat: int,
+    batch_size_s: int,
+) -> dict[str, Any]:
     from funasr import AutoModel
 
     from asr.audio import load_audio
     from asr.device import resolve_device
 
-    kwargs: dict[str, Any] = dict(model=str(model_dir), vad_model=str(vad_dir), device=resolve_device(device),
-                                  disable_update=True, disable_pbar=True, disable_log=True,
-                                  ncpu=int(os.environ.get("NCPU") or 0) or os.cpu_count() or 1)
+    kwargs: dict[str, Any] = dict(
+        model=str(model_dir),
+        vad_model=str(vad_dir),
+        device=resolve_device(device),
+        disable_update=True,
+        disable_pbar=True,
+        disable_log=True,
+        ncpu=int(os.environ.get("NCPU") or 0) or os.cpu_count() or 1,
+    )
     if punc_dir:
         kwargs["punc_model"] = str(punc_dir)
     started = time.perf_counter()
@@ -59,11 +72,21 @@ def run(model_dir: Path, vad_dir: Path, punc_dir: Path | None, device: str, file
             t0 = time.perf_counter()
             model.generate(input=audio.samples, batch_size_s=batch_size_s, sentence_timestamp=True)
             times.append(time.perf_counter() - t0)
-        rows[str(path)] = {"duration_s": audio.duration, "decode_s": decode_s, "generate_s": min(times),
-                           "generate_runs_s": times}
+        rows[str(path)] = {
+            "duration_s": audio.duration,
+            "decode_s": decode_s,
+            "generate_s": min(times),
+            "generate_runs_s": times,
+        }
         logger.info("baseline %s: %.1f s audio, generate %.2f s", path.name, audio.duration, min(times))
-    return {"load_s": load_s, "rss_mb": psutil.Process().memory_info().rss / 2**20, "device": kwargs["device"],
-            "ncpu": kwargs["ncpu"], "repeat": repeat, "files": rows}
+    return {
+        "load_s": load_s,
+        "rss_mb": psutil.Process().memory_info().rss / 2**20,
+        "device": kwargs["device"],
+        "ncpu": kwargs["ncpu"],
+        "repeat": repeat,
+        "files": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vad-model-dir", required=True)
     parser.add_argument("--punc-model-dir", default="")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="runs per file up to 150 s long (longer ones: 1), the fastest kept (default 2)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs per file up to 150 s long (longer ones: 1), the fastest kept (default 2)",
+    )
     parser.add_argument("--batch-size-s", type=int, default=300, help="FunASR batch_size_s (the service's default)")
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("files", nargs="+")
@@ -82,8 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("funasr", "modelscope", "jieba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     files = list(dict.fromkeys(Path(f) for f in args.files))
-    report = run(Path(args.model_dir), Path(args.vad_model_dir), Path(args.punc_model_dir) if args.punc_model_dir
-                 else None, args.device, files, args.repeat, args.batch_size_s)
+    report = run(
+        Path(args.model_dir),
+        Path(args.vad_model_dir),
+        Path(args.punc_model_dir) if args.punc_model_dir else None,
+        args.device,
+        files,
+        args.repeat,
+        args.batch_size_s,
+    )
     Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
     return 0
 

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +112,25 @@ def bare_model(engine: Engine) -> Any:
     if engine.backend == "onnx":
         from asr.onnx.backend import build_onnx_automodel
 
-        return build_onnx_automodel(asr=spec.asr, vad=spec.vad, punc=spec.punc,
-                                    files=engine._model.model.options.files, threads=engine._model.model.options.threads,
-                                    disable_update=True, disable_pbar=True, disable_log=True,
-                                    ncpu=engine._model.kwargs["ncpu"])
-    kwargs: dict[str, Any] = dict(model=spec.asr, device=spec.device, disable_update=True, disable_pbar=True,
-                                  disable_log=True, ncpu=engine._model.kwargs["ncpu"])
+        return build_onnx_automodel(
+            asr=spec.asr,
+            vad=spec.vad,
+            punc=spec.punc,
+            files=engine._model.model.options.files,
+            threads=engine._model.model.options.threads,
+            disable_update=True,
+            disable_pbar=True,
+            disable_log=True,
+            ncpu=engine._model.kwargs["ncpu"],
+        )
+    kwargs: dict[str, Any] = dict(
+        model=spec.asr,
+        device=spec.device,
+        disable_update=True,
+        disable_pbar=True,
+        disable_log=True,
+        ncpu=engine._model.kwargs["ncpu"],
+    )
     if spec.vad:
         kwargs["vad_model"] = spec.vad
     if spec.punc:
@@ -132,18 +145,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_dir, punc_dir = testmodels.build_full()
     vad_dir = Path(args.vad_model_dir) if args.vad_model_dir else testmodels.fetch_vad()
     backend = args.backend.split("-")[0]
-    settings = Settings(_env_file=None, model_dir=model_dir, vad_model_dir=vad_dir, punc_model_dir=punc_dir,
-                        enable_punc=punc_dir is not None, device=args.device, engine_backend=backend,
-                        onnx_quantize=args.backend == "onnx-int8")
+    settings = Settings(
+        _env_file=None,
+        model_dir=model_dir,
+        vad_model_dir=vad_dir,
+        punc_model_dir=punc_dir,
+        enable_punc=punc_dir is not None,
+        device=args.device,
+        engine_backend=backend,
+        onnx_quantize=args.backend == "onnx-int8",
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     inputs = build_inputs(Path(args.audio_dir), work, args.quick)
     if args.no_mp3:
         inputs.pop("4.5 min MP3", None)
     report: dict[str, Any] = {
         "benchmark": "engine",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "python": platform.python_version()},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "model": str(model_dir),
         "backend": args.backend,
         "inputs": {k: str(v) for k, v in inputs.items()},
@@ -191,8 +214,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def time_bare() -> list:
             t0 = time.perf_counter()
-            out = bare.generate(input=samples, sentence_timestamp=True, batch_size_s=settings.batch_size_s)
-            bare_times.append(time.perf_counter() - t0)
+            out = bare.generate(input=samples, sentence_timestamp=True, batch_size_s=settings.batch_size_s)  # noqa: B023
+            bare_times.append(time.perf_counter() - t0)  # noqa: B023
             return out
 
         session_times: list[float] = []
@@ -200,9 +223,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def time_engine() -> Any:
             session_clock[0] = 0.0
             t0 = time.perf_counter()
-            out = engine.transcribe(path, hotwords="")
-            engine_times.append(time.perf_counter() - t0)
-            session_times.append(session_clock[0])
+            out = engine.transcribe(path, hotwords="")  # noqa: B023
+            engine_times.append(time.perf_counter() - t0)  # noqa: B023
+            session_times.append(session_clock[0])  # noqa: B023
             return out
 
         # ABBA order, best of each: a noisy neighbour slows one run, not the comparison.
@@ -215,15 +238,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bare_s, engine_s = min(bare_times), min(engine_times)
         same_text = (bare_result[0]["text"] if bare_result else "") == result.text
         row = {
-            "input": label, "duration_s": result.duration, "bare_s": bare_s, "engine_s": engine_s,
-            "engine_model_s": result.model_time, "decode_s": result.decode_time,
-            "rtf": engine_s / result.duration, "ratio_engine_to_bare": engine_s / bare_s,
-            "decode_share": result.decode_time / engine_s, "same_text": same_text, "backend": args.backend,
-            "text": result.text, "asr_session_s": session_times[engine_times.index(engine_s)] or None,
+            "input": label,
+            "duration_s": result.duration,
+            "bare_s": bare_s,
+            "engine_s": engine_s,
+            "engine_model_s": result.model_time,
+            "decode_s": result.decode_time,
+            "rtf": engine_s / result.duration,
+            "ratio_engine_to_bare": engine_s / bare_s,
+            "decode_share": result.decode_time / engine_s,
+            "same_text": same_text,
+            "backend": args.backend,
+            "text": result.text,
+            "asr_session_s": session_times[engine_times.index(engine_s)] or None,
         }
         rows.append(row)
-        print(f"{label:>12}: bare {bare_s:6.1f} s  engine {engine_s:6.1f} s  (decode {result.decode_time:.2f} s)  "
-              f"rtf {row['rtf']:.3f}  ratio {row['ratio_engine_to_bare']:.3f}  same text {same_text}", flush=True)
+        print(
+            f"{label:>12}: bare {bare_s:6.1f} s  engine {engine_s:6.1f} s  (decode {result.decode_time:.2f} s)  "
+            f"rtf {row['rtf']:.3f}  ratio {row['ratio_engine_to_bare']:.3f}  same text {same_text}",
+            flush=True,
+        )
     report["rows"] = rows
     total_bare = sum(r["bare_s"] for r in rows)
     total_engine = sum(r["engine_s"] for r in rows)
@@ -244,16 +278,20 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- engine time / bare `AutoModel.generate` time, all inputs: **{report['ratio_total']:.3f}** (target ≤ 1.05)",
     ]
     if report.get("mp3_decode_share") is not None:
-        lines.append(f"- decoding the 4.5-min MP3: **{report['mp3_decode_share'] * 100:.2f}%** of its transcription "
-                     f"time (target ≤ 2%)")
+        lines.append(
+            f"- decoding the 4.5-min MP3: **{report['mp3_decode_share'] * 100:.2f}%** of its transcription "
+            f"time (target ≤ 2%)"
+        )
     lines += [
         "",
-        "| input | audio s | bare generate s | engine s | of which decode s | RTF (engine) | engine / bare | same text |",
+        "| input | audio s | bare generate s | engine s | of which decode s | RTF (engine) | engine / bare | same text |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
-        lines.append(f"| {r['input']} | {r['duration_s']:.1f} | {r['bare_s']:.2f} | {r['engine_s']:.2f} | "
-                     f"{r['decode_s']:.2f} | {r['rtf']:.3f} | {r['ratio_engine_to_bare']:.3f} | {r['same_text']} |")
+        lines.append(
+            f"| {r['input']} | {r['duration_s']:.1f} | {r['bare_s']:.2f} | {r['engine_s']:.2f} | "
+            f"{r['decode_s']:.2f} | {r['rtf']:.3f} | {r['ratio_engine_to_bare']:.3f} | {r['same_text']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -265,9 +303,24 @@ def run_backends(args: argparse.Namespace, backends: list[str]) -> dict[str, Any
     reports = []
     for backend in backends:
         out = Path(tempfile.mkdtemp(prefix="bench-backend-")) / "report.json"
-        cmd = [sys.executable, "-m", "bench.engine", "--backend", backend, "--json-out", str(out), "--no-mp3",
-               "--audio-dir", args.audio_dir, "--device", args.device, "--repeat", str(args.repeat),
-               "--repeat-long", str(args.repeat_long)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.engine",
+            "--backend",
+            backend,
+            "--json-out",
+            str(out),
+            "--no-mp3",
+            "--audio-dir",
+            args.audio_dir,
+            "--device",
+            args.device,
+            "--repeat",
+            str(args.repeat),
+            "--repeat-long",
+            str(args.repeat_long),
+        ]
         for flag in ("model_dir", "vad_model_dir", "punc_model_dir"):
             if getattr(args, flag):
                 cmd += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
@@ -289,8 +342,13 @@ def run_backends(args: argparse.Namespace, backends: list[str]) -> dict[str, Any
     if torch_report:
         for r in reports:
             r["speedup_vs_torch"] = r["throughput"] / torch_report["throughput"]
-    return {"benchmark": "engine-backends", "date": reports[0]["date"], "machine": reports[0]["machine"],
-            "model": reports[0]["model"], "reports": reports}
+    return {
+        "benchmark": "engine-backends",
+        "date": reports[0]["date"],
+        "machine": reports[0]["machine"],
+        "model": reports[0]["model"],
+        "reports": reports,
+    }
 
 
 def text_agreement(reference: str, text: str) -> float:
@@ -310,7 +368,8 @@ def backends_markdown(combined: dict[str, Any]) -> str:
         f"Engine benchmark by backend, {combined['date']}, {combined['machine']['cores']} cores, model "
         f"`{combined['model']}`; one child process per backend, run back to back; best of the runs per input.",
         "",
-        "| backend | load s | peak RSS MB | " + " | ".join(f"RTF {label}" for label in labels)
+        "| backend | load s | peak RSS MB | "
+        + " | ".join(f"RTF {label}" for label in labels)
         + " | audio s / s | vs torch | engine / bare | text = torch |",
         "|---|---|---|" + "---|" * len(labels) + "---|---|---|---|",
     ]
@@ -318,41 +377,68 @@ def backends_markdown(combined: dict[str, Any]) -> str:
         rtfs = " | ".join(f"{row['rtf']:.3f}" for row in r["rows"])
         same = [row["same_text_as_torch"] for row in r["rows"]]
         agreement = min(row["agreement_with_torch"] for row in r["rows"])
-        same_text = ("—" if r["backend"] == "torch" else "yes" if all(same)
-                     else f"{sum(same)}/{len(same)} inputs; ≥ {agreement:.1%} of characters")
-        lines.append(f"| {BACKEND_LABELS.get(r['backend'], r['backend'])} | {r['load_seconds']:.1f} | "
-                     f"{r['peak_rss_mb']:.0f} | {rtfs} | {r['throughput']:.2f} | {r.get('speedup_vs_torch', 1.0):.2f}x | "
-                     f"{r['ratio_total']:.3f} | {same_text} |")
-    lines += ["", "| backend | input | audio s | bare s | engine s | of which decode s | of which ASR session.run s "
-                  "| RTF | engine / bare |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        same_text = (
+            "—"
+            if r["backend"] == "torch"
+            else "yes"
+            if all(same)
+            else f"{sum(same)}/{len(same)} inputs; ≥ {agreement:.1%} of characters"
+        )
+        lines.append(
+            f"| {BACKEND_LABELS.get(r['backend'], r['backend'])} | {r['load_seconds']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {rtfs} | {r['throughput']:.2f} | {r.get('speedup_vs_torch', 1.0):.2f}x | "
+            f"{r['ratio_total']:.3f} | {same_text} |"
+        )
+    lines += [
+        "",
+        "| backend | input | audio s | bare s | engine s | of which decode s | of which ASR session.run s "
+        "| RTF | engine / bare |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in reports:
         for row in r["rows"]:
-            lines.append(f"| {BACKEND_LABELS.get(r['backend'], r['backend'])} | {row['input']} | {row['duration_s']:.1f} | "
-                         f"{row['bare_s']:.2f} | {row['engine_s']:.2f} | {row['decode_s']:.2f} | "
-                         f"{row['asr_session_s'] or 0:.2f} | {row['rtf']:.3f} | "
-                         f"{row['ratio_engine_to_bare']:.3f} |")
+            lines.append(
+                f"| {BACKEND_LABELS.get(r['backend'], r['backend'])} | {row['input']} | {row['duration_s']:.1f} | "
+                f"{row['bare_s']:.2f} | {row['engine_s']:.2f} | {row['decode_s']:.2f} | "
+                f"{row['asr_session_s'] or 0:.2f} | {row['rtf']:.3f} | "
+                f"{row['ratio_engine_to_bare']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--audio-dir", default=str(ROOT / "tests" / "data"),
-                        help="folder with long/long_2min.wav, long_10min.wav, long_4m30.mp3 (e.g. ../shared/audio); "
-                             "default: assemble them from tests/data/utterances")
+    parser.add_argument(
+        "--audio-dir",
+        default=str(ROOT / "tests" / "data"),
+        help="folder with long/long_2min.wav, long_10min.wav, long_4m30.mp3 (e.g. ../shared/audio); "
+        "default: assemble them from tests/data/utterances",
+    )
     parser.add_argument("--model-dir", help="a real SeACo-Paraformer folder (default: build the full-size test model)")
     parser.add_argument("--vad-model-dir", help="FSMN-VAD folder (default: models/fsmn-vad)")
-    parser.add_argument("--punc-model-dir", help="CT-punctuation folder (default: models/full-punc with the test model)")
+    parser.add_argument(
+        "--punc-model-dir", help="CT-punctuation folder (default: models/full-punc with the test model)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="runs of each side per input under 5 min, best one kept (default 2)")
-    parser.add_argument("--repeat-long", type=int, default=1,
-                        help="runs of each side per input of 5 min or more (default 1; 2 = ABBA, best kept)")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs of each side per input under 5 min, best one kept (default 2)"
+    )
+    parser.add_argument(
+        "--repeat-long",
+        type=int,
+        default=1,
+        help="runs of each side per input of 5 min or more (default 1; 2 = ABBA, best kept)",
+    )
     parser.add_argument("--quick", action="store_true", help="only the 10 s and 2 min inputs")
-    parser.add_argument("--backend", default="torch", choices=sorted(BACKEND_LABELS),
-                        help="engine backend to measure (default torch); onnx needs `python -m asr.onnx.export` first")
-    parser.add_argument("--backends", help="comma-separated backends, each in a child process, one table "
-                                           "(e.g. torch,onnx,onnx-int8)")
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=sorted(BACKEND_LABELS),
+        help="engine backend to measure (default torch); onnx needs `python -m asr.onnx.export` first",
+    )
+    parser.add_argument(
+        "--backends", help="comma-separated backends, each in a child process, one table (e.g. torch,onnx,onnx-int8)"
+    )
     parser.add_argument("--no-mp3", action="store_true", help="leave out the 4.5-min MP3 input")
     parser.add_argument("--json-out", help=argparse.SUPPRESS)  # a child of --backends writes its report here
     args = parser.parse_args(argv)
@@ -377,6 +463,7 @@ def save(name: str, report: dict[str, Any], markdown: str, folder: Path = RESULT
     (folder / f"{name}.md").write_text(markdown, encoding="utf-8")
     print()
     print(markdown)
+
 
 if __name__ == "__main__":
     sys.exit(main())

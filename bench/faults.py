@@ -19,14 +19,25 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
-from bench.harness import (Outcome, Sampler, Server, UserClient, free_port, health, new_client,  # noqa: E402
-                           partial_upload, server_env, wait_healthy)
-from bench.scenarios import Context, target, new_result  # noqa: E402
+from bench.harness import (
+    Outcome,
+    Sampler,
+    Server,
+    UserClient,
+    free_port,
+    health,
+    new_client,  # noqa: E402
+    partial_upload,
+    server_env,
+    wait_healthy,
+)
+from bench.scenarios import Context, new_result, target  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------- faults
+
 
 @dataclass
 class RunShServer:
@@ -49,30 +60,67 @@ def start_run_sh(ctx: Context, work: Path) -> RunShServer:
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
     settings = server_env(ctx.models, work, ctx.args.device, ctx.args.engine_backend)
-    keys = ("MODEL_DIR", "VAD_MODEL_DIR", "PUNC_MODEL_DIR", "ENABLE_PUNC", "TEMP_DIR", "OUTPUT_DIR", "LOG_DIR",
-            "DEVICE", "ENGINE_BACKEND")
+    keys = (
+        "MODEL_DIR",
+        "VAD_MODEL_DIR",
+        "PUNC_MODEL_DIR",
+        "ENABLE_PUNC",
+        "TEMP_DIR",
+        "OUTPUT_DIR",
+        "LOG_DIR",
+        "DEVICE",
+        "ENGINE_BACKEND",
+    )
     env_file = work / "bench.env"
-    lines = [f"{k}={settings[k]}" for k in keys] + [f"HOST=127.0.0.1", f"PORT={port}", "START_TIMEOUT=300",
-                                                    f"QUEUE_MAX_SIZE={ctx.args.queue_max_size}"]
+    lines = [f"{k}={settings[k]}" for k in keys] + [
+        "HOST=127.0.0.1",
+        f"PORT={port}",
+        "START_TIMEOUT=300",
+        f"QUEUE_MAX_SIZE={ctx.args.queue_max_size}",
+    ]
     env_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     env = {k: v for k, v in settings.items() if k not in keys}
     env["ENV_FILE"] = str(env_file)
     log_dir = work / "logs"
-    server = Server(f"http://127.0.0.1:{port}", work / "uploads", work / "outputs", lambda: _pid_file(log_dir),
-                    queue_max_size=ctx.args.queue_max_size)
+    server = Server(
+        f"http://127.0.0.1:{port}",
+        work / "uploads",
+        work / "outputs",
+        lambda: _pid_file(log_dir),
+        queue_max_size=ctx.args.queue_max_size,
+    )
     started = time.monotonic()
-    done = subprocess.run([str(ROOT / "run.sh"), "start"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=360)
+    done = subprocess.run(
+        [str(ROOT / "run.sh"), "start"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=360
+    )
     handle = RunShServer(server, env, log_dir)
     if done.returncode != 0:
         stop_run_sh(handle)
         raise RuntimeError(f"run.sh start failed ({done.returncode}): {done.stdout}{done.stderr}")
     server.start_s = time.monotonic() - started
     handle.watchdog = subprocess.Popen(
-        [sys.executable, str(ROOT / "ops" / "watchdog.py"), "--loop", "--interval", str(ctx.args.watchdog_interval),
-         "--failures", "2", "--timeout", "2"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    logger.info("run.sh started the app (PID %s) in %.1f s; watchdog loop PID %d", server.pid, server.start_s,
-                handle.watchdog.pid)
+        [
+            sys.executable,
+            str(ROOT / "ops" / "watchdog.py"),
+            "--loop",
+            "--interval",
+            str(ctx.args.watchdog_interval),
+            "--failures",
+            "2",
+            "--timeout",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    logger.info(
+        "run.sh started the app (PID %s) in %.1f s; watchdog loop PID %d",
+        server.pid,
+        server.start_s,
+        handle.watchdog.pid,
+    )
     return handle
 
 
@@ -84,8 +132,9 @@ def stop_run_sh(handle: RunShServer) -> None:
         except subprocess.TimeoutExpired:
             handle.watchdog.kill()
             handle.watchdog.wait()
-    subprocess.run([str(ROOT / "run.sh"), "stop"], cwd=ROOT, env=handle.env, capture_output=True, text=True,
-                   timeout=120)
+    subprocess.run(
+        [str(ROOT / "run.sh"), "stop"], cwd=ROOT, env=handle.env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _expectation_met(expect: str, outcome: Outcome) -> bool:
@@ -152,16 +201,27 @@ def faults(ctx: Context) -> dict[str, Any]:
             outcomes += bad_results
             good_phase = [o for o in outcomes if o.kind == "single"]
             good_ok = sum(1 for o in good_phase if o.status == "ok")
-            wrong = [f"{o.name} ({o.status}: {o.error[:60]})" for o in bad_results
-                     if not _expectation_met(ctx.audio.expectations.get(o.name, ""), o)]
+            wrong = [
+                f"{o.name} ({o.status}: {o.error[:60]})"
+                for o in bad_results
+                if not _expectation_met(ctx.audio.expectations.get(o.name, ""), o)
+            ]
             healthy = (health(server.url) or {}).get("status") == "ok" and server.pid == pid_before
             rows.append(("bad-file burst: good requests ok", f"{good_ok}/{len(good_phase)}"))
-            rows.append(("bad-file burst: bad files answered as the manifest expects",
-                         f"{len(bad_results) - len(wrong)}/{len(bad_results)}" + (f" (not: {'; '.join(wrong)})"
-                                                                                  if wrong else "")))
-            targets.append(target("bad files mixed into good traffic: every good one succeeds, the server stays "
-                                  "up", f"{good_ok}/{len(good_phase)} good ok, same PID and healthy: {healthy}",
-                                  good_ok == len(good_phase) and healthy))
+            rows.append(
+                (
+                    "bad-file burst: bad files answered as the manifest expects",
+                    f"{len(bad_results) - len(wrong)}/{len(bad_results)}"
+                    + (f" (not: {'; '.join(wrong)})" if wrong else ""),
+                )
+            )
+            targets.append(
+                target(
+                    "bad files mixed into good traffic: every good one succeeds, the server stays up",
+                    f"{good_ok}/{len(good_phase)} good ok, same PID and healthy: {healthy}",
+                    good_ok == len(good_phase) and healthy,
+                )
+            )
 
             # 2. Clients that disconnect mid-upload.
             temp_before = sampler.sample().get("temp_mb")
@@ -180,21 +240,34 @@ def faults(ctx: Context) -> dict[str, Any]:
             probe_client.close()
             outcomes.append(after_cut)
             temp_after = sampler.sample().get("temp_mb")
-            left = [p for p in _temp_files(server.temp_dir) - files_before
-                    if p.parent == server.temp_dir and p.exists() and p.stat().st_size > 0]
+            left = [
+                p
+                for p in _temp_files(server.temp_dir) - files_before
+                if p.parent == server.temp_dir and p.exists() and p.stat().st_size > 0
+            ]
             left_mb = sum(p.stat().st_size for p in left) / 2**20
             healthy = (health(server.url) or {}).get("status") == "ok" and server.pid == pid_before
-            rows.append(("uploads cut mid-body (half to /gradio_api/upload, half to /v1/audio/transcriptions)",
-                         f"{len(cut)}; then /health ok and same PID: {healthy}; next request: {after_cut.status}; "
-                         f"temp dir {report._s(temp_before, 2, ' MB')} → {report._s(temp_after, 2, ' MB')}"))
+            rows.append(
+                (
+                    "uploads cut mid-body (half to /gradio_api/upload, half to /v1/audio/transcriptions)",
+                    f"{len(cut)}; then /health ok and same PID: {healthy}; next request: {after_cut.status}; "
+                    f"temp dir {report._s(temp_before, 2, ' MB')} → {report._s(temp_after, 2, ' MB')}",
+                )
+            )
             rows.append(("cut uploads: partial files left in the temp dir", f"{len(left)} ({left_mb:.2f} MB)"))
             if left:
-                result_notes.append(f"Gradio leaves the partial body of an upload cut mid-way in TEMP_DIR ({len(left)} "
-                                    f"files here, named tmp*); they are not served or reused, and ops/cleanup.py "
-                                    f"removes them once older than CLEANUP_MAX_AGE_H.")
-            targets.append(target("a client that disconnects mid-upload leaves the server healthy",
-                                  f"healthy: {healthy}, next request {after_cut.status}",
-                                  healthy and after_cut.status == "ok"))
+                result_notes.append(
+                    f"Gradio leaves the partial body of an upload cut mid-way in TEMP_DIR ({len(left)} "
+                    f"files here, named tmp*); they are not served or reused, and ops/cleanup.py "
+                    f"removes them once older than CLEANUP_MAX_AGE_H."
+                )
+            targets.append(
+                target(
+                    "a client that disconnects mid-upload leaves the server healthy",
+                    f"healthy: {healthy}, next request {after_cut.status}",
+                    healthy and after_cut.status == "ok",
+                )
+            )
 
             # 3. kill -9 under load; the watchdog restarts the app; clients retry once.
             killed = threading.Event()
@@ -269,36 +342,69 @@ def faults(ctx: Context) -> dict[str, Any]:
                 outcomes.append(again)
                 retried.append(again)
             retried_ok = sum(1 for o in retried if o.status == "ok")
-            rows.append(("kill -9: back to healthy (new PID) after", report._s(recovery, 1) if recovery is not None
-                         else f"not within {ctx.args.recovery_timeout:.0f} s"))
+            rows.append(
+                (
+                    "kill -9: back to healthy (new PID) after",
+                    report._s(recovery, 1) if recovery is not None else f"not within {ctx.args.recovery_timeout:.0f} s",
+                )
+            )
             batch_lost = [o for o in batch_out if o.status != "ok"]
-            rows.append(("kill -9: requests lost (in flight at the kill) / retried ok",
-                         f"{len(lost) + len(batch_lost)} ({len(lost)} single, {len(batch_lost)} batch) / "
-                         f"{retried_ok} of {len(retried)}"))
-            rows.append(("kill -9: batch files finished before the kill / rows in results.csv on disk",
-                         f"{seen_done} / {on_disk}"))
-            targets.append(target("after kill -9: back to healthy within 30 s",
-                                  report._s(recovery, 1) if recovery is not None else "never", recovery is not None
-                                  and recovery <= 30))
-            targets.append(target("no finished batch result lost", f"{seen_done} finished, {on_disk} on disk",
-                                  on_disk >= seen_done))
-            targets.append(target("every request lost to the kill succeeds when retried",
-                                  f"{retried_ok}/{len(retried)}", retried_ok == len(retried)))
+            rows.append(
+                (
+                    "kill -9: requests lost (in flight at the kill) / retried ok",
+                    f"{len(lost) + len(batch_lost)} ({len(lost)} single, {len(batch_lost)} batch) / "
+                    f"{retried_ok} of {len(retried)}",
+                )
+            )
+            rows.append(
+                (
+                    "kill -9: batch files finished before the kill / rows in results.csv on disk",
+                    f"{seen_done} / {on_disk}",
+                )
+            )
+            targets.append(
+                target(
+                    "after kill -9: back to healthy within 30 s",
+                    report._s(recovery, 1) if recovery is not None else "never",
+                    recovery is not None and recovery <= 30,
+                )
+            )
+            targets.append(
+                target(
+                    "no finished batch result lost", f"{seen_done} finished, {on_disk} on disk", on_disk >= seen_done
+                )
+            )
+            targets.append(
+                target(
+                    "every request lost to the kill succeeds when retried",
+                    f"{retried_ok}/{len(retried)}",
+                    retried_ok == len(retried),
+                )
+            )
     finally:
         stop_run_sh(handle)
     outcomes.sort(key=lambda o: o.start)
-    result = new_result(ctx, "faults", "Faults: bad files, cut uploads, kill -9",
-                        f"app via ./run.sh start (temporary ENV_FILE) and ops/watchdog.py --loop --interval "
-                        f"{ctx.args.watchdog_interval:g} --failures 2; 2 clients × {per_client} good requests "
-                        f"with all {len(ctx.audio.bad)} files of bad/ sent at once in the middle; "
-                        f"{ctx.args.disconnects} uploads cut mid-body; then 2 retrying clients and a batch of "
-                        f"{ctx.args.fault_batch_files} with kill -9 once 2 batch files are done",
-                        outcomes, sampler, kinds=("single", "batch"), ratios=False)
+    result = new_result(
+        ctx,
+        "faults",
+        "Faults: bad files, cut uploads, kill -9",
+        f"app via ./run.sh start (temporary ENV_FILE) and ops/watchdog.py --loop --interval "
+        f"{ctx.args.watchdog_interval:g} --failures 2; 2 clients × {per_client} good requests "
+        f"with all {len(ctx.audio.bad)} files of bad/ sent at once in the middle; "
+        f"{ctx.args.disconnects} uploads cut mid-body; then 2 retrying clients and a batch of "
+        f"{ctx.args.fault_batch_files} with kill -9 once 2 batch files are done",
+        outcomes,
+        sampler,
+        kinds=("single", "batch"),
+        ratios=False,
+    )
     result["summary"]["failed_expected"] = sum(1 for o in outcomes if o.kind == "bad" and o.status == "failed")
     result["extra_rows"], result["targets"], result["events"] = rows, targets, events
     result["notes"] += result_notes
-    result["notes"].append("The failed count includes the bad files the service refuses by design and the requests "
-                           "in flight at the kill; see the targets for what must hold.")
+    result["notes"].append(
+        "The failed count includes the bad files the service refuses by design and the requests "
+        "in flight at the kill; see the targets for what must hold."
+    )
     return result
 
 

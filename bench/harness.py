@@ -33,12 +33,30 @@ logger = logging.getLogger(__name__)
 
 #: Settings a caller's shell may carry that would change the server under test.
 _STRIP_PREFIXES = ("GRADIO_", "MODEL", "API_KEYS", "WEBUI_", "WATCHDOG_", "CLEANUP_", "GPU_ALERT_", "SMTP_")
-_STRIP_KEYS = {"ENV_FILE", "LOG_DIR", "TEMP_DIR", "OUTPUT_DIR", "JOBS_DIR", "HOST", "PORT", "PID_FILE", "START_TIMEOUT",
-               "STOP_TIMEOUT", "VAD_MODEL_DIR", "PUNC_MODEL_DIR", "ENABLE_PUNC", "QUEUE_MAX_SIZE", "DEVICE",
-               "REPLICAS", "NCPU", "ENGINE_BACKEND"}
+_STRIP_KEYS = {
+    "ENV_FILE",
+    "LOG_DIR",
+    "TEMP_DIR",
+    "OUTPUT_DIR",
+    "JOBS_DIR",
+    "HOST",
+    "PORT",
+    "PID_FILE",
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
+    "VAD_MODEL_DIR",
+    "PUNC_MODEL_DIR",
+    "ENABLE_PUNC",
+    "QUEUE_MAX_SIZE",
+    "DEVICE",
+    "REPLICAS",
+    "NCPU",
+    "ENGINE_BACKEND",
+}
 
 
 # --------------------------------------------------------------------------------------------- audio
+
 
 @dataclass(frozen=True)
 class AudioSet:
@@ -79,11 +97,17 @@ def build_audio_set(audio_dir: Path, work: Path, quick: bool = False) -> AudioSe
     samples, rate = sf.read(inputs["2 min"], dtype="float32")
     clip_30s = work / "clip_30s.wav"
     sf.write(clip_30s, samples[: 30 * rate], rate, subtype="PCM_16")
-    return AudioSet(two_min=inputs["2 min"], mp3_4m30=inputs.get("4.5 min MP3", clip_30s), clip_10s=inputs["10 s"],
-                    clip_30s=clip_30s,
-                    utterances=utterances, formats=sorted(p for p in formats_dir.iterdir() if p.is_file()),
-                    bad=sorted(p for p in bad_dir.iterdir() if p.is_file()), expectations=expectations,
-                    source=project_path(data))
+    return AudioSet(
+        two_min=inputs["2 min"],
+        mp3_4m30=inputs.get("4.5 min MP3", clip_30s),
+        clip_10s=inputs["10 s"],
+        clip_30s=clip_30s,
+        utterances=utterances,
+        formats=sorted(p for p in formats_dir.iterdir() if p.is_file()),
+        bad=sorted(p for p in bad_dir.iterdir() if p.is_file()),
+        expectations=expectations,
+        source=project_path(data),
+    )
 
 
 def project_path(path: Path) -> str:
@@ -109,6 +133,7 @@ def audio_seconds(path: Path) -> float:
 
 
 # --------------------------------------------------------------------------------------------- server
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -140,11 +165,21 @@ def resolve_models(model_dir: str | None, vad_dir: str | None, punc_dir: str | N
 def server_env(models: ModelFolders, work: Path, device: str, backend: str = "torch", **extra: str) -> dict[str, str]:
     """The environment for a server under test: the caller's minus app/ops settings, plus ours."""
     env = {k: v for k, v in os.environ.items() if k not in _STRIP_KEYS and not k.startswith(_STRIP_PREFIXES)}
-    env.update(ENV_FILE=str(work / "no.env"), MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad),
-               PUNC_MODEL_DIR=str(models.punc or ""), ENABLE_PUNC="true" if models.punc else "false",
-               TEMP_DIR=str(work / "uploads"), OUTPUT_DIR=str(work / "outputs"), LOG_DIR=str(work / "logs"),
-               JOBS_DIR=str(work / "jobs"),
-               DEVICE=device, ENGINE_BACKEND=backend, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+    env.update(
+        ENV_FILE=str(work / "no.env"),
+        MODEL_DIR=str(models.asr),
+        VAD_MODEL_DIR=str(models.vad),
+        PUNC_MODEL_DIR=str(models.punc or ""),
+        ENABLE_PUNC="true" if models.punc else "false",
+        TEMP_DIR=str(work / "uploads"),
+        OUTPUT_DIR=str(work / "outputs"),
+        LOG_DIR=str(work / "logs"),
+        JOBS_DIR=str(work / "jobs"),
+        DEVICE=device,
+        ENGINE_BACKEND=backend,
+        PYTHONUNBUFFERED="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+    )
     env.update(extra)
     return env
 
@@ -192,19 +227,48 @@ class Server:
         return self.log.read_text(errors="replace")[-chars:] if self.log and self.log.exists() else ""
 
 
-def start_app(models: ModelFolders, work: Path, *, device: str, backend: str, queue_max_size: int,
-              model_concurrency: int, batch_max_requests: int = 0, timeout: float = 300) -> Server:
+def start_app(
+    models: ModelFolders,
+    work: Path,
+    *,
+    device: str,
+    backend: str,
+    queue_max_size: int,
+    model_concurrency: int,
+    batch_max_requests: int = 0,
+    timeout: float = 300,
+) -> Server:
     """`python app.py` on a free loopback port, waited for until /health says ok (0: the server's auto value)."""
     port = free_port()
     work.mkdir(parents=True, exist_ok=True)
-    env = server_env(models, work, device, backend, QUEUE_MAX_SIZE=str(queue_max_size),
-                     MODEL_CONCURRENCY=str(model_concurrency), BATCH_MAX_REQUESTS=str(batch_max_requests))
+    env = server_env(
+        models,
+        work,
+        device,
+        backend,
+        QUEUE_MAX_SIZE=str(queue_max_size),
+        MODEL_CONCURRENCY=str(model_concurrency),
+        BATCH_MAX_REQUESTS=str(batch_max_requests),
+    )
     log = work / "server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", work / "uploads", work / "outputs", lambda: proc.pid, proc, log,
-                    queue_max_size, model_concurrency)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(
+        f"http://127.0.0.1:{port}",
+        work / "uploads",
+        work / "outputs",
+        lambda: proc.pid,
+        proc,
+        log,
+        queue_max_size,
+        model_concurrency,
+    )
     logger.info("starting app.py on port %d (PID %d, log %s)", port, proc.pid, log)
     try:
         server.start_s = wait_healthy(server.url, timeout, alive=lambda: proc.poll() is None)
@@ -246,12 +310,18 @@ def attach(url: str, pid: int | None, temp_dir: str | None) -> Server:
         raise SystemExit(f"{url}/health does not say ok: {body or 'no answer'}")
     port = httpx.URL(url).port or 80
     found = pid or pid_listening_on(port)
-    return Server(url.rstrip("/"), Path(temp_dir) if temp_dir else None, None, lambda: found,
-                  queue_max_size=int(body.get("queue", {}).get("max_size") or 20),
-                  model_concurrency=int(body.get("queue", {}).get("concurrency") or 2))
+    return Server(
+        url.rstrip("/"),
+        Path(temp_dir) if temp_dir else None,
+        None,
+        lambda: found,
+        queue_max_size=int(body.get("queue", {}).get("max_size") or 20),
+        model_concurrency=int(body.get("queue", {}).get("concurrency") or 2),
+    )
 
 
 # --------------------------------------------------------------------------------------------- sampler
+
 
 def folder_size(folder: Path | None) -> tuple[float | None, int | None]:
     """(MB, number of files) under `folder`; (None, None) when there is no such folder."""
@@ -336,6 +406,7 @@ class Sampler:
 
 # --------------------------------------------------------------------------------------------- clients
 
+
 @dataclass
 class Outcome:
     """One request as the client saw it. Times are seconds since the scenario's start."""
@@ -400,8 +471,17 @@ class UserClient:
         files_total = len(files) if kind == "batch" else 0
         started = time.monotonic()
         joined = processing = None
-        outcome = Outcome(kind, label, round(started - self.t0, 3), 0.0, "ok", audio_s=audio_s, user=self.name,
-                          files_total=files_total, extra={"files": [str(p) for p in files]})
+        outcome = Outcome(
+            kind,
+            label,
+            round(started - self.t0, 3),
+            0.0,
+            "ok",
+            audio_s=audio_s,
+            user=self.name,
+            files_total=files_total,
+            extra={"files": [str(p) for p in files]},
+        )
         try:
             job = submit()
             while not job.done():
@@ -448,14 +528,19 @@ class UserClient:
     def single(self, path: Path, kind: str = "single") -> Outcome:
         from gradio_client import handle_file
 
-        return self._run_job(kind, path.name, lambda: self.client.submit(
-            handle_file(str(path)), "", 1, api_name="/transcribe"), [path])
+        return self._run_job(
+            kind, path.name, lambda: self.client.submit(handle_file(str(path)), "", 1, api_name="/transcribe"), [path]
+        )
 
     def live(self, path: Path) -> Outcome:
         from gradio_client import handle_file
 
-        return self._run_job("live", path.name, lambda: self.client.submit(
-            handle_file(str(path)), "", api_name="/transcribe_recording"), [path])
+        return self._run_job(
+            "live",
+            path.name,
+            lambda: self.client.submit(handle_file(str(path)), "", api_name="/transcribe_recording"),
+            [path],
+        )
 
     def batch(self, paths: list[Path], on_job: Callable[[Any], None] | None = None) -> Outcome:
         from gradio_client import handle_file
@@ -492,11 +577,15 @@ def partial_upload(url: str, path: str, declared: int, sent: int) -> str:
     then closes the socket. Returns what happened on the client side."""
     host_port = httpx.URL(url)
     boundary = "benchboundary7MA4YWxkTrZu0gW"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"partial.wav\"\r\n"
-            f"Content-Type: audio/wav\r\n\r\n").encode()
-    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{host_port.port}\r\n"
-               f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {declared}\r\n"
-               f"Connection: close\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="partial.wav"\r\n'
+        f"Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{host_port.port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {declared}\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode()
     body = head + b"RIFF" + os.urandom(max(0, sent - len(head) - 4))
     with socket.create_connection(("127.0.0.1", host_port.port or 80), timeout=5) as sock:
         sock.sendall(request + body[:sent])

@@ -40,8 +40,15 @@ def child(variant: str, model_dir: str, punc_dir: str, vad_dir: str, threads: in
     from asr.engine import Engine
     from asr.heap import HeapTrimmer
 
-    config = EngineConfig(model_dir=Path(model_dir), punc_model_dir=Path(punc_dir), vad_model_dir=Path(vad_dir),
-                          device="cpu", ncpu=threads, engine_backend="torch", heap_trim=variant != "off")
+    config = EngineConfig(
+        model_dir=Path(model_dir),
+        punc_model_dir=Path(punc_dir),
+        vad_model_dir=Path(vad_dir),
+        device="cpu",
+        ncpu=threads,
+        engine_backend="torch",
+        heap_trim=variant != "off",
+    )
     engine = Engine(config)
     if variant == "interval":
         engine.heap = _IntervalTrimmer(HeapTrimmer)
@@ -79,7 +86,7 @@ def answer(values: dict[str, Any]) -> None:
 def read_answer(proc: subprocess.Popen) -> dict[str, Any]:
     for line in proc.stdout:
         if line.startswith(ANSWER):
-            return json.loads(line[len(ANSWER):])
+            return json.loads(line[len(ANSWER) :])
     raise RuntimeError(f"a child ended without answering (exit {proc.wait()})")
 
 
@@ -104,8 +111,11 @@ def _IntervalTrimmer(base: type) -> Any:  # noqa: N802 (a class made from the on
 def short_clips(audio_dir: Path) -> list[str]:
     with open(audio_dir / "manifest.tsv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    return [str(audio_dir / r["path"]) for r in rows
-            if r["kind"] == "utterance" and 2.0 <= float(r["duration_s"] or 0) <= 8.0]
+    return [
+        str(audio_dir / r["path"])
+        for r in rows
+        if r["kind"] == "utterance" and 2.0 <= float(r["duration_s"] or 0) <= 8.0
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,9 +141,26 @@ def main(argv: list[str] | None = None) -> int:
     children = {}
     for variant in VARIANTS:
         children[variant] = subprocess.Popen(
-            [sys.executable, "-m", "bench.heap_trim", "--child", variant, "--model-dir", args.model_dir,
-             "--punc-model-dir", args.punc_model_dir, "--vad-model-dir", args.vad_model_dir,
-             "--threads", str(args.threads)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "bench.heap_trim",
+                "--child",
+                variant,
+                "--model-dir",
+                args.model_dir,
+                "--punc-model-dir",
+                args.punc_model_dir,
+                "--vad-model-dir",
+                args.vad_model_dir,
+                "--threads",
+                str(args.threads),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
     report: dict[str, Any] = {v: {"rounds": []} for v in VARIANTS}
     for variant, proc in children.items():
         report[variant].update(read_answer(proc))
@@ -155,28 +182,37 @@ def main(argv: list[str] | None = None) -> int:
         rounds = report[variant]["rounds"]
         report[variant]["audio_s_per_s"] = sum(x["audio_s"] for x in rounds) / sum(x["wall_s"] for x in rounds)
     for variant in VARIANTS:
-        report[variant].update(ask(variant, f"long\t{args.audio_dir / args.long_file}\t{args.long_requests}\t"
-                                            f"{args.settle}"))
+        report[variant].update(
+            ask(variant, f"long\t{args.audio_dir / args.long_file}\t{args.long_requests}\t{args.settle}")
+        )
     for proc in children.values():
         proc.stdin.write("quit\n")
         proc.stdin.close()
         proc.wait(timeout=60)
 
     off = report["off"]["audio_s_per_s"]
-    lines = [f"short clips: {len(clips)} utterances x {args.rounds} rounds, torch, {args.threads} threads",
-             "", "| trim | audio s per s | vs off | RSS loaded MB | RSS after long requests MB | trims |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"short clips: {len(clips)} utterances x {args.rounds} rounds, torch, {args.threads} threads",
+        "",
+        "| trim | audio s per s | vs off | RSS loaded MB | RSS after long requests MB | trims |",
+        "|---|---|---|---|---|---|",
+    ]
     for variant in VARIANTS:
         v = report[variant]
-        lines.append(f"| {variant} | {v['audio_s_per_s']:.2f} | {v['audio_s_per_s'] / off:.3f} | "
-                     f"{v['loaded_rss_mb']:.0f} | {v['rss_mb']:.0f} | {v['trims']} |")
+        lines.append(
+            f"| {variant} | {v['audio_s_per_s']:.2f} | {v['audio_s_per_s'] / off:.3f} | "
+            f"{v['loaded_rss_mb']:.0f} | {v['rss_mb']:.0f} | {v['trims']} |"
+        )
     text = "\n".join(lines)
     print(text)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"heap_trim-{stamp}.json").write_text(json.dumps({"args": vars(args) | {"audio_dir": str(args.audio_dir)},
-                                                             "clips": clips, **report}, indent=2, default=str))
+    (out / f"heap_trim-{stamp}.json").write_text(
+        json.dumps(
+            {"args": vars(args) | {"audio_dir": str(args.audio_dir)}, "clips": clips, **report}, indent=2, default=str
+        )
+    )
     (out / f"heap_trim-{stamp}.md").write_text(text + "\n")
     return 0
 

@@ -54,9 +54,9 @@ def job_round(url: str, files: list[Path]) -> tuple[float, list[str]]:
     handles = [open(p, "rb") for p in files]
     started = time.perf_counter()
     try:
-        response = httpx.post(url + "/v1/jobs", files=[("file", (p.name, h)) for p, h in zip(files, handles,
-                                                                                                 strict=True)],
-                              timeout=600)
+        response = httpx.post(
+            url + "/v1/jobs", files=[("file", (p.name, h)) for p, h in zip(files, handles, strict=True)], timeout=600
+        )
     finally:
         for h in handles:
             h.close()
@@ -68,8 +68,12 @@ def job_round(url: str, files: list[Path]) -> tuple[float, list[str]]:
             break
         time.sleep(0.2)
     wall = time.perf_counter() - started
-    texts = [httpx.get(f"{url}/v1/jobs/{job_id}/result", params={"file": i, "response_format": "json"},
-                       timeout=60).json()["text"] for i in range(len(files))]
+    texts = [
+        httpx.get(f"{url}/v1/jobs/{job_id}/result", params={"file": i, "response_format": "json"}, timeout=60).json()[
+            "text"
+        ]
+        for i in range(len(files))
+    ]
     return wall, texts
 
 
@@ -112,11 +116,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stop_app(server)
     direct, job = statistics.mean(sides["direct"]), statistics.mean(sides["job"])
     report = {
-        "benchmark": "jobs", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": models.label, "files": len(files), "audio_dir": str(audio_dir),
-        "direct_s": [round(x, 3) for x in sides["direct"]], "job_s": [round(x, 3) for x in sides["job"]],
-        "throughput_ratio": round(direct / job, 3), "target_ratio": 0.95, "met": direct / job >= 0.95,
-        "same_texts": texts["direct"] == texts["job"], "upload": upload,
+        "benchmark": "jobs",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": models.label,
+        "files": len(files),
+        "audio_dir": str(audio_dir),
+        "direct_s": [round(x, 3) for x in sides["direct"]],
+        "job_s": [round(x, 3) for x in sides["job"]],
+        "throughput_ratio": round(direct / job, 3),
+        "target_ratio": 0.95,
+        "met": direct / job >= 0.95,
+        "same_texts": texts["direct"] == texts["job"],
+        "upload": upload,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"jobs-{datetime.now():%Y%m%d-%H%M%S}.json").write_text(json.dumps(report, indent=2))
@@ -127,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", help="a SeACo-Paraformer folder (default: the full-size random-weight one)")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model (measures the overhead only)")
-    parser.add_argument("--audio-dir", help="a folder with utterances/*.wav (default tests/data; the shared set "
-                        "works too)")
+    parser.add_argument(
+        "--audio-dir", help="a folder with utterances/*.wav (default tests/data; the shared set works too)"
+    )
     parser.add_argument("--files", type=int, default=12, help="how many utterances (default 12)")
     parser.add_argument("--rounds", type=int, default=2, help="1: direct then job; 2 (default): A-B-B-A")
     parser.add_argument("--upload-mb", type=float, default=100.0, help="size of the submit-latency upload; 0: skip")

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,27 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
-from bench.harness import (Server, UserClient, attach, build_audio_set, health, resolve_models, start_app,  # noqa: E402
-                           stop_app)
-from bench.scenarios import (DEFAULTS, SCENARIOS, Context, scenario_a, scenario_b, scenario_c,  # noqa: E402
-                             scenario_overflow, scenario_soak)
 from bench.faults import faults  # noqa: E402
+from bench.harness import (
+    Server,
+    UserClient,
+    attach,
+    build_audio_set,
+    health,
+    resolve_models,
+    start_app,  # noqa: E402
+    stop_app,
+)
+from bench.scenarios import (
+    DEFAULTS,
+    SCENARIOS,
+    Context,
+    scenario_a,
+    scenario_b,
+    scenario_c,  # noqa: E402
+    scenario_overflow,
+    scenario_soak,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +107,22 @@ def run_baseline(ctx: Context, files: list[Path]) -> dict[str, Any] | None:
         return None
     out = ctx.work / "baseline.json"
     m = ctx.models
-    cmd = [sys.executable, "-m", "bench.baseline", "--model-dir", str(m.asr), "--vad-model-dir", str(m.vad),
-           "--punc-model-dir", str(m.punc or ""), "--device", ctx.args.device, "--out", str(out),
-           *[str(f) for f in files]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.baseline",
+        "--model-dir",
+        str(m.asr),
+        "--vad-model-dir",
+        str(m.vad),
+        "--punc-model-dir",
+        str(m.punc or ""),
+        "--device",
+        ctx.args.device,
+        "--out",
+        str(out),
+        *[str(f) for f in files],
+    ]
     logger.info("baseline: bare AutoModel.generate over %d files (separate process)", len(files))
     started = time.monotonic()
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=3600)
@@ -102,6 +131,7 @@ def run_baseline(ctx: Context, files: list[Path]) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------------------------- main
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -120,65 +150,106 @@ def machine() -> str:
     except Exception:
         pass
     mem = psutil.virtual_memory().total / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM" + (f", GPU {', '.join(gpus)}" if gpus else ", no GPU")
-            + f", Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM"
+        + (f", GPU {', '.join(gpus)}" if gpus else ", no GPU")
+        + f", Python {platform.python_version()}"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("scenario", nargs="+", choices=[*SCENARIOS, "all"], help="one or more, or all")
     parser.add_argument("--url", help="a running server (http://127.0.0.1:PORT) instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --url: its PID, for the RSS/threads/files samples")
     parser.add_argument("--server-temp-dir", help="with --url: its TEMP_DIR, for the temp-dir size samples")
-    parser.add_argument("--audio-dir", default=str(ROOT / "tests"),
-                        help="tests (default: tests/data, long files assembled from its utterances) or a folder "
-                             "like ../shared/audio with long/, utterances/, formats/, bad/")
+    parser.add_argument(
+        "--audio-dir",
+        default=str(ROOT / "tests"),
+        help="tests (default: tests/data, long files assembled from its utterances) or a folder "
+        "like ../shared/audio with long/, utterances/, formats/, bad/",
+    )
     parser.add_argument("--model-dir", help="a real SeACo-Paraformer folder (default: the full-size test model)")
     parser.add_argument("--vad-model-dir", help="FSMN-VAD folder (default: models/fsmn-vad)")
     parser.add_argument("--punc-model-dir", help="CT-punctuation folder (with --model-dir; none: no punctuation)")
     parser.add_argument("--tiny", action="store_true", help="the tiny test model: a smoke run")
-    parser.add_argument("--quick", action="store_true", help="a 30 s clip instead of the 2-min WAV (A, overflow) "
-                                                             "and the 4.5-min MP3 (C): a smoke run")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a 30 s clip instead of the 2-min WAV (A, overflow) and the 4.5-min MP3 (C): a smoke run",
+    )
     parser.add_argument("--device", default="auto", help="DEVICE for the server and the baseline (default auto)")
-    parser.add_argument("--engine-backend", default="torch", choices=["torch", "onnx", "auto"],
-                        help="ENGINE_BACKEND of the server we start (default torch: the same compute as the bare "
-                             "AutoModel baseline, so the ratios measure the service; auto picks ONNX Runtime on CPU "
-                             "when the model folder has an export)")
-    parser.add_argument("--requests", help="requests per scenario: N, or A=10,B=30,C=3 (defaults: the reference's "
-                                           "A=50, B=60, C=30; overflow: how many beyond the queue limit, 5)")
+    parser.add_argument(
+        "--engine-backend",
+        default="torch",
+        choices=["torch", "onnx", "auto"],
+        help="ENGINE_BACKEND of the server we start (default torch: the same compute as the bare "
+        "AutoModel baseline, so the ratios measure the service; auto picks ONNX Runtime on CPU "
+        "when the model folder has an export)",
+    )
+    parser.add_argument(
+        "--requests",
+        help="requests per scenario: N, or A=10,B=30,C=3 (defaults: the reference's "
+        "A=50, B=60, C=30; overflow: how many beyond the queue limit, 5)",
+    )
     parser.add_argument("--concurrency", help="clients: N or A=5,C=3 (defaults A=5, C=3; B has 6 fixed users)")
-    parser.add_argument("--interval", help="seconds a client pauses between requests: N or A=3,B=3 "
-                                           "(defaults A=3, B=3, C=0; soak: between system-info polls, 5)")
+    parser.add_argument(
+        "--interval",
+        help="seconds a client pauses between requests: N or A=3,B=3 "
+        "(defaults A=3, B=3, C=0; soak: between system-info polls, 5)",
+    )
     parser.add_argument("--minutes", type=float, default=30.0, help="soak length (default 30)")
     parser.add_argument("--warmup-share", type=float, default=0.2, help="soak: share of the run that is warm-up")
     parser.add_argument("--sample-interval", type=float, default=2.0, help="seconds between server samples")
     parser.add_argument("--queue-max-size", type=int, default=20, help="QUEUE_MAX_SIZE of the server we start")
-    parser.add_argument("--model-concurrency", type=int, default=0,
-                        help="MODEL_CONCURRENCY of the server we start (default 0: the server's auto)")
-    parser.add_argument("--batch-max-requests", type=int, default=0,
-                        help="BATCH_MAX_REQUESTS of the server we start (default 0: auto, off on CPU)")
+    parser.add_argument(
+        "--model-concurrency",
+        type=int,
+        default=0,
+        help="MODEL_CONCURRENCY of the server we start (default 0: the server's auto)",
+    )
+    parser.add_argument(
+        "--batch-max-requests",
+        type=int,
+        default=0,
+        help="BATCH_MAX_REQUESTS of the server we start (default 0: auto, off on CPU)",
+    )
     parser.add_argument("--disconnects", type=int, default=6, help="faults: uploads cut mid-body")
     parser.add_argument("--fault-batch-files", type=int, default=8, help="faults: files in the batch that is cut")
     parser.add_argument("--watchdog-interval", type=float, default=1.0, help="faults: watchdog check interval")
     parser.add_argument("--recovery-timeout", type=float, default=180.0, help="faults: longest wait for a restart")
-    parser.add_argument("--probe-runs", type=int, default=2,
-                        help="A: requests sent alone before the load, the fastest one against the baseline")
+    parser.add_argument(
+        "--probe-runs",
+        type=int,
+        default=2,
+        help="A: requests sent alone before the load, the fastest one against the baseline",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare AutoModel baseline")
     parser.add_argument("--deadline-minutes", type=float, default=120.0, help="stop sending after this long")
     parser.add_argument("--results-dir", default=str(RESULTS), help="where JSON, PNG and Markdown go")
-    parser.add_argument("--docs-images", help="also save the PNGs as DIR/bench-<scenario>.png and write a Markdown "
-                                              "variant linking them (for docs/benchmarks.md)")
-    parser.add_argument("--keep-work", action="store_true", help="keep the temporary work folder (server logs, "
-                                                                 "uploads, batch outputs); kept anyway on failure")
+    parser.add_argument(
+        "--docs-images",
+        help="also save the PNGs as DIR/bench-<scenario>.png and write a Markdown "
+        "variant linking them (for docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the temporary work folder (server logs, uploads, batch outputs); kept anyway on failure",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
     for noisy in ("httpx", "httpcore", "gradio_client", "urllib3", "matplotlib", "funasr", "modelscope", "jieba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     scenarios = list(SCENARIOS) if "all" in args.scenario else [s for s in SCENARIOS if s in args.scenario]
@@ -194,18 +265,28 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     audio_dir = Path(args.audio_dir)
-    audio = build_audio_set(audio_dir if audio_dir.is_absolute() else Path.cwd() / audio_dir, work / "audio",
-                            quick=args.quick)
-    models = None if (args.url and args.no_baseline) else resolve_models(args.model_dir, args.vad_model_dir,
-                                                                         args.punc_model_dir, args.tiny)
+    audio = build_audio_set(
+        audio_dir if audio_dir.is_absolute() else Path.cwd() / audio_dir, work / "audio", quick=args.quick
+    )
+    models = (
+        None
+        if (args.url and args.no_baseline)
+        else resolve_models(args.model_dir, args.vad_model_dir, args.punc_model_dir, args.tiny)
+    )
     ctx = Context(args, audio, models, work, params)
     if not args.no_baseline:
         ctx.baseline = run_baseline(ctx, files_for(ctx, scenarios))
 
-    run = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-           "model": models.label if models else f"the server at {args.url}", "device": args.device,
-           "audio": audio.source, "baseline": ctx.baseline, "server_start_s": None,
-           "command": " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])])}
+    run = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "model": models.label if models else f"the server at {args.url}",
+        "device": args.device,
+        "audio": audio.source,
+        "baseline": ctx.baseline,
+        "server_start_s": None,
+        "command": " ".join(["python -m bench.load", *(argv if argv is not None else sys.argv[1:])]),
+    }
     folder, stamp = Path(args.results_dir), datetime.now().strftime("%Y%m%d-%H%M%S")
     results: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -220,21 +301,36 @@ def main(argv: list[str] | None = None) -> int:
             return
         results.append(result)
         save_json(run, result, folder, stamp)  # at once: a later crash keeps what is done
-        logger.info("scenario %s: %d requests, %d failed, %d rejected", name, result["summary"]["requests"],
-                    result["summary"]["failed"], result["summary"]["rejected"])
+        logger.info(
+            "scenario %s: %d requests, %d failed, %d rejected",
+            name,
+            result["summary"]["requests"],
+            result["summary"]["failed"],
+            result["summary"]["rejected"],
+        )
 
     server_scenarios = [s for s in scenarios if s != "faults"]
     runners: dict[str, Callable[[Context, Server], dict[str, Any]]] = {
-        "A": scenario_a, "B": scenario_b, "C": scenario_c, "overflow": scenario_overflow, "soak": scenario_soak}
+        "A": scenario_a,
+        "B": scenario_b,
+        "C": scenario_c,
+        "overflow": scenario_overflow,
+        "soak": scenario_soak,
+    }
     if server_scenarios:
         if args.url:
             server = attach(args.url, args.server_pid, args.server_temp_dir)
         else:
             assert models is not None
-            server = start_app(models, work / "server", device=args.device, backend=args.engine_backend,
-                               queue_max_size=args.queue_max_size,
-                               model_concurrency=args.model_concurrency,
-                               batch_max_requests=args.batch_max_requests)
+            server = start_app(
+                models,
+                work / "server",
+                device=args.device,
+                backend=args.engine_backend,
+                queue_max_size=args.queue_max_size,
+                model_concurrency=args.model_concurrency,
+                batch_max_requests=args.batch_max_requests,
+            )
             run["server_start_s"] = server.start_s
         body = health(server.url) or {}
         run["backend"] = body.get("backend")
@@ -253,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         record("faults", lambda: faults(ctx))
 
     write_outputs(run, results, folder, stamp, run_name, args.docs_images)
-    failed = bool(errors) or any(r["summary"]["failed"] or r["summary"]["rejected"] for r in results
-                                 if r["scenario"] in ("A", "B", "C", "soak"))
+    failed = bool(errors) or any(
+        r["summary"]["failed"] or r["summary"]["rejected"] for r in results if r["scenario"] in ("A", "B", "C", "soak")
+    )
     failed = failed or any(not t["met"] for r in results if r["scenario"] == "overflow" for t in r["targets"])
     for error in errors:
         print(f"scenario failed to run: {error}")
@@ -272,8 +369,9 @@ def save_json(run: dict[str, Any], result: dict[str, Any], folder: Path, stamp: 
     return path
 
 
-def write_outputs(run: dict[str, Any], results: list[dict[str, Any]], folder: Path, stamp: str, name: str,
-                  docs_images: str | None) -> Path:
+def write_outputs(
+    run: dict[str, Any], results: list[dict[str, Any]], folder: Path, stamp: str, name: str, docs_images: str | None
+) -> Path:
     """JSON and PNG per scenario, and one Markdown report of the run (a variant linking docs/ PNGs on request)."""
     folder.mkdir(parents=True, exist_ok=True)
     images: dict[str, str] = {}

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,29 +41,45 @@ sys.path.insert(0, str(ROOT))
 
 import testmodels  # noqa: E402
 from asr.engine import Engine, Transcription, _to_transcription  # noqa: E402
-from config.settings import Settings  # noqa: E402
 from asr.speakers import Span  # noqa: E402
 from bench.engine import bare_model, save  # noqa: E402
 from bench.harness import project_path  # noqa: E402
+from config.settings import Settings  # noqa: E402
 
 SR = 16000
 
 
 def model_folders(args: argparse.Namespace) -> dict[str, Path]:
     if args.model_dir:
-        return {"asr": Path(args.model_dir), "punc": Path(args.punc_model_dir),
-                "spk": Path(args.spk_model_dir) if args.spk_model_dir else testmodels.build_full_campplus(),
-                "vad": Path(args.vad_model_dir) if args.vad_model_dir else testmodels.fetch_vad()}
+        return {
+            "asr": Path(args.model_dir),
+            "punc": Path(args.punc_model_dir),
+            "spk": Path(args.spk_model_dir) if args.spk_model_dir else testmodels.build_full_campplus(),
+            "vad": Path(args.vad_model_dir) if args.vad_model_dir else testmodels.fetch_vad(),
+        }
     asr, punc = testmodels.build_full()
-    return {"asr": asr, "punc": punc, "vad": testmodels.fetch_vad(),
-            "spk": Path(args.spk_model_dir) if args.spk_model_dir else testmodels.build_full_campplus()}
+    return {
+        "asr": asr,
+        "punc": punc,
+        "vad": testmodels.fetch_vad(),
+        "spk": Path(args.spk_model_dir) if args.spk_model_dir else testmodels.build_full_campplus(),
+    }
 
 
 def load_engine(models: dict[str, Path], device: str, work: Path) -> Engine:
-    settings = Settings(_env_file=None, model_dir=models["asr"], vad_model_dir=models["vad"],
-                        punc_model_dir=models["punc"], spk_model_dir=models["spk"], enable_spk=True, device=device,
-                        engine_backend="torch", temp_dir=work / "uploads", output_dir=work / "outputs",
-                        max_audio_seconds=7200)
+    settings = Settings(
+        _env_file=None,
+        model_dir=models["asr"],
+        vad_model_dir=models["vad"],
+        punc_model_dir=models["punc"],
+        spk_model_dir=models["spk"],
+        enable_spk=True,
+        device=device,
+        engine_backend="torch",
+        temp_dir=work / "uploads",
+        output_dir=work / "outputs",
+        max_audio_seconds=7200,
+    )
     engine = Engine(settings.engine_config())
     engine.load()
     return engine
@@ -98,15 +114,21 @@ def costs(engine: Engine, path: Path) -> dict[str, Any]:
     bare = bare_model(engine).generate(input=audio.samples, sentence_timestamp=True)
     bare_text = str(bare[0]["text"]).strip() if bare else ""
     return {
-        "file": path.name, "duration_s": round(audio.duration, 1),
-        "transcription_s": round(transcription_s, 2), "speaker_labelling_s": round(labelled.speaker_time, 2),
+        "file": path.name,
+        "duration_s": round(audio.duration, 1),
+        "transcription_s": round(transcription_s, 2),
+        "speaker_labelling_s": round(labelled.speaker_time, 2),
         "diarization_share": round(labelled.speaker_time / transcription_s, 4),
         "labelling_funasr_windows_s": round(overlapping_s, 2),
         "diarization_share_funasr_windows": round(overlapping_s / transcription_s, 4),
-        "word_building_s": round(words_s, 4), "word_share": round(words_s / transcription_s, 5),
-        "words": len(labelled.words), "sentences": len(labelled.sentences), "speakers_found": labelled.speakers,
+        "word_building_s": round(words_s, 4),
+        "word_share": round(words_s / transcription_s, 5),
+        "words": len(labelled.words),
+        "sentences": len(labelled.sentences),
+        "speakers_found": labelled.speakers,
         "same_text_with_speakers": rebuilt.text == labelled.text,
-        "text_equals_bare_funasr": labelled.text == bare_text, "bare_text_empty": bare_text == "",
+        "text_equals_bare_funasr": labelled.text == bare_text,
+        "bare_text_empty": bare_text == "",
     }
 
 
@@ -116,8 +138,10 @@ def two_speakers(audio_dir: Path) -> tuple[np.ndarray, list[tuple[float, float, 
     a_clips = sorted(utterances.glob("BAC009S0150*.wav"))[:6]
     b_clip = utterances / "firered_BAC009S0764W0121.wav"
     if not a_clips or not b_clip.exists():
-        raise SystemExit(f"{project_path(utterances)} lacks the AISHELL S0150 clips or firered_BAC009S0764W0121.wav: "
-                         f"pass --audio-dir ../shared/audio")
+        raise SystemExit(
+            f"{project_path(utterances)} lacks the AISHELL S0150 clips or firered_BAC009S0764W0121.wav: "
+            f"pass --audio-dir ../shared/audio"
+        )
     pause = np.zeros(int(0.8 * SR), np.float32)
     pieces, truth, at = [], [], 0.0
     for a_clip in a_clips:
@@ -131,6 +155,7 @@ def two_speakers(audio_dir: Path) -> tuple[np.ndarray, list[tuple[float, float, 
 
 def alignment(result: Transcription, truth: list[tuple[float, float, str]]) -> dict[str, Any]:
     """Sentences (and speech seconds) whose label matches the true speaker, under the best label matching."""
+
     def true_speaker(start: float, end: float) -> str:
         overlaps = {s: 0.0 for _, _, s in truth}
         for a, b, s in truth:
@@ -142,14 +167,20 @@ def alignment(result: Transcription, truth: list[tuple[float, float, str]]) -> d
     names = sorted({t for _, _, t in truth})
     best = (0, 0.0)
     for perm in itertools.permutations(names + [None] * max(0, len(labels) - len(names)), len(labels)):
-        mapping = dict(zip(labels, perm))
+        mapping = dict(zip(labels, perm, strict=False))
         hits = sum(1 for t, label, _ in pairs if mapping[label] == t)
         seconds = sum(d for t, label, d in pairs if mapping[label] == t)
         best = max(best, (hits, seconds))
     total_s = sum(d for *_, d in pairs)
-    return {"sentences": len(pairs), "turns": len(truth), "labels_found": len(labels),
-            "sentences_right": best[0], "sentence_accuracy": round(best[0] / len(pairs), 3) if pairs else 0.0,
-            "speech_s_right": round(best[1], 1), "speech_accuracy": round(best[1] / total_s, 3) if total_s else 0.0}
+    return {
+        "sentences": len(pairs),
+        "turns": len(truth),
+        "labels_found": len(labels),
+        "sentences_right": best[0],
+        "sentence_accuracy": round(best[0] / len(pairs), 3) if pairs else 0.0,
+        "speech_s_right": round(best[1], 1),
+        "speech_accuracy": round(best[1] / total_s, 3) if total_s else 0.0,
+    }
 
 
 def openai_client_check(models: dict[str, Path], device: str, path: Path, work: Path) -> dict[str, Any]:
@@ -163,13 +194,27 @@ def openai_client_check(models: dict[str, Path], device: str, path: Path, work: 
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "MODEL", "API_KEYS", "WEBUI_"))}
-    env.update(ENV_FILE=str(work / "no.env"), MODEL_DIR=str(models["asr"]), VAD_MODEL_DIR=str(models["vad"]),
-               PUNC_MODEL_DIR=str(models["punc"]), SPK_MODEL_DIR=str(models["spk"]), ENABLE_SPK="true",
-               ENGINE_BACKEND="torch", DEVICE=device, TEMP_DIR=str(work / "uploads"), LOG_DIR=str(work / "logs"),
-               OUTPUT_DIR=str(work / "outputs"))
+    env.update(
+        ENV_FILE=str(work / "no.env"),
+        MODEL_DIR=str(models["asr"]),
+        VAD_MODEL_DIR=str(models["vad"]),
+        PUNC_MODEL_DIR=str(models["punc"]),
+        SPK_MODEL_DIR=str(models["spk"]),
+        ENABLE_SPK="true",
+        ENGINE_BACKEND="torch",
+        DEVICE=device,
+        TEMP_DIR=str(work / "uploads"),
+        LOG_DIR=str(work / "logs"),
+        OUTPUT_DIR=str(work / "outputs"),
+    )
     log = open(work / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 300
@@ -182,10 +227,13 @@ def openai_client_check(models: dict[str, Path], device: str, path: Path, work: 
         client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=600)
         started = time.perf_counter()
         with open(path, "rb") as audio:
-            verbose = client.audio.transcriptions.create(model="whisper-1", file=audio,
-                                                         response_format="verbose_json",
-                                                         timestamp_granularities=["word", "segment"],
-                                                         extra_body={"diarize": True})
+            verbose = client.audio.transcriptions.create(
+                model="whisper-1",
+                file=audio,
+                response_format="verbose_json",
+                timestamp_granularities=["word", "segment"],
+                extra_body={"diarize": True},
+            )
         elapsed = time.perf_counter() - started
     finally:
         server.terminate()
@@ -195,16 +243,29 @@ def openai_client_check(models: dict[str, Path], device: str, path: Path, work: 
     words = verbose.words or []
     segments = verbose.segments or []
     starts = [w.start for w in words]
-    inside_segment = all(s.start <= w["start"] <= w["end"] <= s.end for s in segments
-                         for w in s.model_extra.get("words", []))
-    return {"file": path.name, "seconds": round(elapsed, 1), "segments": len(segments), "words": len(words),
-            "speakers": verbose.model_extra.get("speakers"),
-            "every_segment_has_a_speaker": all("speaker" in s.model_extra for s in segments),
-            "words_monotonic": starts == sorted(starts),
-            "words_inside_their_segment": inside_segment,
-            "words_inside_the_audio": all(0 <= w.start <= w.end <= duration for w in words),
-            "first_segments": [{"speaker": s.model_extra.get("speaker"), "start": s.start, "end": s.end,
-                                "words": len(s.model_extra.get("words", []))} for s in segments[:3]]}
+    inside_segment = all(
+        s.start <= w["start"] <= w["end"] <= s.end for s in segments for w in s.model_extra.get("words", [])
+    )
+    return {
+        "file": path.name,
+        "seconds": round(elapsed, 1),
+        "segments": len(segments),
+        "words": len(words),
+        "speakers": verbose.model_extra.get("speakers"),
+        "every_segment_has_a_speaker": all("speaker" in s.model_extra for s in segments),
+        "words_monotonic": starts == sorted(starts),
+        "words_inside_their_segment": inside_segment,
+        "words_inside_the_audio": all(0 <= w.start <= w.end <= duration for w in words),
+        "first_segments": [
+            {
+                "speaker": s.model_extra.get("speaker"),
+                "start": s.start,
+                "end": s.end,
+                "words": len(s.model_extra.get("words", [])),
+            }
+            for s in segments[:3]
+        ],
+    }
 
 
 def to_markdown(report: dict[str, Any]) -> str:
@@ -268,10 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         client = openai_client_check(models, args.device, audio_dir / "long" / "long_2min.wav", work)
         print(json.dumps(client, ensure_ascii=False), flush=True)
     report = {
-        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "device": args.device,
+        "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "device": args.device,
         "models": "real" if args.model_dir else "full-size random-weight SeACo-Paraformer, CT-punc and CAM++",
-        "audio_dir": project_path(audio_dir), "costs": cost, "two_speakers": turns, "openai_client": client,
+        "audio_dir": project_path(audio_dir),
+        "costs": cost,
+        "two_speakers": turns,
+        "openai_client": client,
     }
     save(f"meetings-{datetime.now().strftime('%Y%m%d-%H%M%S')}", report, to_markdown(report))
     return 0

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.engine import save  # noqa: E402
-from bench.harness import (ModelFolders, Server, free_port, resolve_models, server_env, stop_app,  # noqa: E402
-                           wait_healthy)
+from bench.harness import (
+    ModelFolders,
+    Server,
+    free_port,
+    resolve_models,
+    server_env,
+    stop_app,  # noqa: E402
+    wait_healthy,
+)
 from bench.upload_burst import build_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -76,8 +83,13 @@ def run_server(args: argparse.Namespace, models: ModelFolders, work: Path, audio
     port = free_port()
     log = work / "server.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(f"http://127.0.0.1:{port}", work / "uploads", work / "outputs", lambda: proc.pid, proc, log)
     try:
         wait_healthy(server.url, 600, alive=lambda: proc.poll() is None)
@@ -87,8 +99,9 @@ def run_server(args: argparse.Namespace, models: ModelFolders, work: Path, audio
 
         def one(_: int) -> tuple[int, float]:
             started = time.monotonic()
-            response = httpx.post(server.url + "/v1/audio/transcriptions", timeout=900,
-                                  files={"file": (audio.name, data, "audio/wav")})
+            response = httpx.post(
+                server.url + "/v1/audio/transcriptions", timeout=900, files={"file": (audio.name, data, "audio/wav")}
+            )
             return response.status_code, time.monotonic() - started
 
         started = time.monotonic()
@@ -102,8 +115,15 @@ def run_server(args: argparse.Namespace, models: ModelFolders, work: Path, audio
     finally:
         stop_app(server)
     ok = sum(1 for status, _ in outcomes if status == 200)
-    return {"loaded": loaded, "after": after, "after_5s_idle": settled, "ok": ok, "wall_s": round(wall, 1),
-            "mean_latency_s": round(sum(t for _, t in outcomes) / len(outcomes), 2), "backend": backend}
+    return {
+        "loaded": loaded,
+        "after": after,
+        "after_5s_idle": settled,
+        "ok": ok,
+        "wall_s": round(wall, 1),
+        "mean_latency_s": round(sum(t for _, t in outcomes) / len(outcomes), 2),
+        "backend": backend,
+    }
 
 
 ENGINE_ALONE = """
@@ -133,8 +153,14 @@ print(json.dumps({"loaded": loaded, "after": mb(), "backend": engine.backend, "w
 def run_engine_alone(args: argparse.Namespace, models: ModelFolders, work: Path, audio: Path) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     env = settings_env(args, models, work)
-    result = subprocess.run([sys.executable, "-c", ENGINE_ALONE, str(audio), str(args.requests),
-                             str(args.concurrency)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    result = subprocess.run(
+        [sys.executable, "-c", ENGINE_ALONE, str(audio), str(args.requests), str(args.concurrency)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -142,18 +168,23 @@ def run_engine_alone(args: argparse.Namespace, models: ModelFolders, work: Path,
 
 def markdown(result: dict[str, Any]) -> str:
     s, e = result["server"], result.get("engine_alone")
-    lines = [f"# Memory, {result['date']}", "",
-             f"{result['model']}, backend {result['backend']}, MALLOC_ARENA_MAX {result['arena_max'] or 'unset'}, "
-             f"heap trim {'on' if result.get('heap_trim', True) else 'off'}, "
-             f"{result['requests']} requests of a {result['seconds']} s WAV, {result['concurrency']} at a time, "
-             f"NCPU {result['ncpu']}; load average {result['load_avg']}.", "",
-             "| process | RSS loaded MiB | RSS after MiB | USS after MiB | after 5 s idle MiB | wall s |",
-             "|---|---|---|---|---|---|",
-             f"| server | {s['loaded']['rss']} | {s['after']['rss']} | {s['after']['uss']} | "
-             f"{s['after_5s_idle']['rss']} | {s['wall_s']} |"]
+    lines = [
+        f"# Memory, {result['date']}",
+        "",
+        f"{result['model']}, backend {result['backend']}, MALLOC_ARENA_MAX {result['arena_max'] or 'unset'}, "
+        f"heap trim {'on' if result.get('heap_trim', True) else 'off'}, "
+        f"{result['requests']} requests of a {result['seconds']} s WAV, {result['concurrency']} at a time, "
+        f"NCPU {result['ncpu']}; load average {result['load_avg']}.",
+        "",
+        "| process | RSS loaded MiB | RSS after MiB | USS after MiB | after 5 s idle MiB | wall s |",
+        "|---|---|---|---|---|---|",
+        f"| server | {s['loaded']['rss']} | {s['after']['rss']} | {s['after']['uss']} | "
+        f"{s['after_5s_idle']['rss']} | {s['wall_s']} |",
+    ]
     if e:
-        lines.append(f"| engine alone | {e['loaded']['rss']} | {e['after']['rss']} | {e['after']['uss']} | | "
-                     f"{e['wall_s']} |")
+        lines.append(
+            f"| engine alone | {e['loaded']['rss']} | {e['after']['rss']} | {e['after']['uss']} | | {e['wall_s']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -161,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="RSS of the server and of the engine alone after long requests.")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     parser.add_argument("--arena-max", type=int, default=0, help="MALLOC_ARENA_MAX for both processes (0: unset)")
-    parser.add_argument("--no-heap-trim", dest="heap_trim", action="store_false",
-                        help="HEAP_TRIM=false for both processes: the engine as it was before the idle trim")
+    parser.add_argument(
+        "--no-heap-trim",
+        dest="heap_trim",
+        action="store_false",
+        help="HEAP_TRIM=false for both processes: the engine as it was before the idle trim",
+    )
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=180, help="length of the WAV each request sends (180)")
@@ -181,9 +216,16 @@ def main(argv: list[str] | None = None) -> int:
         args.onnx_dir = onnx_export(models, args.onnx_dir or work / "onnx")
     audio = build_file(work, args.seconds)
     result: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": models.label,
-        "backend": args.backend, "arena_max": args.arena_max, "heap_trim": args.heap_trim, "requests": args.requests,
-        "concurrency": args.concurrency, "seconds": args.seconds, "ncpu": args.ncpu}
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": models.label,
+        "backend": args.backend,
+        "arena_max": args.arena_max,
+        "heap_trim": args.heap_trim,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "ncpu": args.ncpu,
+    }
     result["server"] = run_server(args, models, work / "server", audio)
     if args.engine_alone:
         result["engine_alone"] = run_engine_alone(args, models, work / "engine", audio)

@@ -7,7 +7,7 @@ Starts two replicas with `run.sh --replicas 2 start` and two nginx instances fro
 one sends only to replica 0, the other to both. The same requests (POST /v1/audio/transcriptions with the clips in
 tests/data/utterances, round robin) go through the first, then through the second, against the same warm
 processes, in alternating rounds (the median round is reported: the cores may be shared). Prints a Markdown table and writes bench/results/replicas-<time>.json and .md.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -50,8 +50,9 @@ def free_port(pair: bool = False) -> int:
 
 
 def run_sh(*args: str, env: dict[str, str], timeout: float = 300) -> str:
-    proc = subprocess.run([str(ROOT / "run.sh"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [str(ROOT / "run.sh"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
         raise SystemExit(f"run.sh {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
     return proc.stdout
@@ -59,11 +60,14 @@ def run_sh(*args: str, env: dict[str, str], timeout: float = 300) -> str:
 
 def start_nginx(nginx: str, folder: Path, upstreams: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    run_sh("nginx-config", "--standalone", str(folder), "--listen", f"127.0.0.1:{port}", "--upstreams", upstreams,
-           env=env)
-    proc = subprocess.Popen([nginx, "-p", str(folder), "-c", str(folder / "nginx.conf"),
-                             "-g", f"daemon off; pid {folder}/nginx.pid;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_sh(
+        "nginx-config", "--standalone", str(folder), "--listen", f"127.0.0.1:{port}", "--upstreams", upstreams, env=env
+    )
+    proc = subprocess.Popen(
+        [nginx, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", f"daemon off; pid {folder}/nginx.pid;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -109,10 +113,15 @@ def measure(url: str, requests: int, concurrency: int) -> dict[str, float]:
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    return {"requests": requests, "failed": failed[0], "wall_s": round(wall, 2),
-            "requests_per_s": round(len(latencies) / wall, 2), "audio_s_per_s": round(audio[0] / wall, 1),
-            "latency_p50_s": round(statistics.median(latencies), 3),
-            "latency_p95_s": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 3)}
+    return {
+        "requests": requests,
+        "failed": failed[0],
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(len(latencies) / wall, 2),
+        "audio_s_per_s": round(audio[0] / wall, 1),
+        "latency_p50_s": round(statistics.median(latencies), 3),
+        "latency_p95_s": round(sorted(latencies)[int(0.95 * (len(latencies) - 1))], 3),
+    }
 
 
 def main() -> int:
@@ -132,11 +141,23 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
     port = free_port(pair=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_", "WATCHDOG_", "API_KEYS"))}
-    env.update(ENV_FILE=str(tmp / "no.env"), LOG_DIR=str(tmp / "logs"), TEMP_DIR=str(tmp / "uploads"),
-               OUTPUT_DIR=str(tmp / "outputs"), JOBS_DIR=str(tmp / "jobs"), HOST="127.0.0.1", PORT=str(port),
-               REPLICAS="2", DEVICE="cpu",
-               NCPU=args.ncpu, MODEL_DIR=args.model_dir, VAD_MODEL_DIR=args.vad_model_dir,
-               PUNC_MODEL_DIR=args.punc_model_dir, START_TIMEOUT="600", QUEUE_MAX_SIZE="100")
+    env.update(
+        ENV_FILE=str(tmp / "no.env"),
+        LOG_DIR=str(tmp / "logs"),
+        TEMP_DIR=str(tmp / "uploads"),
+        OUTPUT_DIR=str(tmp / "outputs"),
+        JOBS_DIR=str(tmp / "jobs"),
+        HOST="127.0.0.1",
+        PORT=str(port),
+        REPLICAS="2",
+        DEVICE="cpu",
+        NCPU=args.ncpu,
+        MODEL_DIR=args.model_dir,
+        VAD_MODEL_DIR=args.vad_model_dir,
+        PUNC_MODEL_DIR=args.punc_model_dir,
+        START_TIMEOUT="600",
+        QUEUE_MAX_SIZE="100",
+    )
     procs: list[subprocess.Popen] = []
     results: dict[str, dict] = {}
     backend = "?"
@@ -165,19 +186,33 @@ def main() -> int:
         subprocess.run([str(ROOT / "run.sh"), "stop"], cwd=ROOT, env=env, capture_output=True, timeout=120)
 
     speedup = results["2 replicas"]["requests_per_s"] / results["1 replica"]["requests_per_s"]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    meta = {"when": stamp, "cpu_cores": os.cpu_count(), "machine": platform.machine(), "model_dir": args.model_dir, "backend": backend,
-            "rounds": args.rounds,
-            "ncpu_per_replica": args.ncpu, "requests": args.requests, "concurrency": args.concurrency,
-            "clips": [p.name for p in CLIPS], "speedup": round(speedup, 2)}
-    lines = [f"Throughput through nginx, {args.requests} POST /v1/audio/transcriptions ({len(CLIPS)} clips, "
-             f"round robin), {args.concurrency} at a time; {os.cpu_count()} CPU cores, NCPU={args.ncpu} per replica, "
-             f"model {args.model_dir} ({backend}); median of {args.rounds} alternating rounds.", "",
-             "| replicas | requests/s | audio s per s | p50 latency | p95 latency | failed | requests/s per round |",
-             "|---|---|---|---|---|---|---|"]
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    meta = {
+        "when": stamp,
+        "cpu_cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "model_dir": args.model_dir,
+        "backend": backend,
+        "rounds": args.rounds,
+        "ncpu_per_replica": args.ncpu,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "clips": [p.name for p in CLIPS],
+        "speedup": round(speedup, 2),
+    }
+    lines = [
+        f"Throughput through nginx, {args.requests} POST /v1/audio/transcriptions ({len(CLIPS)} clips, "
+        f"round robin), {args.concurrency} at a time; {os.cpu_count()} CPU cores, NCPU={args.ncpu} per replica, "
+        f"model {args.model_dir} ({backend}); median of {args.rounds} alternating rounds.",
+        "",
+        "| replicas | requests/s | audio s per s | p50 latency | p95 latency | failed | requests/s per round |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['requests_per_s']} | {r['audio_s_per_s']} | {r['latency_p50_s']} s | "
-                     f"{r['latency_p95_s']} s | {r['failed']} | {', '.join(map(str, r['rounds_requests_per_s']))} |")
+        lines.append(
+            f"| {name} | {r['requests_per_s']} | {r['audio_s_per_s']} | {r['latency_p50_s']} s | "
+            f"{r['latency_p95_s']} s | {r['failed']} | {', '.join(map(str, r['rounds_requests_per_s']))} |"
+        )
     lines += ["", f"2 replicas / 1 replica: {speedup:.2f}x"]
     text = "\n".join(lines)
     print("\n" + text)

@@ -11,12 +11,25 @@ logger = logging.getLogger(__name__)
 
 #: The reference deployment's results (RTX 3060, real model), as given in the issue.
 REFERENCE: dict[str, dict[str, str]] = {
-    "A": {"setup": "5 clients, a 2-min WAV every 3 s each, 50 requests", "requests": "50", "failed": "0",
-          "latency": "11.2 ± 1.4 s", "queue_wait": "≤ 0.8 s"},
-    "B": {"setup": "6 users: batch of 5, 2 single, 1 live, 2 system-info polls; 60 requests", "requests": "60",
-          "failed": "0", "latency": "9.7 s average"},
-    "C": {"setup": "3 concurrent 4.5-min MP3s, 30 requests", "requests": "30", "failed": "0",
-          "latency": "48.6 s average"},
+    "A": {
+        "setup": "5 clients, a 2-min WAV every 3 s each, 50 requests",
+        "requests": "50",
+        "failed": "0",
+        "latency": "11.2 ± 1.4 s",
+        "queue_wait": "≤ 0.8 s",
+    },
+    "B": {
+        "setup": "6 users: batch of 5, 2 single, 1 live, 2 system-info polls; 60 requests",
+        "requests": "60",
+        "failed": "0",
+        "latency": "9.7 s average",
+    },
+    "C": {
+        "setup": "3 concurrent 4.5-min MP3s, 30 requests",
+        "requests": "30",
+        "failed": "0",
+        "latency": "48.6 s average",
+    },
     "soak": {"setup": "72 h", "failed": "0 (100% availability)", "rss": "flat", "batches": "216/216"},
     "overflow": {"setup": "queue max 20", "rejected": "503 beyond 20 waiting"},
     "faults": {"setup": "(not in the reference)"},
@@ -35,9 +48,15 @@ def stats(values: list[float]) -> dict[str, float | None]:
         lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
         return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
-    return {"n": len(values), "mean": statistics.fmean(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "p50": pct(0.5), "p95": pct(0.95), "max": ordered[-1], "min": ordered[0]}
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "p50": pct(0.5),
+        "p95": pct(0.95),
+        "max": ordered[-1],
+        "min": ordered[0],
+    }
 
 
 def bare_time(outcome: dict[str, Any], baseline: dict[str, Any] | None) -> float | None:
@@ -51,8 +70,12 @@ def bare_time(outcome: dict[str, Any], baseline: dict[str, Any] | None) -> float
     return sum(rows[f]["generate_s"] for f in files)
 
 
-def summarize(outcomes: list[dict[str, Any]], samples: list[dict[str, Any]], baseline: dict[str, Any] | None,
-              kinds: tuple[str, ...] = ("single", "batch", "live")) -> dict[str, Any]:
+def summarize(
+    outcomes: list[dict[str, Any]],
+    samples: list[dict[str, Any]],
+    baseline: dict[str, Any] | None,
+    kinds: tuple[str, ...] = ("single", "batch", "live"),
+) -> dict[str, Any]:
     """The figures of one scenario's measured phase (`outcomes` already excludes warm-up and probes)."""
     work = [o for o in outcomes if o["kind"] in kinds]
     ok = [o for o in work if o["status"] == "ok"]
@@ -82,11 +105,14 @@ def summarize(outcomes: list[dict[str, Any]], samples: list[dict[str, Any]], bas
         "rss_start_mb": rss[0] if rss else None,
         "rss_end_mb": rss[-1] if rss else None,
         "rss_max_mb": max(rss) if rss else None,
-        "by_kind": {k: {"n": sum(1 for o in outcomes if o["kind"] == k),
-                        "failed": sum(1 for o in outcomes if o["kind"] == k and o["status"] != "ok"),
-                        "latency": stats([o["latency_s"] for o in outcomes
-                                          if o["kind"] == k and o["status"] == "ok"])}
-                    for k in sorted({o["kind"] for o in outcomes})},
+        "by_kind": {
+            k: {
+                "n": sum(1 for o in outcomes if o["kind"] == k),
+                "failed": sum(1 for o in outcomes if o["kind"] == k and o["status"] != "ok"),
+                "latency": stats([o["latency_s"] for o in outcomes if o["kind"] == k and o["status"] == "ok"]),
+            }
+            for k in sorted({o["kind"] for o in outcomes})
+        },
     }
     if bare_total:
         summary["bare_sequential_s"] = bare_total
@@ -109,21 +135,31 @@ def scenario_markdown(result: dict[str, Any], image: str | None) -> str:
     name = result["scenario"]
     ref = REFERENCE.get(name, {})
     s = result["summary"]
-    lines = [f"### {result['title']}", "", f"Setup here: {result['setup']}  ", f"Reference: {ref.get('setup', '–')}",
-             ""]
+    lines = [
+        f"### {result['title']}",
+        "",
+        f"Setup here: {result['setup']}  ",
+        f"Reference: {ref.get('setup', '–')}",
+        "",
+    ]
     lat, wait = s["latency"], s["wait"]
     rows: list[tuple[str, str, str]] = [
         ("requests (transcriptions)", f"{s['requests']} ({s['transcriptions']})", ref.get("requests", "–")),
         ("failed / rejected (503)", f"{s['failed']} / {s['rejected']}", ref.get("failed", ref.get("rejected", "–"))),
-        ("latency mean ± sd", f"{_s(lat['mean'])} ± {_s(lat['sd'])}" if lat["n"] else "–",
-         ref.get("latency", "–")),
+        ("latency mean ± sd", f"{_s(lat['mean'])} ± {_s(lat['sd'])}" if lat["n"] else "–", ref.get("latency", "–")),
         ("latency p50 / p95 / max", " / ".join(_s(lat[k]) for k in ("p50", "p95", "max")), "–"),
-        ("queue wait mean / max (Gradio queue + model lock)", f"{_s(wait['mean'], 2)} / {_s(wait['max'], 2)}",
-         ref.get("queue_wait", "–")),
+        (
+            "queue wait mean / max (Gradio queue + model lock)",
+            f"{_s(wait['mean'], 2)} / {_s(wait['max'], 2)}",
+            ref.get("queue_wait", "–"),
+        ),
         ("throughput (audio s per s)", _s(s["throughput_audio_s_per_s"], 2, ""), "–"),
         ("RTF (wall time / audio time)", _s(s["rtf"], 3, ""), "–"),
-        ("server RSS start → end (max)", f"{_mb(s['rss_start_mb'])} → {_mb(s['rss_end_mb'])} "
-                                         f"({_mb(s['rss_max_mb'])})", ref.get("rss", "–")),
+        (
+            "server RSS start → end (max)",
+            f"{_mb(s['rss_start_mb'])} → {_mb(s['rss_end_mb'])} ({_mb(s['rss_max_mb'])})",
+            ref.get("rss", "–"),
+        ),
     ]
     if s.get("throughput_ratio") is not None:
         rows.append(("bare AutoModel.generate, same requests one by one", _s(s["bare_sequential_s"]), "–"))
@@ -138,8 +174,9 @@ def scenario_markdown(result: dict[str, Any], image: str | None) -> str:
         lines += ["", "| request kind | n | failed | latency mean ± sd | p95 |", "|---|---|---|---|---|"]
         for kind, k in kinds.items():
             kl = k["latency"]
-            lines.append(f"| {kind} | {k['n']} | {k['failed']} | "
-                         f"{_s(kl['mean'], 2)} ± {_s(kl['sd'], 2)} | {_s(kl['p95'], 2)} |")
+            lines.append(
+                f"| {kind} | {k['n']} | {k['failed']} | {_s(kl['mean'], 2)} ± {_s(kl['sd'], 2)} | {_s(kl['p95'], 2)} |"
+            )
     if result.get("targets"):
         lines += ["", "| target | measured | met |", "|---|---|---|"]
         for t in result["targets"]:
@@ -163,13 +200,17 @@ def run_markdown(run: dict[str, Any], results: list[dict[str, Any]], images: dic
         lines += [f"Command: `{run['command']}`", ""]
     base = run.get("baseline")
     if base:
-        lines.append(f"Baseline: a bare `funasr.AutoModel.generate` loop over the same files in a separate process "
-                     f"before the server started (load {base['load_s']:.1f} s, device {base['device']}, "
-                     f"{base['ncpu']} threads):")
+        lines.append(
+            f"Baseline: a bare `funasr.AutoModel.generate` loop over the same files in a separate process "
+            f"before the server started (load {base['load_s']:.1f} s, device {base['device']}, "
+            f"{base['ncpu']} threads):"
+        )
         lines += ["", "| file | audio s | bare generate s | RTF |", "|---|---|---|---|"]
         for path, row in base["files"].items():
-            lines.append(f"| {Path(path).name} | {row['duration_s']:.1f} | {row['generate_s']:.2f} | "
-                         f"{row['generate_s'] / max(row['duration_s'], 1e-9):.3f} |")
+            lines.append(
+                f"| {Path(path).name} | {row['duration_s']:.1f} | {row['generate_s']:.2f} | "
+                f"{row['generate_s'] / max(row['duration_s'], 1e-9):.3f} |"
+            )
         lines.append("")
     for result in results:
         lines.append(scenario_markdown(result, images.get(result["scenario"])))
@@ -185,18 +226,33 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
     outcomes, samples = result["outcomes"], result["samples"]
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
-    style = {"single": ("o", "C0"), "batch": ("s", "C1"), "live": ("^", "C2"), "sysinfo": (".", "C7"),
-             "probe": ("D", "C4"), "blocker": ("D", "C4"), "overflow": ("o", "C5"), "bad": ("v", "C3")}
+    style = {
+        "single": ("o", "C0"),
+        "batch": ("s", "C1"),
+        "live": ("^", "C2"),
+        "sysinfo": (".", "C7"),
+        "probe": ("D", "C4"),
+        "blocker": ("D", "C4"),
+        "overflow": ("o", "C5"),
+        "bad": ("v", "C3"),
+    }
     for kind in sorted({o["kind"] for o in outcomes}):
         marker, color = style.get(kind, ("o", "C9"))
         ok = [o for o in outcomes if o["kind"] == kind and o["status"] == "ok"]
         bad = [o for o in outcomes if o["kind"] == kind and o["status"] != "ok"]
         if ok:
-            axes[0].scatter([o["start"] for o in ok], [o["latency_s"] for o in ok], s=18, marker=marker, color=color,
-                            label=kind)
+            axes[0].scatter(
+                [o["start"] for o in ok], [o["latency_s"] for o in ok], s=18, marker=marker, color=color, label=kind
+            )
         if bad:
-            axes[0].scatter([o["start"] for o in bad], [o["latency_s"] for o in bad], s=36, marker="x", color=color,
-                            label=f"{kind}: failed or 503")
+            axes[0].scatter(
+                [o["start"] for o in bad],
+                [o["latency_s"] for o in bad],
+                s=36,
+                marker="x",
+                color=color,
+                label=f"{kind}: failed or 503",
+            )
     axes[0].set_ylabel("latency (s), by send time")
     axes[0].legend(fontsize=7, loc="upper left", ncol=4, framealpha=0.7)
     t = [s["t"] for s in samples]
@@ -259,8 +315,9 @@ def merge(paths: list[Path], out: Path, docs_images: Path | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m bench.report",
-                                     description="One Markdown report (and PNGs) from bench.load JSON results.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report", description="One Markdown report (and PNGs) from bench.load JSON results."
+    )
     parser.add_argument("json", nargs="+", type=Path, help="bench/results/<scenario>-<stamp>.json files")
     parser.add_argument("--out", type=Path, required=True, help="the Markdown file to write")
     parser.add_argument("--docs-images", type=Path, help="write the PNGs here as bench-<scenario>.png")

@@ -84,8 +84,16 @@ class Context:
 
 # --------------------------------------------------------------------------------------------- helpers
 
-def closed_loop(server: Server, t0: float, users: list[str], quotas: list[int], interval: float,
-                request: Callable[[UserClient, str, int], Outcome], deadline: float) -> list[Outcome]:
+
+def closed_loop(
+    server: Server,
+    t0: float,
+    users: list[str],
+    quotas: list[int],
+    interval: float,
+    request: Callable[[UserClient, str, int], Outcome],
+    deadline: float,
+) -> list[Outcome]:
     """One thread per user; each sends its quota of requests one after another, `interval` s apart."""
     outcomes: list[Outcome] = []
     lock = threading.Lock()
@@ -101,8 +109,7 @@ def closed_loop(server: Server, t0: float, users: list[str], quotas: list[int], 
                 with lock:
                     outcomes.append(outcome)
                 if outcome.status != "ok":
-                    logger.warning("%s: %s %s %s: %s", name, outcome.kind, outcome.name, outcome.status,
-                                   outcome.error)
+                    logger.warning("%s: %s %s %s: %s", name, outcome.kind, outcome.name, outcome.status, outcome.error)
                 if interval and i + 1 < quota:
                     time.sleep(interval)
         finally:
@@ -125,16 +132,36 @@ def target(text: str, measured: str, met: bool) -> dict[str, Any]:
     return {"target": text, "measured": measured, "met": bool(met)}
 
 
-def new_result(ctx: Context, scenario: str, title: str, setup: str, outcomes: list[Outcome],
-               sampler: Sampler, kinds: tuple[str, ...] = ("single", "batch", "live"),
-               ratios: bool = True) -> dict[str, Any]:
+def new_result(
+    ctx: Context,
+    scenario: str,
+    title: str,
+    setup: str,
+    outcomes: list[Outcome],
+    sampler: Sampler,
+    kinds: tuple[str, ...] = ("single", "batch", "live"),
+    ratios: bool = True,
+) -> dict[str, Any]:
     """The scenario's record; `ratios=False` where a ratio to the baseline means nothing (overflow, faults)."""
     rows = [o.to_dict() for o in outcomes]
-    return {"scenario": scenario, "title": title, "setup": setup, "params": ctx.params[scenario],
-            "outcomes": rows, "samples": sampler.samples,
-            "summary": report.summarize([r for r in rows if r["kind"] not in ("probe", "blocker")], sampler.samples,
-                                        ctx.baseline if ratios else None, kinds),
-            "targets": [], "notes": [], "extra_rows": [], "events": []}
+    return {
+        "scenario": scenario,
+        "title": title,
+        "setup": setup,
+        "params": ctx.params[scenario],
+        "outcomes": rows,
+        "samples": sampler.samples,
+        "summary": report.summarize(
+            [r for r in rows if r["kind"] not in ("probe", "blocker")],
+            sampler.samples,
+            ctx.baseline if ratios else None,
+            kinds,
+        ),
+        "targets": [],
+        "notes": [],
+        "extra_rows": [],
+        "events": [],
+    }
 
 
 def deadline_for(ctx: Context) -> float:
@@ -143,11 +170,15 @@ def deadline_for(ctx: Context) -> float:
 
 def zero_failed(result: dict[str, Any], label: str) -> dict[str, Any]:
     s = result["summary"]
-    return target(f"0 failed requests in {label}", f"{s['failed']} failed, {s['rejected']} rejected of "
-                  f"{s['requests']}", s["failed"] == 0 and s["rejected"] == 0)
+    return target(
+        f"0 failed requests in {label}",
+        f"{s['failed']} failed, {s['rejected']} rejected of {s['requests']}",
+        s["failed"] == 0 and s["rejected"] == 0,
+    )
 
 
 # --------------------------------------------------------------------------------------------- scenarios
+
 
 def scenario_a(ctx: Context, server: Server) -> dict[str, Any]:
     requests, users, interval = int(ctx.p("A", "requests")), int(ctx.p("A", "concurrency")), ctx.p("A", "interval")
@@ -159,39 +190,77 @@ def scenario_a(ctx: Context, server: Server) -> dict[str, Any]:
         ok_probes = [p for p in probes if p.status == "ok"]
         probe = min(ok_probes, key=lambda p: p.latency_s) if ok_probes else probes[0]  # alone: the overhead
         time.sleep(1.0)
-        outcomes = closed_loop(server, t0, [f"client{i + 1}" for i in range(users)], split(requests, users), interval,
-                               lambda c, _n, _i: c.single(ctx.long_file), deadline_for(ctx))
-    result = new_result(ctx, "A", f"A: {users} clients, {ctx.long_label}, {requests} requests",
-                        f"{users} clients, each sending the {ctx.long_label}, waiting for its answer, then pausing "
-                        f"{interval:g} s; {requests} requests (after {ctx.args.probe_runs} alone, the fastest kept for "
-                        f"the overhead ratio)",
-                        [*probes, *outcomes], sampler)
+        outcomes = closed_loop(
+            server,
+            t0,
+            [f"client{i + 1}" for i in range(users)],
+            split(requests, users),
+            interval,
+            lambda c, _n, _i: c.single(ctx.long_file),
+            deadline_for(ctx),
+        )
+    result = new_result(
+        ctx,
+        "A",
+        f"A: {users} clients, {ctx.long_label}, {requests} requests",
+        f"{users} clients, each sending the {ctx.long_label}, waiting for its answer, then pausing "
+        f"{interval:g} s; {requests} requests (after {ctx.args.probe_runs} alone, the fastest kept for "
+        f"the overhead ratio)",
+        [*probes, *outcomes],
+        sampler,
+    )
     s = result["summary"]
     result["targets"].append(zero_failed(result, "A"))
     bare = (ctx.baseline or {}).get("files", {}).get(str(ctx.long_file))
     if bare and probe.status == "ok":
         ratio = probe.latency_s / bare["generate_s"]
-        result["probe"] = {"latency_s": probe.latency_s, "bare_generate_s": bare["generate_s"], "ratio": ratio,
-                           "processing_s": probe.processing_s}
-        result["extra_rows"].append((f"one {ctx.long_label} request alone: latency / bare generate",
-                                     f"{probe.latency_s:.2f} s / {bare['generate_s']:.2f} s = {ratio:.3f} (server "
-                                     f"side: decode + model {report._s(probe.processing_s, 2)})"))
-        result["targets"].append(target(f"service latency / bare engine time, one {ctx.long_label} request ≤ 1.10",
-                                        f"{ratio:.3f}", ratio <= 1.10))
+        result["probe"] = {
+            "latency_s": probe.latency_s,
+            "bare_generate_s": bare["generate_s"],
+            "ratio": ratio,
+            "processing_s": probe.processing_s,
+        }
+        result["extra_rows"].append(
+            (
+                f"one {ctx.long_label} request alone: latency / bare generate",
+                f"{probe.latency_s:.2f} s / {bare['generate_s']:.2f} s = {ratio:.3f} (server "
+                f"side: decode + model {report._s(probe.processing_s, 2)})",
+            )
+        )
+        result["targets"].append(
+            target(
+                f"service latency / bare engine time, one {ctx.long_label} request ≤ 1.10",
+                f"{ratio:.3f}",
+                ratio <= 1.10,
+            )
+        )
     if s.get("throughput_ratio") is not None:
-        result["targets"].append(target(f"throughput with {users} clients ≥ 1.3× the sequential baseline",
-                                        f"{s['throughput_ratio']:.2f}×", s["throughput_ratio"] >= 1.3))
+        result["targets"].append(
+            target(
+                f"throughput with {users} clients ≥ 1.3× the sequential baseline",
+                f"{s['throughput_ratio']:.2f}×",
+                s["throughput_ratio"] >= 1.3,
+            )
+        )
     batching = (health(server.url) or {}).get("batching") or {}
     if batching.get("max_requests", 1) > 1:
-        result["extra_rows"].append(("cross-request batching (server totals)",
-                                     f"up to {batching['max_requests']} requests per call; {batching['jobs']} "
-                                     f"segment calls ran as {batching['calls']} model calls "
-                                     f"({batching['jobs_per_call']:.2f} per call, largest {batching['largest_jobs']})"))
-        result["notes"].append("Cross-request batching is on: the running requests' segments share model calls "
-                               "(each request's text is what it gets alone).")
+        result["extra_rows"].append(
+            (
+                "cross-request batching (server totals)",
+                f"up to {batching['max_requests']} requests per call; {batching['jobs']} "
+                f"segment calls ran as {batching['calls']} model calls "
+                f"({batching['jobs_per_call']:.2f} per call, largest {batching['largest_jobs']})",
+            )
+        )
+        result["notes"].append(
+            "Cross-request batching is on: the running requests' segments share model calls "
+            "(each request's text is what it gets alone)."
+        )
     else:
-        result["notes"].append("Cross-request batching is off (BATCH_MAX_REQUESTS=1, the CPU default): one request's "
-                               "segment per model call, so concurrent requests queue and throughput stays ~1×.")
+        result["notes"].append(
+            "Cross-request batching is off (BATCH_MAX_REQUESTS=1, the CPU default): one request's "
+            "segment per model call, so concurrent requests queue and throughput stays ~1×."
+        )
     return result
 
 
@@ -217,15 +286,23 @@ def scenario_b(ctx: Context, server: Server) -> dict[str, Any]:
     t0 = time.monotonic()
     with Sampler(server, t0, ctx.args.sample_interval) as sampler:
         outcomes = closed_loop(server, t0, names, quotas, interval, request, deadline_for(ctx))
-    result = new_result(ctx, "B", f"B: 6 mixed users, {requests} requests",
-                        f"6 users: one sending batches of 5 utterances, 2 sending single files (utterances and "
-                        f"13 formats), 1 sending a recording to the live tab's endpoint, 2 polling system info; "
-                        f"{requests} requests ({'/'.join(map(str, quotas))} per user), {interval:g} s pause "
-                        f"between a user's requests", outcomes, sampler, kinds=("single", "batch", "live"))
+    result = new_result(
+        ctx,
+        "B",
+        f"B: 6 mixed users, {requests} requests",
+        f"6 users: one sending batches of 5 utterances, 2 sending single files (utterances and "
+        f"13 formats), 1 sending a recording to the live tab's endpoint, 2 polling system info; "
+        f"{requests} requests ({'/'.join(map(str, quotas))} per user), {interval:g} s pause "
+        f"between a user's requests",
+        outcomes,
+        sampler,
+        kinds=("single", "batch", "live"),
+    )
     result["targets"].append(zero_failed(result, "B"))
     every = report.stats([o.latency_s for o in outcomes if o.status == "ok"])
-    result["extra_rows"].append(("latency mean over every request (polls too)", f"{every['mean']:.2f} s"
-                                 if every["mean"] is not None else "–"))
+    result["extra_rows"].append(
+        ("latency mean over every request (polls too)", f"{every['mean']:.2f} s" if every["mean"] is not None else "–")
+    )
     return result
 
 
@@ -233,11 +310,23 @@ def scenario_c(ctx: Context, server: Server) -> dict[str, Any]:
     requests, users, interval = int(ctx.p("C", "requests")), int(ctx.p("C", "concurrency")), ctx.p("C", "interval")
     t0 = time.monotonic()
     with Sampler(server, t0, ctx.args.sample_interval) as sampler:
-        outcomes = closed_loop(server, t0, [f"client{i + 1}" for i in range(users)], split(requests, users), interval,
-                               lambda c, _n, _i: c.single(ctx.mp3_file), deadline_for(ctx))
-    result = new_result(ctx, "C", f"C: {users} concurrent {ctx.mp3_label}s, {requests} requests",
-                        f"{users} clients, each sending the {ctx.mp3_label} back to back ({interval:g} s pause); "
-                        f"{requests} requests", outcomes, sampler)
+        outcomes = closed_loop(
+            server,
+            t0,
+            [f"client{i + 1}" for i in range(users)],
+            split(requests, users),
+            interval,
+            lambda c, _n, _i: c.single(ctx.mp3_file),
+            deadline_for(ctx),
+        )
+    result = new_result(
+        ctx,
+        "C",
+        f"C: {users} concurrent {ctx.mp3_label}s, {requests} requests",
+        f"{users} clients, each sending the {ctx.mp3_label} back to back ({interval:g} s pause); {requests} requests",
+        outcomes,
+        sampler,
+    )
     result["targets"].append(zero_failed(result, "C"))
     return result
 
@@ -254,8 +343,9 @@ def scenario_overflow(ctx: Context, server: Server) -> dict[str, Any]:
         blocker_threads = []
         blocker_clients = [UserClient(server.url, t0, f"blocker{i + 1}") for i in range(running)]
         for client in blocker_clients:
-            thread = threading.Thread(target=lambda c=client: blockers.append(c.single(ctx.audio.two_min,
-                                                                                       kind="blocker")))
+            thread = threading.Thread(
+                target=lambda c=client: blockers.append(c.single(ctx.audio.two_min, kind="blocker"))
+            )
             thread.start()
             blocker_threads.append(thread)
         # Both running slots taken: the model busy, nothing waiting in Gradio's queue yet.
@@ -290,25 +380,40 @@ def scenario_overflow(ctx: Context, server: Server) -> dict[str, Any]:
             client.close()
     accepted = [o for o in outcomes if o.status != "rejected"]
     rejected = [o for o in outcomes if o.status == "rejected"]
-    result = new_result(ctx, "overflow", f"Overflow: queue max {queue_max}, {burst} at once",
-                        f"{running} jobs of the 2-min WAV hold the {running} running slots; then {burst} short jobs "
-                        f"(queue max {queue_max} + {extra}) are sent at once", [*blockers, *outcomes], sampler,
-                        kinds=("overflow",), ratios=False)
+    result = new_result(
+        ctx,
+        "overflow",
+        f"Overflow: queue max {queue_max}, {burst} at once",
+        f"{running} jobs of the 2-min WAV hold the {running} running slots; then {burst} short jobs "
+        f"(queue max {queue_max} + {extra}) are sent at once",
+        [*blockers, *outcomes],
+        sampler,
+        kinds=("overflow",),
+        ratios=False,
+    )
     result["events"] = events
     ok_accepted = sum(1 for o in accepted if o.status == "ok")
     blockers_ok = sum(1 for o in blockers if o.status == "ok")
     reject_latency = report.stats([o.latency_s for o in rejected])
     result["extra_rows"] += [
         ("accepted of the burst (all finished ok)", f"{len(accepted)} ({ok_accepted} ok)"),
-        ("refused with HTTP 503 (queue full)", f"{len(rejected)}, answered in "
-                                                f"{report._s(reject_latency['max'], 2)} at most"),
+        (
+            "refused with HTTP 503 (queue full)",
+            f"{len(rejected)}, answered in {report._s(reject_latency['max'], 2)} at most",
+        ),
         ("long jobs in the running slots", f"{len(blockers)} ({blockers_ok} ok)"),
     ]
     result["targets"] += [
-        target(f"every request beyond {queue_max} waiting gets 503", f"{len(rejected)} of {extra} refused",
-               len(rejected) == extra),
-        target(f"none of the first {queue_max} fails", f"{len(accepted)} accepted, {ok_accepted} ok",
-               len(accepted) == queue_max and ok_accepted == queue_max and blockers_ok == len(blockers)),
+        target(
+            f"every request beyond {queue_max} waiting gets 503",
+            f"{len(rejected)} of {extra} refused",
+            len(rejected) == extra,
+        ),
+        target(
+            f"none of the first {queue_max} fails",
+            f"{len(accepted)} accepted, {ok_accepted} ok",
+            len(accepted) == queue_max and ok_accepted == queue_max and blockers_ok == len(blockers),
+        ),
     ]
     return result
 
@@ -357,10 +462,16 @@ def scenario_soak(ctx: Context, server: Server) -> dict[str, Any]:
         for thread in threads:
             thread.join()
     outcomes.sort(key=lambda o: o.start)
-    result = new_result(ctx, "soak", f"Soak: {minutes:g} minutes",
-                        f"{minutes:g} minutes of the reference's hourly cycle back to back (2 single files, then "
-                        f"a batch of 3 utterances) and a system-info poll every {poll_interval:g} s; server "
-                        f"sampled every {ctx.args.sample_interval:g} s", outcomes, sampler)
+    result = new_result(
+        ctx,
+        "soak",
+        f"Soak: {minutes:g} minutes",
+        f"{minutes:g} minutes of the reference's hourly cycle back to back (2 single files, then "
+        f"a batch of 3 utterances) and a system-info poll every {poll_interval:g} s; server "
+        f"sampled every {ctx.args.sample_interval:g} s",
+        outcomes,
+        sampler,
+    )
     samples = sampler.samples
     warm_t = minutes * 60 * ctx.args.warmup_share
     after = [s for s in samples if s["t"] >= warm_t and s.get("rss_mb")]
@@ -375,9 +486,13 @@ def scenario_soak(ctx: Context, server: Server) -> dict[str, Any]:
             if any(v is None for v in values):
                 continue
             first, last = sum(values[:k]) / k, sum(values[-k:]) / k
-            growth[key] = {"after_warmup": first, "end": last, "growth": last - first,
-                           "growth_pct": 100 * (last - first) / first if first else None,
-                           "per_1000_requests": (last - first) / n_after * 1000 if n_after else None}
+            growth[key] = {
+                "after_warmup": first,
+                "end": last,
+                "growth": last - first,
+                "growth_pct": 100 * (last - first) / first if first else None,
+                "per_1000_requests": (last - first) / n_after * 1000 if n_after else None,
+            }
     temps = [s["temp_mb"] for s in samples if s.get("temp_mb") is not None]
     growth["temp_mb_max"] = max(temps) if temps else None
     growth["temp_mb_end"] = temps[-1] if temps else None
@@ -386,38 +501,67 @@ def scenario_soak(ctx: Context, server: Server) -> dict[str, Any]:
     rows = result["extra_rows"]
     rows.append(("batch jobs done", f"{batches_ok}/{len(batches)}"))
     if rss:
-        rows.append(("RSS after warm-up → end", f"{rss['after_warmup']:,.0f} → {rss['end']:,.0f} MB "
-                     f"({rss['growth_pct']:+.2f}%, {rss['per_1000_requests']:+.1f} MB per 1000 requests)"))
-        for key, label in (("open_files", "open files"), ("threads", "threads"),
-                           ("temp_files", "files in the temp dir")):
+        rows.append(
+            (
+                "RSS after warm-up → end",
+                f"{rss['after_warmup']:,.0f} → {rss['end']:,.0f} MB "
+                f"({rss['growth_pct']:+.2f}%, {rss['per_1000_requests']:+.1f} MB per 1000 requests)",
+            )
+        )
+        for key, label in (
+            ("open_files", "open files"),
+            ("threads", "threads"),
+            ("temp_files", "files in the temp dir"),
+        ):
             g = growth.get(key)
             if g is None:
                 continue
-            rows.append((f"{label} after warm-up → end", f"{g['after_warmup']:.0f} → {g['end']:.0f} "
-                         f"({g['per_1000_requests']:+.1f} per 1000 requests)"))
-    rows.append(("temp dir size max / end", f"{report._s(growth['temp_mb_max'], 1, ' MB')} / "
-                                            f"{report._s(growth['temp_mb_end'], 1, ' MB')}"))
+            rows.append(
+                (
+                    f"{label} after warm-up → end",
+                    f"{g['after_warmup']:.0f} → {g['end']:.0f} ({g['per_1000_requests']:+.1f} per 1000 requests)",
+                )
+            )
+    rows.append(
+        (
+            "temp dir size max / end",
+            f"{report._s(growth['temp_mb_max'], 1, ' MB')} / {report._s(growth['temp_mb_end'], 1, ' MB')}",
+        )
+    )
     gpu = [s["gpu_mb"] for s in samples if s.get("gpu_mb") is not None]
     if gpu:
         rows.append(("GPU memory start → end", f"{gpu[0]:,.0f} → {gpu[-1]:,.0f} MB"))
     downs = sum(1 for s in samples if s.get("health") != "ok")
-    rows.append(("availability (/health ok in samples)", f"{100 * (len(samples) - downs) / max(len(samples), 1):.1f}%"
-                 f" of {len(samples)}"))
+    rows.append(
+        (
+            "availability (/health ok in samples)",
+            f"{100 * (len(samples) - downs) / max(len(samples), 1):.1f}% of {len(samples)}",
+        )
+    )
     result["targets"].append(zero_failed(result, "the soak"))
-    result["targets"].append(target("every batch job done", f"{batches_ok}/{len(batches)}",
-                                    batches_ok == len(batches) and len(batches) > 0))
+    result["targets"].append(
+        target("every batch job done", f"{batches_ok}/{len(batches)}", batches_ok == len(batches) and len(batches) > 0)
+    )
     if rss:
-        result["targets"].append(target("RSS growth after warm-up ≤ 3%", f"{rss['growth_pct']:+.2f}%",
-                                        rss["growth_pct"] <= 3.0))
+        result["targets"].append(
+            target("RSS growth after warm-up ≤ 3%", f"{rss['growth_pct']:+.2f}%", rss["growth_pct"] <= 3.0)
+        )
     temp = growth.get("temp_mb")
     if temp and temp.get("per_1000_requests") is not None:
-        result["targets"].append(target("temp dir size bounded: after warm-up it grows by ≤ 5 MB per 1000 requests",
-                                        f"{temp['after_warmup']:.1f} → {temp['end']:.1f} MB "
-                                        f"({temp['per_1000_requests']:+.2f} MB per 1000 requests), max "
-                                        f"{growth['temp_mb_max']:.1f} MB", temp["per_1000_requests"] <= 5.0))
-    result["notes"].append(f"Warm-up: the first {ctx.args.warmup_share:.0%} of the run; growth compares the mean of "
-                           "the first and last tenth of the samples after it. Single-file results (TXT/SRT/VTT) "
-                           "are written under the temp dir by design, and Gradio keeps each distinct upload there "
-                           "(the soak resends the same files, so uploads are reused); ops/cleanup.py removes old "
-                           "ones.")
+        result["targets"].append(
+            target(
+                "temp dir size bounded: after warm-up it grows by ≤ 5 MB per 1000 requests",
+                f"{temp['after_warmup']:.1f} → {temp['end']:.1f} MB "
+                f"({temp['per_1000_requests']:+.2f} MB per 1000 requests), max "
+                f"{growth['temp_mb_max']:.1f} MB",
+                temp["per_1000_requests"] <= 5.0,
+            )
+        )
+    result["notes"].append(
+        f"Warm-up: the first {ctx.args.warmup_share:.0%} of the run; growth compares the mean of "
+        "the first and last tenth of the samples after it. Single-file results (TXT/SRT/VTT) "
+        "are written under the temp dir by design, and Gradio keeps each distinct upload there "
+        "(the soak resends the same files, so uploads are reused); ops/cleanup.py removes old "
+        "ones."
+    )
     return result

@@ -56,7 +56,7 @@ def build_audio(path: Path, seconds: float, start_fraction: float = 0.0) -> byte
     frame = 16 * FRAME_MS
     start = int(one.size * start_fraction) // frame * frame
     total = int(seconds * 16000)
-    return np.tile(one, (start + total) // one.size + 1)[start:start + total].tobytes()
+    return np.tile(one, (start + total) // one.size + 1)[start : start + total].tobytes()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -69,9 +69,20 @@ async def one_stream(url: str, audio: bytes, index: int, results: dict[str, list
     frame = 16 * FRAME_MS * 2  # bytes per frame
     sent_at: list[float] = []  # send time of each frame
     async with websockets.connect(url, subprotocols=["binary"], max_size=None, ping_interval=None) as ws:
-        await ws.send(json.dumps({"mode": "2pass", "wav_name": f"bench{index}", "wav_format": "pcm",
-                                  "audio_fs": 16000, "chunk_size": [5, 10, 5], "chunk_interval": 10,
-                                  "is_speaking": True, "hotwords": ""}))
+        await ws.send(
+            json.dumps(
+                {
+                    "mode": "2pass",
+                    "wav_name": f"bench{index}",
+                    "wav_format": "pcm",
+                    "audio_fs": 16000,
+                    "chunk_size": [5, 10, 5],
+                    "chunk_interval": 10,
+                    "is_speaking": True,
+                    "hotwords": "",
+                }
+            )
+        )
 
         def frame_time(end_ms: int) -> float | None:
             i = max(0, -(-end_ms // FRAME_MS) - 1)  # the frame that holds the sample at end_ms
@@ -87,8 +98,12 @@ async def one_stream(url: str, audio: bytes, index: int, results: dict[str, list
                 sent = frame_time(int(answer.get("end_ms", 0)))
                 if answer["mode"] == "2pass-online" and sent is not None:
                     results["partial"].append(now - sent)
-                elif answer["mode"] == "2pass-offline" and answer["text"] and sent is not None and \
-                        not answer.get("is_end"):
+                elif (
+                    answer["mode"] == "2pass-offline"
+                    and answer["text"]
+                    and sent is not None
+                    and not answer.get("is_end")
+                ):
                     results["final"].append(now - sent)
                 if answer.get("is_end"):
                     return
@@ -99,9 +114,9 @@ async def one_stream(url: str, audio: bytes, index: int, results: dict[str, list
             delay = start + len(sent_at) * FRAME_MS / 1000 - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await ws.send(audio[i:i + frame])
+            await ws.send(audio[i : i + frame])
             sent_at.append(time.perf_counter())
-            results["audio_s"][0] += len(audio[i:i + frame]) / 32000
+            results["audio_s"][0] += len(audio[i : i + frame]) / 32000
         await ws.send(json.dumps({"is_speaking": False}))
         await receiver
 
@@ -140,8 +155,9 @@ def run_count(args: argparse.Namespace, n: int) -> dict[str, Any]:
     uploads: list[float] = []
     uploader = None
     if args.uploads:
-        uploader = threading.Thread(target=uploads_loop, args=(http_base(args.url), args.uploads, stop, uploads),
-                                    daemon=True)
+        uploader = threading.Thread(
+            target=uploads_loop, args=(http_base(args.url), args.uploads, stop, uploads), daemon=True
+        )
         uploader.start()
     started = time.perf_counter()
 
@@ -156,12 +172,19 @@ def run_count(args: argparse.Namespace, n: int) -> dict[str, Any]:
     if uploader:
         uploader.join()
     return {
-        "streams": n, "wall_s": round(wall, 1), "audio_s": round(results["audio_s"][0], 1),
-        "partials": len(results["partial"]), "finals": len(results["final"]), "errors": results["errors"][:5],
-        "partial_p50_s": percentile(results["partial"], 50), "partial_p95_s": percentile(results["partial"], 95),
-        "final_p50_s": percentile(results["final"], 50), "final_p95_s": percentile(results["final"], 95),
+        "streams": n,
+        "wall_s": round(wall, 1),
+        "audio_s": round(results["audio_s"][0], 1),
+        "partials": len(results["partial"]),
+        "finals": len(results["final"]),
+        "errors": results["errors"][:5],
+        "partial_p50_s": percentile(results["partial"], 50),
+        "partial_p95_s": percentile(results["partial"], 95),
+        "final_p50_s": percentile(results["final"], 50),
+        "final_p95_s": percentile(results["final"], 95),
         "cpu_per_audio_s_by_window": [round(x, 3) for x in results["cpu_per_audio_s"]],
-        "uploads_done": len(uploads), "upload_mean_s": statistics.mean(uploads) if uploads else None,
+        "uploads_done": len(uploads),
+        "upload_mean_s": statistics.mean(uploads) if uploads else None,
     }
 
 
@@ -177,8 +200,9 @@ def alone_uploads(args: argparse.Namespace) -> float | None:
     with httpx.Client(timeout=900) as client:
         for _ in range(2):
             started = time.perf_counter()
-            client.post(http_base(args.url) + "/v1/audio/transcriptions",
-                        files={"file": (args.uploads.name, data)}).raise_for_status()
+            client.post(
+                http_base(args.url) + "/v1/audio/transcriptions", files={"file": (args.uploads.name, data)}
+            ).raise_for_status()
             times.append(time.perf_counter() - started)
     return statistics.mean(times)
 
@@ -204,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="ws://127.0.0.1:7860", help="the service's WebSocket address")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8], help="concurrent stream counts")
     parser.add_argument("--seconds", type=float, default=600.0, help="audio per stream (default 600: 10 minutes)")
-    parser.add_argument("--audio", type=Path, default=ROOT / "tests" / "data" / "utterances" / "funasr_long.wav",
-                        help="16 kHz mono WAV, looped with 2 s pauses")
+    parser.add_argument(
+        "--audio",
+        type=Path,
+        default=ROOT / "tests" / "data" / "utterances" / "funasr_long.wav",
+        help="16 kHz mono WAV, looped with 2 s pauses",
+    )
     parser.add_argument("--pid", type=int, help="the server's process id, to measure its CPU per audio second")
     parser.add_argument("--cpu-window", type=float, default=60.0, help="seconds per CPU sample (default 60)")
     parser.add_argument("--uploads", type=Path, help="a file to upload in a loop during the streams")
@@ -214,27 +242,40 @@ def main(argv: list[str] | None = None) -> int:
 
     wait_ready(http_base(args.url))
     # One short stream first: the streaming model loads on the first stream, which is not what is measured.
-    asyncio.run(one_stream(args.url, build_audio(args.audio, 3.0), 0, {"partial": [], "final": [], "errors": [],
-                                                              "audio_s": [0.0]}))
+    asyncio.run(
+        one_stream(
+            args.url, build_audio(args.audio, 3.0), 0, {"partial": [], "final": [], "errors": [], "audio_s": [0.0]}
+        )
+    )
     alone = alone_uploads(args)
     runs = [run_count(args, n) for n in args.streams]
     for run in runs:
         if alone and run["upload_mean_s"]:
             run["upload_share_vs_alone"] = round(alone / run["upload_mean_s"], 3)
-    record = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "label": args.label,
-              "url": args.url, "seconds": args.seconds, "audio": project_path(args.audio), "upload_alone_s": alone,
-              "runs": runs}
+    record = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": args.label,
+        "url": args.url,
+        "seconds": args.seconds,
+        "audio": project_path(args.audio),
+        "upload_alone_s": alone,
+        "runs": runs,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"streams-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    print("| streams | audio s | partial p50 / p95 (s) | final p50 / p95 (s) | CPU s per audio s, by window | "
-          "uploads vs alone |")
+    print(
+        "| streams | audio s | partial p50 / p95 (s) | final p50 / p95 (s) | CPU s per audio s, by window | "
+        "uploads vs alone |"
+    )
     print("|---|---|---|---|---|---|")
     for run in runs:
-        print(f"| {run['streams']} | {run['audio_s']} | {fmt(run['partial_p50_s'])} / {fmt(run['partial_p95_s'])} | "
-              f"{fmt(run['final_p50_s'])} / {fmt(run['final_p95_s'])} | "
-              f"{', '.join(map(str, run['cpu_per_audio_s_by_window'])) or '-'} | "
-              f"{run.get('upload_share_vs_alone', '-')} |")
+        print(
+            f"| {run['streams']} | {run['audio_s']} | {fmt(run['partial_p50_s'])} / {fmt(run['partial_p95_s'])} | "
+            f"{fmt(run['final_p50_s'])} / {fmt(run['final_p95_s'])} | "
+            f"{', '.join(map(str, run['cpu_per_audio_s_by_window'])) or '-'} | "
+            f"{run.get('upload_share_vs_alone', '-')} |"
+        )
     print(f"results: {out}")
     return 0 if not any(run["errors"] for run in runs) else 1
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +103,13 @@ def stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {"n": 0}
     arr = np.asarray(values)
-    return {"n": len(values), "p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
-            "p99": float(np.percentile(arr, 99)), "max": float(arr.max())}
+    return {
+        "n": len(values),
+        "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+    }
 
 
 def slow_steps(log: str) -> list[dict[str, Any]]:
@@ -128,21 +133,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log = work / "server.log"
     # The app under asyncio debug mode, with our slow-step threshold (asyncio sets 100 ms in the loop's
     # __init__, so the attribute is made a class property that keeps ours).
-    launcher = ("import asyncio.base_events as b, os, runpy, sys\n"
-                "ms = float(os.environ.get('ASYNCIO_SLOW_MS', '100')) / 1000\n"
-                "b.BaseEventLoop.slow_callback_duration = property(lambda self: ms, lambda self, value: None)\n"
-                "sys.argv = ['app.py'] + sys.argv[1:]\n"
-                "runpy.run_path('app.py', run_name='__main__')\n")
+    launcher = (
+        "import asyncio.base_events as b, os, runpy, sys\n"
+        "ms = float(os.environ.get('ASYNCIO_SLOW_MS', '100')) / 1000\n"
+        "b.BaseEventLoop.slow_callback_duration = property(lambda self: ms, lambda self, value: None)\n"
+        "sys.argv = ['app.py'] + sys.argv[1:]\n"
+        "runpy.run_path('app.py', run_name='__main__')\n"
+    )
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", launcher, "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", launcher, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(f"http://127.0.0.1:{port}", work / "uploads", work / "outputs", lambda: proc.pid, proc, log)
     try:
         wait_healthy(server.url, 300, alive=lambda: proc.poll() is None)
         ctx = multiprocessing.get_context("spawn")
         ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
-        poller = ctx.Process(target=poll_health, args=(server.url, args.poll_ms / 1000, ready, stop, out),
-                             daemon=True)
+        poller = ctx.Process(target=poll_health, args=(server.url, args.poll_ms / 1000, ready, stop, out), daemon=True)
         poller.start()
         ready.wait(60)
         time.sleep(args.idle_s)  # the idle baseline
@@ -172,8 +183,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for thread in threads:  # with --window-s, the unfinished ones end when the server stops
         thread.join(timeout=30)
     burst_start = min(r[0] for r in results)
-    uploads_end = burst_start + max(r[1] for r in results if r[2] == 503) if any(r[2] == 503 for r in results) \
-        else burst_start
+    uploads_end = (
+        burst_start + max(r[1] for r in results if r[2] == 503) if any(r[2] == 503 for r in results) else burst_start
+    )
     burst_end = max(r[0] + r[1] for r in results) if not args.window_s else burst_start + args.window_s
     idle = [ms for t, ms, _ in rows if t < burst_start]
     during = [ms for t, ms, _ in rows if burst_start <= t <= burst_end]
@@ -182,13 +194,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for _, _, status in results:
         codes[str(status)] = codes.get(str(status), 0) + 1
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "route": args.route,
-        "clients": args.clients, "file_mb": round(path.stat().st_size / 1e6, 2), "model": models.label,
-        "backend": args.backend, "queue_max_size": args.queue_max_size, "cpus": os.cpu_count(),
-        "load_avg_before": os.getloadavg(), "responses": codes,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "route": args.route,
+        "clients": args.clients,
+        "file_mb": round(path.stat().st_size / 1e6, 2),
+        "model": models.label,
+        "backend": args.backend,
+        "queue_max_size": args.queue_max_size,
+        "cpus": os.cpu_count(),
+        "load_avg_before": os.getloadavg(),
+        "responses": codes,
         "refusals_answered_within_s": round(uploads_end - burst_start, 3),
-        "burst_s": round(burst_end - burst_start, 1), "window_s": args.window_s,
-        "health_idle_ms": stats(idle), "health_burst_ms": stats(during), "health_first_10s_ms": stats(first_10s),
+        "burst_s": round(burst_end - burst_start, 1),
+        "window_s": args.window_s,
+        "health_idle_ms": stats(idle),
+        "health_burst_ms": stats(during),
+        "health_first_10s_ms": stats(first_10s),
         "health_failures": sum(1 for _, _, s in rows if s != 200 and s != 503),
         "slow_loop_steps": slow_steps(log_text)[:15],
         "slow_loop_steps_total": len(slow_steps(log_text)),
@@ -201,15 +222,23 @@ def markdown(result: dict[str, Any]) -> str:
             return f"| {name} | 0 | | | | |"
         return f"| {name} | {s['n']} | {s['p50']:.1f} | {s['p95']:.1f} | {s['p99']:.1f} | {s['max']:.1f} |"
 
-    lines = [f"# /health under an upload burst, {result['date']}", "",
-             f"{result['clients']} clients post a {result['file_mb']} MB WAV through the {result['route']} at once; "
-             f"{result['model']}, backend {result['backend']}, QUEUE_MAX_SIZE {result['queue_max_size']}. "
-             f"Responses: {result['responses']}; the burst lasted {result['burst_s']} s.", "",
-             "| /health | n | p50 ms | p95 ms | p99 ms | max ms |", "|---|---|---|---|---|---|",
-             row("idle", result["health_idle_ms"]), row("first 10 s of the burst", result["health_first_10s_ms"]),
-             row("whole burst" if not result["window_s"] else f"first {result['window_s']:.0f} s",
-                 result["health_burst_ms"]), "",
-             f"Event-loop steps over the threshold: {result['slow_loop_steps_total']}"]
+    lines = [
+        f"# /health under an upload burst, {result['date']}",
+        "",
+        f"{result['clients']} clients post a {result['file_mb']} MB WAV through the {result['route']} at once; "
+        f"{result['model']}, backend {result['backend']}, QUEUE_MAX_SIZE {result['queue_max_size']}. "
+        f"Responses: {result['responses']}; the burst lasted {result['burst_s']} s.",
+        "",
+        "| /health | n | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|",
+        row("idle", result["health_idle_ms"]),
+        row("first 10 s of the burst", result["health_first_10s_ms"]),
+        row(
+            "whole burst" if not result["window_s"] else f"first {result['window_s']:.0f} s", result["health_burst_ms"]
+        ),
+        "",
+        f"Event-loop steps over the threshold: {result['slow_loop_steps_total']}",
+    ]
     for step in result["slow_loop_steps"][:8]:
         lines.append(f"- {step['ms']:.0f} ms: `{step['step']}`")
     return "\n".join(lines) + "\n"
@@ -223,11 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-max-size", type=int, default=20, help="the server's QUEUE_MAX_SIZE (20)")
     parser.add_argument("--poll-ms", type=float, default=20, help="/health poll interval (20 ms)")
     parser.add_argument("--idle-s", type=float, default=2.0, help="idle polling before the burst (2 s)")
-    parser.add_argument("--window-s", type=float, default=0,
-                        help="stop after this many seconds of the burst (0: when every request is answered)")
+    parser.add_argument(
+        "--window-s",
+        type=float,
+        default=0,
+        help="stop after this many seconds of the burst (0: when every request is answered)",
+    )
     parser.add_argument("--slow-ms", type=float, default=20, help="log event-loop steps longer than this (20 ms)")
-    parser.add_argument("--no-loop-debug", dest="loop_debug", action="store_false",
-                        help="run the server without asyncio debug mode (it costs a little itself)")
+    parser.add_argument(
+        "--no-loop-debug",
+        dest="loop_debug",
+        action="store_false",
+        help="run the server without asyncio debug mode (it costs a little itself)",
+    )
     parser.add_argument("--model-dir", help="ASR model folder (default: the tiny test model)")
     parser.add_argument("--vad-model-dir")
     parser.add_argument("--punc-model-dir")

@@ -15,5 +15,15 @@ from .records import FileState, Job, JobFile, JobState, new_job_id
 from .service import JobError, JobService, QueueFull
 from .store import JobStore, open_store
 
-__all__ = ["FileState", "Job", "JobError", "JobFile", "JobService", "JobState", "JobStore", "QueueFull",
-           "new_job_id", "open_store"]
+__all__ = [
+    "FileState",
+    "Job",
+    "JobError",
+    "JobFile",
+    "JobService",
+    "JobState",
+    "JobStore",
+    "QueueFull",
+    "new_job_id",
+    "open_store",
+]

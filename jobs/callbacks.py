@@ -56,8 +56,14 @@ def url_refusal(url: str, hosts: set[str], *, field: str, setting: str, verb: st
 
 
 def payload(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "object": "transcription.job", "status": job.state, "error": job.error,
-            "file_counts": job.counts(), "finished_at": job.finished_at}
+    return {
+        "id": job.id,
+        "object": "transcription.job",
+        "status": job.state,
+        "error": job.error,
+        "file_counts": job.counts(),
+        "finished_at": job.finished_at,
+    }
 
 
 def send(job: Job, record: Callable[[str], None], *, pauses: tuple[float, ...] = PAUSES_S) -> None:

@@ -73,8 +73,9 @@ class JobFiles:
             data = json.loads(self.result_path(job_id, index).read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        data["sentences"] = [Sentence(**{**s, "words": [Word(**w) for w in s.get("words", [])]})
-                             for s in data.get("sentences", [])]
+        data["sentences"] = [
+            Sentence(**{**s, "words": [Word(**w) for w in s.get("words", [])]}) for s in data.get("sentences", [])
+        ]
         return Transcription(**data)
 
     def remove_upload(self, job_id: str, index: int) -> None:

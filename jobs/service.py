@@ -152,8 +152,7 @@ def build_huey(settings: Settings) -> Huey:
     """SqliteHuey in JOBS_DIR (one box) or RedisHuey at JOBS_REDIS_URL (several boxes). Results are not kept
     by Huey: they are files, and the job record says where the job stands."""
     if settings.jobs_backend == "redis":
-        return RedisHuey("paraformer-jobs", url=settings.jobs_redis_url, results=False, blocking=True,
-                         read_timeout=1)
+        return RedisHuey("paraformer-jobs", url=settings.jobs_redis_url, results=False, blocking=True, read_timeout=1)
     settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     return SqliteHuey("paraformer-jobs", filename=str(settings.jobs_dir / "queue.db"), results=False)
 
@@ -174,8 +173,12 @@ class JobService:
     def __init__(self, settings: Settings, engine: Engine, *, store: JobStore | None = None):
         self.settings = settings
         self.engine = engine
-        self.store = store or open_store(settings.jobs_backend, settings.jobs_dir, settings.jobs_redis_url,
-                                         connections=settings.job_store_connections)
+        self.store = store or open_store(
+            settings.jobs_backend,
+            settings.jobs_dir,
+            settings.jobs_redis_url,
+            connections=settings.job_store_connections,
+        )
         self.files = JobFiles(settings.jobs_dir)
         self.huey = build_huey(settings)
         self._task = self.huey.task(name=TASK_NAME)(self.run_job)
@@ -184,8 +187,9 @@ class JobService:
         self.instance = f"{self.host}:{os.getpid()}:{secrets.token_hex(4)}"
         self.lease_s = settings.job_lease_s
         #: The engine's decoding limits with the job's own size and length (a job is for the long ones).
-        self.limits = replace(engine.limits, max_bytes=int(settings.job_max_upload_mb * 2**20),
-                              max_seconds=settings.job_max_audio_seconds)
+        self.limits = replace(
+            engine.limits, max_bytes=int(settings.job_max_upload_mb * 2**20), max_seconds=settings.job_max_audio_seconds
+        )
         self._stopping = threading.Event()
         self._start_lock = threading.Lock()
         self._consumer: Consumer | None = None
@@ -194,16 +198,27 @@ class JobService:
         #: The jobs this process runs now, by id: a cancel made here reaches them at once.
         self._runs: dict[str, _Run] = {}
         #: /health's storage check: the folders this service writes uploads and results to.
-        self.storage = StorageMonitor([settings.jobs_dir, settings.temp_dir, settings.output_dir],
-                                      min_free_mb=settings.storage_min_free_mb)
+        self.storage = StorageMonitor(
+            [settings.jobs_dir, settings.temp_dir, settings.output_dir], min_free_mb=settings.storage_min_free_mb
+        )
         self.storage_retry_s = settings.job_storage_retry_s
         self._huey_filter = StorageFullLogFilter(self.storage)
 
     # ------------------------------------------------------------------ submitting and reading
-    def submit(self, owner: Reader | str, uploads: list[Upload], *, hotwords: str | None = None,
-               batch_size_s: int | None = None, response_format: str = "json", source: str = "api",
-               callback_url: str | None = None, diarize: bool = False, num_speakers: int | None = None,
-               granularities: list[str] | None = None) -> Job:
+    def submit(
+        self,
+        owner: Reader | str,
+        uploads: list[Upload],
+        *,
+        hotwords: str | None = None,
+        batch_size_s: int | None = None,
+        response_format: str = "json",
+        source: str = "api",
+        callback_url: str | None = None,
+        diarize: bool = False,
+        num_speakers: int | None = None,
+        granularities: list[str] | None = None,
+    ) -> Job:
         """Store the files and queue the job. Raises JobError (bad request) or QueueFull (busy).
 
         The options are those of a direct transcription; `granularities` only shapes verbose_json results."""
@@ -216,15 +231,28 @@ class JobService:
         if not uploads:
             raise JobError("Send at least one audio file.", code="missing_file")
         if len(uploads) > s.job_max_files:
-            raise JobError(f"A job takes at most {s.job_max_files} files (JOB_MAX_FILES); this one has "
-                           f"{len(uploads)}.", code="too_many_files")
+            raise JobError(
+                f"A job takes at most {s.job_max_files} files (JOB_MAX_FILES); this one has {len(uploads)}.",
+                code="too_many_files",
+            )
         self.engine.resolve_hotwords(hotwords)  # a bad hotword list is refused now, not found out by a worker
         self.engine.check_speakers(diarize, num_speakers)
         self.check_room(owner)
-        job = Job(id=new_job_id(), owner=owner, files=[], source=source,
-                  options={"hotwords": hotwords, "batch_size_s": batch_size_s, "response_format": response_format,
-                           "callback_url": callback_url or None, "diarize": diarize, "num_speakers": num_speakers,
-                           "granularities": sorted(granularities or [])})
+        job = Job(
+            id=new_job_id(),
+            owner=owner,
+            files=[],
+            source=source,
+            options={
+                "hotwords": hotwords,
+                "batch_size_s": batch_size_s,
+                "response_format": response_format,
+                "callback_url": callback_url or None,
+                "diarize": diarize,
+                "num_speakers": num_speakers,
+                "granularities": sorted(granularities or []),
+            },
+        )
         max_bytes = int(s.job_max_upload_mb * 2**20)
         try:
             for index, upload in enumerate(uploads):
@@ -259,8 +287,13 @@ class JobService:
                 raise
             self.storage.failed(exc)
             logger.warning("job %s: stored, but the queue is full; recovery will queue it", job.id)
-        logger.info("job %s queued: %d file(s), %.1f MB, source %s", job.id, len(job.files),
-                    sum(f.size for f in job.files) / 1e6, source)
+        logger.info(
+            "job %s queued: %d file(s), %.1f MB, source %s",
+            job.id,
+            len(job.files),
+            sum(f.size for f in job.files) / 1e6,
+            source,
+        )
         return job
 
     def check_room(self, owner: Reader | str) -> None:
@@ -276,10 +309,14 @@ class JobService:
     def _queue_full(self, scope: str, count: int) -> QueueFull:
         s = self.settings
         if scope == "owner":
-            return QueueFull(f"You have {s.job_max_queued_per_key} jobs queued or running (JOB_MAX_QUEUED_PER_KEY); "
-                             f"wait for one to finish.", 429)
-        return QueueFull(f"The service has {count} jobs queued or running (limit {s.job_max_queued}); try "
-                         f"again later.", 503)
+            return QueueFull(
+                f"You have {s.job_max_queued_per_key} jobs queued or running (JOB_MAX_QUEUED_PER_KEY); "
+                f"wait for one to finish.",
+                429,
+            )
+        return QueueFull(
+            f"The service has {count} jobs queued or running (limit {s.job_max_queued}); try again later.", 503
+        )
 
     def get(self, job_id: str, reader: Reader | str) -> Job | None:
         """The job, or None when it does not exist or `reader` may not see it (the two look the same)."""
@@ -361,16 +398,28 @@ class JobService:
     def _start(self) -> None:
         self._stopping.clear()
         self.recover()
-        self._consumer = _Consumer(self.huey, workers=self.settings.job_workers, worker_type="thread",
-                                   periodic=False, check_worker_health=False, initial_delay=0.05, max_delay=0.5,
-                                   backoff=1.2, shutdown_timeout=10)
+        self._consumer = _Consumer(
+            self.huey,
+            workers=self.settings.job_workers,
+            worker_type="thread",
+            periodic=False,
+            check_worker_health=False,
+            initial_delay=0.05,
+            max_delay=0.5,
+            backoff=1.2,
+            shutdown_timeout=10,
+        )
         for name in HUEY_LOGGERS:
             logging.getLogger(name).addFilter(self._huey_filter)
         self._consumer.start()
         self._recovery = threading.Thread(target=self._recovery_loop, name="job-recovery", daemon=True)
         self._recovery.start()
-        logger.info("job workers started: %d thread(s), backend %s, instance %s", self.settings.job_workers,
-                    self.settings.jobs_backend, self.instance)
+        logger.info(
+            "job workers started: %d thread(s), backend %s, instance %s",
+            self.settings.job_workers,
+            self.settings.jobs_backend,
+            self.instance,
+        )
 
     def stop(self) -> None:
         """Stop the workers; a running job lets go at its next segment and goes back on the queue."""
@@ -491,8 +540,12 @@ class JobService:
             if not is_storage_full(exc):
                 raise
             self.storage.failed(exc)
-            logger.warning("job %s: cannot claim it, the job store is full (%s); trying again in %.0f s", job_id,
-                           exc, self.storage_retry_s)
+            logger.warning(
+                "job %s: cannot claim it, the job store is full (%s); trying again in %.0f s",
+                job_id,
+                exc,
+                self.storage_retry_s,
+            )
             self._retry_later(job_id)
             return
         if job is None or not claimed:
@@ -503,8 +556,14 @@ class JobService:
             return
         if job.runs == 1:
             self._notify("started", job)
-        logger.info("job %s: run %d by %s, %d of %d files left", job_id, job.runs, worker,
-                    sum(not f.finished for f in job.files), len(job.files))
+        logger.info(
+            "job %s: run %d by %s, %d of %d files left",
+            job_id,
+            job.runs,
+            worker,
+            sum(not f.finished for f in job.files),
+            len(job.files),
+        )
         run = _Run(job_id, worker, self._stopping)
         self._runs[job_id] = run
         monitor = threading.Thread(target=self._monitor, args=(run,), name=f"job-{job_id[4:16]}", daemon=True)
@@ -537,12 +596,17 @@ class JobService:
             try:
                 _, released = self.store.update(job_id, release)
             except Exception as exc:  # the store itself is full: the lease lapses and recovery takes it back
-                logger.warning("job %s: could not hand it back (%s: %s); recovery will once its lease lapses",
-                               job_id, type(exc).__name__, exc)
+                logger.warning(
+                    "job %s: could not hand it back (%s: %s); recovery will once its lease lapses",
+                    job_id,
+                    type(exc).__name__,
+                    exc,
+                )
                 return
             if released and notice:
-                logger.warning("job %s: storage full; back on the queue, trying again in %.0f s", job_id,
-                               self.storage_retry_s)
+                logger.warning(
+                    "job %s: storage full; back on the queue, trying again in %.0f s", job_id, self.storage_retry_s
+                )
                 self._retry_later(job_id)
             elif released:
                 self._task(job_id)
@@ -562,9 +626,14 @@ class JobService:
         if finished is not None and written:
             self._forget_uploads(finished)
             self._ended(finished)
-            logger.info("job %s %s: %s, %.1f s audio in %.1f s", job_id, finished.state,
-                        ", ".join(f"{n} {k}" for k, n in finished.counts().items() if n), finished.done_s,
-                        (finished.finished_at or 0) - (finished.started_at or 0))
+            logger.info(
+                "job %s %s: %s, %.1f s audio in %.1f s",
+                job_id,
+                finished.state,
+                ", ".join(f"{n} {k}" for k, n in finished.counts().items() if n),
+                finished.done_s,
+                (finished.finished_at or 0) - (finished.started_at or 0),
+            )
 
     def _retry_later(self, job_id: str) -> None:
         try:
@@ -581,8 +650,9 @@ class JobService:
         while not run.done.wait(POLL_S):
             now = time.monotonic()
             try:
-                if now - last_renew >= renew_every or (run.progress != written
-                                                       and now - last_progress >= PROGRESS_EVERY_S):
+                if now - last_renew >= renew_every or (
+                    run.progress != written and now - last_progress >= PROGRESS_EVERY_S
+                ):
                     progress = run.progress
 
                     def renew(job: Job) -> bool:
@@ -603,8 +673,12 @@ class JobService:
                     failing = False
             except Exception as exc:
                 if not failing:
-                    logger.warning("job %s: could not reach the job store (%s: %s); still trying", run.job_id,
-                                   type(exc).__name__, exc)
+                    logger.warning(
+                        "job %s: could not reach the job store (%s: %s); still trying",
+                        run.job_id,
+                        type(exc).__name__,
+                        exc,
+                    )
                     failing = True
                 if is_storage_full(exc):
                     self.storage.failed(exc)
@@ -668,22 +742,30 @@ class JobService:
                     audio = load_audio(path, limits=self.limits, name=record.name)
                     self._update_file(job.id, worker, index, duration_s=round(audio.duration, 3))
                     with segment_hook(self._segment_hook(run, index)):
-                        result = self.engine.transcribe(audio, hotwords=options.get("hotwords"),
-                                                        batch_size_s=options.get("batch_size_s"), name=record.name,
-                                                        diarize=bool(options.get("diarize")),
-                                                        num_speakers=options.get("num_speakers"))
+                        result = self.engine.transcribe(
+                            audio,
+                            hotwords=options.get("hotwords"),
+                            batch_size_s=options.get("batch_size_s"),
+                            name=record.name,
+                            diarize=bool(options.get("diarize")),
+                            num_speakers=options.get("num_speakers"),
+                        )
                 self.files.write_result(job.id, index, result)
             except _Cancelled:
                 logger.info("job %s file %d cancelled after %.1f s", job.id, index, time.perf_counter() - started)
                 return "finished"
             except _Interrupted:
                 outcome = "lost" if run.lost.is_set() else "released"
-                logger.info("job %s file %d interrupted on attempt %d (%s)", job.id, index, attempt,
-                            "taken over by another worker" if outcome == "lost" else "shutdown")
+                logger.info(
+                    "job %s file %d interrupted on attempt %d (%s)",
+                    job.id,
+                    index,
+                    attempt,
+                    "taken over by another worker" if outcome == "lost" else "shutdown",
+                )
                 return outcome
             except ModelNotReadyError:
-                logger.info("job %s file %d interrupted on attempt %d (the model is not ready)", job.id, index,
-                            attempt)
+                logger.info("job %s file %d interrupted on attempt %d (the model is not ready)", job.id, index, attempt)
                 return "released"
             except ASRError as exc:
                 logger.info("job %s file %d failed: %s", job.id, index, exc.code)
@@ -692,17 +774,27 @@ class JobService:
             except Exception as exc:  # one broken file must not end the job; the log has the traceback
                 if is_storage_full(exc):  # not the file's fault: it waits for space and runs again
                     self.storage.failed(exc)
-                    logger.warning("job %s file %d interrupted on attempt %d: storage full (%s)", job.id, index,
-                                   attempt, exc)
+                    logger.warning(
+                        "job %s file %d interrupted on attempt %d: storage full (%s)", job.id, index, attempt, exc
+                    )
                     return "storage_full"
                 logger.exception("job %s file %d failed: internal error (%s)", job.id, index, type(exc).__name__)
-                self._update_file(job.id, worker, index, state="failed",
-                                  error=f"{record.name}: internal error ({type(exc).__name__})")
+                self._update_file(
+                    job.id, worker, index, state="failed", error=f"{record.name}: internal error ({type(exc).__name__})"
+                )
                 continue
             processing = time.perf_counter() - started
-            self._update_file(job.id, worker, index, state="done", done_s=round(result.duration, 3),
-                              duration_s=round(result.duration, 3), processing_s=round(processing, 3),
-                              text_chars=len(result.text), notice=None)
+            self._update_file(
+                job.id,
+                worker,
+                index,
+                state="done",
+                done_s=round(result.duration, 3),
+                duration_s=round(result.duration, 3),
+                processing_s=round(processing, 3),
+                text_chars=len(result.text),
+                notice=None,
+            )
             self.storage.succeeded()
             logger.info("job %s file %d done: %.1f s audio in %.1f s", job.id, index, result.duration, processing)
             self.files.remove_upload(job.id, index)
@@ -769,8 +861,11 @@ def _finish(job: Job) -> bool:
     else:
         job.state = "failed"
         reasons = [f.error for f in job.files if f.error]
-        job.error = (f"All {len(job.files)} file(s) failed" + (f"; the first: {reasons[0]}" if reasons else "")
-                     if job.files else "The job has no files")
+        job.error = (
+            f"All {len(job.files)} file(s) failed" + (f"; the first: {reasons[0]}" if reasons else "")
+            if job.files
+            else "The job has no files"
+        )
     return True
 
 

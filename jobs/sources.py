@@ -35,12 +35,16 @@ def allowed_dirs(setting: str) -> list[Path]:
 def server_file(path: str, dirs: list[Path]) -> Path:
     """The file `path` names, when it lies under one of `dirs`; else JobError(code="path_not_allowed")."""
     if not dirs:
-        raise JobError("path is not enabled on this server (JOB_ALLOWED_DIRS is empty): upload the file instead.",
-                       code="path_not_allowed")
+        raise JobError(
+            "path is not enabled on this server (JOB_ALLOWED_DIRS is empty): upload the file instead.",
+            code="path_not_allowed",
+        )
     resolved = Path(path).expanduser().resolve()
     if not any(resolved.is_relative_to(root) for root in dirs):
-        raise JobError(f"'{Path(path).name}' is not in a folder this server reads jobs from (JOB_ALLOWED_DIRS).",
-                       code="path_not_allowed")
+        raise JobError(
+            f"'{Path(path).name}' is not in a folder this server reads jobs from (JOB_ALLOWED_DIRS).",
+            code="path_not_allowed",
+        )
     if not resolved.is_file():
         raise JobError(f"'{Path(path).name}' is not a file on this server.", code="path_not_found")
     return resolved
@@ -48,24 +52,33 @@ def server_file(path: str, dirs: list[Path]) -> Path:
 
 def download(url: str, hosts_setting: str, max_bytes: int, folder: Path) -> Path:
     """Fetch `url` into a temp file in `folder` (the caller removes it); JobError when not allowed or it fails."""
-    reason = url_refusal(url, allowed_hosts(hosts_setting), field="url", setting="JOB_URL_HOSTS", verb="fetches from",
-                         instead=": upload the file instead")
+    reason = url_refusal(
+        url,
+        allowed_hosts(hosts_setting),
+        field="url",
+        setting="JOB_URL_HOSTS",
+        verb="fetches from",
+        instead=": upload the file instead",
+    )
     if reason:
         raise JobError(reason, code="url_not_allowed")
     folder.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix="url-", dir=folder)
     target = Path(name)
     try:
-        with os.fdopen(handle, "wb") as out, httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT_S,
-                                                         follow_redirects=False) as response:
+        with (
+            os.fdopen(handle, "wb") as out,
+            httpx.stream("GET", url, timeout=DOWNLOAD_TIMEOUT_S, follow_redirects=False) as response,
+        ):
             if response.status_code != 200:
                 raise JobError(f"url answered HTTP {response.status_code}.", code="url_failed")
             size = 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > max_bytes:
-                    raise JobError(f"url's file is over {max_bytes / 2**20:.0f} MB (JOB_MAX_UPLOAD_MB).",
-                                   code="url_failed")
+                    raise JobError(
+                        f"url's file is over {max_bytes / 2**20:.0f} MB (JOB_MAX_UPLOAD_MB).", code="url_failed"
+                    )
                 out.write(chunk)
     except httpx.HTTPError as exc:
         target.unlink(missing_ok=True)
@@ -80,8 +93,15 @@ def url_name(url: str) -> str:
     return unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or "download"
 
 
-def submit_named(service: JobService, owner: Reader | str, uploads: list[Upload], *, paths: list[str],
-                 urls: list[str], **options: Any) -> Job:
+def submit_named(
+    service: JobService,
+    owner: Reader | str,
+    uploads: list[Upload],
+    *,
+    paths: list[str],
+    urls: list[str],
+    **options: Any,
+) -> Job:
     """`service.submit` for the uploads plus the server files (JOB_ALLOWED_DIRS) and URLs (JOB_URL_HOSTS) a job
     names; JobError when one is not allowed or cannot be fetched. Blocking: downloads run here, and are removed
     once submit has copied them into JOBS_DIR (or refused them)."""

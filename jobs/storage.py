@@ -44,8 +44,10 @@ def is_storage_full(exc: BaseException) -> bool:
         if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
             return True
         if isinstance(current, sqlite3.OperationalError) and (
-                getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-                or "disk is full" in str(current) or "database or disk is full" in str(current)):
+            getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or "disk is full" in str(current)
+            or "database or disk is full" in str(current)
+        ):
             return True
         if type(current).__name__ in ("ResponseError", "OutOfMemoryError") and str(current).startswith("OOM"):
             return True  # Redis at maxmemory refuses writes with "OOM command not allowed"
@@ -103,14 +105,19 @@ class StorageMonitor:
             status = "low"
         else:
             status = "ok"
-        body: dict[str, Any] = {"status": status, "free_mb": {k: None if b is None else round(b / 2**20, 1)
-                                                             for k, b in free.items()},
-                                "min_free_mb": round(self.min_free_bytes / 2**20, 1)}
+        body: dict[str, Any] = {
+            "status": status,
+            "free_mb": {k: None if b is None else round(b / 2**20, 1) for k, b in free.items()},
+            "min_free_mb": round(self.min_free_bytes / 2**20, 1),
+        }
         if failed_at is not None:
             body["last_failure_s_ago"] = round(now - failed_at, 1)
         if status != "ok":
-            body["detail"] = ("a write failed for want of space; jobs wait and are tried again" if full
-                              else "free space is under STORAGE_MIN_FREE_MB")
+            body["detail"] = (
+                "a write failed for want of space; jobs wait and are tried again"
+                if full
+                else "free space is under STORAGE_MIN_FREE_MB"
+            )
         return body
 
 

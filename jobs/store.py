@@ -97,8 +97,10 @@ class SQLiteJobStore(JobStore):
         for _ in range(self.max_connections):
             self._slots.put(None)
         with self._connection() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL,"
-                       " created_at REAL NOT NULL, finished_at REAL, doc TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, state TEXT NOT NULL,"
+                " created_at REAL NOT NULL, finished_at REAL, doc TEXT NOT NULL)"
+            )
             db.execute("CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at)")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, finished_at)")
             db.execute("CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at)")
@@ -141,8 +143,9 @@ class SQLiteJobStore(JobStore):
         with self._connection() as db:
             db.execute("BEGIN IMMEDIATE")  # the write lock first: no other process counts or inserts meanwhile
             if max_active_per_owner:
-                count = db.execute(f"SELECT count(*) FROM jobs WHERE state IN ({marks}) AND owner = ?",
-                                   (*ACTIVE, job.owner)).fetchone()[0]
+                count = db.execute(
+                    f"SELECT count(*) FROM jobs WHERE state IN ({marks}) AND owner = ?", (*ACTIVE, job.owner)
+                ).fetchone()[0]
                 if count >= max_active_per_owner:
                     db.execute("ROLLBACK")
                     raise LimitReached("owner", count)
@@ -151,8 +154,10 @@ class SQLiteJobStore(JobStore):
                 if count >= max_active:
                     db.execute("ROLLBACK")
                     raise LimitReached("service", count)
-            db.execute("INSERT INTO jobs (id, owner, state, created_at, finished_at, doc) VALUES (?, ?, ?, ?, ?, ?)",
-                       (job.id, job.owner, job.state, job.created_at, job.finished_at, json.dumps(job.to_doc())))
+            db.execute(
+                "INSERT INTO jobs (id, owner, state, created_at, finished_at, doc) VALUES (?, ?, ?, ?, ?, ?)",
+                (job.id, job.owner, job.state, job.created_at, job.finished_at, json.dumps(job.to_doc())),
+            )
             db.execute("COMMIT")
 
     def get(self, job_id: str) -> Job | None:
@@ -171,8 +176,10 @@ class SQLiteJobStore(JobStore):
                 db.execute("ROLLBACK")
                 return job, False
             job.updated_at = time.time()
-            db.execute("UPDATE jobs SET state = ?, finished_at = ?, doc = ? WHERE id = ?",
-                       (job.state, job.finished_at, json.dumps(job.to_doc()), job_id))
+            db.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, doc = ? WHERE id = ?",
+                (job.state, job.finished_at, json.dumps(job.to_doc()), job_id),
+            )
             db.execute("COMMIT")
             return job, True
 
@@ -268,10 +275,21 @@ return {'ok', 0}
                 pipe.execute()
             return
         outcome, count = self._create_script(
-            keys=[self._key("job", job.id), self._key("active"), self._key("active", job.owner),
-                  self._key("owner", job.owner)],
-            args=[json.dumps(job.to_doc()), job.id, job.created_at, max_active or 0, max_active_per_owner or 0,
-                  job.state])
+            keys=[
+                self._key("job", job.id),
+                self._key("active"),
+                self._key("active", job.owner),
+                self._key("owner", job.owner),
+            ],
+            args=[
+                json.dumps(job.to_doc()),
+                job.id,
+                job.created_at,
+                max_active or 0,
+                max_active_per_owner or 0,
+                job.state,
+            ],
+        )
         outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
         if outcome != "ok":
             raise LimitReached(outcome, int(count))

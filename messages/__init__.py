@@ -21,48 +21,73 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "empty.array": ("音频是空的（0 个采样）", "the audio is empty (0 samples)"),
     "not_audio": ("不是可读取的音频或视频文件", "not a readable audio or video file"),
     "not_audio.image": ("这是一张图片，不是音频", "this is an image, not audio"),
-    "not_audio.undecodable": ("无法解码其中的音频（文件可能已损坏）",
-                              "could not decode the audio (the file may be damaged)"),
+    "not_audio.undecodable": (
+        "无法解码其中的音频（文件可能已损坏）",
+        "could not decode the audio (the file may be damaged)",
+    ),
     "not_audio.not_found": ("找不到文件", "file not found"),
-    "not_audio.array_shape": ("采样数组应为一维或（帧数, 声道数），收到的形状是 {shape}",
-                              "expected a 1-D or (frames, channels) array, got shape {shape}"),
+    "not_audio.array_shape": (
+        "采样数组应为一维或（帧数, 声道数），收到的形状是 {shape}",
+        "expected a 1-D or (frames, channels) array, got shape {shape}",
+    ),
     "no_audio_stream": ("文件中没有音轨", "the file has no audio stream"),
-    "too_short": ("音频只有 {ms} 毫秒，至少需要 {min_ms} 毫秒", "the audio is {ms} ms long; at least {min_ms} ms is needed"),
+    "too_short": (
+        "音频只有 {ms} 毫秒，至少需要 {min_ms} 毫秒",
+        "the audio is {ms} ms long; at least {min_ms} ms is needed",
+    ),
     "too_long": ("音频超过了 {limit_s} 秒的时长上限", "the audio is longer than the limit of {limit_s} s"),
-    "too_large": ("文件大小 {size_mb} MB，超过了 {limit_mb} MB 的上限",
-                  "the file is {size_mb} MB, over the limit of {limit_mb} MB"),
+    "too_large": (
+        "文件大小 {size_mb} MB，超过了 {limit_mb} MB 的上限",
+        "the file is {size_mb} MB, over the limit of {limit_mb} MB",
+    ),
     "bad_hotwords": ("热词列表有误", "the hotword list is not valid"),
-    "bad_hotwords.too_long": ("热词过长：“{word}”有 {chars} 个字符，上限是 {limit}（请拆成更短的词）",
-                              "hotword too long: '{word}' has {chars} characters; the limit is {limit} "
-                              "(split it into shorter words)"),
-    "bad_hotwords.too_many": ("热词太多：给了 {count} 个，上限是 {limit} 个",
-                              "too many hotwords: {count} given; the limit is {limit}"),
-    "speakers_unavailable": ("本服务器未启用说话人区分（管理员可设置 ENABLE_SPK=true 开启）",
-                             "speaker labels are off on this server: its admin can turn them on with ENABLE_SPK=true"),
-    "bad_speaker_count": ("说话人数应在 1 到 {limit} 之间，收到的是 {count}",
-                          "the number of speakers must be between 1 and {limit}, not {count}"),
+    "bad_hotwords.too_long": (
+        "热词过长：“{word}”有 {chars} 个字符，上限是 {limit}（请拆成更短的词）",
+        "hotword too long: '{word}' has {chars} characters; the limit is {limit} (split it into shorter words)",
+    ),
+    "bad_hotwords.too_many": (
+        "热词太多：给了 {count} 个，上限是 {limit} 个",
+        "too many hotwords: {count} given; the limit is {limit}",
+    ),
+    "speakers_unavailable": (
+        "本服务器未启用说话人区分（管理员可设置 ENABLE_SPK=true 开启）",
+        "speaker labels are off on this server: its admin can turn them on with ENABLE_SPK=true",
+    ),
+    "bad_speaker_count": (
+        "说话人数应在 1 到 {limit} 之间，收到的是 {count}",
+        "the number of speakers must be between 1 and {limit}, not {count}",
+    ),
     "decode_failed": ("无法解码音频", "could not decode the audio"),
     "decode_failed.timeout": ("解码超过 {limit_s} 秒，已停止", "decoding took longer than {limit_s} s"),
     "model_not_ready": ("模型暂不可用，请稍后再试", "the model is not available; try again shortly"),
     "model_not_ready.loading": ("模型仍在加载，请稍后再试", "the model is still loading; try again shortly"),
-    "model_not_ready.failed": ("模型加载失败，暂时无法识别（原因已记录在服务器日志中）",
-                               "the model failed to load, so nothing can be transcribed now (the reason is in "
-                               "the server's log)"),
-    "server_busy": ("服务繁忙（{depth} 个任务正在处理或排队，上限 {limit}），请稍后再试",
-                    "the service is busy ({depth} jobs in progress or waiting, limit {limit}); try again shortly"),
+    "model_not_ready.failed": (
+        "模型加载失败，暂时无法识别（原因已记录在服务器日志中）",
+        "the model failed to load, so nothing can be transcribed now (the reason is in the server's log)",
+    ),
+    "server_busy": (
+        "服务繁忙（{depth} 个任务正在处理或排队，上限 {limit}），请稍后再试",
+        "the service is busy ({depth} jobs in progress or waiting, limit {limit}); try again shortly",
+    ),
     "interrupted": ("处理已中断，任务将由其他进程继续", "processing was interrupted; the job continues elsewhere"),
     "cancelled": ("任务已取消", "the job was cancelled"),
     "client_gone": ("客户端已断开，识别已停止", "the client went away, so the transcription was stopped"),
     "internal": ("识别时出现内部错误，已记录在服务器日志中", "an internal error occurred; it has been logged"),
     # HTTP API: keys and services a server may run without
-    "missing_api_key": ("缺少 API 密钥：请发送请求头 'Authorization: Bearer <密钥>'",
-                        "missing API key: send the header 'Authorization: Bearer <key>'"),
+    "missing_api_key": (
+        "缺少 API 密钥：请发送请求头 'Authorization: Bearer <密钥>'",
+        "missing API key: send the header 'Authorization: Bearer <key>'",
+    ),
     "invalid_api_key": ("API 密钥无效", "invalid API key"),
-    "no_owner": ("请发送 API 密钥，或保留本服务设置的 owner cookie",
-                 "send an API key or keep the owner cookie this service sets"),
+    "no_owner": (
+        "请发送 API 密钥，或保留本服务设置的 owner cookie",
+        "send an API key or keep the owner cookie this service sets",
+    ),
     "jobs_disabled": ("本服务器未开放后台任务", "jobs are not available on this server"),
-    "storage_full": ("服务器存储空间已满，暂时无法保存文件，请稍后再试",
-                     "the server's storage is full, so the file cannot be stored now; try again later"),
+    "storage_full": (
+        "服务器存储空间已满，暂时无法保存文件，请稍后再试",
+        "the server's storage is full, so the file cannot be stored now; try again later",
+    ),
 }
 
 

@@ -50,8 +50,9 @@ def check_health(url: str, timeout: float, loading_grace_s: float) -> tuple[bool
     if code == 200 and status == "ok":
         storage = body.get("storage") if isinstance(body.get("storage"), dict) else {}
         if storage.get("status") in ("low", "full"):  # a restart frees no space: warn, never restart for it
-            return True, (f"ok, but storage {storage['status']}: {storage.get('detail', '')} "
-                          f"(free MB: {storage.get('free_mb')})")
+            return True, (
+                f"ok, but storage {storage['status']}: {storage.get('detail', '')} (free MB: {storage.get('free_mb')})"
+            )
         return True, "ok"
     if status == "loading" and float(body.get("uptime_s") or 0) < loading_grace_s:
         return True, f"loading (uptime {body.get('uptime_s')} s, within the {loading_grace_s:.0f} s grace)"

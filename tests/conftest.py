@@ -54,14 +54,21 @@ def tiny_models() -> TinyModels:
         import funasr  # noqa: F401
     vad = testmodels.fetch_vad()
     asr, punc = testmodels.build_tiny()
-    return TinyModels(asr, vad, punc, testmodels.build_tiny_campplus(), testmodels.build_tiny_sparse(),
-                      testmodels.build_tiny_online())
+    return TinyModels(
+        asr, vad, punc, testmodels.build_tiny_campplus(), testmodels.build_tiny_sparse(), testmodels.build_tiny_online()
+    )
 
 
 def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
     values = dict(
-        model_dir=models.asr, vad_model_dir=models.vad, punc_model_dir=models.punc, online_model_dir=models.online,
-        temp_dir=tmp / "uploads", output_dir=tmp / "outputs", log_dir=tmp / "logs", jobs_dir=tmp / "jobs",
+        model_dir=models.asr,
+        vad_model_dir=models.vad,
+        punc_model_dir=models.punc,
+        online_model_dir=models.online,
+        temp_dir=tmp / "uploads",
+        output_dir=tmp / "outputs",
+        log_dir=tmp / "logs",
+        jobs_dir=tmp / "jobs",
         device="cpu",
     )
     values.update(overrides)
@@ -69,9 +76,14 @@ def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
 
 
 def service_settings(engine: Engine, tmp: Path, **overrides) -> Settings:
-    """Service settings around an engine made elsewhere: its own configuration, folders under `tmp`, then `overrides`."""
-    values = dict(vars(engine.config), temp_dir=tmp / "uploads", output_dir=tmp / "outputs", log_dir=tmp / "logs",
-                  jobs_dir=tmp / "jobs")
+    """Service settings around an engine made elsewhere: its own configuration, folders under `tmp`, then `overrides`."""  # noqa: E501
+    values = dict(
+        vars(engine.config),
+        temp_dir=tmp / "uploads",
+        output_dir=tmp / "outputs",
+        log_dir=tmp / "logs",
+        jobs_dir=tmp / "jobs",
+    )
     values.update(overrides)
     return Settings(_env_file=None, **values)
 
@@ -121,14 +133,27 @@ class Server:
 
 
 def server_env(models: TinyModels, tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GRADIO_", "MODEL", "ONLINE_MODEL", "API_KEYS", "WEBUI_", "MAX_STREAMS", "STREAM_",
-                                "JOB_", "JOBS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("GRADIO_", "MODEL", "ONLINE_MODEL", "API_KEYS", "WEBUI_", "MAX_STREAMS", "STREAM_", "JOB_", "JOBS_")
+        )
+    }
     env.update(
-        ENV_FILE=str(tmp / "no.env"), MODEL_DIR=str(models.asr), VAD_MODEL_DIR=str(models.vad),
-        PUNC_MODEL_DIR=str(models.punc), SPK_MODEL_DIR=str(models.spk), ONLINE_MODEL_DIR=str(models.online or ""),
-        TEMP_DIR=str(tmp / "uploads"), OUTPUT_DIR=str(tmp / "outputs"), LOG_DIR=str(tmp / "logs"),
-        JOBS_DIR=str(tmp / "jobs"), DEVICE="cpu", NCPU="1", PYTHONUNBUFFERED="1",
+        ENV_FILE=str(tmp / "no.env"),
+        MODEL_DIR=str(models.asr),
+        VAD_MODEL_DIR=str(models.vad),
+        PUNC_MODEL_DIR=str(models.punc),
+        SPK_MODEL_DIR=str(models.spk),
+        ONLINE_MODEL_DIR=str(models.online or ""),
+        TEMP_DIR=str(tmp / "uploads"),
+        OUTPUT_DIR=str(tmp / "outputs"),
+        LOG_DIR=str(tmp / "logs"),
+        JOBS_DIR=str(tmp / "jobs"),
+        DEVICE="cpu",
+        NCPU="1",
+        PYTHONUNBUFFERED="1",
     )
     env.update(extra)
     return env
@@ -140,8 +165,13 @@ def start_server(models: TinyModels, tmp: Path, *, wait_ok: bool = True, timeout
     log = tmp / f"server-{port}.log"
     env = server_env(models, tmp, **extra)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     server = Server(f"http://127.0.0.1:{port}", proc, log)
     if wait_ok:
         wait_for_health(server, timeout=timeout)

@@ -22,8 +22,7 @@ from test_api_unit import metric
 
 ROUTE = "/v1/audio/transcriptions"
 KEY = "key1"  # docs/api.md's example key
-SECURED_ENV = dict(API_KEYS=f"{KEY},second-key-Zq9", WEBUI_AUTH="admin:s3cret", QUEUE_MAX_SIZE="1",
-                   MAX_UPLOAD_MB="8")
+SECURED_ENV = dict(API_KEYS=f"{KEY},second-key-Zq9", WEBUI_AUTH="admin:s3cret", QUEUE_MAX_SIZE="1", MAX_UPLOAD_MB="8")
 
 
 @pytest.fixture(scope="module")
@@ -62,32 +61,43 @@ def test_openai_client_transcribes_mandarin_with_hotwords_to_srt(server: Server)
     client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     assert [m.id for m in client.models.list().data] == ["seaco-paraformer"]
     with open(UTTERANCE, "rb") as audio:
-        srt = client.audio.transcriptions.create(model="seaco-paraformer", file=audio, response_format="srt",
-                                                 extra_body={"hotwords": "达摩院,语音识别"})
+        srt = client.audio.transcriptions.create(
+            model="seaco-paraformer", file=audio, response_format="srt", extra_body={"hotwords": "达摩院,语音识别"}
+        )
     print(srt)  # shown with pytest -s; the tiny random model's text is gibberish
     cues = parse_srt(srt)
     duration = sf.info(UTTERANCE).duration
     assert cues and all(0 <= start <= end <= duration + 0.01 and text.strip() for start, end, text in cues)
 
     with open(UTTERANCE, "rb") as audio:
-        verbose = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json",
-                                                     timestamp_granularities=["segment"], language="zh",
-                                                     extra_body={"hotwords": "达摩院,语音识别"})
+        verbose = client.audio.transcriptions.create(
+            model="whisper-1",
+            file=audio,
+            response_format="verbose_json",
+            timestamp_granularities=["segment"],
+            language="zh",
+            extra_body={"hotwords": "达摩院,语音识别"},
+        )
     assert verbose.duration == pytest.approx(duration, abs=0.01) and verbose.text
     assert [(s.start, s.end) for s in verbose.segments] == [(c[0], c[1]) for c in cues]
     assert 0.0 <= verbose.model_extra["confidence"] <= 1.0
     with open(UTTERANCE, "rb") as audio:
-        text = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="text",
-                                                  prompt="达摩院 语音识别")  # the prompt's words as hotwords
+        text = client.audio.transcriptions.create(
+            model="whisper-1", file=audio, response_format="text", prompt="达摩院 语音识别"
+        )  # the prompt's words as hotwords
     assert text.strip() == verbose.text
 
 
 def test_openai_client_gets_words_and_speakers_on_a_long_file(server: Server, long_wav: Path) -> None:
     client = OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
     with open(long_wav, "rb") as audio:
-        verbose = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json",
-                                                     timestamp_granularities=["word", "segment"],
-                                                     extra_body={"diarize": True})
+        verbose = client.audio.transcriptions.create(
+            model="whisper-1",
+            file=audio,
+            response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+            extra_body={"diarize": True},
+        )
     duration = sf.info(long_wav).duration
     assert verbose.segments and verbose.words and verbose.model_extra["speakers"] >= 1
     assert all(isinstance(s.model_extra["speaker"], int) and s.model_extra["speaker"] >= 1 for s in verbose.segments)
@@ -98,8 +108,14 @@ def test_openai_client_gets_words_and_speakers_on_a_long_file(server: Server, lo
     for segment in verbose.segments:
         assert all(segment.start <= w["start"] <= w["end"] <= segment.end for w in segment.model_extra["words"])
     # funasr-server's spelling and a speaker count; words only when only words are asked for (as with OpenAI).
-    response = transcribe(server.url, long_wav, spk="true", num_speakers="2", response_format="verbose_json",
-                          **{"timestamp_granularities[]": "word"})
+    response = transcribe(
+        server.url,
+        long_wav,
+        spk="true",
+        num_speakers="2",
+        response_format="verbose_json",
+        **{"timestamp_granularities[]": "word"},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert "segments" not in body and body["words"] and body["speakers"] == 2
@@ -110,9 +126,12 @@ def test_openai_client_gets_words_and_speakers_on_a_long_file(server: Server, lo
 
 
 def test_speaker_and_word_requests_fail_clearly(server: Server) -> None:
-    for data, param in [(dict(diarize="maybe"), "diarize"), (dict(num_speakers="two"), "num_speakers"),
-                        (dict(num_speakers="99"), "num_speakers"),
-                        ({"timestamp_granularities[]": "word", "response_format": "json"}, "timestamp_granularities")]:
+    for data, param in [
+        (dict(diarize="maybe"), "diarize"),
+        (dict(num_speakers="two"), "num_speakers"),
+        (dict(num_speakers="99"), "num_speakers"),
+        ({"timestamp_granularities[]": "word", "response_format": "json"}, "timestamp_granularities"),
+    ]:
         response = transcribe(server.url, **data)
         assert response.status_code == 400, (data, response.text)
         assert response.json()["error"]["param"] == param
@@ -121,8 +140,11 @@ def test_speaker_and_word_requests_fail_clearly(server: Server) -> None:
 def run_readme_blocks(url: str, tmp_path: Path, *, keyed: bool, doc: str = "docs/api.md") -> list[str]:
     """Run `doc`'s API bash blocks (those using $API_KEY, or the others) as written, on `url`."""
     section = (ROOT / doc).read_text()
-    blocks = [b for b in re.findall(r"```bash\n(.*?)```", section, re.S)
-              if ("$API_KEY" in b) == keyed and "localhost:7860/v1/" in b]
+    blocks = [
+        b
+        for b in re.findall(r"```bash\n(.*?)```", section, re.S)
+        if ("$API_KEY" in b) == keyed and "localhost:7860/v1/" in b
+    ]
     assert blocks
     (tmp_path / "tests").symlink_to(ROOT / "tests")  # the examples use project-relative paths
     outputs = []
@@ -159,10 +181,22 @@ def test_metrics_move_by_the_burst(server: Server) -> None:
     assert transcribe(server.url, DATA / "bad" / "not_audio.wav").status_code == 400
     assert transcribe(server.url, response_format="xml").status_code == 400
     after = httpx.get(server.url + "/metrics").text
-    print("before:\n" + "\n".join(l for l in before.splitlines() if l.startswith("paraformer_") and "_created" not in l
-                                   and "_bucket" not in l))
-    print("after:\n" + "\n".join(l for l in after.splitlines() if l.startswith("paraformer_") and "_created" not in l
-                                  and "_bucket" not in l))
+    print(
+        "before:\n"
+        + "\n".join(
+            line
+            for line in before.splitlines()
+            if line.startswith("paraformer_") and "_created" not in line and "_bucket" not in line
+        )
+    )
+    print(
+        "after:\n"
+        + "\n".join(
+            line
+            for line in after.splitlines()
+            if line.startswith("paraformer_") and "_created" not in line and "_bucket" not in line
+        )
+    )
 
     def delta(name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)

@@ -15,12 +15,12 @@ from pydantic import SecretStr
 
 from api import Admission
 from api.auth import APIKeys
-from api.errors import APIError, GENERIC_500, from_asr_error
+from api.errors import GENERIC_500, APIError, from_asr_error
 from app import create_app
 from asr.engine import Engine
 from asr.errors import FileTooLargeError, HotwordError, ModelNotReadyError, NotAudioError
-from conftest import DATA, UTTERANCE, make_settings, service_settings
 from config.settings import Settings
+from conftest import DATA, UTTERANCE, make_settings, service_settings
 
 ROUTE = "/v1/audio/transcriptions"
 
@@ -86,12 +86,15 @@ def test_api_keys() -> None:
         assert err.value.status == 401
 
 
-@pytest.mark.parametrize("error, status, code", [
-    (FileTooLargeError("big.wav", size_mb="300.0", limit_mb="200"), 413, "too_large"),
-    (NotAudioError("x.wav"), 400, "not_audio"),
-    (HotwordError(reason="too_many", count=30, limit=20), 400, "bad_hotwords"),
-    (ModelNotReadyError(reason="loading"), 503, "model_not_ready"),
-])
+@pytest.mark.parametrize(
+    "error, status, code",
+    [
+        (FileTooLargeError("big.wav", size_mb="300.0", limit_mb="200"), 413, "too_large"),
+        (NotAudioError("x.wav"), 400, "not_audio"),
+        (HotwordError(reason="too_many", count=30, limit=20), 400, "bad_hotwords"),
+        (ModelNotReadyError(reason="loading"), 503, "model_not_ready"),
+    ],
+)
 def test_engine_errors_map_to_http(error: Exception, status: int, code: str) -> None:
     mapped = from_asr_error(error)
     assert (mapped.status, mapped.code) == (status, code)
@@ -106,8 +109,11 @@ def test_bad_requests_get_400_in_openai_shape(client: TestClient) -> None:
         (post(client, response_format="xml"), "response_format", "invalid_value"),
         (post(client, language="en"), "language", "unsupported_language"),
         (post(client, **{"timestamp_granularities[]": "word"}), "timestamp_granularities", "unsupported_value"),
-        (post(client, **{"timestamp_granularities[]": "char", "response_format": "verbose_json"}),
-         "timestamp_granularities", "invalid_value"),
+        (
+            post(client, **{"timestamp_granularities[]": "char", "response_format": "verbose_json"}),
+            "timestamp_granularities",
+            "invalid_value",
+        ),
         (post(client, diarize="true"), "diarize", "speakers_unavailable"),  # this server runs without ENABLE_SPK
         (post(client, hotwords="这是一个远远超过二十个字符限制的非常长的热词用来测试错误"), "hotwords", "bad_hotwords"),
         (client.post(ROUTE, data={"model": "x"}), "file", "missing_file"),
@@ -136,16 +142,21 @@ def test_prompt_is_used_as_hotwords_when_hotwords_is_absent(client: TestClient, 
     assert seen == [["达摩院", "语音识别"], ["科哥"], []]
 
 
-def test_unexpected_errors_give_a_generic_500(client: TestClient, engine: Engine,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_errors_give_a_generic_500(
+    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail /srv/x")
 
     monkeypatch.setattr(engine, "transcribe", broken)
     response = post(client)
     assert response.status_code == 500
-    assert response.json()["error"] == {"message": GENERIC_500, "type": "server_error", "param": None,
-                                         "code": "internal_error"}
+    assert response.json()["error"] == {
+        "message": GENERIC_500,
+        "type": "server_error",
+        "param": None,
+        "code": "internal_error",
+    }
     assert "secret" not in response.text
 
 
@@ -170,7 +181,9 @@ def test_503_while_loading_and_when_full(tiny_models, tmp_path: Path, engine: En
 
 def test_413_for_an_upload_over_max_upload_mb(tiny_models, tmp_path: Path) -> None:
     small = make_settings(tiny_models, tmp_path, max_upload_mb=0.1)  # 100 kB; the utterance is 177 kB
-    limited = Engine(small.engine_config())  # not loaded: the size is checked first, from Content-Length, before the body is read
+    limited = Engine(
+        small.engine_config()
+    )  # not loaded: the size is checked first, from Content-Length, before the body is read
     response = post(TestClient(create_app(small, limited, load=False)))
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large" and "limit of 0.1 MB" in response.json()["error"]["message"]
@@ -181,9 +194,12 @@ def test_metrics_count_ui_transcriptions_through_the_engine(client: TestClient, 
     before = client.get("/metrics").text
     engine.transcribe(UTTERANCE)  # what a UI tab does: no HTTP route involved
     after = client.get("/metrics").text
-    assert metric(after, "paraformer_transcriptions_total", outcome="ok") == \
-        metric(before, "paraformer_transcriptions_total", outcome="ok") + 1
-    assert metric(after, "paraformer_http_requests_total", route=ROUTE, outcome="ok") == \
-        metric(before, "paraformer_http_requests_total", route=ROUTE, outcome="ok")
+    assert (
+        metric(after, "paraformer_transcriptions_total", outcome="ok")
+        == metric(before, "paraformer_transcriptions_total", outcome="ok") + 1
+    )
+    assert metric(after, "paraformer_http_requests_total", route=ROUTE, outcome="ok") == metric(
+        before, "paraformer_http_requests_total", route=ROUTE, outcome="ok"
+    )
     assert metric(after, "paraformer_model_loaded") == 1.0
     assert metric(after, "paraformer_queue_max_size") == Settings(_env_file=None).queue_max_size

@@ -25,8 +25,19 @@ MAY_IMPORT: dict[str, set[str]] = {
     "bench": {"asr", "config", "messages", "testmodels", "jobs", "results"},
 }
 #: What the engine must never import: the service's settings, HTTP, the UI and storage.
-NOT_IN_THE_ENGINE = {"config", "gradio", "fastapi", "starlette", "uvicorn", "httpx", "sqlite3", "redis", "huey",
-                     "pydantic_settings", "multipart"}
+NOT_IN_THE_ENGINE = {
+    "config",
+    "gradio",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "httpx",
+    "sqlite3",
+    "redis",
+    "huey",
+    "pydantic_settings",
+    "multipart",
+}
 
 
 def imports_of(package: str) -> dict[str, set[str]]:
@@ -50,8 +61,11 @@ def imports_of(package: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize("package", sorted(MAY_IMPORT))
 def test_each_package_imports_only_those_below_it(package: str) -> None:
     project = set(MAY_IMPORT)
-    wrong = {name: files for name, files in imports_of(package).items()
-             if name in project and name != package and name not in MAY_IMPORT[package]}
+    wrong = {
+        name: files
+        for name, files in imports_of(package).items()
+        if name in project and name != package and name not in MAY_IMPORT[package]
+    }
     assert not wrong, f"{package} may import {sorted(MAY_IMPORT[package])}, but: {wrong}"
 
 

@@ -17,7 +17,6 @@ from asr.errors import (
     NoAudioStreamError,
     NotAudioError,
 )
-
 from conftest import DATA
 
 REFERENCE, _ = sf.read(DATA / "utterances" / "firered_BAC009S0764W0121.wav", dtype="float32")

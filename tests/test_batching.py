@@ -17,9 +17,8 @@ import pytest
 from asr.audio import SAMPLE_RATE as RATE
 from asr.batching import PREDICTED_TOKENS, CrossRequestBatcher
 from asr.engine import Engine
-
-from webui.common import queue_concurrency
 from conftest import DATA, make_settings, service_settings
+from webui.common import queue_concurrency
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
 
@@ -36,8 +35,13 @@ class FakeModel:
             raise RuntimeError("segment 13 breaks the model")
         if all(len(x) < 5 for x in data_in):
             return ([],)  # like SeacoParaformer: no segment produced a token
-        return ([{"key": k, "text": f"{kwargs.get('hotword')}:{len(x)}", PREDICTED_TOKENS: int(len(x) >= 5)}
-                 for k, x in zip(key, data_in)], {"batch_data_time": 1.0})
+        return (
+            [
+                {"key": k, "text": f"{kwargs.get('hotword')}:{len(x)}", PREDICTED_TOKENS: int(len(x) >= 5)}
+                for k, x in zip(key, data_in, strict=False)
+            ],
+            {"batch_data_time": 1.0},
+        )
 
 
 class FakeEngine:
@@ -48,8 +52,9 @@ class FakeEngine:
         self.inside = 0
         self.count_lock = threading.Lock()
         self.model = FakeModel()
-        self.batcher = CrossRequestBatcher(self.condition, lambda: self.inside, max_requests=max_requests,
-                                           max_seconds=max_seconds)
+        self.batcher = CrossRequestBatcher(
+            self.condition, lambda: self.inside, max_requests=max_requests, max_seconds=max_seconds
+        )
         self.batcher.install(self.model)
 
     def request(self, length: int, hotword: str | None, barrier: threading.Barrier | None = None) -> Any:
@@ -78,7 +83,7 @@ def test_concurrent_requests_share_calls_and_keep_their_own_answers():
     engine = FakeEngine(max_requests=8)
     requests = [(20 + i, "甲" if i % 2 else None) for i in range(6)]
     answers = run_concurrently(engine, requests)
-    for (length, hotword), answer in zip(requests, answers):
+    for (length, hotword), answer in zip(requests, answers, strict=False):
         results, meta = answer
         assert [r["text"] for r in results] == [f"{hotword}:{length}"]
         assert PREDICTED_TOKENS not in results[0]
@@ -157,12 +162,13 @@ def test_batched_results_equal_unbatched_results(engine, batching_engine, long_w
     before = batching_engine.batcher.stats.jobs
     with ThreadPoolExecutor(4) as pool:
         batched = list(pool.map(lambda item: batching_engine.transcribe(item[0], hotwords=item[1]), work))
-    for (path, hotwords), result in zip(work, batched):
+    for (path, hotwords), result in zip(work, batched, strict=False):
         expected = alone[(path, hotwords)]
         assert result.text == expected.text, f"{path.name} with {hotwords}"
         assert result.confidence == pytest.approx(expected.confidence, abs=1e-5)
-        assert [(s.text, s.start, s.end) for s in result.sentences] == \
-               [(s.text, s.start, s.end) for s in expected.sentences]
+        assert [(s.text, s.start, s.end) for s in result.sentences] == [
+            (s.text, s.start, s.end) for s in expected.sentences
+        ]
     stats = batching_engine.batcher.stats
     assert stats.jobs > before and stats.largest_jobs > 1  # requests did share calls
     assert stats.as_dict()["jobs_per_call"] > 1.2
@@ -196,7 +202,7 @@ def test_health_reports_batching_and_never_fails_before_a_load(tiny_models, tmp_
     # A model folder that does not exist: the engine cannot even resolve its spec; /health must still answer.
     broken_settings = make_settings(tiny_models, tmp_path, model_dir=tmp_path / "no-such-model")
     broken = Engine(broken_settings.engine_config())
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017
         broken.load()
     code, body = health_payload(broken_settings, broken, 0.0, admin=True)  # the operator sees why
     assert code == 503 and body["status"] == "error" and "no-such-model" in body["detail"]

@@ -11,10 +11,25 @@ from bench.load import per_scenario
 from bench.scenarios import split
 
 
-def _outcome(start: float, latency: float, status: str = "ok", kind: str = "single", wait: float = 0.5,
-             files: tuple[str, ...] = ("a.wav",)) -> dict:
-    return {"kind": kind, "name": "a.wav", "start": start, "latency_s": latency, "status": status, "error": "",
-            "audio_s": 120.0 if status == "ok" else 0.0, "total_wait_s": wait, "extra": {"files": list(files)}}
+def _outcome(
+    start: float,
+    latency: float,
+    status: str = "ok",
+    kind: str = "single",
+    wait: float = 0.5,
+    files: tuple[str, ...] = ("a.wav",),
+) -> dict:
+    return {
+        "kind": kind,
+        "name": "a.wav",
+        "start": start,
+        "latency_s": latency,
+        "status": status,
+        "error": "",
+        "audio_s": 120.0 if status == "ok" else 0.0,
+        "total_wait_s": wait,
+        "extra": {"files": list(files)},
+    }
 
 
 def test_summary_ratios_against_the_baseline() -> None:
@@ -45,18 +60,40 @@ def test_stats_percentiles() -> None:
 
 def test_markdown_has_the_reference_column_targets_and_plot(tmp_path: Path) -> None:
     outcomes = [_outcome(0, 20), _outcome(1, 22, kind="batch")]
-    samples = [{"t": 0, "rss_mb": 3000.0, "queue_depth": 0, "model_waiting": 0},
-               {"t": 10, "rss_mb": 3001.0, "queue_depth": 2, "model_waiting": 1}]
-    result = {"scenario": "A", "title": "A: test", "setup": "2 requests", "outcomes": outcomes, "samples": samples,
-              "summary": report.summarize(outcomes, samples, None), "extra_rows": [("x", "y")],
-              "targets": [{"target": "0 failed", "measured": "0", "met": True},
-                          {"target": "≥ 1.3×", "measured": "1.0×", "met": False}],
-              "notes": ["a note"], "events": [{"t": 5, "label": "kill -9"}]}
+    samples = [
+        {"t": 0, "rss_mb": 3000.0, "queue_depth": 0, "model_waiting": 0},
+        {"t": 10, "rss_mb": 3001.0, "queue_depth": 2, "model_waiting": 1},
+    ]
+    result = {
+        "scenario": "A",
+        "title": "A: test",
+        "setup": "2 requests",
+        "outcomes": outcomes,
+        "samples": samples,
+        "summary": report.summarize(outcomes, samples, None),
+        "extra_rows": [("x", "y")],
+        "targets": [
+            {"target": "0 failed", "measured": "0", "met": True},
+            {"target": "≥ 1.3×", "measured": "1.0×", "met": False},
+        ],
+        "notes": ["a note"],
+        "events": [{"t": 5, "label": "kill -9"}],
+    }
     png = report.plot(result, tmp_path / "A.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    run = {"date": "2026-11-29", "machine": "test CPU", "model": "m", "device": "cpu", "audio": "tests/data",
-           "baseline": {"load_s": 1.0, "device": "cpu", "ncpu": 2,
-                        "files": {"a.wav": {"duration_s": 120.0, "generate_s": 18.0}}}}
+    run = {
+        "date": "2026-11-29",
+        "machine": "test CPU",
+        "model": "m",
+        "device": "cpu",
+        "audio": "tests/data",
+        "baseline": {
+            "load_s": 1.0,
+            "device": "cpu",
+            "ncpu": 2,
+            "files": {"a.wav": {"duration_s": 120.0, "generate_s": 18.0}},
+        },
+    }
     md = report.run_markdown(run, [result], {"A": "A.png"})
     assert "| latency mean ± sd | 21.0 s ± 1.4 s | 11.2 ± 1.4 s |" in md
     assert "| ≥ 1.3× | 1.0× | **no** |" in md and "| 0 failed | 0 | yes |" in md
@@ -78,14 +115,42 @@ def test_merge_runs_into_one_report(tmp_path: Path) -> None:
 
     for name, command in (("A", "python -m bench.load A"), ("soak", "python -m bench.load soak")):
         outcomes = [_outcome(0, 20)]
-        result = {"scenario": name, "title": f"{name}: test", "setup": "s", "outcomes": outcomes, "samples": [],
-                  "summary": report.summarize(outcomes, [], None), "targets": [], "notes": [], "extra_rows": [],
-                  "events": [], "run": {"date": "d", "machine": "m", "model": "x", "device": "cpu", "audio": "a",
-                                        "baseline": None, "command": command}}
+        result = {
+            "scenario": name,
+            "title": f"{name}: test",
+            "setup": "s",
+            "outcomes": outcomes,
+            "samples": [],
+            "summary": report.summarize(outcomes, [], None),
+            "targets": [],
+            "notes": [],
+            "extra_rows": [],
+            "events": [],
+            "run": {
+                "date": "d",
+                "machine": "m",
+                "model": "x",
+                "device": "cpu",
+                "audio": "a",
+                "baseline": None,
+                "command": command,
+            },
+        }
         (tmp_path / f"{name}.json").write_text(json.dumps(result), encoding="utf-8")
     out = tmp_path / "merged.md"
-    assert report.main([str(tmp_path / "A.json"), str(tmp_path / "soak.json"), "--out", str(out),
-                        "--docs-images", str(tmp_path / "docs")]) == 0
+    assert (
+        report.main(
+            [
+                str(tmp_path / "A.json"),
+                str(tmp_path / "soak.json"),
+                "--out",
+                str(out),
+                "--docs-images",
+                str(tmp_path / "docs"),
+            ]
+        )
+        == 0
+    )
     md = out.read_text(encoding="utf-8")
     assert "### A: test" in md and "### soak: test" in md and "python -m bench.load soak" in md
     assert (tmp_path / "docs" / "bench-A.png").exists() and "](bench-soak.png)" in md

@@ -15,10 +15,34 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.server
 def test_bench_load_a_and_overflow_smoke(tiny_models, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "bench.load", "A", "overflow", "--tiny", "--quick", "--device", "auto",
-           "--requests", "A=2,overflow=2", "--concurrency", "A=2", "--interval", "A=0", "--probe-runs", "1",
-           "--queue-max-size", "2", "--model-concurrency", "1", "--sample-interval", "0.5", "--no-baseline",
-           "--results-dir", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.load",
+        "A",
+        "overflow",
+        "--tiny",
+        "--quick",
+        "--device",
+        "auto",
+        "--requests",
+        "A=2,overflow=2",
+        "--concurrency",
+        "A=2",
+        "--interval",
+        "A=0",
+        "--probe-runs",
+        "1",
+        "--queue-max-size",
+        "2",
+        "--model-concurrency",
+        "1",
+        "--sample-interval",
+        "0.5",
+        "--no-baseline",
+        "--results-dir",
+        str(results),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
@@ -40,8 +64,21 @@ def test_bench_load_a_and_overflow_smoke(tiny_models, tmp_path: Path) -> None:
 
 
 def test_bench_batching_smoke(tiny_models, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "bench.batching", "--model-dir", str(tiny_models.asr), "--clients", "3",
-           "--rounds", "1", "--inputs", "utterances", "--results-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.batching",
+        "--model-dir",
+        str(tiny_models.asr),
+        "--clients",
+        "3",
+        "--rounds",
+        "1",
+        "--inputs",
+        "utterances",
+        "--results-dir",
+        str(tmp_path),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     result = json.loads(next(tmp_path.glob("batching-*.json")).read_text(encoding="utf-8"))

@@ -19,8 +19,15 @@ from webui.common import queue_concurrency
 
 RTX = ("NVIDIA GeForce RTX 3060",)
 TWO_GPUS = CudaState("2.13.0+cu128", "12.8", True, 2, ("NVIDIA H200", "NVIDIA L4"), None)
-NO_DRIVER = CudaState("2.13.0+cu128", "12.8", False, 0, (), "torch 2.13.0+cu128 (CUDA 12.8) finds no usable GPU: "
-                      "The NVIDIA driver on your system is too old (found version 11040)")
+NO_DRIVER = CudaState(
+    "2.13.0+cu128",
+    "12.8",
+    False,
+    0,
+    (),
+    "torch 2.13.0+cu128 (CUDA 12.8) finds no usable GPU: "
+    "The NVIDIA driver on your system is too old (found version 11040)",
+)
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ import pytest
 import soundfile as sf
 
 from asr.audio import load_audio
-from asr.engine import Engine, _explain_load_failure, ModelSpec
+from asr.engine import Engine, ModelSpec, _explain_load_failure
 from asr.errors import InputError, ModelLoadError, ModelNotReadyError, NotAudioError
 from asr.hotwords import to_model_argument
-
 from conftest import DATA, UTTERANCE, make_settings
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
@@ -24,8 +23,16 @@ def bare_automodel(models, ncpu):
     """FunASR's own pipeline on the same folders, without the engine around it."""
     from funasr import AutoModel
 
-    return AutoModel(model=str(models.asr), vad_model=str(models.vad), punc_model=str(models.punc), device="cpu",
-                     disable_update=True, disable_pbar=True, disable_log=True, ncpu=ncpu)
+    return AutoModel(
+        model=str(models.asr),
+        vad_model=str(models.vad),
+        punc_model=str(models.punc),
+        device="cpu",
+        disable_update=True,
+        disable_pbar=True,
+        disable_log=True,
+        ncpu=ncpu,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +65,12 @@ def emitted_posteriors(bare, samples: np.ndarray, hotwords: list[str]) -> list[t
         encoded, encoded_lengths = model.encode(speech, lengths)
         embeds, count = model.calc_predictor(encoded, encoded_lengths)[:2]
         count = int(count.round().long()[0])
-        biasing = (model.generate_hotwords_list(" ".join(hotwords), tokenizer=tokenizer, frontend=frontend)
-                   if hotwords else None)
-        scores = model._seaco_decode_with_ASF(encoded, encoded_lengths, embeds, torch.tensor([count]),
-                                              hw_list=biasing)
+        biasing = (
+            model.generate_hotwords_list(" ".join(hotwords), tokenizer=tokenizer, frontend=frontend)
+            if hotwords
+            else None
+        )
+        scores = model._seaco_decode_with_ASF(encoded, encoded_lengths, embeds, torch.tensor([count]), hw_list=biasing)
     posterior, ids = torch.softmax(scores[0, :count], dim=-1).max(dim=-1)
     dropped = (model.blank_id, model.sos, model.eos)
     return [(i, p) for i, p in zip(ids.tolist(), posterior.tolist(), strict=True) if i not in dropped]
@@ -93,6 +102,7 @@ def test_utterance_gives_a_complete_result(engine, vad):
     assert r.processing_time == pytest.approx(r.decode_time + r.model_time)
     assert r.rtf == pytest.approx(r.processing_time / r.duration)
     assert_sentences_follow_the_speech(r.sentences, vad_segments(vad, sf.read(UTTERANCE, dtype="float32")[0]))
+
     def letters(text):
         return [c for c in text.replace("<unk>", "") if c.isalnum()]
 
@@ -133,7 +143,7 @@ def test_hotwords_reach_the_bias_decoder(engine, monkeypatch):
     original = model._hotword_representation
 
     def spy(hotword_pad, hotword_lengths):
-        seen.append([row[: int(n)].tolist() for row, n in zip(hotword_pad, hotword_lengths)])
+        seen.append([row[: int(n)].tolist() for row, n in zip(hotword_pad, hotword_lengths, strict=False)])
         return original(hotword_pad, hotword_lengths)
 
     monkeypatch.setattr(model, "_hotword_representation", spy)
@@ -154,8 +164,11 @@ def test_confidence_is_the_mean_posterior_of_the_emitted_tokens(engine, bare, va
     samples = np.concatenate([clips[0], np.zeros(3 * 16000, np.float32), clips[1]])
     segments = vad_segments(vad, samples)
     assert len(segments) >= 2, segments
-    emitted = [token for a, b in segments
-               for token in emitted_posteriors(bare, samples[round(a * 16000):round(b * 16000)], hotwords)]
+    emitted = [
+        token
+        for a, b in segments
+        for token in emitted_posteriors(bare, samples[round(a * 16000) : round(b * 16000)], hotwords)
+    ]
     result = engine.transcribe(samples, sample_rate=16000, hotwords=hotwords)
     tokenizer = bare.kwargs["tokenizer"]
     spoken = tokenizer.tokens2text(tokenizer.ids2tokens([i for i, _ in emitted]))
@@ -192,8 +205,18 @@ def test_concurrent_calls_match_sequential_calls(engine):
     assert engine.waiting == 0 and not engine.busy
 
 
-@pytest.mark.parametrize("bad", ["empty.wav", "not_audio.wav", "random_bytes.mp3", "image_renamed.wav",
-                                 "video_no_audio.mp4", "50ms.wav", "header_only.wav"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "empty.wav",
+        "not_audio.wav",
+        "random_bytes.mp3",
+        "image_renamed.wav",
+        "video_no_audio.mp4",
+        "50ms.wav",
+        "header_only.wav",
+    ],
+)
 def test_bad_input_never_poisons_the_next_request(engine, bad):
     before = engine.transcribe(UTTERANCE)
     failed = engine.requests_failed
@@ -294,8 +317,9 @@ def test_features_are_computed_in_pieces_with_the_same_frames(engine):
 
     assert getattr(funasr_fbank._knf, "piecewise", False)  # installed by Engine.load()
     wave = torch.from_numpy(np.random.default_rng(0).normal(0, 3000, 180 * 16000).astype(np.float32))[None]
-    options = dict(num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0, window_type="hamming",
-                   sample_frequency=16000)
+    options = dict(
+        num_mel_bins=80, frame_length=25, frame_shift=10, dither=0.0, window_type="hamming", sample_frequency=16000
+    )
 
     def longest_wait_of_another_thread(compute):
         waits: list[float] = []

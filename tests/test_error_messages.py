@@ -17,16 +17,22 @@ from gradio_client.exceptions import AppError
 from asr import errors
 from asr.audio import load_audio
 from asr.errors import ASRError, InputError
-from messages import Lang
 from conftest import DATA, Server
+from messages import Lang
 from webui.live import stream_chunk
 
 BAD_DIR = DATA / "bad"
 BAD_FILES = sorted(BAD_DIR.iterdir())
 #: The bad files that cannot be transcribed (the others decode: truncated, dropout, silence, noise...).
-REFUSED = {"empty.wav": "empty", "header_only.wav": "empty", "not_audio.wav": "not_audio",
-           "random_bytes.mp3": "not_audio", "image_renamed.wav": "not_audio",
-           "video_no_audio.mp4": "no_audio_stream", "50ms.wav": "too_short"}
+REFUSED = {
+    "empty.wav": "empty",
+    "header_only.wav": "empty",
+    "not_audio.wav": "not_audio",
+    "random_bytes.mp3": "not_audio",
+    "image_renamed.wav": "not_audio",
+    "video_no_audio.mp4": "no_audio_stream",
+    "50ms.wav": "too_short",
+}
 LANGS: dict[Lang, str] = {"zh": "zh-CN,zh;q=0.9", "en": "en-US,en;q=0.9"}
 
 CHINESE = re.compile(r"[\u4e00-\u9fff]")
@@ -94,13 +100,12 @@ def test_single_and_recording_tabs(ui: tuple[Client, Lang], endpoint: str) -> No
 
 def test_batch_tab(ui: tuple[Client, Lang], server: Server) -> None:
     client, lang = ui
-    status, table, files = client.predict([handle_file(str(p)) for p in BAD_FILES], "", 1,
-                                          api_name="/transcribe_batch")
+    status, table, files = client.predict([handle_file(str(p)) for p in BAD_FILES], "", 1, api_name="/transcribe_batch")
     assert_readable(status, lang)
     assert str(server.log.parent) not in status
     failed = {row[0]: row[4] for row in table["data"] if row[4].startswith("❌")}
     assert set(REFUSED) <= set(failed), failed
-    for name, cell in failed.items():
+    for _name, cell in failed.items():
         assert_readable(cell, lang)
     csv_file = next(f for f in files if f.endswith(".csv"))
     with open(csv_file, encoding="utf-8-sig") as handle:
@@ -126,8 +131,9 @@ def test_api_bad_files(server: Server, lang: Lang | None) -> None:
     headers = {"Accept-Language": LANGS[lang]} if lang else {}
     for name, code in sorted(REFUSED.items()):
         with open(BAD_DIR / name, "rb") as audio:
-            response = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": (name, audio)},
-                                  headers=headers, timeout=60)
+            response = httpx.post(
+                server.url + "/v1/audio/transcriptions", files={"file": (name, audio)}, headers=headers, timeout=60
+            )
         assert response.status_code == 400, response.text
         error = response.json()["error"]
         assert error["code"] == code and error["message"].startswith(name)

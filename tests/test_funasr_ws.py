@@ -24,8 +24,14 @@ SHORT = DATA / "utterances" / "firered_BAC009S0764W0121.wav"  # 2 s
 
 @pytest.fixture(scope="module")
 def app(engine: Engine, tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    settings = make_settings(tiny_models, tmp_path_factory.mktemp("ws"), api_keys=KEY, max_streams=2,
-                             stream_idle_timeout_s=1.5, stream_max_frame_kb=64)
+    settings = make_settings(
+        tiny_models,
+        tmp_path_factory.mktemp("ws"),
+        api_keys=KEY,
+        max_streams=2,
+        stream_idle_timeout_s=1.5,
+        stream_max_frame_kb=64,
+    )
     application = create_app(settings, engine, load=False)
     try:
         yield application
@@ -53,7 +59,7 @@ def send_utterance(ws: Any, config: dict, audio: bytes, frame: int = 19200) -> l
     """Send one utterance as FunASR's client does; returns the answers up to the one with is_final."""
     ws.send_text(json.dumps({"is_speaking": True, **config}, ensure_ascii=False))
     for i in range(0, len(audio), frame):
-        ws.send_bytes(audio[i:i + frame])
+        ws.send_bytes(audio[i : i + frame])
     ws.send_text(json.dumps({"is_speaking": False, "is_end": True}))
     answers = []
     while not answers or not answers[-1].get("is_final"):
@@ -85,8 +91,18 @@ def test_offline_text_is_engine_transcribe_of_the_file(client: TestClient, engin
     audio, rate = pcm()
     hotwords = json.dumps({"达摩院": 20, "语音识别": 30}, ensure_ascii=False)
     with connect(client, header=True) as ws:
-        answers = send_utterance(ws, {"mode": "offline", "wav_name": "demo", "wav_format": "pcm", "audio_fs": rate,
-                                      "hotwords": hotwords, "itn": True}, audio)
+        answers = send_utterance(
+            ws,
+            {
+                "mode": "offline",
+                "wav_name": "demo",
+                "wav_format": "pcm",
+                "audio_fs": rate,
+                "hotwords": hotwords,
+                "itn": True,
+            },
+            audio,
+        )
     assert len(answers) == 1
     answer = answers[0]
     expected = engine.transcribe(UTTERANCE, hotwords=["达摩院", "语音识别"])
@@ -97,10 +113,12 @@ def test_offline_text_is_engine_transcribe_of_the_file(client: TestClient, engin
     words = [w for w in expected.words if w.text not in "，。？！、,.?!;；"]
     assert stamps == [[round(w.start * 1000), round(w.end * 1000)] for w in words] != []
     assert [span for s in answer["stamp_sents"] for span in s["ts_list"]] == stamps
-    assert [[s["start"], s["end"]] for s in answer["stamp_sents"]] == \
-        [[round(s.start * 1000), round(s.end * 1000)] for s in expected.sentences]
-    assert [s["text_seg"].replace(" ", "") for s in answer["stamp_sents"]] == \
-        ["".join(w.text for w in s.words if w.text not in "，。？！、,.?!;；") for s in expected.sentences]
+    assert [[s["start"], s["end"]] for s in answer["stamp_sents"]] == [
+        [round(s.start * 1000), round(s.end * 1000)] for s in expected.sentences
+    ]
+    assert [s["text_seg"].replace(" ", "") for s in answer["stamp_sents"]] == [
+        "".join(w.text for w in s.words if w.text not in "，。？！、,.?!;；") for s in expected.sentences
+    ]
 
 
 def test_offline_takes_any_container_and_8k_pcm(client: TestClient, engine: Engine) -> None:
@@ -108,8 +126,9 @@ def test_offline_takes_any_container_and_8k_pcm(client: TestClient, engine: Engi
     samples_8k, rate_8k = sf.read(DATA / "formats" / "clip_8k.wav", dtype="int16")
     with connect(client) as ws:
         from_mp3 = send_utterance(ws, {"mode": "offline", "wav_name": "mp3", "wav_format": "mp3"}, mp3)[-1]
-        from_8k = send_utterance(ws, {"mode": "offline", "wav_name": "8k", "wav_format": "pcm", "audio_fs": rate_8k},
-                                 samples_8k.tobytes())[-1]
+        from_8k = send_utterance(
+            ws, {"mode": "offline", "wav_name": "8k", "wav_format": "pcm", "audio_fs": rate_8k}, samples_8k.tobytes()
+        )[-1]
     assert from_mp3["text"] == engine.transcribe(DATA / "formats" / "clip.mp3").text
     assert rate_8k == 8000 and from_8k["text"] == engine.transcribe(samples_8k, sample_rate=8000).text
 
@@ -117,11 +136,25 @@ def test_offline_takes_any_container_and_8k_pcm(client: TestClient, engine: Engi
 def test_several_utterances_and_modes_on_one_connection(client: TestClient, engine: Engine) -> None:
     audio, rate = pcm(SHORT)
     with connect(client) as ws:
-        online = send_utterance(ws, {"mode": "online", "wav_name": "a", "chunk_size": [5, 10, 5],
-                                     "chunk_interval": 10, "audio_fs": rate}, audio, frame=1920)
-        two_pass = send_utterance(ws, {"mode": "2pass", "wav_name": "b", "chunk_size": "5,10,5",
-                                       "encoder_chunk_look_back": 4, "decoder_chunk_look_back": 0,
-                                       "hotwords": "达摩院"}, audio, frame=1920)
+        online = send_utterance(
+            ws,
+            {"mode": "online", "wav_name": "a", "chunk_size": [5, 10, 5], "chunk_interval": 10, "audio_fs": rate},
+            audio,
+            frame=1920,
+        )
+        two_pass = send_utterance(
+            ws,
+            {
+                "mode": "2pass",
+                "wav_name": "b",
+                "chunk_size": "5,10,5",
+                "encoder_chunk_look_back": 4,
+                "decoder_chunk_look_back": 0,
+                "hotwords": "达摩院",
+            },
+            audio,
+            frame=1920,
+        )
         again = send_utterance(ws, {"mode": "2pass", "wav_name": "c"}, audio, frame=1920)  # settings carry over
         offline = send_utterance(ws, {"mode": "offline", "wav_name": "d"}, audio)
     assert {a["mode"] for a in online} == {"online"} and [a["is_final"] for a in online].count(True) == 1
@@ -308,7 +341,7 @@ def test_a_sentence_waiting_for_the_engine_holds_up_no_partials(client: TestClie
     with connect(client) as ws:
         ws.send_text(json.dumps({"is_speaking": True, "mode": "2pass", "wav_name": "slow"}))
         for i in range(0, len(audio), 6400):
-            ws.send_bytes(audio[i:i + 6400])
+            ws.send_bytes(audio[i : i + 6400])
             clock.sleep(0.05)
         ws.send_text(json.dumps({"is_speaking": False}))
         while not received or not received[-1][1].get("is_final"):

@@ -54,8 +54,10 @@ def reference_client(tmp_path: Path) -> Path:
             path = tmp_path / "funasr_wss_client.py"
             path.write_bytes(source.stdout)
             return path
-    pytest.skip("FunASR's funasr_wss_client.py not found: set FUNASR_WSS_CLIENT to the file, or FUNASR_REPO to a "
-                "checkout of https://github.com/modelscope/FunASR")
+    pytest.skip(
+        "FunASR's funasr_wss_client.py not found: set FUNASR_WSS_CLIENT to the file, or FUNASR_REPO to a "
+        "checkout of https://github.com/modelscope/FunASR"
+    )
 
 
 def ws_url(server: Server) -> str:
@@ -64,10 +66,31 @@ def ws_url(server: Server) -> str:
 
 def run_client(client: Path, server: Server, mode: str, audio: Path, tmp_path: Path) -> str:
     host, port = server.url.removeprefix("http://").split(":")
-    proc = subprocess.run([sys.executable, str(client), "--host", host, "--port", port, "--ssl", "0", "--mode", mode,
-                           "--audio_in", str(audio), "--hotword", HOTWORDS, "--send_without_sleep",
-                           "--log_dir", str(tmp_path / "client-logs")],
-                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(client),
+            "--host",
+            host,
+            "--port",
+            port,
+            "--ssl",
+            "0",
+            "--mode",
+            mode,
+            "--audio_in",
+            str(audio),
+            "--hotword",
+            HOTWORDS,
+            "--send_without_sleep",
+            "--log_dir",
+            str(tmp_path / "client-logs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Exception" not in proc.stdout and "connection closed normally" in proc.stdout, proc.stdout
     print(proc.stdout)  # shown with pytest -s
@@ -76,8 +99,12 @@ def run_client(client: Path, server: Server, mode: str, audio: Path, tmp_path: P
 
 def api_text(server: Server, path: Path) -> str:
     with open(path, "rb") as f:
-        response = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": (path.name, f)},
-                              data={"hotwords": "达摩院,语音识别"}, timeout=120)
+        response = httpx.post(
+            server.url + "/v1/audio/transcriptions",
+            files={"file": (path.name, f)},
+            data={"hotwords": "达摩院,语音识别"},
+            timeout=120,
+        )
     response.raise_for_status()
     return response.json()["text"]
 
@@ -99,10 +126,20 @@ def test_funasrs_reference_client_in_every_mode(server: Server, tmp_path: Path) 
 
 async def _stream(url: str, audio: bytes, mode: str, frame: int = 1920) -> list[dict]:
     async with websockets.connect(url, subprotocols=["binary"]) as ws:
-        await ws.send(json.dumps({"mode": mode, "wav_name": "w", "wav_format": "pcm", "audio_fs": 16000,
-                                  "chunk_size": [5, 10, 5], "is_speaking": True}))
+        await ws.send(
+            json.dumps(
+                {
+                    "mode": mode,
+                    "wav_name": "w",
+                    "wav_format": "pcm",
+                    "audio_fs": 16000,
+                    "chunk_size": [5, 10, 5],
+                    "is_speaking": True,
+                }
+            )
+        )
         for i in range(0, len(audio), frame):
-            await ws.send(audio[i:i + frame])
+            await ws.send(audio[i : i + frame])
         await ws.send(json.dumps({"is_speaking": False}))
         answers = []
         while not answers or not answers[-1].get("is_final"):

@@ -23,14 +23,30 @@ def test_requirements_are_read_and_none_is_missing_here() -> None:
 @pytest.mark.server
 def test_gpu_check_cpu_run(tiny_models, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "bench.gpu_check", "--size", "small", "--results-dir", str(results),
-           "--models-dir", str(tiny_models.asr.parent)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.gpu_check",
+        "--size",
+        "small",
+        "--results-dir",
+        str(results),
+        "--models-dir",
+        str(tiny_models.asr.parent),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     run = json.loads(next(results.glob("gpu-check-*.json")).read_text(encoding="utf-8"))
     steps = {s["name"]: s for s in run["steps"]}
-    assert [s["name"] for s in run["steps"]] == ["install", "device", "models", "inputs", "engine", "batching",
-                                                 "service (scenario A) + GPU alert"]
+    assert [s["name"] for s in run["steps"]] == [
+        "install",
+        "device",
+        "models",
+        "inputs",
+        "engine",
+        "batching",
+        "service (scenario A) + GPU alert",
+    ]
     assert all(s["ok"] for s in run["steps"]) and run["size"] == "small"
     assert steps["device"]["data"]["device"] == "cpu" and steps["install"]["data"]["installed"] == []
 
@@ -60,6 +76,11 @@ def test_gpu_check_cpu_run(tiny_models, tmp_path: Path) -> None:
 
 
 def test_gpu_check_with_a_gpu_asked_for_and_none_there_stops_at_once(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--device", "cuda", "--skip-install",
-                           "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_check", "--device", "cuda", "--skip-install", "--results-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "DEVICE=cuda" in done.stdout and "CPU-only build" in done.stdout

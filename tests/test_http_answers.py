@@ -25,7 +25,7 @@ def broken(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     """An engine whose model folder is missing: its load error names a server folder."""
     tmp = tmp_path_factory.mktemp("broken")
     engine = Engine(make_settings(tiny_models, tmp, model_dir=tmp / "srv-secret" / "paraformer-folder").engine_config())
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017
         engine.load()
     assert engine.state == "error" and "srv-secret" in engine.load_error
     return engine
@@ -42,18 +42,32 @@ def test_not_ready_answers_are_the_catalogues_never_the_load_error(broken: Engin
     for lang, expected in (("en", FAILED_EN), ("zh-CN,zh;q=0.9", FAILED_ZH)):
         response = _upload(client, route, **{"Accept-Language": lang})
         assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
-        assert response.json()["error"] == {"message": expected, "type": "server_error", "param": None,
-                                            "code": "model_not_ready"}
+        assert response.json()["error"] == {
+            "message": expected,
+            "type": "server_error",
+            "param": None,
+            "code": "model_not_ready",
+        }
     health = client.get("/health").json()
     assert health["detail"] == message("model_not_ready.failed") and "srv-secret" not in str(health)
     assert health["model"] == "paraformer-folder"
 
 
-@pytest.mark.parametrize("header, default, expected", [
-    ("en;q=0.1,zh;q=0.9", "en", "zh"), ("zh;q=0.1, en-US;q=0.8", "zh", "en"), ("zh-CN,zh;q=0.9,en;q=0.8", "en", "zh"),
-    ("fr-FR,fr;q=0.9", "zh", "zh"), ("fr-FR,fr;q=0.9", "en", "en"), ("en;q=0, zh;q=0.5", "en", "zh"),
-    ("zh;q=abc,en", "zh", "en"), ("en, zh", "zh", "en"), ("", "en", "en"), ("*", "zh", "zh"),
-])
+@pytest.mark.parametrize(
+    "header, default, expected",
+    [
+        ("en;q=0.1,zh;q=0.9", "en", "zh"),
+        ("zh;q=0.1, en-US;q=0.8", "zh", "en"),
+        ("zh-CN,zh;q=0.9,en;q=0.8", "en", "zh"),
+        ("fr-FR,fr;q=0.9", "zh", "zh"),
+        ("fr-FR,fr;q=0.9", "en", "en"),
+        ("en;q=0, zh;q=0.5", "en", "zh"),
+        ("zh;q=abc,en", "zh", "en"),
+        ("en, zh", "zh", "en"),
+        ("", "en", "en"),
+        ("*", "zh", "zh"),
+    ],
+)
 def test_accept_language_q_values(header: str, default: str, expected: str) -> None:
     assert preferred_language(header, default) == expected
 
@@ -70,11 +84,17 @@ def test_401_in_the_callers_language(tiny_models, engine: Engine, tmp_path: Path
         assert en.json()["error"]["message"] == message(code, "en")[:1].upper() + message(code, "en")[1:] + "."
 
 
-def test_a_nul_byte_in_a_file_url_is_a_quiet_404(tiny_settings, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_nul_byte_in_a_file_url_is_a_quiet_404(
+    tiny_settings, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     client = TestClient(create_app(tiny_settings, engine, load=False), raise_server_exceptions=False)
     caplog.set_level(logging.DEBUG)
-    for url in ("/gradio_api/file=/etc/passwd%00.wav", "/gradio_api/file=%00", "/gradio_api/file/%00/x",
-                f"/gradio_api/file={tiny_settings.output_dir}/x%00/a.txt"):
+    for url in (
+        "/gradio_api/file=/etc/passwd%00.wav",
+        "/gradio_api/file=%00",
+        "/gradio_api/file/%00/x",
+        f"/gradio_api/file={tiny_settings.output_dir}/x%00/a.txt",
+    ):
         assert client.get(url).status_code in (400, 404), url
     assert [r for r in caplog.records if r.levelno > logging.DEBUG and "null" in r.getMessage().lower()] == []
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
@@ -123,7 +143,7 @@ def test_the_ui_tables_load_with_headers_in_the_browsers_language(tiny_settings,
     assert len(loads) == 1
     english = loads[0].fn(SimpleNamespace(headers={"accept-language": "zh;q=0.2, en-GB;q=0.8"}))
     chinese = loads[0].fn(SimpleNamespace(headers={"accept-language": "zh-CN"}))
-    by_id = dict(zip([o._id for o in loads[0].outputs], range(2)))
+    by_id = dict(zip([o._id for o in loads[0].outputs], range(2), strict=False))
     sentences = by_id[next(i for i, c in tables.items() if c.elem_id == "single-sentences")]
     assert english[sentences] == {"headers": ["Start", "End", "Text"], "data": []}
     assert chinese[sentences]["headers"] == ["开始", "结束", "文本"]

@@ -23,13 +23,13 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, service_settings, start_server, stop_server
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from app import create_app
 from asr.engine import Engine
 from config.settings import Settings
+from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, service_settings, start_server, stop_server
 from jobs import Job, JobError, JobFile, JobService
 from jobs.service import Upload
 
@@ -86,8 +86,11 @@ def test_job_results_equal_the_direct_call_in_every_format(client: TestClient) -
     for fmt in ("json", "text", "srt", "vtt", "verbose_json"):
         for index, path in enumerate(files):
             with open(path, "rb") as f:
-                direct = client.post("/v1/audio/transcriptions", files={"file": (path.name, f)},
-                                     data={"response_format": fmt, "hotwords": "达摩院"})
+                direct = client.post(
+                    "/v1/audio/transcriptions",
+                    files={"file": (path.name, f)},
+                    data={"response_format": fmt, "hotwords": "达摩院"},
+                )
             from_job = client.get(f"/v1/jobs/{job['id']}/result", params={"response_format": fmt, "file": index})
             assert from_job.status_code == 200, from_job.text
             if fmt == "verbose_json":  # the same but for the clock
@@ -124,8 +127,11 @@ def test_each_key_sees_only_its_own_jobs(engine: Engine, tmp_path: Path) -> None
             wait_finished(lambda i: client.get(f"/v1/jobs/{i}", headers=alice).json(), job_id)
             assert [j["id"] for j in client.get("/v1/jobs", headers=alice).json()["data"]] == [job_id]
             assert client.get("/v1/jobs", headers=bob).json()["data"] == []
-            for method, path in (("GET", f"/v1/jobs/{job_id}"), ("GET", f"/v1/jobs/{job_id}/result"),
-                                 ("DELETE", f"/v1/jobs/{job_id}")):
+            for method, path in (
+                ("GET", f"/v1/jobs/{job_id}"),
+                ("GET", f"/v1/jobs/{job_id}/result"),
+                ("DELETE", f"/v1/jobs/{job_id}"),
+            ):
                 response = client.request(method, path, headers=bob)
                 assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
             assert client.get(f"/v1/jobs/{job_id}/result", headers=alice).status_code == 200
@@ -137,8 +143,9 @@ def test_each_key_sees_only_its_own_jobs(engine: Engine, tmp_path: Path) -> None
 
 
 def test_limits_give_clear_errors(engine: Engine, tmp_path: Path) -> None:
-    settings = job_settings(engine, tmp_path, job_max_files=2, job_max_queued=2, job_max_queued_per_key=1,
-                            api_keys=SecretStr("a,b,c"))
+    settings = job_settings(
+        engine, tmp_path, job_max_files=2, job_max_queued=2, job_max_queued_per_key=1, api_keys=SecretStr("a,b,c")
+    )
     app = create_app(settings, engine, load=False)
     client = TestClient(app)  # no lifespan: no workers, so jobs stay queued
     try:
@@ -156,8 +163,9 @@ def test_limits_give_clear_errors(engine: Engine, tmp_path: Path) -> None:
         full = submit(client, [UTTERANCE], headers={"Authorization": "Bearer c"})
         assert full.status_code == 503 and full.headers["retry-after"]
         assert list((settings.jobs_dir / "uploads").iterdir()).__len__() == 2  # refused jobs stored nothing
-        not_done = client.get(f"/v1/jobs/{client.get('/v1/jobs', headers=key).json()['data'][0]['id']}/result",
-                              headers=key)
+        not_done = client.get(
+            f"/v1/jobs/{client.get('/v1/jobs', headers=key).json()['data'][0]['id']}/result", headers=key
+        )
         assert not_done.status_code == 409 and not_done.json()["error"]["code"] == "job_not_finished"
     finally:
         engine.remove_observer(app.state.api.metrics.observe_transcription)
@@ -237,9 +245,11 @@ def test_callback_url_is_called_once_at_the_end_and_only_on_allowed_hosts(engine
     allowed = f"127.0.0.1:{hook.server_port}"
     try:
         svc = JobService(job_settings(engine, tmp_path, job_callback_hosts=f"example.org, {allowed}"), engine)
-        for url, reason in ((f"http://10.0.0.1:{hook.server_port}/", "not one this server calls"),
-                            ("file:///etc/passwd", "http:// or https://"),
-                            (f"http://u:p@{allowed}/", "user name")):
+        for url, reason in (
+            (f"http://10.0.0.1:{hook.server_port}/", "not one this server calls"),
+            ("file:///etc/passwd", "http:// or https://"),
+            (f"http://u:p@{allowed}/", "user name"),
+        ):
             with pytest.raises(JobError, match=reason):
                 svc.submit("", [Upload(UTTERANCE.name, UTTERANCE)], callback_url=url)
         job = svc.submit("", [Upload(UTTERANCE.name, UTTERANCE)], callback_url=f"http://{allowed}/done")
@@ -247,9 +257,16 @@ def test_callback_url_is_called_once_at_the_end_and_only_on_allowed_hosts(engine
         deadline = time.time() + 20
         while not (received and svc.get(job.id, "").callback) and time.time() < deadline:
             time.sleep(0.05)
-        assert received == [{"id": job.id, "object": "transcription.job", "status": "done", "error": None,
-                             "file_counts": {"queued": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0},
-                             "finished_at": svc.get(job.id, "").finished_at}]
+        assert received == [
+            {
+                "id": job.id,
+                "object": "transcription.job",
+                "status": "done",
+                "error": None,
+                "file_counts": {"queued": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0},
+                "finished_at": svc.get(job.id, "").finished_at,
+            }
+        ]
         assert svc.get(job.id, "").callback == "sent (204)"
         cancelled = svc.submit("", [Upload(UTTERANCE.name, UTTERANCE)], callback_url=f"http://{allowed}/done")
         svc.cancel(cancelled.id, "")
@@ -271,8 +288,7 @@ def _dead_worker() -> str:
     return f"{socket.gethostname()}:{proc.pid}:deadbeef:Worker-1"
 
 
-def test_a_job_held_by_a_dead_process_is_taken_up_once_without_redoing_finished_files(
-        service: JobService) -> None:
+def test_a_job_held_by_a_dead_process_is_taken_up_once_without_redoing_finished_files(service: JobService) -> None:
     job = service.submit("", [Upload(p.name, p) for p in UTTERANCES[:3]])
     first = service.engine.transcribe(UTTERANCES[0])
     service.files.write_result(job.id, 0, first)
@@ -311,8 +327,14 @@ def test_a_live_lease_on_another_box_is_respected_until_it_lapses(service: JobSe
 
 
 def test_job_records_round_trip() -> None:
-    job = Job(id="job_" + "0" * 32, owner="o", files=[JobFile(name="a.wav", duration_s=10.0, done_s=4.0)],
-              state="running", run_started_at=time.time() - 2, run_done_s=0.0)
+    job = Job(
+        id="job_" + "0" * 32,
+        owner="o",
+        files=[JobFile(name="a.wav", duration_s=10.0, done_s=4.0)],
+        state="running",
+        run_started_at=time.time() - 2,
+        run_done_s=0.0,
+    )
     assert Job.from_doc(json.loads(json.dumps(job.to_doc()))) == job
     assert job.total_s == 10.0 and job.eta_s() == pytest.approx(3.0, rel=0.1)  # 4 s of audio in 2 s: 6 s left
 
@@ -328,15 +350,22 @@ def test_cleanup_removes_finished_jobs_after_the_retention(service: JobService, 
         def change(j: Job) -> bool:
             j.state, j.finished_at = "done", time.time() - hours_ago * 3600
             return True
+
         return change
 
     service.store.update(old.id, finished(30))
     service.store.update(new.id, finished(1))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB", "TEMP_DIR", "LOG_DIR"))}
-    env.update(ENV_FILE=str(tmp_path / "no.env"), JOBS_DIR=str(service.settings.jobs_dir), JOB_RETENTION_H="24",
-               TEMP_DIR=str(tmp_path / "uploads"), LOG_DIR=str(tmp_path / "logs"))
-    result = subprocess.run([PYTHON, str(ROOT / "ops" / "cleanup.py")], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=60)
+    env.update(
+        ENV_FILE=str(tmp_path / "no.env"),
+        JOBS_DIR=str(service.settings.jobs_dir),
+        JOB_RETENTION_H="24",
+        TEMP_DIR=str(tmp_path / "uploads"),
+        LOG_DIR=str(tmp_path / "logs"),
+    )
+    result = subprocess.run(
+        [PYTHON, str(ROOT / "ops" / "cleanup.py")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert service.store.get(old.id) is None and not (service.settings.jobs_dir / "results" / old.id).exists()
     assert service.store.get(new.id) is not None and service.store.get(running.id) is not None
@@ -355,15 +384,20 @@ def test_readme_job_session_works_as_written(server: Server, tmp_path: Path) -> 
     assert result.stdout.strip().splitlines()[-1].startswith("done ")
     path = DATA / "utterances" / "funasr_long.wav"
     with open(path, "rb") as f:
-        direct = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": (path.name, f)},
-                            data={"response_format": "srt"}, timeout=60)
+        direct = httpx.post(
+            server.url + "/v1/audio/transcriptions",
+            files={"file": (path.name, f)},
+            data={"response_format": "srt"},
+            timeout=60,
+        )
     assert (tmp_path / "job.srt").read_text() == direct.text and direct.text.strip()
 
 
 # ------------------------------------------------------------------------------------ kill -9
 @pytest.mark.server
 def test_kill_9_mid_batch_resumes_after_restart_without_redoing_finished_files(
-        tiny_models: TinyModels, tmp_path: Path) -> None:
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
     # 6 files of 30 s: long enough to catch the batch part-way, short enough for a fast test.
     clips = [sf.read(p, dtype="float32")[0] for p in UTTERANCES[:6]]
     audio = np.concatenate([np.concatenate([c, np.zeros(6400, np.float32)]) for c in clips * 5])[: 30 * 16000]
@@ -434,21 +468,26 @@ def test_server_paths_and_urls_only_where_an_admin_allows_them(engine: Engine, t
     threading.Thread(target=files.serve_forever, daemon=True).start()
     host = f"127.0.0.1:{files.server_port}"
     closed = create_app(job_settings(engine, tmp_path / "closed"), engine, load=False)
-    opened = create_app(job_settings(engine, tmp_path / "open", job_allowed_dirs=str(shared), job_url_hosts=host),
-                        engine, load=False)
+    opened = create_app(
+        job_settings(engine, tmp_path / "open", job_allowed_dirs=str(shared), job_url_hosts=host), engine, load=False
+    )
     try:
         with TestClient(closed) as client:
-            for data, param, says in [({"path": str(shared / "call.wav")}, "path", "JOB_ALLOWED_DIRS is empty"),
-                                      ({"url": f"http://{host}/a.wav"}, "url", "JOB_URL_HOSTS is empty")]:
+            for data, param, says in [
+                ({"path": str(shared / "call.wav")}, "path", "JOB_ALLOWED_DIRS is empty"),
+                ({"url": f"http://{host}/a.wav"}, "url", "JOB_URL_HOSTS is empty"),
+            ]:
                 error = client.post("/v1/jobs", data=data).json()["error"]
                 assert (error["param"], says in error["message"]) == (param, True), error
         with TestClient(opened) as client:
-            for data, code in [({"path": str(tmp_path / "secret.wav")}, "path_not_allowed"),
-                               ({"path": str(shared / "escape.wav")}, "path_not_allowed"),  # a link out of it
-                               ({"path": str(shared / ".." / "secret.wav")}, "path_not_allowed"),
-                               ({"path": str(shared / "none.wav")}, "path_not_found"),
-                               ({"url": "http://example.org/a.wav"}, "url_not_allowed"),
-                               ({"url": f"http://{host}/moved.wav"}, "url_failed")]:  # redirects not followed
+            for data, code in [
+                ({"path": str(tmp_path / "secret.wav")}, "path_not_allowed"),
+                ({"path": str(shared / "escape.wav")}, "path_not_allowed"),  # a link out of it
+                ({"path": str(shared / ".." / "secret.wav")}, "path_not_allowed"),
+                ({"path": str(shared / "none.wav")}, "path_not_found"),
+                ({"url": "http://example.org/a.wav"}, "url_not_allowed"),
+                ({"url": f"http://{host}/moved.wav"}, "url_failed"),
+            ]:  # redirects not followed
                 response = client.post("/v1/jobs", data=data)
                 assert (response.status_code, response.json()["error"]["code"]) == (400, code), data
             direct = client.post("/v1/audio/transcriptions", files={"file": ("call.wav", audio)}).json()["text"]

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DATA, UTTERANCE, TinyModels, free_port, make_settings, service_settings
 
 from asr.engine import Engine
 from config.settings import Settings
+from conftest import DATA, UTTERANCE, TinyModels, free_port, make_settings, service_settings
 from jobs import Job, JobService
 from jobs.service import QueueFull, Upload
 from jobs.store import SQLiteJobStore
@@ -80,8 +80,9 @@ class SlowStore(SQLiteJobStore):
 
 
 # ------------------------------------------------------------------------------------ no store I/O under the lock
-def test_a_store_that_blocks_for_2_s_delays_no_other_requests_model_call(batching_engine: Engine, tmp_path: Path,
-                                                                         ten_minute_wav: Path) -> None:
+def test_a_store_that_blocks_for_2_s_delays_no_other_requests_model_call(
+    batching_engine: Engine, tmp_path: Path, ten_minute_wav: Path
+) -> None:
     settings = job_settings(batching_engine, tmp_path, job_lease_s=30.0)
     store = SlowStore(settings.jobs_dir / "jobs.db")
     service = JobService(settings, batching_engine, store=store)
@@ -241,8 +242,9 @@ def test_upload_folders_go_when_no_file_needs_them(engine: Engine, tmp_path: Pat
         service.stop()
 
 
-def test_the_log_tells_an_operator_what_each_file_did(engine: Engine, tmp_path: Path,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_the_log_tells_an_operator_what_each_file_did(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     service = JobService(job_settings(engine, tmp_path), engine)
     caplog.set_level(logging.INFO, logger="jobs")
     try:
@@ -290,8 +292,23 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     import redis
 
     port = free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_for(lambda: _pings(redis, url), timeout=20, every=0.1)
@@ -320,8 +337,23 @@ def thirty_minute_mp3(long_wav: Path, tmp_path_factory: pytest.TempPathFactory) 
     wav = folder / "thirty.wav"
     sf.write(wav, np.tile(audio, 15), rate, subtype="PCM_16")
     mp3 = folder / "thirty_minutes.mp3"
-    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(wav), "-c:a", "libmp3lame",
-                    "-b:a", "32k", str(mp3)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_binary(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(wav),
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "32k",
+            str(mp3),
+        ],
+        check=True,
+    )
     wav.unlink()
     return mp3
 
@@ -333,8 +365,9 @@ def _cancel_latency(service: JobService, job_id: str) -> float:
     return time.perf_counter() - started
 
 
-def test_cancel_takes_under_a_second_while_decoding_and_during_the_vad(engine: Engine, tmp_path: Path,
-                                                                       thirty_minute_mp3: Path) -> None:
+def test_cancel_takes_under_a_second_while_decoding_and_during_the_vad(
+    engine: Engine, tmp_path: Path, thirty_minute_mp3: Path
+) -> None:
     service = JobService(job_settings(engine, tmp_path), engine)
     service.start()
     try:
@@ -368,11 +401,14 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 20 MB filesystem (tmpfs); skipped where mounting is not permitted (needs root)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a 20 MB tmpfs here ({done.stderr.strip() or 'mount failed'}; needs root); "
-                    "test_a_write_that_fails_for_want_of_space_never_fails_a_file covers the job without it")
+        pytest.skip(
+            f"cannot mount a 20 MB tmpfs here ({done.stderr.strip() or 'mount failed'}; needs root); "
+            "test_a_write_that_fails_for_want_of_space_never_fails_a_file covers the job without it"
+        )
     try:
         yield mount
     finally:
@@ -392,8 +428,9 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_job_upload_bigger_than_the_disk_gets_507_in_the_users_language(engine: Engine, tmp_path: Path,
-                                                                          small_disk: Path) -> None:
+def test_a_job_upload_bigger_than_the_disk_gets_507_in_the_users_language(
+    engine: Engine, tmp_path: Path, small_disk: Path
+) -> None:
     from fastapi.testclient import TestClient
 
     from app import create_app
@@ -406,8 +443,9 @@ def test_a_job_upload_bigger_than_the_disk_gets_507_in_the_users_language(engine
         with TestClient(app) as client:
             for lang, words in (("zh", "存储空间已满"), ("en", "storage is full")):
                 with open(big, "rb") as f:
-                    response = client.post("/v1/jobs", files={"file": ("big.wav", f)},
-                                           headers={"Accept-Language": lang})
+                    response = client.post(
+                        "/v1/jobs", files={"file": ("big.wav", f)}, headers={"Accept-Language": lang}
+                    )
                 assert response.status_code == 507, response.text
                 error = response.json()["error"]
                 assert error["code"] == "storage_full" and words in error["message"], error
@@ -452,8 +490,9 @@ def test_a_write_that_fails_for_want_of_space_never_fails_a_file(engine: Engine,
 
 
 @pytest.mark.parametrize("when", ["before the job starts", "while a file runs"])
-def test_a_disk_that_fills_delays_a_job_and_never_fails_it(engine: Engine, tmp_path: Path, small_disk: Path,
-                                                           long_wav: Path, when: str) -> None:
+def test_a_disk_that_fills_delays_a_job_and_never_fails_it(
+    engine: Engine, tmp_path: Path, small_disk: Path, long_wav: Path, when: str
+) -> None:
     settings = job_settings(engine, tmp_path, jobs_dir=small_disk / "jobs", job_storage_retry_s=0.5)
     service = JobService(settings, engine)
     try:
@@ -484,8 +523,11 @@ def test_the_watchdog_warns_of_a_full_disk_without_restarting(tmp_path: Path) ->
 
     from ops.watchdog import check_health
 
-    body = {"status": "ok", "uptime_s": 100, "storage": {"status": "full", "free_mb": {"jobs": 0.0},
-                                                         "detail": "a write failed for want of space"}}
+    body = {
+        "status": "ok",
+        "uptime_s": 100,
+        "storage": {"status": "full", "free_mb": {"jobs": 0.0}, "detail": "a write failed for want of space"},
+    }
 
     class Health(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802

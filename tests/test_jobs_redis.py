@@ -21,14 +21,19 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import DATA, TinyModels, free_port, start_server, stop_server
 
+from conftest import DATA, TinyModels, free_port, start_server, stop_server
 from jobs.store import RedisJobStore
 
 REDIS = shutil.which("redis-server")
 pytestmark = [pytest.mark.server, pytest.mark.redis]
-MIXED = [DATA / "utterances" / "funasr_asr_example.wav", DATA / "formats" / "clip.mp3",
-         DATA / "formats" / "clip.ogg", DATA / "bad" / "not_audio.wav", DATA / "utterances" / "funasr_mid.wav"]
+MIXED = [
+    DATA / "utterances" / "funasr_asr_example.wav",
+    DATA / "formats" / "clip.mp3",
+    DATA / "formats" / "clip.ogg",
+    DATA / "bad" / "not_audio.wav",
+    DATA / "utterances" / "funasr_mid.wav",
+]
 
 
 @pytest.fixture
@@ -36,8 +41,11 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     if not REDIS:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         import redis
@@ -86,29 +94,38 @@ def wait_all(url: str, ids: list[str], timeout: float) -> dict[str, dict]:
     return final
 
 
-def test_two_replicas_share_the_work_and_take_over_a_killed_one(tiny_models: TinyModels, tmp_path: Path,
-                                                                 redis_url: str) -> None:
-    env = dict(JOBS_BACKEND="redis", JOBS_REDIS_URL=redis_url, JOB_LEASE_S="30", JOB_MAX_QUEUED="200",
-               JOB_MAX_QUEUED_PER_KEY="0")
+def test_two_replicas_share_the_work_and_take_over_a_killed_one(
+    tiny_models: TinyModels, tmp_path: Path, redis_url: str
+) -> None:
+    env = dict(
+        JOBS_BACKEND="redis",
+        JOBS_REDIS_URL=redis_url,
+        JOB_LEASE_S="30",
+        JOB_MAX_QUEUED="200",
+        JOB_MAX_QUEUED_PER_KEY="0",
+    )
     started = time.time()
     with ThreadPoolExecutor(2) as pool:  # both start at once: each takes a while on a busy CPU
         a, b = pool.map(lambda _: start_server(tiny_models, tmp_path, **env), range(2))
     store = RedisJobStore(redis_url)
     try:
         # 100 jobs of 1-3 mixed files (one of them not audio), sent to both replicas in turn.
-        ids = [post_job((a, b)[i % 2].url, [MIXED[(i + k) % len(MIXED)] for k in range(1 + i % 3)])
-               for i in range(100)]
+        ids = [post_job((a, b)[i % 2].url, [MIXED[(i + k) % len(MIXED)] for k in range(1 + i % 3)]) for i in range(100)]
         submitted = time.time()
         final = wait_all(a.url, ids, 300)
-        print(f"\n2 replicas up in {submitted - started:.0f} s (100 jobs submitted); all finished "
-              f"{time.time() - submitted:.0f} s later")
+        print(
+            f"\n2 replicas up in {submitted - started:.0f} s (100 jobs submitted); all finished "
+            f"{time.time() - submitted:.0f} s later"
+        )
         records = [store.get(job_id) for job_id in ids]
         assert all(r is not None and r.runs == 1 and len(r.claimed_by) == 1 for r in records), "each ran once"
         assert all(f.attempts == 1 for r in records for f in r.files), "each file ran once"
         by_replica = Counter(r.claimed_by[0] for r in records)
         assert len(by_replica) == 2, f"both replicas worked: {by_replica}"
-        print(f"jobs per replica: {sorted(by_replica.values())}; runs per job: {Counter(r.runs for r in records)}; "
-              f"file attempts: {Counter(f.attempts for r in records for f in r.files)}")
+        print(
+            f"jobs per replica: {sorted(by_replica.values())}; runs per job: {Counter(r.runs for r in records)}; "
+            f"file attempts: {Counter(f.attempts for r in records for f in r.files)}"
+        )
         assert {body["status"] for body in final.values()} <= {"done", "failed"}
         bad = [f for body in final.values() for f in body["files"] if f["name"] == "not_audio.wav"]
         assert bad and all(f["status"] == "failed" and f["error"] for f in bad)
@@ -132,8 +149,10 @@ def test_two_replicas_share_the_work_and_take_over_a_killed_one(tiny_models: Tin
         record = store.get(job_id)
         assert body["status"] == "done" and record.runs == 2 and len(set(record.claimed_by)) == 2
         assert record.files[0].attempts == 1
-        print(f"killed the holder after file 1 of 3; attempts per file: {[f.attempts for f in record.files]}, "
-              f"claims: {len(record.claimed_by)}")
+        print(
+            f"killed the holder after file 1 of 3; attempts per file: {[f.attempts for f in record.files]}, "
+            f"claims: {len(record.claimed_by)}"
+        )
     finally:
         store.close()
         stop_server(a)

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from asr.engine import Engine, Sentence, Transcription, Word
 from asr.errors import SpeakerCountError, SpeakersUnavailableError
-from asr.speakers import SpeakerLabeller, Span
+from asr.speakers import Span, SpeakerLabeller
 from asr.subtitles import to_srt, to_txt, to_vtt, to_word_tsv
 from conftest import DATA, UTTERANCE, make_settings
 
@@ -41,7 +41,9 @@ def burst_input() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sparse_engine(tiny_models, tmp_path_factory) -> Engine:
-    engine = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("sparse"), model_dir=tiny_models.sparse).engine_config())
+    engine = Engine(
+        make_settings(tiny_models, tmp_path_factory.mktemp("sparse"), model_dir=tiny_models.sparse).engine_config()
+    )
     engine.load()
     return engine
 
@@ -49,8 +51,16 @@ def sparse_engine(tiny_models, tmp_path_factory) -> Engine:
 def _bare(models, asr: Path, **extra):
     from funasr import AutoModel
 
-    return AutoModel(model=str(asr), vad_model=str(models.vad), punc_model=str(models.punc), device="cpu",
-                     disable_update=True, disable_pbar=True, disable_log=True, **extra)
+    return AutoModel(
+        model=str(asr),
+        vad_model=str(models.vad),
+        punc_model=str(models.punc),
+        device="cpu",
+        disable_update=True,
+        disable_pbar=True,
+        disable_log=True,
+        **extra,
+    )
 
 
 def _vad_segments(models, samples: np.ndarray) -> list[list[int]]:
@@ -94,14 +104,14 @@ def test_bare_funasr_loses_the_whole_text_where_the_engine_keeps_it(tiny_models,
     asr_only.vad_model = asr_only.punc_model = None
     expected_words, expected_times = [], []
     for begin_ms, end_ms in (segments[0], segments[2]):
-        part = asr_only.generate(input=burst_input[begin_ms * 16: end_ms * 16])[0]
+        part = asr_only.generate(input=burst_input[begin_ms * 16 : end_ms * 16])[0]
         expected_words += part["text"].split()
         expected_times += [(begin_ms + a, begin_ms + b) for a, b in part["timestamp"]]
     assert expected_words, "each utterance alone gives tokens"
 
     result = sparse_engine.transcribe(burst_input, sample_rate=SR)
     assert [w.text for w in result.words] == [w for w in expected_words if not w.startswith("<")]
-    times = [(t, w) for t, w in zip(expected_times, expected_words) if not w.startswith("<")]
+    times = [(t, w) for t, w in zip(expected_times, expected_words, strict=False) if not w.startswith("<")]
     assert [(round(w.start * 1000), round(w.end * 1000)) for w in result.words] == [t for t, _ in times]
     assert PUNCTUATION.sub("", result.text).replace("<unk>", "") == "".join(w.text for w in result.words)
     assert result.confidence > 0 and result.sentences
@@ -112,7 +122,9 @@ def test_bare_funasr_loses_the_whole_text_where_the_engine_keeps_it(tiny_models,
 
 def test_no_lost_text_under_cross_request_batching(tiny_models, sparse_engine, burst_input, tmp_path):
     alone = sparse_engine.transcribe(burst_input, sample_rate=SR)
-    batching = Engine(make_settings(tiny_models, tmp_path, model_dir=tiny_models.sparse, batch_max_requests=4).engine_config())
+    batching = Engine(
+        make_settings(tiny_models, tmp_path, model_dir=tiny_models.sparse, batch_max_requests=4).engine_config()
+    )
     batching.load()
     inputs = [burst_input, burst_input[: 9 * SR], burst_input, _clip(UTTERANCE.name)]
     results = _at_once([lambda x=x: batching.transcribe(x, sample_rate=SR) for x in inputs])
@@ -126,8 +138,11 @@ def test_no_lost_text_on_the_onnx_backend(tiny_models, sparse_engine, burst_inpu
     from asr.onnx.export import export_model
 
     export_model(tiny_models.sparse, output_dir=tmp_path / "onnx", quantize=False)
-    onnx = Engine(make_settings(tiny_models, tmp_path, model_dir=tiny_models.sparse, engine_backend="onnx",
-                                onnx_model_dir=tmp_path / "onnx").engine_config())
+    onnx = Engine(
+        make_settings(
+            tiny_models, tmp_path, model_dir=tiny_models.sparse, engine_backend="onnx", onnx_model_dir=tmp_path / "onnx"
+        ).engine_config()
+    )
     onnx.load()
     assert onnx.backend == "onnx"
     torch_result = sparse_engine.transcribe(burst_input, sample_rate=SR)
@@ -145,17 +160,22 @@ def test_a_streamed_request_reports_the_tokenless_burst_and_keeps_the_text(spars
 
 
 def test_silence_and_a_lone_burst_still_give_an_empty_result(sparse_engine, burst_input):
-    lone = burst_input[int(5.5 * SR): int(10.0 * SR)]  # 2 s silence, the burst, 2 s silence
+    lone = burst_input[int(5.5 * SR) : int(10.0 * SR)]  # 2 s silence, the burst, 2 s silence
     result = sparse_engine.transcribe(lone, sample_rate=SR)
     assert (result.text, result.sentences, result.words, result.confidence) == ("", [], [], 0.0)
 
 
 # ------------------------------------------------------------------------------------ word timestamps
 def test_word_times_are_funasrs_token_times(tiny_models, engine, long_wav):
-    bare = _bare(tiny_models, tiny_models.asr).generate(input=str(long_wav), sentence_timestamp=True,
-                                                        return_raw_text=True)[0]
+    bare = _bare(tiny_models, tiny_models.asr).generate(
+        input=str(long_wav), sentence_timestamp=True, return_raw_text=True
+    )[0]
     result = engine.transcribe(long_wav)
-    expected = [(u, a, b) for u, (a, b) in zip(bare["raw_text"].split(), bare["timestamp"]) if not u.startswith("<")]
+    expected = [
+        (u, a, b)
+        for u, (a, b) in zip(bare["raw_text"].split(), bare["timestamp"], strict=False)
+        if not u.startswith("<")
+    ]  # noqa: E501
     assert len(expected) > 100
     assert [(w.text, round(w.start * 1000), round(w.end * 1000)) for w in result.words] == expected
     # Each sentence lists the words FunASR timed for it, inside its own span, in order.
@@ -169,11 +189,17 @@ def test_word_times_are_funasrs_token_times(tiny_models, engine, long_wav):
 
 
 def test_word_tsv_lists_each_word_with_its_sentence():
-    sentences = [Sentence("你好。", 0.5, 1.0, 1, [Word("你", 0.5, 0.7), Word("好", 0.7, 1.0)]),
-                 Sentence("再见。", 1.2, 1.6, 2, [Word("再", 1.2, 1.4), Word("见", 1.4, 1.6)])]
+    sentences = [
+        Sentence("你好。", 0.5, 1.0, 1, [Word("你", 0.5, 0.7), Word("好", 0.7, 1.0)]),
+        Sentence("再见。", 1.2, 1.6, 2, [Word("再", 1.2, 1.4), Word("见", 1.4, 1.6)]),
+    ]
     assert to_word_tsv(sentences).splitlines() == [
-        "start\tend\tword\tsentence\tspeaker", "0.500\t0.700\t你\t1\t说话人1", "0.700\t1.000\t好\t1\t说话人1",
-        "1.200\t1.400\t再\t2\t说话人2", "1.400\t1.600\t见\t2\t说话人2"]
+        "start\tend\tword\tsentence\tspeaker",
+        "0.500\t0.700\t你\t1\t说话人1",
+        "0.700\t1.000\t好\t1\t说话人1",
+        "1.200\t1.400\t再\t2\t说话人2",
+        "1.400\t1.600\t见\t2\t说话人2",
+    ]
     assert to_word_tsv([Sentence("嗯。", 0, 1)]) == ""
 
 
@@ -200,8 +226,11 @@ def turns() -> tuple[np.ndarray, list[tuple[float, float, int]]]:
 
 @pytest.fixture(scope="module")
 def spk_engine(tiny_models, tmp_path_factory) -> Engine:
-    engine = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("spk"), enable_spk=True,
-                                  spk_model_dir=tiny_models.spk).engine_config())
+    engine = Engine(
+        make_settings(
+            tiny_models, tmp_path_factory.mktemp("spk"), enable_spk=True, spk_model_dir=tiny_models.spk
+        ).engine_config()
+    )
     engine.load()
     return engine
 
@@ -226,8 +255,9 @@ def test_speakers_follow_the_embeddings_to_the_true_turns(tiny_models, turns, mo
         for window in audio:
             start = _find(samples, window) / SR
             middle = start + len(window) / SR / 2
-            speaker = min(truth, key=lambda t: 0 if t[0] <= middle <= t[1] else min(abs(middle - t[0]),
-                                                                                   abs(middle - t[1])))[2]
+            speaker = min(
+                truth, key=lambda t: 0 if t[0] <= middle <= t[1] else min(abs(middle - t[0]), abs(middle - t[1]))
+            )[2]
             out.append(centres[speaker] + 0.05 * rng.standard_normal(192))
             windows_seen.append(start)
         return np.stack(out)
@@ -243,21 +273,25 @@ def test_windows_follow_each_other_and_cover_the_speech(tiny_models):
     labeller = SpeakerLabeller(str(tiny_models.spk), "cpu")
     windows = labeller._windows(np.zeros(10 * SR, np.float32), [Span(1.0, 5.2), Span(6.0, 6.5), Span(8.0, 8.05)])
     assert [(round(a, 2), round(b, 2), len(x)) for a, b, x in windows] == [
-        (1.0, 2.5, 24000), (2.5, 4.0, 24000), (3.7, 5.2, 24000), (6.0, 6.5, 8000)]  # the 50 ms sliver is left out
+        (1.0, 2.5, 24000),
+        (2.5, 4.0, 24000),
+        (3.7, 5.2, 24000),
+        (6.0, 6.5, 8000),
+    ]  # the 50 ms sliver is left out
     from funasr.models.campplus.utils import sv_chunk
 
     samples = np.random.default_rng(0).standard_normal(10 * SR).astype(np.float32)
     funasr_like = SpeakerLabeller(str(tiny_models.spk), "cpu", window_shift_s=0.75)._windows(samples, [Span(1.0, 5.2)])
-    funasr = sv_chunk([[1.0, 5.2, samples[SR: int(5.2 * SR)]]])  # FunASR's own windows, half overlapping
+    funasr = sv_chunk([[1.0, 5.2, samples[SR : int(5.2 * SR)]]])  # FunASR's own windows, half overlapping
     assert [(a, b) for a, b, _ in funasr_like] == [(a, b) for a, b, _ in funasr] and len(funasr) == 5
-    assert all(np.array_equal(x, y) for (*_, x), (*_, y) in zip(funasr_like, funasr))
+    assert all(np.array_equal(x, y) for (*_, x), (*_, y) in zip(funasr_like, funasr, strict=False))
 
 
 def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
     """Where a window was cut from (exact samples)."""
     head = needle[:64]
     for start in np.flatnonzero(haystack == head[0]):
-        if np.array_equal(haystack[start: start + 64], head):
+        if np.array_equal(haystack[start : start + 64], head):
             return int(start)
     raise AssertionError("window not found in the input")
 
@@ -284,8 +318,11 @@ def test_speaker_requests_fail_clearly_when_off_or_out_of_range(engine, spk_engi
 
 
 def test_speakers_with_batching(tiny_models, long_wav, tmp_path):
-    engine = Engine(make_settings(tiny_models, tmp_path, enable_spk=True, spk_model_dir=tiny_models.spk,
-                                  batch_max_requests=3).engine_config())
+    engine = Engine(
+        make_settings(
+            tiny_models, tmp_path, enable_spk=True, spk_model_dir=tiny_models.spk, batch_max_requests=3
+        ).engine_config()
+    )
     engine.load()
     part = sf.read(long_wav, dtype="float32")[0][: 40 * SR]  # 40 s: several VAD segments, windows to cluster
     alone = engine.transcribe(part, sample_rate=SR, diarize=True)

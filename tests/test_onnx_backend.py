@@ -23,7 +23,6 @@ from asr.errors import HotwordError, InputError, ModelLoadError
 from asr.onnx import graph as ort_graph
 from asr.onnx.backend import _session, find_asr_onnx, resolve_backend
 from asr.onnx.export import export_model, model_type, onnx_file_names
-
 from conftest import DATA, UTTERANCE, make_settings, service_settings
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
@@ -57,16 +56,26 @@ def tiny_onnx(tiny_models, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def onnx_engine(tiny_models, tiny_onnx, tmp_path_factory) -> Engine:
-    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("onnx"), engine_backend="onnx",
-                               onnx_model_dir=tiny_onnx).engine_config())
+    eng = Engine(
+        make_settings(
+            tiny_models, tmp_path_factory.mktemp("onnx"), engine_backend="onnx", onnx_model_dir=tiny_onnx
+        ).engine_config()
+    )
     eng.load()
     return eng
 
 
 @pytest.fixture(scope="session")
 def int8_engine(tiny_models, tiny_onnx, tmp_path_factory) -> Engine:
-    eng = Engine(make_settings(tiny_models, tmp_path_factory.mktemp("int8"), engine_backend="onnx",
-                               onnx_model_dir=tiny_onnx, onnx_quantize=True).engine_config())
+    eng = Engine(
+        make_settings(
+            tiny_models,
+            tmp_path_factory.mktemp("int8"),
+            engine_backend="onnx",
+            onnx_model_dir=tiny_onnx,
+            onnx_quantize=True,
+        ).engine_config()
+    )
     eng.load()
     return eng
 
@@ -74,7 +83,7 @@ def int8_engine(tiny_models, tiny_onnx, tmp_path_factory) -> Engine:
 def assert_same(torch_result, onnx_result) -> None:
     assert onnx_result.text == torch_result.text
     assert [s.text for s in onnx_result.sentences] == [s.text for s in torch_result.sentences]
-    for a, b in zip(torch_result.sentences, onnx_result.sentences):
+    for a, b in zip(torch_result.sentences, onnx_result.sentences, strict=False):
         assert (b.start, b.end) == pytest.approx((a.start, a.end), abs=0.061)  # one LFR frame at most
     assert onnx_result.confidence == pytest.approx(torch_result.confidence, rel=1e-3)
 
@@ -86,8 +95,13 @@ def test_export_writes_the_graphs_the_backend_needs(tiny_models, tiny_onnx):
     for name in onnx_file_names("SeacoParaformer", False) + onnx_file_names("SeacoParaformer", True):
         assert (tiny_onnx / name).stat().st_size > 0
     backbone = ort.InferenceSession(str(tiny_onnx / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in backbone.get_outputs()] == ["logits", "token_num", "us_alphas", "us_cif_peak",
-                                                        "decoder_logits"]
+    assert [o.name for o in backbone.get_outputs()] == [
+        "logits",
+        "token_num",
+        "us_alphas",
+        "us_cif_peak",
+        "decoder_logits",
+    ]
     embedder = ort.InferenceSession(str(tiny_onnx / "model_eb.onnx"), providers=["CPUExecutionProvider"])
     assert not isinstance(embedder.get_inputs()[0].shape[1], int)  # hotwords of any length
     assert not list(tiny_models.asr.glob("*.onnx"))  # the model folder itself is left alone
@@ -110,8 +124,11 @@ def test_graph_rewrite_keeps_the_outputs_bit_for_bit(engine, onnx_engine, tiny_o
     before = _session(tiny_onnx / UNREWRITTEN / name, 1)
     after = _session(tiny_onnx / name, 1)
     for bias in (onnx_model._bias_embed([[onnx_model.sos]]), onnx_model._bias_embed(hotwords)):
-        feed = {"speech": speech.numpy(), "speech_lengths": lengths.numpy().astype(np.int32),
-                "bias_embed": np.repeat(bias[None], len(clips), axis=0)}
+        feed = {
+            "speech": speech.numpy(),
+            "speech_lengths": lengths.numpy().astype(np.int32),
+            "bias_embed": np.repeat(bias[None], len(clips), axis=0),
+        }
         outputs = zip(before.get_outputs(), before.run(None, feed), after.run(None, feed), strict=True)
         for output, expected, got in outputs:
             np.testing.assert_array_equal(got, expected, err_msg=f"{name}: {output.name} changed")
@@ -243,13 +260,16 @@ def test_batched_onnx_calls_give_the_unbatched_text(tiny_models, tiny_onnx, onnx
     Sentence times may move by one timestamp step at a segment's end: the exported timestamp head's
     backward LSTM runs over the padded batch (PyTorch runs it per segment, see asr.batching).
     """
-    batched_engine = Engine(make_settings(tiny_models, tmp_path, engine_backend="onnx", onnx_model_dir=tiny_onnx,
-                                          batch_max_requests=4).engine_config())
+    batched_engine = Engine(
+        make_settings(
+            tiny_models, tmp_path, engine_backend="onnx", onnx_model_dir=tiny_onnx, batch_max_requests=4
+        ).engine_config()
+    )
     batched_engine.load()
     work = [(p, HOTWORDS if i % 2 else None) for i, p in enumerate(UTTERANCES)] + [(long_wav, HOTWORDS)]
     alone = {item: onnx_engine.transcribe(item[0], hotwords=item[1]) for item in work}
     with ThreadPoolExecutor(4) as pool:
         batched = list(pool.map(lambda item: batched_engine.transcribe(item[0], hotwords=item[1]), work))
-    for item, result in zip(work, batched):
+    for item, result in zip(work, batched, strict=False):
         assert_same(alone[item], result)
     assert batched_engine.batcher.stats.largest_jobs > 1

@@ -38,8 +38,14 @@ def test_the_schema_declares_bodies_errors_and_text(tiny_settings, engine: Engin
         assert {"400", "401", "413", "503"} <= set(paths[route]["post"]["responses"])
     assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
     assert "404" in paths["/v1/jobs/{job_id}"]["get"]["responses"]
-    for method, path in (("PUT", "/v1/models"), ("GET", "/v1/audio/transcriptions"), ("QUERY", "/v1/jobs"),
-                         ("POST", "/health"), ("PATCH", "/v1/jobs/abc"), ("TRACE", "/metrics")):
+    for method, path in (
+        ("PUT", "/v1/models"),
+        ("GET", "/v1/audio/transcriptions"),
+        ("QUERY", "/v1/jobs"),
+        ("POST", "/health"),
+        ("PATCH", "/v1/jobs/abc"),
+        ("TRACE", "/metrics"),
+    ):
         response = client.request(method, path)
         assert response.status_code == 405, (method, path, response.text)
         assert response.headers["allow"] and response.json()["error"]["code"] == "method_not_allowed"
@@ -62,10 +68,30 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(keyed: Serve
         if os.environ.get("CI") == "true":
             pytest.fail("schemathesis is missing: pip install -r requirements.txt")
         pytest.skip("schemathesis is not installed (pip install schemathesis, pinned in requirements.txt)")
-    run = subprocess.run([*command, "--config-file", str(HERE / "schemathesis.toml"), "run",
-                          f"{keyed.url}/openapi.json", "--checks", "all", "-H", f"Authorization: Bearer {KEY}",
-                          "--max-examples", "15", "--seed", "20261202", "--workers", "1", "--no-color"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            *command,
+            "--config-file",
+            str(HERE / "schemathesis.toml"),
+            "run",
+            f"{keyed.url}/openapi.json",
+            "--checks",
+            "all",
+            "-H",
+            f"Authorization: Bearer {KEY}",
+            "--max-examples",
+            "15",
+            "--seed",
+            "20261202",
+            "--workers",
+            "1",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-6000:]
     assert " passed" in output and "failed" not in output.split("SUMMARY")[-1], output[-3000:]

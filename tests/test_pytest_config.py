@@ -14,7 +14,7 @@ from conftest import ROOT
 
 pytest_plugins = ["pytester"]
 
-INNER_TESTS = '''
+INNER_TESTS = """
 import threading
 import warnings
 
@@ -43,7 +43,7 @@ def test_quiet_thread_passes():
 
 def test_other_user_warnings_are_shown_not_fatal():
     warnings.warn("something a library says", UserWarning)
-'''
+"""
 
 
 def test_a_failure_in_a_background_thread_fails_the_test(pytester: pytest.Pytester) -> None:
@@ -52,8 +52,12 @@ def test_a_failure_in_a_background_thread_fails_the_test(pytester: pytest.Pytest
     pytester.path.joinpath("tests", "test_inner.py").write_text(INNER_TESTS, encoding="utf-8")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=2, warnings=1)
-    result.stdout.fnmatch_lines(["*FAILED tests/test_inner.py::test_thread_assert_fails*",
-                                 "*FAILED tests/test_inner.py::test_thread_exception_fails*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*FAILED tests/test_inner.py::test_thread_assert_fails*",
+            "*FAILED tests/test_inner.py::test_thread_exception_fails*",
+        ]
+    )
     assert "health answered 503" in result.stdout.str() and "health hung" in result.stdout.str()
 
 

@@ -13,8 +13,16 @@ from fastapi.testclient import TestClient
 from app import create_app
 from asr.engine import Engine
 from config.settings import PROJECT_ROOT, Settings
-from results import (OWNER_COOKIE, RESULT_ID_BITS, Owner, ResultNotFound, ResultStore, is_result_id, new_result_id,
-                     owner_cookie)
+from results import (
+    OWNER_COOKIE,
+    RESULT_ID_BITS,
+    Owner,
+    ResultNotFound,
+    ResultStore,
+    is_result_id,
+    new_result_id,
+    owner_cookie,
+)
 from results.access import UploadOwners, file_route_target
 
 ALICE = Owner.session("a" * 43)
@@ -54,11 +62,17 @@ def test_only_the_owner_and_an_admin_get_a_result(tmp_path: Path) -> None:
     assert store.get(result.id, ALICE).info == {"total": 2}
     assert store.file(result.id, "results.csv", ADMIN).read_text(encoding="utf-8") == "file\n"
     assert [p.name for p in store.get(result.id, ALICE).files()] == ["results.csv"]
-    for reader, rid, name in [(BOB, result.id, "results.csv"), (ALICE, result.id, ".result.json"),
-                              (ALICE, result.id, "half.csv.tmp"), (ALICE, result.id, "link.txt"),
-                              (ALICE, result.id, "../" + result.id + "/results.csv"),
-                              (ALICE, result.id, "missing.txt"), (ALICE, result.id[:-1] + ("1" if result.id.endswith("0") else "0"), "results.csv"),
-                              (ALICE, "..", "results.csv"), (ALICE, "batch-x", "results.csv")]:
+    for reader, rid, name in [
+        (BOB, result.id, "results.csv"),
+        (ALICE, result.id, ".result.json"),
+        (ALICE, result.id, "half.csv.tmp"),
+        (ALICE, result.id, "link.txt"),
+        (ALICE, result.id, "../" + result.id + "/results.csv"),
+        (ALICE, result.id, "missing.txt"),
+        (ALICE, result.id[:-1] + ("1" if result.id.endswith("0") else "0"), "results.csv"),
+        (ALICE, "..", "results.csv"),
+        (ALICE, "batch-x", "results.csv"),
+    ]:
         with pytest.raises(ResultNotFound):
             store.file(rid, name, reader)
     with pytest.raises(ResultNotFound):
@@ -101,8 +115,14 @@ def test_file_route_spellings() -> None:
 # ------------------------------------------------------------------------------------------ over HTTP
 @pytest.fixture
 def app_settings(tmp_path: Path) -> Settings:
-    return Settings(_env_file=None, output_dir=tmp_path / "outputs", temp_dir=tmp_path / "uploads",
-                    log_dir=tmp_path / "logs", api_keys="user-key", admin_api_keys="root-key")
+    return Settings(
+        _env_file=None,
+        output_dir=tmp_path / "outputs",
+        temp_dir=tmp_path / "uploads",
+        log_dir=tmp_path / "logs",
+        api_keys="user-key",
+        admin_api_keys="root-key",
+    )
 
 
 @pytest.fixture
@@ -132,8 +152,9 @@ def test_owner_cookie_is_issued_once_and_kept(http: TestClient) -> None:
     assert OWNER_COOKIE in forged.get("/health").headers["set-cookie"]
 
 
-def test_gradio_file_route_serves_results_to_their_owner_only(http: TestClient, app_settings: Settings,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gradio_file_route_serves_results_to_their_owner_only(
+    http: TestClient, app_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(app_settings.output_dir.parent)  # Gradio reads relative paths from the working directory
     alice, alice_owner = _browser(http)
     bob, _ = _browser(http)
@@ -143,8 +164,12 @@ def test_gradio_file_route_serves_results_to_their_owner_only(http: TestClient, 
     path.write_text("file,text\na.wav,你好\n", encoding="utf-8")
     relative = path.relative_to(app_settings.output_dir.parent)
     # %2E%2E: the client would fold a literal "..", the server decodes this one into it.
-    spellings = [f"/gradio_api/file={path}", f"/gradio_api/file/{path}", f"/gradio_api/file={relative}",
-                 f"/gradio_api/file={result.folder}/%2E%2E/{result.id}/results.csv"]
+    spellings = [
+        f"/gradio_api/file={path}",
+        f"/gradio_api/file/{path}",
+        f"/gradio_api/file={relative}",
+        f"/gradio_api/file={result.folder}/%2E%2E/{result.id}/results.csv",
+    ]
 
     for url in spellings:
         got = alice.get(url)

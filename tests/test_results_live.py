@@ -22,7 +22,7 @@ from results.store import RESULT_ID_BYTES
 pytestmark = pytest.mark.server
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
-RESULT_NAME = re.compile(r"(?:single|batch)-\d{8}-\d{6}-[0-9a-f]{%d}" % (RESULT_ID_BYTES * 2))
+RESULT_NAME = re.compile(r"(?:single|batch)-\d{8}-\d{6}-[0-9a-f]{%d}" % (RESULT_ID_BYTES * 2))  # noqa: UP031
 
 
 def _files(value: Any) -> list[dict]:
@@ -58,8 +58,9 @@ def test_a_users_results_are_only_theirs(server: Server) -> None:
     a_cookie = a.cookies[OWNER_COOKIE]
     with httpx.Client(cookies={OWNER_COOKIE: a_cookie}, timeout=30) as a_http:
         a_upload = _upload(a_http, server)
-        assert "event: complete" in _call(a_http, server, "transcribe", [{"path": a_upload, "meta": {
-            "_type": "gradio.FileData"}}, "", 1, False, 0])
+        assert "event: complete" in _call(
+            a_http, server, "transcribe", [{"path": a_upload, "meta": {"_type": "gradio.FileData"}}, "", 1, False, 0]
+        )
 
     single = a.predict(handle_file(str(UTTERANCE)), "", 1, api_name="/transcribe")
     job = a.submit([handle_file(str(p)) for p in UTTERANCES[:2]], "", 1, api_name="/transcribe_batch")
@@ -68,7 +69,7 @@ def test_a_users_results_are_only_theirs(server: Server) -> None:
     shown = _files(single) + _files(batch_files) + _files(history_files)
     uploaded = {"path": a_upload, "url": f"{server.url}/gradio_api/file={a_upload}"}
     names = {p["path"].rsplit("/", 1)[1] for p in shown}
-    assert {".txt", ".srt", ".vtt"} <= {n[n.rfind("."):] for n in names} and "results.csv" in names
+    assert {".txt", ".srt", ".vtt"} <= {n[n.rfind(".") :] for n in names} and "results.csv" in names
     assert any(n.endswith(".zip") for n in names)
     folders = {p["path"].rsplit("/", 2)[1] for p in shown}
     assert len(folders) == 2 and all(RESULT_NAME.fullmatch(f) for f in folders)  # the single file's and the batch's

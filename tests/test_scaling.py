@@ -29,8 +29,9 @@ from conftest import SCREENSHOT_DIR, UTTERANCE, free_port
 from test_ops import PYTHON, ROOT, _alive, app_env, ops_env, run_sh, script
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
-needs_nginx = pytest.mark.skipif(not NGINX, reason="nginx is not installed (apt-get install nginx): "
-                                 "the scaling tests run two replicas behind it")
+needs_nginx = pytest.mark.skipif(
+    not NGINX, reason="nginx is not installed (apt-get install nginx): the scaling tests run two replicas behind it"
+)
 pytestmark = pytest.mark.scaling
 SHOTS = SCREENSHOT_DIR
 TRANSCRIBE = "/v1/audio/transcriptions"
@@ -61,6 +62,7 @@ def fake_nvidia_smi(tmp: Path, gpus: int) -> str:
 
 # --- without the app --------------------------------------------------------------------------------------
 
+
 def _replicas(env: dict[str, str]) -> list[list[str]]:
     result = run_sh("replicas", env=env)
     assert result.returncode == 0, result.stderr
@@ -71,11 +73,15 @@ def test_replicas_get_ports_files_and_one_gpu_each(tmp_path: Path) -> None:
     env = ops_env(tmp_path, HOST="127.0.0.1", PORT="7860", PATH=fake_nvidia_smi(tmp_path, 2))
     logs = tmp_path / "logs"
     one = _replicas(env)  # REPLICAS=1: today's names, no GPU assignment
-    assert one == [["0", "7860", "http://127.0.0.1:7860/health", "-", f"{logs}/app.pid", f"{logs}/app.log",
-                    f"{logs}/app.stopped"]]
+    assert one == [
+        ["0", "7860", "http://127.0.0.1:7860/health", "-", f"{logs}/app.pid", f"{logs}/app.log", f"{logs}/app.stopped"]
+    ]
     three = _replicas({**env, "REPLICAS": "3"})
     assert [(r[0], r[1], r[3], Path(r[5]).name) for r in three] == [
-        ("0", "7860", "0", "app.log"), ("1", "7861", "1", "app-1.log"), ("2", "7862", "0", "app-2.log")]
+        ("0", "7860", "0", "app.log"),
+        ("1", "7861", "1", "app-1.log"),
+        ("2", "7862", "0", "app-2.log"),
+    ]
     flag = run_sh("--replicas", "2", "replicas", env={**env, "REPLICA_GPUS": "none"})
     assert [line.split("\t")[3] for line in flag.stdout.splitlines()[1:]] == ["-", "-"]
     named = _replicas({**env, "REPLICAS": "2", "REPLICA_GPUS": "2,3"})
@@ -86,8 +92,10 @@ def test_replicas_get_ports_files_and_one_gpu_each(tmp_path: Path) -> None:
     assert run_sh("restart", "5", env={**env, "REPLICAS": "2"}).returncode == 2
 
     # The GPU alert names the replica on the GPU that is full.
-    alert = script("gpu_alert.py", env={**env, "REPLICAS": "2", "GPU_ALERT_CONSECUTIVE": "1",
-                                        "GPU_ALERT_FAKE_READING": "200/12288,12000/12288"})
+    alert = script(
+        "gpu_alert.py",
+        env={**env, "REPLICAS": "2", "GPU_ALERT_CONSECUTIVE": "1", "GPU_ALERT_FAKE_READING": "200/12288,12000/12288"},
+    )
     assert alert.returncode == 0, alert.stdout + alert.stderr
     alerts = (logs / "alert.log").read_text()
     assert "ALERT GPU 1 (fake GPU, replica 1 on port 7861)" in alerts, alerts
@@ -100,22 +108,44 @@ def test_nginx_config_is_valid_and_the_committed_example_is_current(tmp_path: Pa
     example = run_sh("--replicas", "2", "nginx-config", "--listen", "80", env=env)
     assert example.returncode == 0, example.stderr
     committed = (ROOT / "ops" / "nginx" / "paraformer-webui.conf").read_text()
-    assert example.stdout == committed, "regenerate: ./run.sh --replicas 2 nginx-config -o ops/nginx/paraformer-webui.conf"
+    assert example.stdout == committed, (
+        "regenerate: ./run.sh --replicas 2 nginx-config -o ops/nginx/paraformer-webui.conf"
+    )
     assert "client_max_body_size 201m;" in committed  # MAX_UPLOAD_MB 200 + 1
-    boxes = run_sh("nginx-config", "--standalone", str(tmp_path / "ngx"), "--listen", "127.0.0.1:8080",
-                   env={**env, "NGINX_UPSTREAMS": "10.0.0.5:7860, 10.0.0.6:7860", "MAX_UPLOAD_MB": "50.5"})
+    boxes = run_sh(
+        "nginx-config",
+        "--standalone",
+        str(tmp_path / "ngx"),
+        "--listen",
+        "127.0.0.1:8080",
+        env={**env, "NGINX_UPSTREAMS": "10.0.0.5:7860, 10.0.0.6:7860", "MAX_UPLOAD_MB": "50.5"},
+    )
     assert boxes.returncode == 0, boxes.stderr
     site = (tmp_path / "ngx" / "paraformer-webui.conf").read_text()
     assert site.count("server 10.0.0.6:7860 max_fails=1") == 2 and "client_max_body_size 52m;" in site
     assert "location = /replica/1/health  { proxy_pass http://10.0.0.6:7860/health; }" in site
-    check = subprocess.run([NGINX, "-t", "-p", str(tmp_path / "ngx"), "-c", str(tmp_path / "ngx" / "nginx.conf"),
-                            "-g", f"pid {tmp_path}/ngx/nginx.pid;"], capture_output=True, text=True, timeout=30)
+    check = subprocess.run(
+        [
+            NGINX,
+            "-t",
+            "-p",
+            str(tmp_path / "ngx"),
+            "-c",
+            str(tmp_path / "ngx" / "nginx.conf"),
+            "-g",
+            f"pid {tmp_path}/ngx/nginx.pid;",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert check.returncode == 0, check.stderr
     bad = run_sh("nginx-config", env={**env, "NGINX_UPSTREAMS": "no-port"})
     assert bad.returncode == 1 and "HOST:PORT" in bad.stderr
 
 
 # --- two replicas behind nginx ----------------------------------------------------------------------------
+
 
 @dataclass
 class Cluster:
@@ -142,8 +172,11 @@ class Cluster:
         """The replica's /metrics counter of successful API transcriptions, read through nginx."""
         text = httpx.get(f"{self.url}/replica/{replica}/metrics", timeout=5).text
         for line in text.splitlines():
-            if line.startswith("paraformer_http_requests_total{") and f'route="{TRANSCRIBE}"' in line \
-                    and 'outcome="ok"' in line:
+            if (
+                line.startswith("paraformer_http_requests_total{")
+                and f'route="{TRANSCRIBE}"' in line
+                and 'outcome="ok"' in line
+            ):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
@@ -165,21 +198,29 @@ def cluster(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     tmp = tmp_path_factory.mktemp("scaling")
     port = two_free_ports()
     # A fake nvidia-smi with two GPUs: run.sh gives replica N CUDA_VISIBLE_DEVICES=N (the app runs on CPU anyway).
-    env = app_env(tiny_models, tmp, PORT=str(port), REPLICAS="2", START_TIMEOUT="150",
-                  PATH=fake_nvidia_smi(tmp, 2))
+    env = app_env(tiny_models, tmp, PORT=str(port), REPLICAS="2", START_TIMEOUT="150", PATH=fake_nvidia_smi(tmp, 2))
     logs = Path(env["LOG_DIR"])
     nginx_dir, nginx_port = tmp / "nginx", free_port()
     nginx = None
     try:
         started = run_sh("start", env=env, timeout=200)
         assert started.returncode == 0, started.stdout + started.stderr
-        config = run_sh("nginx-config", "--standalone", str(nginx_dir), "--listen", f"127.0.0.1:{nginx_port}",
-                        env=env)
+        config = run_sh("nginx-config", "--standalone", str(nginx_dir), "--listen", f"127.0.0.1:{nginx_port}", env=env)
         assert config.returncode == 0, config.stderr
         with open(tmp / "nginx.out", "wb") as out:
-            nginx = subprocess.Popen([NGINX, "-p", str(nginx_dir), "-c", str(nginx_dir / "nginx.conf"),
-                                      "-g", f"daemon off; pid {nginx_dir}/nginx.pid;"], stdout=out,
-                                     stderr=subprocess.STDOUT)
+            nginx = subprocess.Popen(
+                [
+                    NGINX,
+                    "-p",
+                    str(nginx_dir),
+                    "-c",
+                    str(nginx_dir / "nginx.conf"),
+                    "-g",
+                    f"daemon off; pid {nginx_dir}/nginx.pid;",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         url = f"http://127.0.0.1:{nginx_port}"
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -229,8 +270,11 @@ class Load:
             while not self._stop.is_set():
                 sent = time.time()
                 try:
-                    r = client.post(self.url + TRANSCRIBE, files={"file": ("clip.wav", self._audio, "audio/wav")},
-                                    data={"response_format": "json"})
+                    r = client.post(
+                        self.url + TRANSCRIBE,
+                        files={"file": ("clip.wav", self._audio, "audio/wav")},
+                        data={"response_format": "json"},
+                    )
                     result = Result(sent, time.time(), r.status_code, "" if r.status_code == 200 else r.text[:200])
                 except httpx.HTTPError as exc:
                     result = Result(sent, time.time(), None, repr(exc))
@@ -284,8 +328,10 @@ def test_traffic_through_nginx_reaches_both_replicas(cluster: Cluster) -> None:
     with Load(cluster.url, workers=4) as load:
         wait_until(lambda: load.sent() >= 16, 60, "16 requests")
     after = [cluster.api_requests(0), cluster.api_requests(1)]
-    print(f"\n[spread] {load.sent()} requests through nginx, {len(load.failed())} failed; "
-          f"replica 0 +{after[0] - before[0]:.0f}, replica 1 +{after[1] - before[1]:.0f} (/metrics)")
+    print(
+        f"\n[spread] {load.sent()} requests through nginx, {len(load.failed())} failed; "
+        f"replica 0 +{after[0] - before[0]:.0f}, replica 1 +{after[1] - before[1]:.0f} (/metrics)"
+    )
     assert not load.failed(), load.failed()[:3]
     assert after[0] > before[0] and after[1] > before[1], (before, after)
 
@@ -299,8 +345,7 @@ def test_ui_job_through_nginx_completes_with_session_affinity(cluster: Cluster, 
     assert page.status_code == 200 and "paraformer_replica=" in page.headers.get("set-cookie", "")
     served = [cluster.served(0), cluster.served(1)]
     client = Client(cluster.url, verbose=False)  # no cookies: pinned by its address
-    text, confidence, details, table, files = client.predict(handle_file(str(UTTERANCE)), "", 1,
-                                                             api_name="/transcribe")
+    text, confidence, details, table, files = client.predict(handle_file(str(UTTERANCE)), "", 1, api_name="/transcribe")
     assert isinstance(text, str) and isinstance(confidence, float) and len(files) == 4  # TXT, SRT, VTT, word TSV
     moved = [cluster.served(i) - served[i] for i in (0, 1)]
     assert sorted(moved) == [0, 1], moved  # one job, on one replica (upload, join and status stream with it)
@@ -314,10 +359,20 @@ def test_ui_job_through_nginx_completes_with_session_affinity(cluster: Cluster, 
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
-                 "--lang=zh-CN"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,1000",
+        "--lang=zh-CN",
+    ):
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"intl.accept_languages": "zh-CN"})  # the UI follows the browser
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_bin))
@@ -338,8 +393,10 @@ def test_ui_job_through_nginx_completes_with_session_affinity(cluster: Cluster, 
         assert sorted(moved) == [0, 1], moved
         SHOTS.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SHOTS / "nginx-proxy.png"))
-        print(f"\n[ui] gradio_client and browser jobs through nginx completed; browser job on replica "
-              f"{moved.index(1)}; screenshot {SHOTS / 'nginx-proxy.png'}")
+        print(
+            f"\n[ui] gradio_client and browser jobs through nginx completed; browser job on replica "
+            f"{moved.index(1)}; screenshot {SHOTS / 'nginx-proxy.png'}"
+        )
     finally:
         driver.quit()
 
@@ -360,7 +417,7 @@ def test_funasr_websocket_through_nginx(cluster: Cluster) -> None:
         async with websockets.connect(cluster.url.replace("http://", "ws://"), subprotocols=["binary"]) as ws:
             await ws.send(json.dumps({"mode": "offline", "wav_name": "nginx", "wav_format": "pcm", "audio_fs": 16000}))
             for i in range(0, len(audio), 19200):
-                await ws.send(audio[i:i + 19200])
+                await ws.send(audio[i : i + 19200])
             await ws.send(json.dumps({"is_speaking": False}))
             return [json.loads(await ws.recv())]
 
@@ -381,8 +438,10 @@ def test_rolling_restart_under_load_fails_no_request(cluster: Cluster) -> None:
         took = time.time() - started
         after = load.sent()
         wait_until(lambda: load.sent() >= after + 3, 30, "requests after the restart")
-    print(f"\n[rolling restart] {took:.0f} s; {load.sent()} requests sent, {len(load.failed())} failed, "
-          f"{cluster.retried(mark)} retried by nginx on the other replica\n{restart.stdout.strip()}")
+    print(
+        f"\n[rolling restart] {took:.0f} s; {load.sent()} requests sent, {len(load.failed())} failed, "
+        f"{cluster.retried(mark)} retried by nginx on the other replica\n{restart.stdout.strip()}"
+    )
     assert restart.returncode == 0, restart.stdout + restart.stderr
     assert "restarting (1 of 2)" in restart.stdout and "restarting (2 of 2)" in restart.stdout
     new = [cluster.pid(0), cluster.pid(1)]
@@ -394,8 +453,13 @@ def test_rolling_restart_under_load_fails_no_request(cluster: Cluster) -> None:
 @needs_nginx
 def test_replica_killed_under_load_fails_nothing_and_the_watchdog_brings_it_back(cluster: Cluster) -> None:
     env = {**cluster.env, "WATCHDOG_TIMEOUT_S": "2"}
-    watchdog = subprocess.Popen([PYTHON, str(ROOT / "ops" / "watchdog.py"), "--loop", "--interval", "0.5"],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watchdog = subprocess.Popen(
+        [PYTHON, str(ROOT / "ops" / "watchdog.py"), "--loop", "--interval", "0.5"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     victim = cluster.pid(1)
     mark = cluster.log_size()
     t0 = time.time()
@@ -406,8 +470,14 @@ def test_replica_killed_under_load_fails_nothing_and_the_watchdog_brings_it_back
             os.kill(victim, signal.SIGKILL)
             wait_until(lambda: cluster.health(1)["status"] != "ok", 10, "the kill to show", step=0.05)
             detected_at = time.time()
-            wait_until(lambda: (cluster.logs / "app-1.pid").exists() and cluster.pid(1) != victim
-                       and cluster.health(1)["status"] == "ok", 150, "the watchdog to restart replica 1", step=0.3)
+            wait_until(
+                lambda: (cluster.logs / "app-1.pid").exists()
+                and cluster.pid(1) != victim
+                and cluster.health(1)["status"] == "ok",
+                150,
+                "the watchdog to restart replica 1",
+                step=0.3,
+            )
             back_at = time.time()
             # The new process starts at 0: anything it has served came through nginx after it was back.
             wait_until(lambda: cluster.served(1) > 0, 60, "traffic to return to replica 1", step=0.3)
@@ -419,18 +489,20 @@ def test_replica_killed_under_load_fails_nothing_and_the_watchdog_brings_it_back
         watchdog.wait(timeout=60)
     failed_all, failed_after = load.failed(), load.failed(since=detected_at)
     in_flight = sum(1 for r in load.results if r.sent < killed_at < r.done)
-    print(f"\n[kill -9 under load] replica 1 (PID {victim}) killed at +{killed_at - t0:.1f} s, "
-          f"seen down at +{detected_at - t0:.1f} s, back (new PID {cluster.pid(1)}, by the watchdog) at "
-          f"+{back_at - t0:.1f} s, serving again at +{returned_at - t0:.1f} s\n"
-          f"  requests sent: {load.sent()} ({load.sent(since=detected_at)} after the kill was seen; "
-          f"{in_flight} in flight at the kill)\n"
-          f"  failed: {len(failed_all)} in all, {len(failed_after)} sent after the kill was seen\n"
-          f"  retried by nginx on the other replica: {cluster.retried(mark)}\n"
-          f"  replica 1 served {cluster.served(1)} since its restart; replica 0 {served_0_after} since the "
-          f"rolling restart")
+    print(
+        f"\n[kill -9 under load] replica 1 (PID {victim}) killed at +{killed_at - t0:.1f} s, "
+        f"seen down at +{detected_at - t0:.1f} s, back (new PID {cluster.pid(1)}, by the watchdog) at "
+        f"+{back_at - t0:.1f} s, serving again at +{returned_at - t0:.1f} s\n"
+        f"  requests sent: {load.sent()} ({load.sent(since=detected_at)} after the kill was seen; "
+        f"{in_flight} in flight at the kill)\n"
+        f"  failed: {len(failed_all)} in all, {len(failed_after)} sent after the kill was seen\n"
+        f"  retried by nginx on the other replica: {cluster.retried(mark)}\n"
+        f"  replica 1 served {cluster.served(1)} since its restart; replica 0 {served_0_after} since the "
+        f"rolling restart"
+    )
     assert not _alive(victim)
     assert not failed_after, [(r.status, r.error) for r in failed_after[:5]]
     assert cluster.retried(mark) >= 1, "nginx retried the requests that met the dead replica"
     assert "replica 1: health check failed (3/3)" in ops_log, ops_log[-3000:]
-    assert "restarting with" in ops_log and f"restart 1`" in ops_log
+    assert "restarting with" in ops_log and "restart 1`" in ops_log
     assert "replica 0: health check failed" not in ops_log, "only the failing replica is touched"

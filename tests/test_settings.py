@@ -44,7 +44,7 @@ def _documented_keys() -> dict[str, str]:
 def test_env_example_documents_every_setting_with_its_default():
     documented = _documented_keys()
     defaults = Settings(_env_file=None)
-    for name, field in Settings.model_fields.items():
+    for name, _field in Settings.model_fields.items():
         assert name.upper() in documented, f"{name.upper()} missing from .env.example"
         value = getattr(defaults, name)
         if value is None:

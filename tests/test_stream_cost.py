@@ -31,8 +31,12 @@ def test_the_patched_encoder_gives_funasrs_encoding_bit_for_bit(start: int) -> N
 
 def test_a_chunk_costs_the_same_two_hours_into_a_stream(tiny_models) -> None:
     online = OnlineModel(str(tiny_models.online), ncpu=1)
-    assert all(getattr(m, "steps_only", False) for model in online.modules() for m in model.modules()
-               if type(m).__name__ == "StreamSinusoidalPositionEncoder")
+    assert all(
+        getattr(m, "steps_only", False)
+        for model in online.modules()
+        for m in model.modules()
+        if type(m).__name__ == "StreamSinusoidalPositionEncoder"
+    )
     rng = np.random.default_rng(0)
     chunk = (rng.standard_normal(9600) * 0.1).astype(np.float32)  # 600 ms
 

@@ -27,7 +27,7 @@ def read(path=LONG) -> np.ndarray:
 def feed_all(session: StreamSession, samples: np.ndarray, frame: int = 960) -> list:
     results = []
     for i in range(0, samples.size, frame):
-        results += session.feed(samples[i:i + frame])
+        results += session.feed(samples[i : i + frame])
     return results + session.finish()
 
 
@@ -52,8 +52,16 @@ def test_online_partials_match_funasrs_own_streaming_loop(engine: Engine, online
     stride = 10 * 960
     expected = []
     for i in range(0, x.size, stride):
-        expected.append(online.step(x[i:i + stride], cache, is_final=i + stride >= x.size, chunk_size=(0, 10, 5),
-                                    encoder_look_back=4, decoder_look_back=1))
+        expected.append(
+            online.step(
+                x[i : i + stride],
+                cache,
+                is_final=i + stride >= x.size,
+                chunk_size=(0, 10, 5),
+                encoder_look_back=4,
+                decoder_look_back=1,
+            )
+        )
     assert "".join(r.text for r in results) == "".join(expected) != ""
     assert results[-1].is_last and all(r.kind == "partial" for r in results)
     assert [r.is_last for r in results].count(True) == 1
@@ -71,7 +79,7 @@ def test_2pass_finals_are_the_engine_on_each_segment(engine: Engine, online: Onl
     for r in finals:
         if not r.text:
             continue
-        segment = x[round(r.start * 16000):round(r.end * 16000)]
+        segment = x[round(r.start * 16000) : round(r.end * 16000)]
         alone = engine.transcribe(segment, sample_rate=16000, hotwords=["达摩院"])
         assert r.text == alone.text  # what a file upload of that segment gives
         assert r.transcription is not None and r.transcription.hotwords == ["达摩院"]
@@ -97,14 +105,14 @@ def test_cost_per_chunk_does_not_grow_with_the_stream(engine: Engine, online: On
     def cache_size() -> int:
         total = 0
         for part in session._u.online_cache.values():
-            for value in (part.values() if isinstance(part, dict) else [part]):
+            for value in part.values() if isinstance(part, dict) else [part]:
                 if isinstance(value, torch.Tensor):
                     total += value.numel()
         return total
 
     sizes = []
     for i in range(0, x.size, 9600):
-        session.feed(x[i:i + 9600])
+        session.feed(x[i : i + 9600])
         if i // 9600 in (16, 50, 95):
             sizes.append(cache_size())
     assert session.stats.partial_steps == 100
@@ -135,8 +143,17 @@ def test_online_quantize_runs_the_linear_layers_in_int8(tiny_models: TinyModels,
     x = read()[: 9600 * 3]
     for model in (online, plain):
         cache: dict = {}
-        texts = [model.step(x[i:i + 9600], cache, is_final=i + 9600 >= x.size, chunk_size=(5, 10, 5),
-                            encoder_look_back=4, decoder_look_back=1) for i in range(0, x.size, 9600)]
+        texts = [
+            model.step(
+                x[i : i + 9600],
+                cache,
+                is_final=i + 9600 >= x.size,
+                chunk_size=(5, 10, 5),
+                encoder_look_back=4,
+                decoder_look_back=1,
+            )
+            for i in range(0, x.size, 9600)
+        ]
         assert any(texts), model.precision
 
 
@@ -149,8 +166,17 @@ def test_copies_side_by_side_give_each_stream_its_one_copy_partials(tiny_models:
 
     def partials(model: OnlineModel, samples: np.ndarray) -> list[str]:
         cache: dict = {}
-        return [model.step(samples[i:i + 9600], cache, is_final=i + 9600 >= samples.size, chunk_size=(5, 10, 5),
-                           encoder_look_back=4, decoder_look_back=1) for i in range(0, samples.size, 9600)]
+        return [
+            model.step(
+                samples[i : i + 9600],
+                cache,
+                is_final=i + 9600 >= samples.size,
+                chunk_size=(5, 10, 5),
+                encoder_look_back=4,
+                decoder_look_back=1,
+            )
+            for i in range(0, samples.size, 9600)
+        ]
 
     one = OnlineModel(str(tiny_models.online), "cpu", 1, quantize=True, workers=1)
     streams = [x, x[::-1].copy()]

@@ -7,21 +7,23 @@ import pytest
 from asr.engine import Sentence
 from asr.subtitles import format_timestamp, to_srt, to_txt, to_vtt
 
-SENTENCES = [Sentence("欢迎大家来体验达摩院推出的语音识别模型。", 0.88, 5.455),
-             Sentence("热词，科哥。", 6.0, 7.25)]
+SENTENCES = [Sentence("欢迎大家来体验达摩院推出的语音识别模型。", 0.88, 5.455), Sentence("热词，科哥。", 6.0, 7.25)]
 
 
-@pytest.mark.parametrize("seconds, expected", [
-    (0, "00:00:00,000"),
-    (1.5, "00:00:01,500"),
-    (59.9996, "00:01:00,000"),  # rounding carries into the minutes, never ",1000"
-    (61.001, "00:01:01,001"),
-    (3599.999, "00:59:59,999"),
-    (3600, "01:00:00,000"),
-    (3 * 3600 + 25 * 60 + 7.089, "03:25:07,089"),  # hours > 1 h
-    (30 * 3600, "30:00:00,000"),  # not wrapped at 24 h
-    (-0.2, "00:00:00,000"),
-])
+@pytest.mark.parametrize(
+    "seconds, expected",
+    [
+        (0, "00:00:00,000"),
+        (1.5, "00:00:01,500"),
+        (59.9996, "00:01:00,000"),  # rounding carries into the minutes, never ",1000"
+        (61.001, "00:01:01,001"),
+        (3599.999, "00:59:59,999"),
+        (3600, "01:00:00,000"),
+        (3 * 3600 + 25 * 60 + 7.089, "03:25:07,089"),  # hours > 1 h
+        (30 * 3600, "30:00:00,000"),  # not wrapped at 24 h
+        (-0.2, "00:00:00,000"),
+    ],
+)
 def test_format_timestamp(seconds: float, expected: str) -> None:
     assert format_timestamp(seconds) == expected
     assert format_timestamp(seconds, separator=".") == expected.replace(",", ".")

@@ -28,8 +28,9 @@ ROUTE = "/v1/audio/transcriptions"
 
 def same_result(a: Transcription, b: Transcription) -> bool:
     # Batched posteriors may differ from a lone call's in the last float bits (as in test_batching).
-    return ((a.text, a.sentences, a.duration) == (b.text, b.sentences, b.duration)
-            and a.confidence == pytest.approx(b.confidence, rel=1e-5))
+    return (a.text, a.sentences, a.duration) == (b.text, b.sentences, b.duration) and a.confidence == pytest.approx(
+        b.confidence, rel=1e-5
+    )
 
 
 def vad_segments(vad_dir: Path, samples: np.ndarray) -> list[tuple[float, float]]:
@@ -46,7 +47,7 @@ def words_of(text: str) -> str:
 
 
 def sse_events(body: str) -> list[dict]:
-    return [json.loads(line[len("data: "):]) for line in body.splitlines() if line.startswith("data: ")]
+    return [json.loads(line[len("data: ") :]) for line in body.splitlines() if line.startswith("data: ")]
 
 
 # ------------------------------------------------------------------------------------------ engine
@@ -72,8 +73,9 @@ def test_segments_come_in_time_order_each_right_after_its_decode(engine: Engine,
     assert any(s.written != s.text for s in segments)
 
 
-def test_a_streamed_and_a_plain_request_batched_together_get_their_alone_results(tiny_models, tmp_path, long_wav: Path,
-                                                                                  engine: Engine) -> None:
+def test_a_streamed_and_a_plain_request_batched_together_get_their_alone_results(
+    tiny_models, tmp_path, long_wav: Path, engine: Engine
+) -> None:
     alone = engine.transcribe(long_wav)
     batching = Engine(make_settings(tiny_models, tmp_path, batch_max_requests=2).engine_config())
     batching.load()
@@ -111,8 +113,9 @@ def test_openai_client_streams_deltas_then_the_non_streamed_text(server: Server,
             elif event.type == "transcript.text.done":
                 done = event
     with open(long_wav, "rb") as f:
-        plain = client.audio.transcriptions.create(model="seaco-paraformer", file=f, response_format="verbose_json",
-                                                   timestamp_granularities=["word"])
+        plain = client.audio.transcriptions.create(
+            model="seaco-paraformer", file=f, response_format="verbose_json", timestamp_granularities=["word"]
+        )
     assert len(deltas) > 5
     starts = [d.start for d in deltas]
     assert starts == sorted(starts) and all(d.start < d.end <= 120.0 + 1e-3 for d in deltas)
@@ -137,8 +140,11 @@ def test_stream_as_text_and_bad_requests(server: Server, tmp_path: Path) -> None
     assert words_of(events[-1]["text"]) == words_of(post().json()["text"])
     assert events[-1]["usage"]["type"] == "duration"
 
-    for data, param in [(dict(response_format="srt"), "stream"), (dict(diarize="true"), "stream"),
-                        (dict(stream="maybe"), "stream")]:
+    for data, param in [
+        (dict(response_format="srt"), "stream"),
+        (dict(diarize="true"), "stream"),
+        (dict(stream="maybe"), "stream"),
+    ]:
         answer = post(stream=data.pop("stream", "true"), **data)
         assert answer.status_code == 400 and answer.json()["error"]["param"] == param, answer.text
     # Bad audio is an ordinary HTTP error, in the caller's language, before any event.
@@ -156,8 +162,12 @@ def test_a_client_that_leaves_stops_the_transcription(server: Server, long_wav: 
     audio = np.tile(sf.read(long_wav, dtype="float32")[0], 5)  # 10 minutes: seconds of work even for the tiny model
     path = tmp_path / "ten_minutes.wav"
     sf.write(path, audio, 16000, subtype="PCM_16")
-    with open(path, "rb") as f, httpx.stream("POST", server.url + ROUTE, files={"file": (path.name, f)},
-                                             data={"stream": "true"}, timeout=60) as response:
+    with (
+        open(path, "rb") as f,
+        httpx.stream(
+            "POST", server.url + ROUTE, files={"file": (path.name, f)}, data={"stream": "true"}, timeout=60
+        ) as response,
+    ):
         assert response.status_code == 200
         first = next(line for line in response.iter_lines() if line.startswith("data: "))
         assert json.loads(first[6:])["type"] == "transcript.text.delta"

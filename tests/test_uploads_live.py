@@ -67,8 +67,11 @@ def test_an_upload_in_gradio_temp_dir_is_its_senders_only(moved: tuple[Server, P
         assert client.get(f"/gradio_api/file/{path}").status_code != 200
 
     file = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": UTTERANCE.name}
-    calls = {"transcribe": [file, "", 1, False, 0], "transcribe_batch": [[file], "", 1, False, 0],
-             "transcribe_recording": [file, ""]}
+    calls = {
+        "transcribe": [file, "", 1, False, 0],
+        "transcribe_batch": [[file], "", 1, False, 0],
+        "transcribe_recording": [file, ""],
+    }
     for api, data in calls.items():
         event, payload = _call(bob, api, data)
         assert event in ("error", "refused"), (api, event, payload)

@@ -29,8 +29,8 @@ def client(server: Server) -> Client:
 
 def test_single_file(client: Client) -> None:
     text, confidence, details, table, files = client.predict(
-        handle_file(str(DATA / "utterances" / "funasr_asr_example.wav")), "达摩院, 语音识别", 1,
-        api_name="/transcribe")
+        handle_file(str(DATA / "utterances" / "funasr_asr_example.wav")), "达摩院, 语音识别", 1, api_name="/transcribe"
+    )
     assert text.strip()
     assert 0.0 <= confidence <= 1.0
     assert "音频时长" in details and "倍实时" in details and "达摩院" in details
@@ -45,12 +45,19 @@ def test_single_file(client: Client) -> None:
 
 
 def test_single_file_with_speakers(client: Client) -> None:
-    voices = [sf.read(DATA / "utterances" / n, dtype="float32")[0]
-              for n in ("funasr_asr_example.wav", "firered_BAC009S0764W0121.wav")]
+    voices = [
+        sf.read(DATA / "utterances" / n, dtype="float32")[0]
+        for n in ("funasr_asr_example.wav", "firered_BAC009S0764W0121.wav")
+    ]
     pause = np.zeros(12800, np.float32)
     text, _, details, table, files = client.predict(
         handle_file(str(_write_wav(np.concatenate([voices[0], pause, voices[1], pause, voices[0]]), "two.wav"))),
-        "", 1, True, 2, api_name="/transcribe")
+        "",
+        1,
+        True,
+        2,
+        api_name="/transcribe",
+    )
     assert table["headers"] == ["开始", "结束", "说话人", "文本"]
     assert {row[2] for row in table["data"]} == {"说话人1", "说话人2"}
     assert all(line.startswith("说话人") for line in text.splitlines()) and "说话人数" in details
@@ -67,8 +74,9 @@ def _write_wav(audio: np.ndarray, name: str) -> Path:
 
 
 def test_batch_csv_with_speakers(client: Client) -> None:
-    status, table, files = client.predict([handle_file(str(p)) for p in UTTERANCES[:2]], "", 1, True, 0,
-                                          api_name="/transcribe_batch")
+    status, table, files = client.predict(
+        [handle_file(str(p)) for p in UTTERANCES[:2]], "", 1, True, 0, api_name="/transcribe_batch"
+    )
     csv_file = next(f for f in files if f.endswith(".csv"))
     with open(csv_file, encoding="utf-8-sig") as handle:
         records = list(csv.DictReader(handle))

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import DATA, ROOT, SCREENSHOT_DIR, Server
+from conftest import DATA, SCREENSHOT_DIR, Server
 
 pytestmark = pytest.mark.browser
 
@@ -20,8 +20,9 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shuti
 CHROMEDRIVER = shutil.which("chromedriver")
 SHOTS = SCREENSHOT_DIR
 if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("no Chromium/chromedriver installed (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
+    pytest.skip(
+        "no Chromium/chromedriver installed (apt-get install chromium chromium-driver)", allow_module_level=True
+    )
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -31,10 +32,22 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 def make_driver(lang: str, profile: Path, fake_audio: Path | None = None) -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1100",
-                 f"--lang={lang}", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1100",
+        f"--lang={lang}",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+    ):
         options.add_argument(flag)
     if fake_audio:
         options.add_argument(f"--use-file-for-fake-audio-capture={fake_audio}")
@@ -44,8 +57,9 @@ def make_driver(lang: str, profile: Path, fake_audio: Path | None = None) -> web
 
 @pytest.fixture()
 def browser(tmp_path: Path):
-    driver = make_driver("zh-CN", Path(tempfile.mkdtemp(dir=tmp_path)),
-                         fake_audio=DATA / "utterances" / "funasr_asr_example.wav")
+    driver = make_driver(
+        "zh-CN", Path(tempfile.mkdtemp(dir=tmp_path)), fake_audio=DATA / "utterances" / "funasr_asr_example.wav"
+    )
     yield driver
     driver.quit()
 
@@ -67,7 +81,8 @@ def test_four_tabs_with_results(server: Server, browser: webdriver.Chrome) -> No
 
     # Single file: upload, 开始识别, the text appears.
     browser.find_element(By.CSS_SELECTOR, "#single-file input[type=file]").send_keys(
-        str(DATA / "utterances" / "funasr_asr_example.wav"))
+        str(DATA / "utterances" / "funasr_asr_example.wav")
+    )
     wait_for(browser, lambda d: "funasr_asr_example" in d.find_element(By.CSS_SELECTOR, "#single-file").text)
     browser.find_element(By.CSS_SELECTOR, "#single-start").click()
     wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#single-text textarea").get_attribute("value"))
@@ -120,10 +135,13 @@ def test_four_tabs_with_results(server: Server, browser: webdriver.Chrome) -> No
 BUSY = "This application is currently busy. Please try again. "  # Gradio's frontend writes this on HTTP 503
 
 
-@pytest.mark.parametrize("lang, empty, busy", [
-    ("zh-CN", "empty.wav：文件是空的（0 字节）", "服务繁忙"),
-    ("en-US", "empty.wav: the file is empty (0 bytes)", "currently busy"),
-])
+@pytest.mark.parametrize(
+    "lang, empty, busy",
+    [
+        ("zh-CN", "empty.wav：文件是空的（0 字节）", "服务繁忙"),
+        ("en-US", "empty.wav: the file is empty (0 bytes)", "currently busy"),
+    ],
+)
 def test_errors_in_the_browsers_language(server: Server, tmp_path: Path, lang: str, empty: str, busy: str) -> None:
     driver = make_driver(lang, tmp_path / f"profile-{lang}")
     try:
@@ -132,13 +150,19 @@ def test_errors_in_the_browsers_language(server: Server, tmp_path: Path, lang: s
         driver.find_element(By.CSS_SELECTOR, "#single-file input[type=file]").send_keys(str(DATA / "bad" / "empty.wav"))
         wait_for(driver, lambda d: "empty" in d.find_element(By.CSS_SELECTOR, "#single-file").text)
         driver.find_element(By.CSS_SELECTOR, "#single-start").click()
-        toast = wait_for(driver, lambda d: " ".join(t.text for t in d.find_elements(
-            By.CSS_SELECTOR, "[data-testid='toast-body']")) or None, timeout=30)
+        toast = wait_for(
+            driver,
+            lambda d: " ".join(t.text for t in d.find_elements(By.CSS_SELECTOR, "[data-testid='toast-body']")) or None,
+            timeout=30,
+        )
         assert empty in toast and "/" not in toast.replace(" / ", ""), toast
         # Gradio's own notice for a full queue is written by its frontend in English; the page's script
         # puts it in the UI's language (a text node like the one Gradio adds, to keep the queue out of it).
-        driver.execute_script("const n = document.createElement('div'); n.id = 'busy-probe';"
-                              "document.body.appendChild(n); n.textContent = arguments[0];", BUSY)
+        driver.execute_script(
+            "const n = document.createElement('div'); n.id = 'busy-probe';"
+            "document.body.appendChild(n); n.textContent = arguments[0];",
+            BUSY,
+        )
         wait_for(driver, lambda d: busy in d.find_element(By.ID, "busy-probe").text, timeout=10)
     finally:
         driver.quit()
@@ -164,8 +188,10 @@ def test_speakers_in_the_single_and_batch_tabs(server: Server, browser: webdrive
     import soundfile as sf
 
     SHOTS.mkdir(parents=True, exist_ok=True)
-    voices = [sf.read(DATA / "utterances" / n, dtype="float32")[0]
-              for n in ("funasr_asr_example.wav", "firered_BAC009S0764W0121.wav")]
+    voices = [
+        sf.read(DATA / "utterances" / n, dtype="float32")[0]
+        for n in ("funasr_asr_example.wav", "firered_BAC009S0764W0121.wav")
+    ]
     pause = np.zeros(12800, np.float32)
     meeting = tmp_path / "meeting.wav"
     sf.write(meeting, np.concatenate([voices[0], pause, voices[1], pause, voices[0], pause, voices[1]]), 16000)
@@ -180,8 +206,11 @@ def test_speakers_in_the_single_and_batch_tabs(server: Server, browser: webdrive
     count.send_keys("2")
     browser.find_element(By.CSS_SELECTOR, "#single-start").click()
     try:
-        wait_for(browser, lambda d: "说话人2" in d.find_element(By.CSS_SELECTOR, "#single-text textarea")
-                 .get_attribute("value") and "倍实时" in d.page_source)
+        wait_for(
+            browser,
+            lambda d: "说话人2" in d.find_element(By.CSS_SELECTOR, "#single-text textarea").get_attribute("value")
+            and "倍实时" in d.page_source,
+        )
     finally:
         browser.save_screenshot(str(SHOTS / "single-speakers.png"))
     assert browser.find_element(By.CSS_SELECTOR, "#single-text textarea").get_attribute("value").startswith("说话人1：")
@@ -198,14 +227,18 @@ def test_speakers_in_the_single_and_batch_tabs(server: Server, browser: webdrive
     # The CSV as this browser downloads it (its own session), shown as a page for the screenshot.
     text = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
-        "fetch(arguments[0]).then(r => r.text()).then(done, e => done('error: ' + e));", link)
+        "fetch(arguments[0]).then(r => r.text()).then(done, e => done('error: ' + e));",
+        link,
+    )
     rows = list(csv.reader(text.lstrip("\ufeff").splitlines()))
     assert rows[0][:6] == ["file", "duration_s", "confidence", "status", "error", "speakers"]
     assert all(row[5] and row[6].startswith("说话人1：") for row in rows[1:])
     table = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    page = ("<html><head><meta charset='utf-8'><style>body{font-family:sans-serif}td{border:1px solid #999;"
-            "padding:4px;vertical-align:top;white-space:pre-wrap}</style></head><body><h3>results.csv</h3><table>"
-            f"{table}</table></body></html>")
+    page = (
+        "<html><head><meta charset='utf-8'><style>body{font-family:sans-serif}td{border:1px solid #999;"
+        "padding:4px;vertical-align:top;white-space:pre-wrap}</style></head><body><h3>results.csv</h3><table>"
+        f"{table}</table></body></html>"
+    )
     page_file = tmp_path / "results.html"
     page_file.write_text(page, encoding="utf-8")
     browser.get(page_file.as_uri())

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, SCREENSHOT_DIR, Server, service_settings
 
 from asr.engine import Engine
+from conftest import DATA, SCREENSHOT_DIR, Server, service_settings
 from jobs import JobService
 from jobs.service import Upload
 from results import Owner, ResultAccess
@@ -27,8 +27,11 @@ def test_rows_detail_and_downloads_in_both_languages(engine: Engine, tmp_path: P
     service = JobService(settings, engine)
     access = ResultAccess.from_settings(settings)
     owner, stranger = Owner.session(secrets.token_urlsafe(32)), Owner.session(secrets.token_urlsafe(32))
-    job = service.submit(owner, [Upload(UTTERANCES[0].name, UTTERANCES[0]),
-                                 Upload("bad.wav", DATA / "bad" / "not_audio.wav")], source="ui")
+    job = service.submit(
+        owner,
+        [Upload(UTTERANCES[0].name, UTTERANCES[0]), Upload("bad.wav", DATA / "bad" / "not_audio.wav")],
+        source="ui",
+    )
     [row] = job_rows([job], "zh")
     assert row[3] == "⏳ 排队中" and row[2] == "0/2"
     service.run_job(job.id)  # the worker's code, in this thread
@@ -55,6 +58,7 @@ def test_a_batch_job_survives_a_reload_and_finishes(server: Server, tmp_path: Pa
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("no Chromium/chromedriver installed (apt-get install chromium chromium-driver)")
     from selenium.webdriver.common.by import By
+
     from test_webui_browser import make_driver, open_tab, wait_for
 
     def text(d, css: str) -> str:

@@ -66,7 +66,7 @@ def test_work_per_chunk_is_bounded(engine, vad: StreamingVad) -> None:
     session = LiveSession(engine, vad, hotwords="")
     decoded, buffered, partials = [], [], 0
     for start in range(0, browser.size, chunk):
-        update = session.feed((browser[start:start + chunk] * 32767).astype(np.int16), 48000)
+        update = session.feed((browser[start : start + chunk] * 32767).astype(np.int16), 48000)
         decoded.append(session.stats.last_decoded_s)
         buffered.append(session.buffered_s)
         partials += bool(update.partial_text)
@@ -92,8 +92,12 @@ def test_finals_run_off_the_feeding_path_and_keep_their_order(engine, vad: Strea
     audio = _speech(20.0)
     chunk = 8000  # 0.5 s at 16 kHz
     inline = StreamSession(engine, StreamConfig(mode="2pass", partials="redecode", hotwords=""), vad=vad)
-    expected = [r.text for start in range(0, audio.size, chunk) for r in inline.feed(audio[start:start + chunk])
-                if r.kind == "final" and r.text]
+    expected = [
+        r.text
+        for start in range(0, audio.size, chunk)
+        for r in inline.feed(audio[start : start + chunk])
+        if r.kind == "final" and r.text
+    ]
     expected += [r.text for r in inline.finish() if r.kind == "final" and r.text]
     assert len(expected) >= 3
 
@@ -108,7 +112,7 @@ def test_finals_run_off_the_feeding_path_and_keep_their_order(engine, vad: Strea
     feeds = []
     for start in range(0, audio.size, chunk):
         began = time.perf_counter()
-        session.feed(audio[start:start + chunk], 16000)
+        session.feed(audio[start : start + chunk], 16000)
         feeds.append(time.perf_counter() - began)
     final = session.finish()
     assert max(feeds) < 1.5, f"a feed waited for a final: {max(feeds):.2f} s"

@@ -8,8 +8,8 @@ import gradio as gr
 
 from asr.engine import Engine
 from config.settings import Settings
-from results import ResultAccess
 from jobs import JobService
+from results import ResultAccess
 
 from .batch import create_batch_tab, table_headers
 from .common import localise_tables, sentence_headers
@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_ui", "build_i18n", "gradio_notices_head"]
 
 
-def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = None,
-             jobs: JobService | None = None) -> gr.Blocks:
+def build_ui(
+    engine: Engine, settings: Settings, access: ResultAccess | None = None, jobs: JobService | None = None
+) -> gr.Blocks:
     """The tabs (the live one only with `settings.enable_live_tab`; the jobs one with `jobs`). `access` (default:
     from `settings`) owns the result files the tabs write; serve the UI behind `results.ResultsMiddleware`.
 
@@ -40,8 +41,15 @@ def build_ui(engine: Engine, settings: Settings, access: ResultAccess | None = N
             sentences = create_single_tab(engine, settings, access)
             batch = create_batch_tab(engine, settings, access, blocks, job_button=jobs is not None)
             if jobs is not None:
-                inputs = BatchJobInputs(batch["files"], batch["hotwords"], batch["batch_size"], batch["job_button"],
-                                        batch["status"], batch["speakers"], batch["num_speakers"])
+                inputs = BatchJobInputs(
+                    batch["files"],
+                    batch["hotwords"],
+                    batch["batch_size"],
+                    batch["job_button"],
+                    batch["status"],
+                    batch["speakers"],
+                    batch["num_speakers"],
+                )
                 attach_batch_jobs(jobs, settings, access, inputs, tabs, blocks)
             if settings.enable_live_tab:
                 create_live_tab(engine, settings, access)

@@ -18,12 +18,22 @@ import gradio as gr
 
 from asr.engine import Engine, Transcription
 from asr.errors import ASRError
-from messages import message
 from config.settings import Settings
+from messages import message
 from results import Result, ResultAccess
 
-from .common import (BATCH_SIZE_MAX, batch_size_s, kept_for, labelled_text, request_owner, safe_stem,
-                     speaker_controls, speaker_options, ui_error, write_result_files)
+from .common import (
+    BATCH_SIZE_MAX,
+    batch_size_s,
+    kept_for,
+    labelled_text,
+    request_owner,
+    safe_stem,
+    speaker_controls,
+    speaker_options,
+    ui_error,
+    write_result_files,
+)
 from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
@@ -71,18 +81,27 @@ def _zip_name(result: Result) -> str:
     return result.id.rsplit("-", 1)[0] + ".zip"
 
 
-def transcribe_batch(engine: Engine, settings: Settings, access: ResultAccess, paths: list[str] | None,
-                     hotwords: str | None, batch_size: float | None, request: gr.Request | None = None,
-                     progress: gr.Progress | None = None, speakers: bool | None = False,
-                     num_speakers: float | None = 0) -> Iterator[BatchUpdate]:
+def transcribe_batch(
+    engine: Engine,
+    settings: Settings,
+    access: ResultAccess,
+    paths: list[str] | None,
+    hotwords: str | None,
+    batch_size: float | None,
+    request: gr.Request | None = None,
+    progress: gr.Progress | None = None,
+    speakers: bool | None = False,
+    num_speakers: float | None = 0,
+) -> Iterator[BatchUpdate]:
     """Yields (status Markdown, results table, downloads) after each file; downloads come with the last."""
     lang = lang_of(request)
     paths = [p for p in (paths or []) if p]
     if not paths:
         raise gr.Error(tr("no_files", lang), print_exception=False)
     if len(paths) > settings.batch_max_files:
-        raise gr.Error(tr("too_many_files", lang, limit=settings.batch_max_files, count=len(paths)),
-                       print_exception=False)
+        raise gr.Error(
+            tr("too_many_files", lang, limit=settings.batch_max_files, count=len(paths)), print_exception=False
+        )
     diarize, count = speaker_options(speakers, num_speakers)
     try:
         engine.check_speakers(diarize, count)  # once, not as the same failure on every file
@@ -110,8 +129,9 @@ def transcribe_batch(engine: Engine, settings: Settings, access: ResultAccess, p
         if progress is not None:
             progress((index, len(paths)), desc=f"{tr('recognising', lang)} {name}")
         try:
-            result: Transcription | None = engine.transcribe(path, hotwords=hotwords, name=name, batch_size_s=size_s,
-                                                             diarize=diarize, num_speakers=count)
+            result: Transcription | None = engine.transcribe(
+                path, hotwords=hotwords, name=name, batch_size_s=size_s, diarize=diarize, num_speakers=count
+            )
             error = ""
         except ASRError as exc:
             result, error = None, exc.message(lang)
@@ -121,17 +141,40 @@ def transcribe_batch(engine: Engine, settings: Settings, access: ResultAccess, p
         if result is not None:
             ok += 1
             write_result_files(result, folder, f"{index + 1:03d}_{safe_stem(name)}")
-            rows[index] = [name, round(result.duration, 2), labelled_text(result), round(result.confidence, 4),
-                           tr("status_ok", lang)]
-            records.append({"file": name, "duration_s": round(result.duration, 3),
-                            "confidence": round(result.confidence, 4), "status": "ok", "error": "",
-                            "speakers": result.speakers if diarize else "", "text": labelled_text(result),
-                            "processing_s": round(result.processing_time, 3)})
+            rows[index] = [
+                name,
+                round(result.duration, 2),
+                labelled_text(result),
+                round(result.confidence, 4),
+                tr("status_ok", lang),
+            ]
+            records.append(
+                {
+                    "file": name,
+                    "duration_s": round(result.duration, 3),
+                    "confidence": round(result.confidence, 4),
+                    "status": "ok",
+                    "error": "",
+                    "speakers": result.speakers if diarize else "",
+                    "text": labelled_text(result),
+                    "processing_s": round(result.processing_time, 3),
+                }
+            )
         else:
             failed += 1
             rows[index] = [name, "", "", "", tr("status_failed", lang, reason=error)]
-            records.append({"file": name, "duration_s": "", "confidence": "", "status": "failed", "error": error,
-                            "speakers": "", "text": "", "processing_s": ""})
+            records.append(
+                {
+                    "file": name,
+                    "duration_s": "",
+                    "confidence": "",
+                    "status": "failed",
+                    "error": error,
+                    "speakers": "",
+                    "text": "",
+                    "processing_s": "",
+                }
+            )
         _write_csv(csv_path, records)
         yield update()
     archive = _zip(folder, folder / _zip_name(batch))
@@ -166,47 +209,90 @@ def batch_history(access: ResultAccess, request: gr.Request | None = None) -> tu
     return {"headers": history_headers(lang), "data": rows}, files
 
 
-def create_batch_tab(engine: Engine, settings: Settings, access: ResultAccess, blocks: gr.Blocks, *,
-                     job_button: bool = False) -> dict[str, Any]:
+def create_batch_tab(
+    engine: Engine, settings: Settings, access: ResultAccess, blocks: gr.Blocks, *, job_button: bool = False
+) -> dict[str, Any]:
     """The tab; returns its inputs and status (and, with `job_button`, a button to run them as a job)."""
     with gr.Tab(t("tab_batch"), id="batch"):
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(label=t("audio_files"), file_count="multiple", type="filepath", elem_id="batch-files")
-                words = gr.Textbox(label=t("hotwords"), info=t("hotwords_info"), lines=2,
-                                      value=", ".join(engine.default_hotwords))
-                batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"),
-                                  info=t("batch_size_info"))
+                words = gr.Textbox(
+                    label=t("hotwords"), info=t("hotwords_info"), lines=2, value=", ".join(engine.default_hotwords)
+                )
+                batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"), info=t("batch_size_info"))
                 speakers, num_speakers = speaker_controls(engine, "batch")
                 button = gr.Button(t("start_batch"), variant="primary", elem_id="batch-start")
                 submit_job = gr.Button(t("submit_job"), elem_id="batch-submit-job") if job_button else None
             with gr.Column(scale=2):
                 status = gr.Markdown(elem_id="batch-status")
-                table = gr.Dataframe(headers=table_headers("zh"), label=t("batch_table"), interactive=False,
-                                     wrap=True, max_height=500, elem_id="batch-table",
-                                     column_widths=["20%", "8%", "46%", "8%", "18%"])
+                table = gr.Dataframe(
+                    headers=table_headers("zh"),
+                    label=t("batch_table"),
+                    interactive=False,
+                    wrap=True,
+                    max_height=500,
+                    elem_id="batch-table",
+                    column_widths=["20%", "8%", "46%", "8%", "18%"],
+                )
                 downloads = gr.File(label=t("batch_downloads"), file_count="multiple", interactive=False)
         with gr.Accordion(t("history"), open=True, elem_id="batch-history"):
-            history = gr.Dataframe(headers=history_headers("zh"), interactive=False, wrap=True, max_height=300,
-                                   elem_id="batch-history-table")
-            history_files = gr.File(label=t("history_downloads"), file_count="multiple", interactive=False,
-                                    elem_id="batch-history-files")
+            history = gr.Dataframe(
+                headers=history_headers("zh"),
+                interactive=False,
+                wrap=True,
+                max_height=300,
+                elem_id="batch-history-table",
+            )
+            history_files = gr.File(
+                label=t("history_downloads"), file_count="multiple", interactive=False, elem_id="batch-history-files"
+            )
             refresh = gr.Button(t("history_refresh"), size="sm")
 
-    def run(audio_files: list[str] | None, hotwords: str | None, batch_size: float | None,
-            label_speakers: bool | None, speaker_count: float | None, request: gr.Request,
-            progress: gr.Progress = gr.Progress()) -> Iterator[BatchUpdate]:
-        yield from transcribe_batch(engine, settings, access, audio_files, hotwords, batch_size, request, progress,
-                                    label_speakers, speaker_count)
+    def run(
+        audio_files: list[str] | None,
+        hotwords: str | None,
+        batch_size: float | None,
+        label_speakers: bool | None,
+        speaker_count: float | None,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),
+    ) -> Iterator[BatchUpdate]:
+        yield from transcribe_batch(
+            engine,
+            settings,
+            access,
+            audio_files,
+            hotwords,
+            batch_size,
+            request,
+            progress,
+            label_speakers,
+            speaker_count,
+        )
 
     def earlier_batches(request: gr.Request) -> tuple[dict[str, list], list[str]]:
         return batch_history(access, request)
 
-    event = button.click(run, [files, words, batch, speakers, num_speakers], [status, table, downloads],
-                         api_name="transcribe_batch", concurrency_id="model", show_progress_on=[status])
+    event = button.click(
+        run,
+        [files, words, batch, speakers, num_speakers],
+        [status, table, downloads],
+        api_name="transcribe_batch",
+        concurrency_id="model",
+        show_progress_on=[status],
+    )
     # Not queued behind the model: the list is a few small files read from disk.
     event.then(earlier_batches, None, [history, history_files], queue=False, api_visibility="private")
     refresh.click(earlier_batches, None, [history, history_files], api_name="batch_history", queue=False)
     blocks.load(earlier_batches, None, [history, history_files], queue=False, api_visibility="private")
-    return {"files": files, "hotwords": words, "batch_size": batch, "status": status, "job_button": submit_job,
-            "speakers": speakers, "num_speakers": num_speakers, "table": table}
+    return {
+        "files": files,
+        "hotwords": words,
+        "batch_size": batch,
+        "status": status,
+        "job_button": submit_job,
+        "speakers": speakers,
+        "num_speakers": num_speakers,
+        "table": table,
+    }

@@ -12,12 +12,11 @@ import gradio as gr
 from asr.device import planned_device
 from asr.engine import Engine, Transcription
 from asr.errors import ASRError
-from messages import Lang
-from config.settings import Settings
-from asr.subtitles import speaker_label, to_srt, to_txt, to_vtt, to_word_tsv
-from results import Owner, ResultAccess
-
 from asr.speakers import MAX_SPEAKERS
+from asr.subtitles import speaker_label, to_srt, to_txt, to_vtt, to_word_tsv
+from config.settings import Settings
+from messages import Lang
+from results import Owner, ResultAccess
 
 from .i18n import lang_of, t, tr
 
@@ -37,11 +36,23 @@ def speaker_options(diarize: bool | None, num_speakers: float | int | None) -> t
 def speaker_controls(engine: Engine, prefix: str) -> tuple[gr.Checkbox, gr.Number]:
     """The speakers checkbox and the number of speakers; greyed out when the server has no speaker model."""
     available = engine.config.enable_spk
-    checkbox = gr.Checkbox(value=False, label=t("speakers"), interactive=available,
-                           info=t("speakers_info") if available else t("speakers_off_info"),
-                           elem_id=f"{prefix}-speakers")
-    count = gr.Number(value=0, minimum=0, maximum=MAX_SPEAKERS, step=1, precision=0, label=t("num_speakers"),
-                      interactive=available, elem_id=f"{prefix}-num-speakers")
+    checkbox = gr.Checkbox(
+        value=False,
+        label=t("speakers"),
+        interactive=available,
+        info=t("speakers_info") if available else t("speakers_off_info"),
+        elem_id=f"{prefix}-speakers",
+    )
+    count = gr.Number(
+        value=0,
+        minimum=0,
+        maximum=MAX_SPEAKERS,
+        step=1,
+        precision=0,
+        label=t("num_speakers"),
+        interactive=available,
+        elem_id=f"{prefix}-num-speakers",
+    )
     return checkbox, count
 
 
@@ -99,6 +110,7 @@ def empty_tables(lang: str, headers: list) -> list[dict[str, list]]:
 
 def localise_tables(blocks: gr.Blocks, tables: list[tuple[gr.Dataframe, Any]]) -> None:
     """On page load, give each (table, headers(lang)) its headers in the browser's language."""
+
     def load(request: gr.Request) -> list[dict[str, list]]:
         return empty_tables(lang_of(request), [make for _, make in tables])
 
@@ -107,8 +119,10 @@ def localise_tables(blocks: gr.Blocks, tables: list[tuple[gr.Dataframe, Any]]) -
 
 def sentence_rows(result: Transcription) -> list[list[object]]:
     if result.speakers:
-        return [[f"{s.start:.2f}", f"{s.end:.2f}", speaker_label(s.speaker) if s.speaker else "", s.text]
-                for s in result.sentences]
+        return [
+            [f"{s.start:.2f}", f"{s.end:.2f}", speaker_label(s.speaker) if s.speaker else "", s.text]
+            for s in result.sentences
+        ]
     return [[f"{s.start:.2f}", f"{s.end:.2f}", s.text] for s in result.sentences]
 
 

@@ -21,8 +21,10 @@ logger = logging.getLogger(__name__)
 # key: (中文, English). The Chinese wording follows the reference UI.
 TEXTS: dict[str, tuple[str, str]] = {
     "title": ("# 🎤 Paraformer 语音识别", "# 🎤 Paraformer speech recognition"),
-    "subtitle": ("SeACo-Paraformer 中文语音识别，支持热词、批量处理与实时录音。",
-                 "Mandarin speech recognition with SeACo-Paraformer: hotwords, batches and live recording."),
+    "subtitle": (
+        "SeACo-Paraformer 中文语音识别，支持热词、批量处理与实时录音。",
+        "Mandarin speech recognition with SeACo-Paraformer: hotwords, batches and live recording.",
+    ),
     "tab_single": ("🎤 单个文件", "🎤 Single file"),
     "tab_batch": ("📁 批量处理", "📁 Batch"),
     "tab_live": ("🎙️ 实时录音", "🎙️ Live recording"),
@@ -30,10 +32,15 @@ TEXTS: dict[str, tuple[str, str]] = {
     "audio_file": ("上传音频或视频文件（可拖入）", "Upload an audio or video file (or drag it here)"),
     "audio_files": ("上传多个音频或视频文件", "Upload several audio or video files"),
     "hotwords": ("热词列表", "Hotwords"),
-    "hotwords_info": ("用逗号、空格或换行分隔；清空则不使用热词", "Separated by commas, spaces or new lines; empty for none"),
+    "hotwords_info": (
+        "用逗号、空格或换行分隔；清空则不使用热词",
+        "Separated by commas, spaces or new lines; empty for none",
+    ),
     "batch_size": ("批处理大小", "Batch size"),
-    "batch_size_info": ("每次送入模型的音频量 = 该值 × 服务默认批量秒数；长音频且显存充足时调大更快",
-                        "Audio per model pass = this × the server's batch seconds; raise it for long files on a big GPU"),
+    "batch_size_info": (
+        "每次送入模型的音频量 = 该值 × 服务默认批量秒数；长音频且显存充足时调大更快",
+        "Audio per model pass = this × the server's batch seconds; raise it for long files on a big GPU",
+    ),
     "start": ("开始识别", "Start recognition"),
     "start_batch": ("开始批量识别", "Start batch recognition"),
     "result": ("识别结果", "Recognition result"),
@@ -48,15 +55,20 @@ TEXTS: dict[str, tuple[str, str]] = {
     "live_mic": ("实时转写：点击录音开始说话", "Live transcript: start recording and speak"),
     "live_text": ("实时识别结果", "Live transcript"),
     "record_section": ("### 录音后识别", "### Record, then transcribe"),
-    "live_section": ("### 实时转写（边说边出字，灰色部分为尚未定稿的内容）",
-                     "### Live transcript (text appears as you speak; grey text may still change)"),
+    "live_section": (
+        "### 实时转写（边说边出字，灰色部分为尚未定稿的内容）",
+        "### Live transcript (text appears as you speak; grey text may still change)",
+    ),
     "refresh": ("刷新信息", "Refresh"),
     "sysinfo": ("系统信息", "System information"),
     # server-side text
     "no_file": ("请先上传音频文件", "Please upload an audio file first"),
     "no_files": ("请先上传音频文件（可多选）", "Please upload one or more audio files first"),
     "no_recording": ("请先录音或上传音频", "Please record or upload audio first"),
-    "too_many_files": ("一次最多 {limit} 个文件，本次上传了 {count} 个", "At most {limit} files per batch; you gave {count}"),
+    "too_many_files": (
+        "一次最多 {limit} 个文件，本次上传了 {count} 个",
+        "At most {limit} files per batch; you gave {count}",
+    ),
     "audio_duration": ("音频时长", "Audio duration"),
     "processing_time": ("处理时间", "Processing time"),
     "speed": ("处理速度", "Speed"),
@@ -75,35 +87,53 @@ TEXTS: dict[str, tuple[str, str]] = {
     "status_ok": ("✅ 完成", "✅ done"),
     "status_failed": ("❌ 失败：{reason}", "❌ failed: {reason}"),
     "status_pending": ("⏳ 等待中", "⏳ waiting"),
-    "batch_progress": ("已完成 {done}/{total}（成功 {ok}，失败 {failed}）", "{done}/{total} done ({ok} ok, {failed} failed)"),
-    "batch_saved": ("结果已保存（{kept}），刷新页面后仍可在“我的历史批次”中下载",
-                    "Results saved ({kept}); after a reload they are still under “My earlier batches”"),
+    "batch_progress": (
+        "已完成 {done}/{total}（成功 {ok}，失败 {failed}）",
+        "{done}/{total} done ({ok} ok, {failed} failed)",
+    ),
+    "batch_saved": (
+        "结果已保存（{kept}），刷新页面后仍可在“我的历史批次”中下载",
+        "Results saved ({kept}); after a reload they are still under “My earlier batches”",
+    ),
     "kept_hours": ("保留 {hours} 小时", "kept {hours} h"),
     "kept_forever": ("保留至管理员删除", "kept until an administrator removes them"),
     "history": ("我的历史批次（仅本浏览器可见）", "My earlier batches (only this browser can see them)"),
     "history_refresh": ("刷新列表", "Refresh list"),
-    "history_downloads": ("下载历史结果（完成的为 ZIP，未完成的为 CSV）",
-                          "Download earlier results (ZIP when finished, CSV when not)"),
+    "history_downloads": (
+        "下载历史结果（完成的为 ZIP，未完成的为 CSV）",
+        "Download earlier results (ZIP when finished, CSV when not)",
+    ),
     "col_time": ("开始时间", "Started"),
     "col_files": ("文件数", "Files"),
     "history_done": ("✅ 成功 {ok}，失败 {failed}", "✅ {ok} ok, {failed} failed"),
     "history_unfinished": ("⏸ 未完成（{done}/{total}）", "⏸ unfinished ({done}/{total})"),
-    "no_session": ("无法识别本浏览器的会话，请刷新页面后重试", "This browser's session is unknown; reload the page and try again"),
+    "no_session": (
+        "无法识别本浏览器的会话，请刷新页面后重试",
+        "This browser's session is unknown; reload the page and try again",
+    ),
     "recognising": ("正在识别", "Recognising"),
     "failed": ("识别失败", "Recognition failed"),
     "speakers": ("区分说话人", "Label speakers"),
     "speakers_info": ("标出每句话是谁说的（CAM++ 说话人模型）", "Say who spoke each sentence (CAM++ speaker model)"),
-    "speakers_off_info": ("服务器未启用说话人模型（ENABLE_SPK）", "The server runs without the speaker model (ENABLE_SPK)"),
+    "speakers_off_info": (
+        "服务器未启用说话人模型（ENABLE_SPK）",
+        "The server runs without the speaker model (ENABLE_SPK)",
+    ),
     "num_speakers": ("说话人数（0 = 自动判断）", "Number of speakers (0 = find out)"),
     "col_speaker": ("说话人", "Speaker"),
     "speaker_count": ("说话人数", "Speakers"),
     "downloads_words": ("下载结果（TXT / SRT / VTT / 逐字时间 TSV）", "Download (TXT / SRT / VTT / word times TSV)"),
     # jobs
     "tab_jobs": ("📋 后台任务", "📋 Jobs"),
-    "submit_job": ("作为后台任务提交（刷新或关闭页面不受影响）", "Submit as a background job (survives reload or closing)"),
-    "jobs_intro": ("本浏览器提交的后台任务：在服务器上运行，刷新或关闭页面不影响；完成后可在此下载结果（保留期内）。",
-                   "Background jobs from this browser: they run on the server whatever the page does; download the "
-                   "results here when they finish (within the retention period)."),
+    "submit_job": (
+        "作为后台任务提交（刷新或关闭页面不受影响）",
+        "Submit as a background job (survives reload or closing)",
+    ),
+    "jobs_intro": (
+        "本浏览器提交的后台任务：在服务器上运行，刷新或关闭页面不影响；完成后可在此下载结果（保留期内）。",
+        "Background jobs from this browser: they run on the server whatever the page does; download the "
+        "results here when they finish (within the retention period).",
+    ),
     "jobs_table": ("最近的任务", "Recent jobs"),
     "job_select": ("查看任务", "Show job"),
     "cancel_job": ("取消任务", "Cancel job"),
@@ -117,10 +147,14 @@ TEXTS: dict[str, tuple[str, str]] = {
     "job_done": ("✅ 完成", "✅ done"),
     "job_failed": ("❌ 失败", "❌ failed"),
     "job_cancelled": ("⏹️ 已取消", "⏹️ cancelled"),
-    "job_submitted": ("已提交后台任务 {id}：在「后台任务」页查看进度，刷新或关闭页面不影响识别。",
-                      "Job {id} submitted: follow it in the Jobs tab; reloading or closing the page does not stop it."),
-    "job_summary": ("任务 `{id}`：{state}，已完成 {done}/{total}（失败 {failed}），进度 {progress}",
-                    "Job `{id}`: {state}, {done}/{total} files done ({failed} failed), progress {progress}"),
+    "job_submitted": (
+        "已提交后台任务 {id}：在「后台任务」页查看进度，刷新或关闭页面不影响识别。",
+        "Job {id} submitted: follow it in the Jobs tab; reloading or closing the page does not stop it.",
+    ),
+    "job_summary": (
+        "任务 `{id}`：{state}，已完成 {done}/{total}（失败 {failed}），进度 {progress}",
+        "Job `{id}`: {state}, {done}/{total} files done ({failed} failed), progress {progress}",
+    ),
     "job_cancelling": ("正在取消：当前文件将在下一段处停止", "Cancelling: the current file stops at its next segment"),
     "no_jobs": ("本浏览器还没有后台任务", "No jobs from this browser yet"),
 }
@@ -133,8 +167,9 @@ GRADIO_NOTICES: list[tuple[str, str]] = [
 ]
 
 # Locales the Gradio 6 frontend resolves to (its bundled languages); English is left out on purpose.
-_GRADIO_LOCALES = ("ar ca ckb de es et eu fa fi fr he hi id ja ko lt nb nl pl pt-BR pt ro ru sv ta th tr uk ur "
-                   "uz zh zh-CN zh-TW").split()
+_GRADIO_LOCALES = (
+    "ar ca ckb de es et eu fa fi fr he hi id ja ko lt nb nl pl pt-BR pt ro ru sv ta th tr uk ur uz zh zh-CN zh-TW"
+).split()
 
 
 def build_i18n() -> gr.I18n:

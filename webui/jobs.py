@@ -69,19 +69,29 @@ def job_rows(jobs: list[Job], lang: str) -> list[list[Any]]:
     for job in jobs:
         counts = job.counts()
         eta = job.eta_s()
-        rows.append([job.id[4:16], time.strftime("%m-%d %H:%M", time.localtime(job.created_at)),
-                     f"{counts['done']}/{len(job.files)}" + (f" (❌{counts['failed']})" if counts["failed"] else ""),
-                     _state(job.state, lang), _progress(job), "" if eta is None else f"{eta:.0f} s"])
+        rows.append(
+            [
+                job.id[4:16],
+                time.strftime("%m-%d %H:%M", time.localtime(job.created_at)),
+                f"{counts['done']}/{len(job.files)}" + (f" (❌{counts['failed']})" if counts["failed"] else ""),
+                _state(job.state, lang),
+                _progress(job),
+                "" if eta is None else f"{eta:.0f} s",
+            ]
+        )
     return rows
 
 
 def job_choices(jobs: list[Job]) -> list[tuple[str, str]]:
-    return [(f"{job.id[4:16]} · {time.strftime('%m-%d %H:%M', time.localtime(job.created_at))} · "
-             f"{len(job.files)}", job.id) for job in jobs]
+    return [
+        (f"{job.id[4:16]} · {time.strftime('%m-%d %H:%M', time.localtime(job.created_at))} · {len(job.files)}", job.id)
+        for job in jobs
+    ]
 
 
-def detail(service: JobService, access: ResultAccess, owner: Owner, job: Job,
-           lang: str) -> tuple[str, dict, list[str] | None]:
+def detail(
+    service: JobService, access: ResultAccess, owner: Owner, job: Job, lang: str
+) -> tuple[str, dict, list[str] | None]:
     """(summary Markdown, per-file table, downloads once finished) for one job."""
     rows = []
     for index, f in enumerate(job.files):
@@ -92,8 +102,16 @@ def detail(service: JobService, access: ResultAccess, owner: Owner, job: Job,
         status = _state(f.state, lang) + (f": {f.error}" if f.error else "")
         rows.append([f.name, "" if f.duration_s is None else round(f.duration_s, 2), status, text])
     counts = job.counts()
-    summary = tr("job_summary", lang, id=job.id, state=_state(job.state, lang), done=counts["done"],
-                 total=len(job.files), failed=counts["failed"], progress=_progress(job))
+    summary = tr(
+        "job_summary",
+        lang,
+        id=job.id,
+        state=_state(job.state, lang),
+        done=counts["done"],
+        total=len(job.files),
+        failed=counts["failed"],
+        progress=_progress(job),
+    )
     if job.error:
         summary += f"  \n❌ {job.error}"
     files = build_downloads(service, access, owner, job) if job.finished else None
@@ -107,8 +125,7 @@ def _download_folder(access: ResultAccess, owner: Owner, job: Job) -> Result:
     """The job's owned result folder (made once; found again after a restart by its record)."""
     known = _download_folders.get(job.id)
     if known is None:
-        known = next((r for r in access.store.list(owner, kind="job", limit=200) if r.info.get("job") == job.id),
-                     None)
+        known = next((r for r in access.store.list(owner, kind="job", limit=200) if r.info.get("job") == job.id), None)
     if known is None:
         known = access.store.create("job", Owner(job.owner), job=job.id, total=len(job.files))
     _download_folders[job.id] = known
@@ -129,11 +146,18 @@ def build_downloads(service: JobService, access: ResultAccess, owner: Owner, job
             transcription = service.result(job, index)
             if transcription is not None:
                 write_result_files(transcription, folder, f"{index + 1:03d}_{safe_stem(f.name)}")
-            records.append({"file": f.name, "duration_s": "" if f.duration_s is None else round(f.duration_s, 3),
-                            "confidence": round(transcription.confidence, 4) if transcription else "",
-                            "status": f.state, "error": f.error or "", "speakers": transcription.speakers or ""
-                            if transcription else "", "text": transcription.text if transcription else "",
-                            "processing_s": f.processing_s or ""})
+            records.append(
+                {
+                    "file": f.name,
+                    "duration_s": "" if f.duration_s is None else round(f.duration_s, 3),
+                    "confidence": round(transcription.confidence, 4) if transcription else "",
+                    "status": f.state,
+                    "error": f.error or "",
+                    "speakers": transcription.speakers or "" if transcription else "",
+                    "text": transcription.text if transcription else "",
+                    "processing_s": f.processing_s or "",
+                }
+            )
         _write_csv(csv_path, records)
         tmp = folder / "archive.zip.tmp"
         _zip(folder, tmp)
@@ -142,27 +166,47 @@ def build_downloads(service: JobService, access: ResultAccess, owner: Owner, job
     return [str(csv_path), str(archive)]
 
 
-def attach_batch_jobs(service: JobService, settings: Settings, access: ResultAccess, inputs: BatchJobInputs,
-                      tabs: gr.Tabs, blocks: gr.Blocks) -> None:
+def attach_batch_jobs(
+    service: JobService,
+    settings: Settings,
+    access: ResultAccess,
+    inputs: BatchJobInputs,
+    tabs: gr.Tabs,
+    blocks: gr.Blocks,
+) -> None:
     """The 📋 Jobs tab, and the batch tab's "run as a background job" button wired to it."""
     with gr.Tab(t("tab_jobs"), id="jobs") as tab:
         # Ticks only while this browser has a job queued or running (refresh turns it off and on).
         timer = gr.Timer(REFRESH_S, active=False)
         gr.Markdown(t("jobs_intro"))
-        jobs_table = gr.Dataframe(headers=job_table_headers("zh"), label=t("jobs_table"), interactive=False,
-                                  wrap=True, elem_id="jobs-table")
+        jobs_table = gr.Dataframe(
+            headers=job_table_headers("zh"), label=t("jobs_table"), interactive=False, wrap=True, elem_id="jobs-table"
+        )
         with gr.Row():
             chosen = gr.Dropdown(label=t("job_select"), choices=[], elem_id="jobs-select", scale=3)
             cancel = gr.Button(t("cancel_job"), variant="stop", elem_id="jobs-cancel", scale=1)
         summary = gr.Markdown(elem_id="jobs-summary")
-        files_table = gr.Dataframe(headers=file_table_headers("zh"), label=t("batch_table"), interactive=False,
-                                   wrap=True, max_height=400, elem_id="jobs-files",
-                                   column_widths=["22%", "10%", "23%", "45%"])
-        downloads = gr.File(label=t("batch_downloads"), file_count="multiple", interactive=False,
-                            elem_id="jobs-downloads")
+        files_table = gr.Dataframe(
+            headers=file_table_headers("zh"),
+            label=t("batch_table"),
+            interactive=False,
+            wrap=True,
+            max_height=400,
+            elem_id="jobs-files",
+            column_widths=["22%", "10%", "23%", "45%"],
+        )
+        downloads = gr.File(
+            label=t("batch_downloads"), file_count="multiple", interactive=False, elem_id="jobs-downloads"
+        )
 
-    def submit(paths: list[str] | None, hotwords: str | None, size: float | None, speakers: bool | None,
-               num_speakers: float | None, request: gr.Request) -> tuple[Any, ...]:
+    def submit(
+        paths: list[str] | None,
+        hotwords: str | None,
+        size: float | None,
+        speakers: bool | None,
+        num_speakers: float | None,
+        request: gr.Request,
+    ) -> tuple[Any, ...]:
         lang = lang_of(request)
         paths = [p for p in (paths or []) if p]
         if not paths:
@@ -172,15 +216,24 @@ def attach_batch_jobs(service: JobService, settings: Settings, access: ResultAcc
             raise gr.Error(tr("no_files", lang), print_exception=False)
         diarize, count = speaker_options(speakers, num_speakers)
         try:
-            job = service.submit(owner, [Upload(Path(p).name, Path(p)) for p in paths], hotwords=hotwords,
-                                 batch_size_s=batch_size_s(settings, size), source="ui", diarize=diarize,
-                                 num_speakers=count)
+            job = service.submit(
+                owner,
+                [Upload(Path(p).name, Path(p)) for p in paths],
+                hotwords=hotwords,
+                batch_size_s=batch_size_s(settings, size),
+                source="ui",
+                diarize=diarize,
+                num_speakers=count,
+            )
         except (JobError, QueueFull, ASRError) as exc:
             text = exc.message(lang) if isinstance(exc, ASRError) else str(exc)  # the engine's, in the UI's language
             raise gr.Error(text, title=tr("failed", lang), print_exception=False) from None
-        return (tr("job_submitted", lang, id=job.id[4:16]), gr.Tabs(selected="jobs"),
-                gr.Dropdown(choices=job_choices(service.list(owner, LIST_LIMIT)), value=job.id),
-                gr.Timer(active=True))
+        return (
+            tr("job_submitted", lang, id=job.id[4:16]),
+            gr.Tabs(selected="jobs"),
+            gr.Dropdown(choices=job_choices(service.list(owner, LIST_LIMIT)), value=job.id),
+            gr.Timer(active=True),
+        )
 
     def refresh(job_id: str | None, request: gr.Request) -> tuple[Any, ...]:
         lang = lang_of(request)
@@ -205,15 +258,27 @@ def attach_batch_jobs(service: JobService, settings: Settings, access: ResultAcc
         if not job.finished:
             return tr("job_cancelling", lang)
         counts = job.counts()
-        return tr("job_summary", lang, id=job.id, state=_state(job.state, lang), done=counts["done"],
-                  total=len(job.files), failed=counts["failed"], progress=_progress(job))
+        return tr(
+            "job_summary",
+            lang,
+            id=job.id,
+            state=_state(job.state, lang),
+            done=counts["done"],
+            total=len(job.files),
+            failed=counts["failed"],
+            progress=_progress(job),
+        )
 
     view = [jobs_table, chosen, summary, files_table, downloads, timer]
     hidden: dict[str, Any] = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
     # Not queued: submitting stores files and returns; listing reads records. Neither waits for the model.
-    inputs.button.click(submit, [inputs.files, inputs.hotwords, inputs.batch_size, inputs.speakers,
-                                 inputs.num_speakers], [inputs.status, tabs, chosen, timer], queue=False,
-                        api_visibility="private").then(refresh, [chosen], view, **hidden)
+    inputs.button.click(
+        submit,
+        [inputs.files, inputs.hotwords, inputs.batch_size, inputs.speakers, inputs.num_speakers],
+        [inputs.status, tabs, chosen, timer],
+        queue=False,
+        api_visibility="private",
+    ).then(refresh, [chosen], view, **hidden)
     blocks.load(refresh, [chosen], view, **hidden)
     timer.tick(refresh, [chosen], view, **hidden)
     tab.select(refresh, [chosen], view, **hidden)

@@ -14,9 +14,9 @@ import psutil
 
 from asr.device import device_report
 from asr.engine import Engine, model_name
-from messages import message
 from asr.gpu import gpu_info
 from config.settings import Settings
+from messages import message
 
 from .common import queue_concurrency
 from .i18n import lang_of, t
@@ -56,22 +56,38 @@ def system_info(engine: Engine, settings: Settings, lang: str = "en") -> dict[st
     # Anyone with the UI reads this: models by id or folder name, a load failure in the catalogue's words (the
     # paths and the error itself are in the log, and in /health for an admin key).
     return {
-        "model": model_name(info["model"]), "vad_model": model_name(info["vad_model"]),
-        "punc_model": model_name(info["punc_model"]), "model_state": info["state"],
+        "model": model_name(info["model"]),
+        "vad_model": model_name(info["vad_model"]),
+        "punc_model": model_name(info["punc_model"]),
+        "model_state": info["state"],
         "model_load_s": info["load_seconds"],
         "load_error": message("model_not_ready.failed", "zh" if zh else "en") if info["load_error"] else None,
-        "device": info["device"], "device_requested": settings.device, "device_name": device["name"],
-        "backend": info["backend"], "gpu_warning": device["warning"],
-        "cuda_available": device["cuda_available"], "cuda_version": torch.version.cuda,
+        "device": info["device"],
+        "device_requested": settings.device,
+        "device_name": device["name"],
+        "backend": info["backend"],
+        "gpu_warning": device["warning"],
+        "cuda_available": device["cuda_available"],
+        "cuda_version": torch.version.cuda,
         "gpus": gpus,
-        "cpu": _cpu_name(), "cpu_cores": os.cpu_count(), "cpu_percent": psutil.cpu_percent(interval=None),
-        "ram_used_mb": round(memory.used / 2**20), "ram_total_mb": round(memory.total / 2**20),
+        "cpu": _cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "cpu_percent": psutil.cpu_percent(interval=None),
+        "ram_used_mb": round(memory.used / 2**20),
+        "ram_total_mb": round(memory.total / 2**20),
         "process_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "funasr": _version("funasr"),
-                     "gradio": gr.__version__},
-        "queue_waiting": info["waiting"], "model_busy": info["busy"], "queue_max_size": settings.queue_max_size,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "funasr": _version("funasr"),
+            "gradio": gr.__version__,
+        },
+        "queue_waiting": info["waiting"],
+        "model_busy": info["busy"],
+        "queue_max_size": settings.queue_max_size,
         "model_concurrency": queue_concurrency(settings, engine),
-        "requests_served": info["requests_served"], "requests_failed": info["requests_failed"],
+        "requests_served": info["requests_served"],
+        "requests_failed": info["requests_failed"],
         "audio_seconds_served": info["audio_seconds_served"],
         "uptime_s": round(time.time() - _STARTED, 1),
     }
@@ -99,8 +115,10 @@ def info_markdown(data: dict[str, Any], lang: str) -> str:
 
     yes, no = label("是", "yes"), label("否", "no")
     if data["gpus"]:
-        gpu_lines = "<br>".join(f"GPU {g['index']}: {g['name']} — {g['memory_used_mb']:.0f} / "
-                                f"{g['memory_total_mb']:.0f} MB" for g in data["gpus"])
+        gpu_lines = "<br>".join(
+            f"GPU {g['index']}: {g['name']} — {g['memory_used_mb']:.0f} / {g['memory_total_mb']:.0f} MB"
+            for g in data["gpus"]
+        )
     else:
         gpu_lines = label("无 GPU（使用 CPU）", "no GPU (running on the CPU)")
     load = f"{data['model_load_s']:.1f} s" if data["model_load_s"] is not None else "-"
@@ -108,20 +126,31 @@ def info_markdown(data: dict[str, Any], lang: str) -> str:
     rows = [
         (label("模型", "Model"), f"`{data['model']}`"),
         (label("VAD / 标点模型", "VAD / punctuation"), f"`{data['vad_model']}` / `{data['punc_model']}`"),
-        (label("模型状态", "Model state"), f"{data['model_state']}" + (f" ({data['load_error']})" if data["load_error"] else "")),
+        (
+            label("模型状态", "Model state"),
+            f"{data['model_state']}" + (f" ({data['load_error']})" if data["load_error"] else ""),
+        ),
         (label("加载耗时", "Load time"), load),
         (label("设备类型", "Device"), _device_cell(data, label)),
-        (label("CUDA 可用", "CUDA available"), (yes if data["cuda_available"] else no)
-         + (f" (CUDA {data['cuda_version']})" if data["cuda_version"] else "")),
+        (
+            label("CUDA 可用", "CUDA available"),
+            (yes if data["cuda_available"] else no)
+            + (f" (CUDA {data['cuda_version']})" if data["cuda_version"] else ""),
+        ),
         (label("GPU 显存", "GPU memory"), gpu_lines),
         ("CPU", f"{data['cpu']} × {data['cpu_cores']} ({data['cpu_percent']:.0f}%)"),
         (label("内存", "RAM"), f"{data['ram_used_mb']} / {data['ram_total_mb']} MB"),
         (label("进程内存 (RSS)", "Process memory (RSS)"), f"{data['process_rss_mb']} MB"),
         (label("软件版本", "Versions"), versions),
-        (label("排队 / 上限", "Queue waiting / limit"), f"{data['queue_waiting']} / {data['queue_max_size']}"
-         + (label("（模型运行中）", " (model busy)") if data["model_busy"] else "")),
-        (label("已处理 / 失败请求", "Requests served / failed"),
-         f"{data['requests_served']} / {data['requests_failed']} ({data['audio_seconds_served']:.0f} s audio)"),
+        (
+            label("排队 / 上限", "Queue waiting / limit"),
+            f"{data['queue_waiting']} / {data['queue_max_size']}"
+            + (label("（模型运行中）", " (model busy)") if data["model_busy"] else ""),
+        ),
+        (
+            label("已处理 / 失败请求", "Requests served / failed"),
+            f"{data['requests_served']} / {data['requests_failed']} ({data['audio_seconds_served']:.0f} s audio)",
+        ),
         (label("运行时间", "Uptime"), _duration(data["uptime_s"])),
     ]
     if data["gpu_warning"]:
@@ -145,5 +174,3 @@ def create_sysinfo_tab(engine: Engine, settings: Settings, blocks: gr.Blocks) ->
     # Not queued: the numbers matter most when the queue is full, and this never touches the model.
     button.click(refresh, None, [table, raw], api_name="system_info", queue=False)
     blocks.load(refresh, None, [table, raw], queue=False, api_visibility="private")
-
-

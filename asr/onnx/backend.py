@@ -82,8 +82,9 @@ def onnx_folder(asr_source: str, onnx_model_dir: Path | None) -> Path | None:
     return path if path.is_dir() else None
 
 
-def resolve_backend(backend: str, device: str, asr_source: str, onnx_model_dir: Path | None,
-                    quantize: bool) -> tuple[str, OnnxFiles | None]:
+def resolve_backend(
+    backend: str, device: str, asr_source: str, onnx_model_dir: Path | None, quantize: bool
+) -> tuple[str, OnnxFiles | None]:
     """("torch" | "onnx", the ONNX files to load). `auto`: ONNX on CPU when the export is present.
 
     Raises ModelLoadError when `onnx` is asked for and the files are missing, saying how to make them.
@@ -100,7 +101,7 @@ def resolve_backend(backend: str, device: str, asr_source: str, onnx_model_dir: 
             where = folder or "ONNX_MODEL_DIR (the model is a hub id)"
             raise ModelLoadError(
                 f"ENGINE_BACKEND=onnx but {wanted} not found in {where}: run `python -m asr.onnx.export --model-dir "
-                f"<model folder>{' --quantize' if quantize else ''}` (docs/engine.md: ONNX backend), or set ENGINE_BACKEND=auto"
+                f"<model folder>{' --quantize' if quantize else ''}` (docs/engine.md: ONNX backend), or set ENGINE_BACKEND=auto"  # noqa: E501
             )
         return "onnx", files
     if device.startswith("cpu") and files is not None:
@@ -166,8 +167,11 @@ def _register_onnx_model() -> None:
             # falls back to biasing with <s> alone when a request has no hotwords (close, not exact).
             self.has_decoder_logits = "decoder_logits" in outputs
             if not self.has_decoder_logits:
-                logger.warning("%s has no decoder_logits output (not exported by asr.onnx.export): requests without "
-                               "hotwords may differ slightly from PyTorch", options.files.backbone)
+                logger.warning(
+                    "%s has no decoder_logits output (not exported by asr.onnx.export): requests without "
+                    "hotwords may differ slightly from PyTorch",
+                    options.files.backbone,
+                )
             length = self.embedder.get_inputs()[0].shape[1]
             self._embed_length = length if isinstance(length, int) else None
             self._no_hotword_bias = self._bias_embed([[self.sos]])
@@ -178,8 +182,10 @@ def _register_onnx_model() -> None:
             width = max(lengths)
             if self._embed_length is not None:  # a stock FunASR export has a fixed hotword length
                 if width > self._embed_length:
-                    raise ValueError(f"a hotword has {width} tokens; this ONNX embedder takes at most "
-                                     f"{self._embed_length} (re-export with asr.onnx.export)")
+                    raise ValueError(
+                        f"a hotword has {width} tokens; this ONNX embedder takes at most "
+                        f"{self._embed_length} (re-export with asr.onnx.export)"
+                    )
                 width = self._embed_length
             pad = np.zeros((len(hotwords), width), dtype=np.int32)
             for i, ids in enumerate(hotwords):
@@ -187,24 +193,32 @@ def _register_onnx_model() -> None:
             hidden = self.embedder.run(None, {"hotword": pad})[0]  # [length, N, D], batch second
             return np.stack([hidden[n - 1, i] for i, n in enumerate(lengths)]).astype(np.float32)
 
-        def inference(self, data_in: Any, data_lengths: Any = None, key: list | None = None, tokenizer: Any = None,
-                      frontend: Any = None, **kwargs: Any) -> tuple:
+        def inference(
+            self,
+            data_in: Any,
+            data_lengths: Any = None,
+            key: list | None = None,
+            tokenizer: Any = None,
+            frontend: Any = None,
+            **kwargs: Any,
+        ) -> tuple:
             meta_data: dict[str, Any] = {}
             started = time.perf_counter()
             samples = load_audio_text_image_video(data_in, fs=frontend.fs, audio_fs=kwargs.get("fs", 16000))
-            speech, speech_lengths = extract_fbank(samples, data_type=kwargs.get("data_type", "sound"),
-                                                   frontend=frontend)
+            speech, speech_lengths = extract_fbank(
+                samples, data_type=kwargs.get("data_type", "sound"), frontend=frontend
+            )
             meta_data["extract_feat"] = f"{time.perf_counter() - started:0.3f}"
             meta_data["batch_data_time"] = speech_lengths.sum().item() * frontend.frame_shift * frontend.lfr_n / 1000
 
-            hotwords = self.generate_hotwords_list(kwargs.get("hotword", None), tokenizer=tokenizer,
-                                                   frontend=frontend)
+            hotwords = self.generate_hotwords_list(kwargs.get("hotword", None), tokenizer=tokenizer, frontend=frontend)
             bias = self._no_hotword_bias if hotwords is None else self._bias_embed(hotwords)
             feats = speech.numpy().astype(np.float32, copy=False)
             lengths = speech_lengths.numpy().astype(np.int32).reshape(-1)
             batch = feats.shape[0]
-            outputs = self.backbone.run(None, {"speech": feats, "speech_lengths": lengths,
-                                               "bias_embed": np.repeat(bias[None], batch, axis=0)})
+            outputs = self.backbone.run(
+                None, {"speech": feats, "speech_lengths": lengths, "bias_embed": np.repeat(bias[None], batch, axis=0)}
+            )
             logits, token_num, us_alphas, us_peaks = outputs[:4]
             if hotwords is None and self.has_decoder_logits:
                 logits = outputs[4]  # PyTorch skips hotword biasing entirely without hotwords
@@ -218,16 +232,25 @@ def _register_onnx_model() -> None:
                 ids = scores.argmax(axis=-1)
                 best = np.exp(scores.max(axis=-1))
                 token_int = [int(t) for t in ids if int(t) not in dropped]
-                token_probs = [float(p) for p, t in zip(best, ids) if int(t) not in dropped]
+                token_probs = [float(p) for p, t in zip(best, ids, strict=False) if int(t) not in dropped]
                 token = tokenizer.ids2tokens(token_int)
                 frames = int(lengths[i]) * 3  # the predictor's timestamp head is upsampled 3x
                 _, timestamp = ts_prediction_lfr6_standard(
-                    torch.from_numpy(np.array(us_alphas[i][:frames])), torch.from_numpy(np.array(us_peaks[i][:frames])),
-                    copy.copy(token), vad_offset=kwargs.get("begin_time", 0),
+                    torch.from_numpy(np.array(us_alphas[i][:frames])),
+                    torch.from_numpy(np.array(us_peaks[i][:frames])),
+                    copy.copy(token),
+                    vad_offset=kwargs.get("begin_time", 0),
                 )
                 text, timestamp, _ = postprocess_utils.sentence_postprocess(token, timestamp)
-                results.append({"key": key[i], "text": text, "timestamp": timestamp, "token_probs": token_probs,
-                                PREDICTED_TOKENS: int(token_num[i])})
+                results.append(
+                    {
+                        "key": key[i],
+                        "text": text,
+                        "timestamp": timestamp,
+                        "token_probs": token_probs,
+                        PREDICTED_TOKENS: int(token_num[i]),
+                    }
+                )
             return results, meta_data
 
     tables.model_classes[ONNX_CLASS] = OnnxSeacoParaformer
@@ -299,8 +322,9 @@ def _automodel_class() -> type:
             if "model_conf" not in kwargs:
                 kwargs = download_model(**kwargs)  # reads config.yaml/configuration.json (tokens, am.mvn, seg_dict)
             if kwargs["model"] != "SeacoParaformer":
-                raise ModelLoadError(f"'{kwargs.get('model_path')}' is a {kwargs['model']}, not a SeACo-Paraformer "
-                                     f"model")
+                raise ModelLoadError(
+                    f"'{kwargs.get('model_path')}' is a {kwargs['model']}, not a SeACo-Paraformer model"
+                )
             kwargs["model"] = ONNX_CLASS
             kwargs["init_param"] = None  # no PyTorch weights: the network lives in the ONNX files
             model, kwargs = AutoModel.build_model(**kwargs)
@@ -310,8 +334,9 @@ def _automodel_class() -> type:
     return OnnxAutoModel
 
 
-def build_onnx_automodel(*, asr: str, vad: str | None, punc: str | None, files: OnnxFiles, threads: int,
-                         **kwargs: Any) -> Any:
+def build_onnx_automodel(
+    *, asr: str, vad: str | None, punc: str | None, files: OnnxFiles, threads: int, **kwargs: Any
+) -> Any:
     """An AutoModel-compatible object: `generate(input=samples, hotword=..., ...)` as FunASR's, on ONNX Runtime."""
     _register_onnx_model()
     options = OnnxOptions(files=files, threads=threads)
@@ -335,10 +360,17 @@ def build_onnx_automodel(*, asr: str, vad: str | None, punc: str | None, files: 
             model.punc_model.punc_forward = _onnx_punc_forward(punc_onnx, threads)
             model.onnx_parts["punc"] = str(punc_onnx)
         else:
-            logger.info("no %s (python -m asr.onnx.export --model-dir %s): punctuation runs in PyTorch", punc_onnx,
-                        model.punc_kwargs.get("model_path", punc))
-    logger.info("ONNX Runtime backend: %s, %d threads (%s)", "int8" if files.quantized else "fp32", threads,
-                ", ".join(f"{k}={v}" for k, v in model.onnx_parts.items()))
+            logger.info(
+                "no %s (python -m asr.onnx.export --model-dir %s): punctuation runs in PyTorch",
+                punc_onnx,
+                model.punc_kwargs.get("model_path", punc),
+            )
+    logger.info(
+        "ONNX Runtime backend: %s, %d threads (%s)",
+        "int8" if files.quantized else "fp32",
+        threads,
+        ", ".join(f"{k}={v}" for k, v in model.onnx_parts.items()),
+    )
     return model
 
 

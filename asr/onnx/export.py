@@ -90,8 +90,9 @@ def _seaco_backbone_forward(self: Any, speech: Any, speech_lengths: Any, bias_em
     # both cases (attention does not depend on the order of its memory).
     batch_ones = torch.ones_like(pre_token_length)
     n_words = torch.ones_like(bias_embed[0, :, 0]).sum(dim=0, keepdim=True).to(torch.int64)
-    scores = self.seaco_decoder.forward_asf6(bias_embed, batch_ones * n_words.to(torch.int32), decoder_hidden,
-                                             decode_length)
+    scores = self.seaco_decoder.forward_asf6(
+        bias_embed, batch_ones * n_words.to(torch.int32), decoder_hidden, decode_length
+    )
     scores = scores[0].sum(0).sum(0)
     ranked = torch.argsort(scores, descending=True)
     order = torch.cat([ranked[:HOTWORD_FILTER], n_words - 1, ranked[HOTWORD_FILTER:]], dim=0)
@@ -131,8 +132,9 @@ def _predict_at_least_one_token(predictor: Any, hidden: Any, mask: Any) -> tuple
     alphas = (alphas * mask).squeeze(-1)
     hidden, alphas, token_num = predictor.tail_process_fn(hidden, alphas, mask=mask.squeeze(-1))
     silent = (token_num < 1).to(alphas.dtype)  # token_num is already floored
-    last_column = torch.nn.functional.one_hot(torch.full_like(token_num, alphas.shape[1] - 1).long(),
-                                              alphas.shape[1]).to(alphas.dtype)
+    last_column = torch.nn.functional.one_hot(
+        torch.full_like(token_num, alphas.shape[1] - 1).long(), alphas.shape[1]
+    ).to(alphas.dtype)
     alphas = alphas + last_column * (silent * predictor.threshold)[:, None]
     acoustic_embeds, _ = cif_export(hidden, alphas, predictor.threshold)
     return acoustic_embeds, token_num
@@ -148,8 +150,17 @@ def _export_graph(module: Any, path: Path, opset: int) -> None:
     axes = {k: v for k, v in module.export_dynamic_axes().items() if k in set(input_names) | set(output_names)}
     with torch.no_grad():
         # dynamo=False: the legacy (TorchScript) exporter is the one that accepts dynamic_axes.
-        torch.onnx.export(module, dummy, str(path), do_constant_folding=True, opset_version=opset,
-                          input_names=input_names, output_names=output_names, dynamic_axes=axes, dynamo=False)
+        torch.onnx.export(
+            module,
+            dummy,
+            str(path),
+            do_constant_folding=True,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=axes,
+            dynamo=False,
+        )
 
 
 def cpu_has_vnni() -> bool:
@@ -174,13 +185,21 @@ def _quantize(path: Path, op_types: tuple[str, ...] = ("MatMul",)) -> Path:
     nodes = [n.name for n in onnx.load(str(path)).graph.node]
     exclude = [n for n in nodes if "output" in n or "bias_encoder" in n or "bias_decoder" in n]
     weights = QuantType.QInt8 if cpu_has_vnni() else QuantType.QUInt8
-    quantize_dynamic(model_input=str(path), model_output=str(target), op_types_to_quantize=list(op_types),
-                     per_channel=True, reduce_range=False, weight_type=weights, nodes_to_exclude=exclude)
+    quantize_dynamic(
+        model_input=str(path),
+        model_output=str(target),
+        op_types_to_quantize=list(op_types),
+        per_channel=True,
+        reduce_range=False,
+        weight_type=weights,
+        nodes_to_exclude=exclude,
+    )
     return target
 
 
-def export_model(model_dir: Path, *, output_dir: Path | None = None, quantize: bool = False,
-                 opset: int = OPSET) -> list[Path]:
+def export_model(
+    model_dir: Path, *, output_dir: Path | None = None, quantize: bool = False, opset: int = OPSET
+) -> list[Path]:
     """Export one FunASR model folder to ONNX; returns the files written (fp32, then int8 if asked)."""
     import torch
     from funasr import AutoModel
@@ -197,8 +216,10 @@ def export_model(model_dir: Path, *, output_dir: Path | None = None, quantize: b
     model = auto.model.eval()
     if kind == "CTTransformer" and len(getattr(model.encoder, "encoders", [])) == 0:
         # FunASR's SANMEncoderExport reads encoders[0]; a one-block encoder has only encoders0.
-        raise ValueError(f"{model_dir}: FunASR's punctuation exporter needs 2 or more encoder blocks (this model has "
-                         f"1); the engine runs this punctuation model in PyTorch")
+        raise ValueError(
+            f"{model_dir}: FunASR's punctuation exporter needs 2 or more encoder blocks (this model has "
+            f"1); the engine runs this punctuation model in PyTorch"
+        )
     with torch.no_grad():
         scripts = model.export(**kwargs)
     scripts = list(scripts) if isinstance(scripts, (list, tuple)) else [scripts]
@@ -209,14 +230,18 @@ def export_model(model_dir: Path, *, output_dir: Path | None = None, quantize: b
         backbone.export_output_names = lambda: [*names, "decoder_logits"]
         axes = backbone.export_dynamic_axes()
         # FunASR's dummy hotword embedding is 512 wide (the real model's); use the model's own width.
-        backbone.export_dummy_inputs = lambda: (torch.randn(2, 30, backbone.feats_dim),
-                                                torch.tensor([15, 30], dtype=torch.int32),
-                                                torch.randn(2, 3, backbone.inner_dim))
+        backbone.export_dummy_inputs = lambda: (
+            torch.randn(2, 30, backbone.feats_dim),
+            torch.tensor([15, 30], dtype=torch.int32),
+            torch.randn(2, 3, backbone.inner_dim),
+        )
         backbone.export_dynamic_axes = lambda: {**axes, "decoder_logits": {0: "batch_size", 1: "logits_length"}}
         # FunASR fixes the hotword length at 10 tokens; hotwords may be longer (MAX_HOTWORD_CHARS).
         embedder = scripts[1]
-        embedder.export_dynamic_axes = lambda: {"hotword": {0: "num_hotwords", 1: "hotword_length"},
-                                                "hw_embed": {0: "hotword_length", 1: "num_hotwords"}}
+        embedder.export_dynamic_axes = lambda: {
+            "hotword": {0: "num_hotwords", 1: "hotword_length"},
+            "hw_embed": {0: "hotword_length", 1: "num_hotwords"},
+        }
     written: list[Path] = []
     for script in scripts:
         script.eval()
@@ -237,8 +262,9 @@ def export_model(model_dir: Path, *, output_dir: Path | None = None, quantize: b
 
         for path in (p for p in written if p.name in ("model.onnx", "model_quant.onnx")):
             logger.info("rewriting %s for ONNX Runtime: %s", path.name, optimize_for_ort(path))
-    logger.info("exported %s in %.1f s: %s", model_dir, time.perf_counter() - started,
-                ", ".join(p.name for p in written))
+    logger.info(
+        "exported %s in %.1f s: %s", model_dir, time.perf_counter() - started, ", ".join(p.name for p in written)
+    )
     return written
 
 

@@ -52,8 +52,12 @@ def _subgraph_inputs(node, defined=frozenset()):
     for a in node.attribute:
         if a.type == onnx.AttributeProto.GRAPH:
             g = a.g
-            inner = defined | {o for x in g.node for o in x.output} | {i.name for i in g.input} | {
-                i.name for i in g.initializer}
+            inner = (
+                defined
+                | {o for x in g.node for o in x.output}
+                | {i.name for i in g.input}
+                | {i.name for i in g.initializer}
+            )
             for x in g.node:
                 out += [i for i in x.input if i and i not in inner]
                 out += [i for i in _subgraph_inputs(x, inner) if i not in inner]
@@ -131,8 +135,12 @@ def rewrite_loops(model: onnx.ModelProto) -> collections.Counter:
             steps = _const(n.input[4], [body, g]) if len(n.input) > 4 and n.input[4] else np.array([1])
             if any(v is None for v in (starts, ends, axes, steps)) or n.output[0] in {o.name for o in body.output}:
                 continue
-            if (starts.ravel().tolist() == [0] and axes.ravel().tolist() == [0] and steps.ravel().tolist() == [1]
-                    and int(ends.ravel()[0]) >= 2**31 - 1):
+            if (
+                starts.ravel().tolist() == [0]
+                and axes.ravel().tolist() == [0]
+                and steps.ravel().tolist() == [1]
+                and int(ends.ravel()[0]) >= 2**31 - 1
+            ):
                 for c in bcons[n.output[0]]:
                     for k, i in enumerate(c.input):
                         if i == n.output[0]:
@@ -141,19 +149,26 @@ def rewrite_loops(model: onnx.ModelProto) -> collections.Counter:
                 stats["full Slice removed"] += 1
         # Loop-carried SequenceInsert lists, only stacked after the loop -> scan outputs.
         n_carried = len(loop.input) - 2
-        carried_in, carried_out = list(body.input[2:]), list(body.output[1:1 + n_carried])
-        scan_out = list(body.output[1 + n_carried:])
+        carried_in, carried_out = list(body.input[2:]), list(body.output[1 : 1 + n_carried])
+        scan_out = list(body.output[1 + n_carried :])
         init, final, scans = list(loop.input[2:]), list(loop.output[:n_carried]), list(loop.output[n_carried:])
         bprod = {o: n for n in body.node for o in n.output}
         keep, moved = [], []
         for k in range(n_carried):
             ins = bprod.get(carried_out[k].name)
             users = cons.get(final[k], [])
-            ok = (ins is not None and ins.op_type == "SequenceInsert" and len(ins.input) == 2
-                  and ins.input[0] == carried_in[k].name and len(bcons[carried_in[k].name]) == 1
-                  and final[k] not in graph_outputs and len(users) == 1
-                  and users[0].op_type == "ConcatFromSequence" and _attr(users[0], "new_axis", 0) == 1
-                  and ins.input[1] in ranks)
+            ok = (
+                ins is not None
+                and ins.op_type == "SequenceInsert"
+                and len(ins.input) == 2
+                and ins.input[0] == carried_in[k].name
+                and len(bcons[carried_in[k].name]) == 1
+                and final[k] not in graph_outputs
+                and len(users) == 1
+                and users[0].op_type == "ConcatFromSequence"
+                and _attr(users[0], "new_axis", 0) == 1
+                and ins.input[1] in ranks
+            )
             if not ok:
                 keep.append(k)
                 continue
@@ -176,14 +191,16 @@ def rewrite_loops(model: onnx.ModelProto) -> collections.Counter:
         loop.input.extend(loop_inputs)
         del loop.output[:]
         loop.output.extend(loop_outputs)
-        for (ins, concat), name in zip(moved, names):
+        for (ins, concat), name in zip(moved, names, strict=False):
             # scan output = [iterations, *x.shape]; ConcatFromSequence(new_axis=1, axis=a) = move axis 0 to a
             rank = ranks[ins.input[1]] + 1
             axis = _attr(concat, "axis")
             axis = axis + rank if axis < 0 else axis
             perm = list(range(1, rank))
             perm.insert(axis, 0)
-            transpose = helper.make_node("Transpose", [name], list(concat.output), name=concat.name + "_scan", perm=perm)
+            transpose = helper.make_node(
+                "Transpose", [name], list(concat.output), name=concat.name + "_scan", perm=perm
+            )
             g.node.insert(list(g.node).index(concat), transpose)
             g.node.remove(concat)
             stats["sequence -> scan output"] += 1
@@ -223,12 +240,23 @@ def fuse_attention(model: onnx.ModelProto) -> int:
         if fm is None or any(_attr(fm, k, 0) for k in ("transA", "transB", "transBatchA", "transBatchB")):
             continue
         qt, kt = one(fm.input[0], "Transpose"), one(fm.input[1], "Transpose")
-        if qt is None or kt is None or list(_attr(qt, "perm")) != [0, 2, 1, 3] or list(_attr(kt, "perm")) != [0, 2, 3, 1]:
+        if (
+            qt is None
+            or kt is None
+            or list(_attr(qt, "perm")) != [0, 2, 1, 3]
+            or list(_attr(kt, "perm")) != [0, 2, 3, 1]
+        ):
             continue
         qr, kr = one(qt.input[0], "Reshape"), one(kt.input[0], "Reshape")
         users = cons[sm.output[0]]
-        if qr is None or kr is None or len(users) != 1 or users[0] is None or users[0].op_type != "MatMul" \
-                or users[0].input[0] != sm.output[0]:
+        if (
+            qr is None
+            or kr is None
+            or len(users) != 1
+            or users[0] is None
+            or users[0].op_type != "MatMul"
+            or users[0].input[0] != sm.output[0]
+        ):
             continue
         pv = users[0]
         vt = one(pv.input[1], "Transpose")
@@ -236,8 +264,13 @@ def fuse_attention(model: onnx.ModelProto) -> int:
             continue
         vr = one(vt.input[0], "Reshape")
         users = cons[pv.output[0]]
-        if vr is None or len(users) != 1 or users[0] is None or users[0].op_type != "Transpose" \
-                or list(_attr(users[0], "perm")) != [0, 2, 1, 3]:
+        if (
+            vr is None
+            or len(users) != 1
+            or users[0] is None
+            or users[0].op_type != "Transpose"
+            or list(_attr(users[0], "perm")) != [0, 2, 1, 3]
+        ):
             continue
         ot = users[0]
         users = cons[ot.output[0]]
@@ -253,16 +286,30 @@ def fuse_attention(model: onnx.ModelProto) -> int:
         if mask not in masks:
             base = mask.strip("/").replace("/", "_") + "_key_padding"
             axes, zero = base + "_axes", base + "_zero"
-            g.initializer.extend([numpy_helper.from_array(np.array([1, 2], dtype=np.int64), axes),
-                                  numpy_helper.from_array(np.array(0, dtype=np.float32), zero)])
-            added += [helper.make_node("Squeeze", [mask, axes], [base + "_sq"], name=base + "_sq"),
-                      helper.make_node("Equal", [base + "_sq", zero], [base + "_eq"], name=base + "_eq"),
-                      helper.make_node("Cast", [base + "_eq"], [base], name=base, to=TensorProto.INT32)]
+            g.initializer.extend(
+                [
+                    numpy_helper.from_array(np.array([1, 2], dtype=np.int64), axes),
+                    numpy_helper.from_array(np.array(0, dtype=np.float32), zero),
+                ]
+            )
+            added += [
+                helper.make_node("Squeeze", [mask, axes], [base + "_sq"], name=base + "_sq"),
+                helper.make_node("Equal", [base + "_sq", zero], [base + "_eq"], name=base + "_eq"),
+                helper.make_node("Cast", [base + "_eq"], [base], name=base, to=TensorProto.INT32),
+            ]
             masks[mask] = base
-        added.append(helper.make_node(
-            "MultiHeadAttention", [qr.input[0], kr.input[0], vr.input[0], "", masks[mask]], [out_reshape.output[0]],
-            name=fm.name.split("/MatMul")[0] + "/MultiHeadAttention", domain="com.microsoft",
-            num_heads=num_heads, scale=float(_attr(fm, "alpha", 1.0)), mask_filter_value=-10000.0))
+        added.append(
+            helper.make_node(
+                "MultiHeadAttention",
+                [qr.input[0], kr.input[0], vr.input[0], "", masks[mask]],
+                [out_reshape.output[0]],
+                name=fm.name.split("/MatMul")[0] + "/MultiHeadAttention",
+                domain="com.microsoft",
+                num_heads=num_heads,
+                scale=float(_attr(fm, "alpha", 1.0)),
+                mask_filter_value=-10000.0,
+            )
+        )
         removed.update(id(n) for n in (qt, kt, fm, add, sm, pv, vt, ot, out_reshape))
         count += 1
     if count:
