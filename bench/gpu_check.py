@@ -359,6 +359,7 @@ def inputs_step(size: Size, audio_dir: Path, work: Path) -> dict[str, Path]:
 def engine_step(models: dict[str, str], device: str, inputs: dict[str, Path]) -> tuple[Any, dict[str, Any]]:
     from asr.engine import Engine
     from config.settings import Settings
+    from webui.common import queue_concurrency
 
     settings = Settings(
         _env_file=None,
@@ -375,7 +376,7 @@ def engine_step(models: dict[str, str], device: str, inputs: dict[str, Path]) ->
     load_s = time.perf_counter() - started
     print(
         f"  load {load_s:.1f} s on {engine.spec.device} ({engine.backend}); auto batching up to "
-        f"{engine.batcher.max_requests} requests, {engine.concurrency()} UI jobs at once"
+        f"{engine.batcher.max_requests} requests, {queue_concurrency(settings, engine)} UI jobs at once"
     )
     first = next(iter(inputs.values()))
     engine.transcribe(first, hotwords="", record=False)  # warm-up (CUDA kernels, allocator)
@@ -399,7 +400,7 @@ def engine_step(models: dict[str, str], device: str, inputs: dict[str, Path]) ->
         "backend": engine.backend,
         "torch_peak_mb": torch_peak_mb(engine.spec.device),
         "auto_batch_max_requests": engine.batcher.max_requests,
-        "concurrency": engine.concurrency(),
+        "concurrency": queue_concurrency(settings, engine),
         "rtf": rows,
     }
     return engine, data

@@ -22,7 +22,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "app": {"asr", "config", "messages", "jobs", "results", "api", "webui"},
     # Beside the service: they talk to it through run.sh, /health and files, and read the same settings.
     "ops": {"asr", "config", "messages", "jobs"},
-    "bench": {"asr", "config", "messages", "testmodels", "jobs", "results"},
+    "bench": {"asr", "config", "messages", "testmodels", "jobs", "results", "webui"},
 }
 #: What the engine must never import: the service's settings, HTTP, the UI and storage.
 NOT_IN_THE_ENGINE = {
