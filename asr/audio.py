@@ -225,6 +225,11 @@ def _communicate(args: list[str], stdin: bytes | None, timeout_s: float, name: s
 _NO_STREAM = re.compile(r"matches no streams|does not contain any stream|Output file .* does not contain", re.I)
 _INPUT_FORMAT = re.compile(r"^Input #0, ([\w,]+), from", re.M)
 _SEEK_NEEDED = re.compile(r"moov atom not found|partial file", re.I)
+# What ffmpeg says of bytes that are no media at all. Its wording varies by version: 9.x "Invalid data found";
+# Debian's 5.1 guesses mp3 from random bytes ("detected only with low score ..., misdetection possible!"),
+# then fails with "Failed to read frame size".
+_NOT_MEDIA = re.compile(r"Invalid data found|could not find codec|misdetection possible|Failed to read frame size",
+                        re.I)
 
 
 def _classify_ffmpeg_error(stderr: str, name: str) -> Exception:
@@ -238,7 +243,7 @@ def _classify_ffmpeg_error(stderr: str, name: str) -> Exception:
         if container and (container.group(1).endswith("_pipe") or container.group(1) in ("image2", "gif")):
             return NotAudioError(name, reason="image", detail=last)
         return NoAudioStreamError(name, detail=last)
-    if _SEEK_NEEDED.search(stderr) or "Invalid data found" in stderr or "could not find codec" in stderr.lower():
+    if _SEEK_NEEDED.search(stderr) or _NOT_MEDIA.search(stderr):
         return NotAudioError(name, detail=last)
     return NotAudioError(name, reason="undecodable", detail=last)
 

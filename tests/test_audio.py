@@ -163,12 +163,15 @@ def test_a_stop_check_kills_ffmpeg_within_a_poll(tmp_path, monkeypatch):
     children: list = []
     popen = audio_mod.subprocess.Popen
 
-    def tracked(*args, **kwargs):
-        children.append(popen(*args, **kwargs))
+    def tracked(args, *rest, **kwargs):
+        # Read the input at its own pace (ffmpeg's -readrate): ffmpeg cannot finish before the stop, however fast
+        # the machine, so the stop always lands while it runs.
+        args = [*args[:1], "-readrate", "1", *args[1:]]
+        children.append(popen(args, *rest, **kwargs))
         return children[-1]
 
     def check() -> None:
-        if time.perf_counter() >= asked:
+        if children and time.perf_counter() >= asked:
             raise Stop()
 
     monkeypatch.setattr(audio_mod.subprocess, "Popen", tracked)
