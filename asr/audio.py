@@ -13,11 +13,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
+from typing import IO, Union
 
 import ffmpeg
 import numpy as np
@@ -198,7 +199,11 @@ def _run_ffmpeg(
 
 def _communicate(args: list[str], stdin: bytes | None, timeout_s: float, name: str) -> tuple[int, bytes, bytes]:
     """Run ffmpeg to the end: (exit status, stdout, stderr). Between polls the caller's stop check runs
-    (`asr.progress.checkpoint`): a cancelled job kills ffmpeg within a poll instead of waiting for a long file."""
+    (`asr.progress.checkpoint`): a cancelled job kills ffmpeg within a poll instead of waiting for a long file.
+
+    Threads feed stdin and drain stdout and stderr while this thread polls. Not `Popen.communicate(timeout=)`
+    in a loop: once a call has timed out, CPython's retry no longer writes the rest of the input, so ffmpeg
+    waited for it forever (seen under load, where the first poll often ends before the upload is written)."""
     deadline = time.monotonic() + timeout_s
     proc = subprocess.Popen(
         args,
@@ -206,20 +211,49 @@ def _communicate(args: list[str], stdin: bytes | None, timeout_s: float, name: s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    stdout: list[bytes] = []
+    stderr: list[bytes] = []
+    pumps = [
+        threading.Thread(target=_drain, args=(proc.stdout, stdout), daemon=True),
+        threading.Thread(target=_drain, args=(proc.stderr, stderr), daemon=True),
+    ]
+    if stdin is not None:
+        pumps.append(threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True))
+    for pump in pumps:
+        pump.start()
     try:
         while True:
             checkpoint()
             try:
-                stdout, stderr = proc.communicate(stdin, timeout=min(_POLL_S, max(deadline - time.monotonic(), 0.01)))
-                return proc.returncode, stdout, stderr
+                proc.wait(timeout=min(_POLL_S, max(deadline - time.monotonic(), 0.01)))
+                break
             except subprocess.TimeoutExpired:
-                stdin = None  # communicate() keeps feeding what it was given first
                 if time.monotonic() >= deadline:
                     raise DecodeError(name, reason="timeout", limit_s=f"{timeout_s:.0f}") from None
     finally:
         if proc.poll() is None:  # stopped, timed out or failed: ffmpeg must not outlive the call
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        for pump in pumps:
+            pump.join()
+    return proc.returncode, b"".join(stdout), b"".join(stderr)
+
+
+def _feed(pipe: IO[bytes], data: bytes) -> None:
+    try:
+        pipe.write(data)
+    except (BrokenPipeError, OSError):  # ffmpeg stopped reading: it exited or was killed; its status tells
+        pass
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+
+def _drain(pipe: IO[bytes], into: list[bytes]) -> None:
+    with pipe:
+        into.append(pipe.read())
 
 
 _NO_STREAM = re.compile(r"matches no streams|does not contain any stream|Output file .* does not contain", re.I)

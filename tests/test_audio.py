@@ -1,4 +1,5 @@
 import csv
+import io
 import shutil
 import time
 
@@ -179,3 +180,15 @@ def test_a_stop_check_kills_ffmpeg_within_a_poll(tmp_path, monkeypatch):
         load_audio(long, limits=AudioLimits(max_seconds=7200))
     assert time.perf_counter() - asked < 0.5, "stopped within a poll"
     assert children and all(c.poll() is not None for c in children), "ffmpeg does not outlive the call"
+
+
+def test_bytes_are_fed_whole_however_short_the_poll(monkeypatch):
+    # A poll that ends before the input is written (as under load) must not stop the feeding: ffmpeg would wait
+    # for the rest of stdin forever. 8 MB of WAV is far more than a pipe holds.
+    monkeypatch.setattr(audio_mod, "_POLL_S", 0.001)
+    data = io.BytesIO()
+    sf.write(data, np.tile(REFERENCE, 60), SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    started = time.perf_counter()
+    audio = load_audio(data.getvalue(), limits=AudioLimits(max_seconds=7200, timeout_s=30), name="long.wav")
+    assert audio.duration == pytest.approx(60 * len(REFERENCE) / SAMPLE_RATE, abs=0.01)
+    assert time.perf_counter() - started < 20
