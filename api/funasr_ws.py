@@ -30,6 +30,7 @@ from asr.audio import SAMPLE_RATE
 from asr.engine import Transcription
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
 from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state, to_mono_16k
+from messages import Lang, preferred_language
 
 from .errors import APIError
 
@@ -122,6 +123,8 @@ class Connection:
     odd_byte: bytes = b""  # half an int16 sample left over from the last frame
     session: StreamSession | None = None
     utterances: int = 0
+    #: The language of this stream's error messages (`websocket_language`).
+    lang: Lang = "en"
     #: 2pass finals waiting to be transcribed and sent, in order, by `finals_task`.
     finals: asyncio.Queue | None = None
     finals_task: asyncio.Task | None = None
@@ -320,16 +323,22 @@ def error_answer(error: StreamError, wav_name: str | None) -> dict[str, Any]:
     }
 
 
-def asr_stream_error(exc: ASRError) -> StreamError:
+def websocket_language(websocket: WebSocket) -> Lang:
+    """The language of a stream's error messages: the handshake's Accept-Language, else English (FunASR's own
+    clients send none, and its server's messages are English)."""
+    return preferred_language(websocket.headers.get("accept-language"), "en")
+
+
+def asr_stream_error(exc: ASRError, lang: Lang = "en") -> StreamError:
     if isinstance(exc, FileTooLargeError):
-        return StreamError(str(exc), exc.code, CLOSE_TOO_BIG, "too_large")
+        return StreamError(exc.message(lang), exc.code, CLOSE_TOO_BIG, "too_large")
     if isinstance(exc, InputError):
-        return StreamError(str(exc), exc.code, CLOSE_POLICY, "bad_request")
+        return StreamError(exc.message(lang), exc.code, CLOSE_POLICY, "bad_request")
     if isinstance(exc, ModelNotReadyError):
-        return StreamError(str(exc), exc.code, CLOSE_TRY_LATER, "not_ready")
+        return StreamError(exc.message(lang), exc.code, CLOSE_TRY_LATER, "not_ready")
     if isinstance(exc, ModelLoadError):
         # str() is the operator's text (server folders): the client gets the catalogue's "failed to load".
-        return StreamError(exc.message("en"), "model_not_available", CLOSE_ERROR, "not_ready")
+        return StreamError(exc.message(lang), "model_not_available", CLOSE_ERROR, "not_ready")
     return StreamError(
         "The server failed to process the stream; the error has been logged.", "internal_error", CLOSE_ERROR, "error"
     )
@@ -347,19 +356,16 @@ async def funasr_stream(websocket: WebSocket) -> None:
     metrics = api.metrics
     subprotocols = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol="binary" if "binary" in subprotocols else None)
-    conn = Connection()
+    conn = Connection(lang=websocket_language(websocket))
     entered = False
     outcome = "ok"
     try:
         _check_key(api, websocket)
         if api.engine.state != "ready":
-            raise asr_stream_error(
-                ModelNotReadyError(
-                    "the model is still loading; try again shortly"
-                    if api.engine.state in ("loading", "not_loaded")
-                    else f"the model is not available: {api.engine.load_error}"
-                )
-            )
+            # The catalogue's sentence, in the handshake's Accept-Language: never the load error's text (it is the
+            # operator's and names server folders; it is in the log and the admin's /health).
+            reason = "loading" if api.engine.state in ("loading", "not_loaded") else "failed"
+            raise asr_stream_error(ModelNotReadyError(reason=reason), conn.lang)
         if not registry.try_enter():
             raise StreamError(
                 f"The service is at its limit of {registry.max_streams} open streams (MAX_STREAMS); try again shortly.",
@@ -506,7 +512,7 @@ async def _start(api: Any, conn: Connection) -> None:
         try:
             api.engine.resolve_hotwords(utterance.hotwords)
         except ASRError as exc:
-            raise asr_stream_error(exc) from None
+            raise asr_stream_error(exc, conn.lang) from None
     if utterance.mode != "offline":
         config = utterance.stream_config()
         try:
@@ -516,7 +522,7 @@ async def _start(api: Any, conn: Connection) -> None:
                 await run_in_threadpool(conn.session.reconfigure, config)
         except ASRError as exc:
             logger.error("streaming model unavailable: %s", exc)
-            raise asr_stream_error(exc) from None
+            raise asr_stream_error(exc, conn.lang) from None
     conn.active = True
     conn.utterances += 1
 
@@ -560,7 +566,7 @@ async def _on_audio(websocket: WebSocket, api: Any, conn: Connection, data: byte
             CLOSE_POLICY,
         )
     api.metrics.stream_audio_seconds.labels(utterance.mode).inc(samples.size / SAMPLE_RATE)
-    results = await _run_session(conn.session.feed, samples)
+    results = await _run_session(conn, conn.session.feed, samples)
     await _send_results(websocket, api, conn, results, received)
 
 
@@ -573,7 +579,7 @@ async def _finish(websocket: WebSocket, api: Any, conn: Connection) -> None:
         await _finish_offline(websocket, api, conn, utterance)
         return
     conn.odd_byte = b""
-    results = await _run_session(conn.session.finish)
+    results = await _run_session(conn, conn.session.finish)
     await _send_results(websocket, api, conn, results, received)
 
 
@@ -595,17 +601,17 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
         )
         api.metrics.stream_audio_seconds.labels("offline").inc(result.duration)
     except ASRError as exc:
-        raise asr_stream_error(exc) from None
+        raise asr_stream_error(exc, conn.lang) from None
     finally:
         api.admission.leave()
     await _send(websocket, final_answer("offline", utterance.wav_name, result, is_final=True))
 
 
-async def _run_session(fn: Any, *args: Any) -> Any:
+async def _run_session(conn: Connection, fn: Any, *args: Any) -> Any:
     try:
         return await run_in_threadpool(fn, *args)
     except ASRError as exc:
-        raise asr_stream_error(exc) from None
+        raise asr_stream_error(exc, conn.lang) from None
 
 
 async def _send_results(
@@ -634,7 +640,7 @@ async def _send_finals(websocket: WebSocket, api: Any, conn: Connection) -> None
         session, utterance, result, received = await conn.finals.get()
         try:
             if result.kind == "closed":
-                result = await _run_session(session.final, result)
+                result = await _run_session(conn, session.final, result)
             await _send(websocket, stream_answer(utterance, result))
             conn.finals_pending -= 1
         except StreamError as exc:

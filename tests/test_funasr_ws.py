@@ -15,7 +15,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from app import create_app
 from asr.engine import Engine
+from asr.errors import ASRError
 from conftest import DATA, UTTERANCE, make_settings
+from messages import message
 from test_api_unit import metric
 
 KEY = "stream-key"
@@ -295,10 +297,31 @@ def test_pcm_frames_may_split_a_sample(client: TestClient) -> None:
 
 def test_engine_not_ready_refuses_streams(tiny_models, tmp_path) -> None:
     settings = make_settings(tiny_models, tmp_path)
-    engine = Engine(settings.engine_config())  # never loaded
+    engine = Engine(settings.engine_config())  # never loaded: still loading, as far as a client can tell
     application = create_app(settings, engine, load=False)
     with TestClient(application).websocket_connect("/") as ws:
-        expect_error(ws, "model_not_ready", 1013)
+        answer = expect_error(ws, "model_not_ready", 1013)
+    assert answer["error"] == "the model is still loading; try again shortly"
+    with TestClient(application).websocket_connect("/", headers={"Accept-Language": "zh-CN,zh;q=0.9"}) as ws:
+        answer = expect_error(ws, "model_not_ready", 1013)
+    assert answer["error"] == "模型仍在加载，请稍后再试"
+
+
+def test_a_failed_load_is_the_catalogues_sentence_not_the_servers_folders(tiny_models, tmp_path) -> None:
+    missing = tmp_path / "secret-models" / "seaco"
+    settings = make_settings(tiny_models, tmp_path, model_dir=missing)
+    engine = Engine(settings.engine_config())
+    with pytest.raises(ASRError):
+        engine.load()
+    assert engine.state == "error" and "secret-models" in (engine.load_error or "")  # the operator's text
+    application = create_app(settings, engine, load=False)
+    for headers, expected in (
+        ({}, message("model_not_ready.failed", "en")),
+        ({"Accept-Language": "zh"}, message("model_not_ready.failed", "zh")),
+    ):
+        with TestClient(application).websocket_connect("/", headers=headers) as ws:
+            answer = expect_error(ws, "model_not_ready", 1013)
+        assert answer["error"] == expected, answer
 
 
 def test_max_streams_zero_turns_the_endpoint_off(tiny_models, tmp_path, engine: Engine) -> None:
