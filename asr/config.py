@@ -46,6 +46,8 @@ class EngineConfig:
     online_model_dir: Path | None = None
     online_quantize: bool = True
     online_workers: int = 0
+    # written form (asr.itn): ITN on by default for every transcription; a call may turn it off (or on)
+    itn: bool = True
     # hotwords and input limits
     default_hotwords: str = ""
     max_hotwords: int = 100

@@ -28,6 +28,7 @@ from .config import EngineConfig
 from .device import resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
 from .heap import HeapTrimmer
+from .itn import InverseNormalizer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
 from .patches import patch_funasr, patch_model
 from .segments import SegmentListener, report_segments
@@ -87,6 +88,10 @@ class Transcription:
     name: str = ""
     #: Time spent labelling speakers (part of `model_time`); 0 when the request did not ask for speakers.
     speaker_time: float = 0.0
+    #: The text as spoken when `text` is in written form (ITN applied, `asr.itn`); None when ITN was not applied.
+    text_spoken: str | None = None
+    #: Time spent on ITN (not part of `processing_time`'s model work).
+    itn_time: float = 0.0
 
     @property
     def words(self) -> list[Word]:
@@ -161,6 +166,8 @@ class Engine:
         self.audio_seconds_served = 0.0
         self.started_at = time.time()
         self._observers: list[Observer] = []
+        #: The written form (asr.itn): its grammars are loaded with the models when ITN is on by default.
+        self.itn = InverseNormalizer()
 
     # ---------------------------------------------------------------- loading
     def resolve_spec(self) -> ModelSpec:
@@ -196,6 +203,8 @@ class Engine:
                     urgent_waiting=lambda: self._urgent_waiting,
                 )
                 patch_model(self._model, self.batcher, backend=self.backend)
+                if self.config.itn:
+                    self.itn.load()  # at startup: the first request does not pay for the grammars
                 if self.spec.spk:
                     from .speakers import SpeakerLabeller
 
@@ -281,8 +290,12 @@ class Engine:
         num_speakers: int | None = None,
         on_segment: SegmentListener | None = None,
         urgent: bool = False,
+        itn: bool | None = None,
     ) -> Transcription:
         """Transcribe one input. `hotwords=None` uses the default list; a given list replaces it.
+
+        `itn` writes numbers, dates and times in written form (`asr.itn`; None: the ITN setting); the text as
+        spoken is then `text_spoken`, and every word keeps its times. Hotwords are never rewritten.
 
         `diarize=True` labels each sentence with its speaker (needs ENABLE_SPK); `num_speakers`, when the
         caller knows it, fixes how many speakers the sentences are split into.
@@ -310,6 +323,8 @@ class Engine:
             transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
             if diarize:
                 transcription = self._with_speakers(transcription, audio, num_speakers)
+            if self.config.itn if itn is None else itn:
+                transcription = self.written_form(transcription)
         except Exception as exc:
             if not isinstance(exc, ASRError):
                 logger.exception("transcription failed for %s", name or "input")
@@ -331,6 +346,16 @@ class Engine:
             transcription.rtf,
         )
         return transcription
+
+    def written_form(self, transcription: Transcription) -> Transcription:
+        """`transcription` with ITN applied (its hotwords protected); unchanged if ITN itself fails."""
+        started = time.perf_counter()
+        try:
+            written = self.itn.transcription(transcription, protected=transcription.hotwords)
+        except Exception:  # ITN never fails a request: the spoken text is a correct answer
+            logger.exception("ITN failed; the spoken text is kept")
+            return transcription
+        return replace(written, itn_time=time.perf_counter() - started)
 
     def _generate(
         self, samples: np.ndarray, words: list[str], batch_size_s: int | None, is_urgent: bool = False

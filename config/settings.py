@@ -149,6 +149,13 @@ class Settings(BaseSettings):
     max_hotwords: int = Field(100, ge=0, description="Most hotwords one request may carry.")
     max_hotword_chars: int = Field(20, ge=1, description="Longest hotword, in characters.")
 
+    # --- written form (ITN) ------------------------------------------------------------------
+    itn: bool = Field(
+        True,
+        description="Write numbers, dates, times, money and percentages in written form (2026年12月1日, 50%) by "
+        "default; a request may turn it off (itn=false). The grammars load at startup (about 0.4 s, 30 MB).",
+    )
+
     # --- input limits -----------------------------------------------------------------------
     max_upload_mb: float = Field(200.0, gt=0, description="Largest accepted upload, in MB.")
     max_audio_seconds: float = Field(3600.0, gt=0, description="Longest accepted audio, in seconds.")
