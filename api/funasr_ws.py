@@ -97,7 +97,8 @@ class Utterance:
     chunk_size: tuple[int, int, int] = (5, 10, 5)
     encoder_look_back: int = 4
     decoder_look_back: int = 1
-    itn: bool = True  # accepted for compatibility: there is no ITN model, numbers stay as the model writes them
+    #: Written form for finals and offline answers (FunASR's `itn`); None: the server's ITN setting.
+    itn: bool | None = None
 
     @property
     def pcm(self) -> bool:
@@ -110,6 +111,7 @@ class Utterance:
             encoder_look_back=self.encoder_look_back,
             decoder_look_back=self.decoder_look_back,
             hotwords=self.hotwords,
+            itn=self.itn,
         )
 
 
@@ -231,6 +233,10 @@ def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
         logger.debug("stream at %d Hz is resampled to 16 kHz chunk by chunk", audio_fs)
     chunk_size = parse_chunk_size(message["chunk_size"]) if "chunk_size" in message else base.chunk_size
     itn = message.get("itn", base.itn)
+    if itn in (0, 1):  # FunASR's clients send true/false; 1 and 0 mean the same
+        itn = bool(itn)
+    elif itn is not None:
+        raise StreamError("itn must be true or false", "bad_itn")
     return Utterance(
         mode=mode,
         wav_name=wav_name[:200],
@@ -240,7 +246,7 @@ def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
         chunk_size=chunk_size,
         encoder_look_back=_int(message, "encoder_chunk_look_back", base.encoder_look_back, 0, 16),
         decoder_look_back=_int(message, "decoder_chunk_look_back", base.decoder_look_back, 0, 16),
-        itn=bool(itn),
+        itn=itn,
     )
 
 
@@ -597,7 +603,11 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
         else:
             call = dict(source=audio)
         result = await run_in_threadpool(
-            api.engine.transcribe, hotwords=utterance.hotwords, name=utterance.wav_name or "stream", **call
+            api.engine.transcribe,
+            hotwords=utterance.hotwords,
+            name=utterance.wav_name or "stream",
+            itn=utterance.itn,
+            **call,
         )
         api.metrics.stream_audio_seconds.labels("offline").inc(result.duration)
     except ASRError as exc:

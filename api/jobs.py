@@ -147,6 +147,7 @@ async def create_job(
         diarize=form.diarize,
         num_speakers=form.num_speakers,
         granularities=sorted(form.granularities),
+        itn=form.itn,
     )
     return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 

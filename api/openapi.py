@@ -74,6 +74,11 @@ _OPTIONS: dict[str, Any] = {
         "description": "With response_format=verbose_json.",
     },
     "diarize": {"type": "boolean", "description": "Label each sentence's speaker (needs ENABLE_SPK)."},
+    "itn": {
+        "type": "boolean",
+        "description": "Written form: numbers, dates, times, money and percentages as written "
+        "(2026年12月1日, 50%); default: the server's ITN setting. verbose_json then gives `text_spoken` too.",
+    },
     "num_speakers": {
         "type": "integer",
         "minimum": 1,

@@ -77,7 +77,7 @@ async def create_transcription(
     if form.stream:  # input errors are HTTP errors: the audio is checked before the stream starts
         audio = await run_in_threadpool(engine.decode, upload.data, name=upload.name)
         return stream_transcription(
-            engine, audio, hotwords=form.hotwords, lang=language(request), release=place.hand_over()
+            engine, audio, hotwords=form.hotwords, itn=form.itn, lang=language(request), release=place.hand_over()
         )  # the stream's worker frees the place
     result = await run_in_threadpool(
         engine.transcribe,
@@ -86,6 +86,7 @@ async def create_transcription(
         name=upload.name,
         diarize=form.diarize,
         num_speakers=form.num_speakers,
+        itn=form.itn,
     )
     return render(result, form.response_format, form.granularities)
 
@@ -133,6 +134,8 @@ def verbose_json(result: Transcription, granularities: frozenset[str] = frozense
         "duration": round(result.duration, 3),
         "text": result.text,
     }
+    if result.text_spoken is not None:  # ITN applied: `text` (and segments, words) are written, this as spoken
+        body["text_spoken"] = result.text_spoken
     if with_words:
         body["words"] = [_word_json(w) for w in result.words]
     if with_segments:

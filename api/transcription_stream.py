@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from asr.audio import Audio
 from asr.engine import Engine, Transcription
@@ -50,9 +51,22 @@ class ClientGone(ASRError):
 
 
 def stream_transcription(
-    engine: Engine, audio: Audio, *, hotwords: str | None, lang: Lang, release: Callable[[], None]
+    engine: Engine,
+    audio: Audio,
+    *,
+    hotwords: str | None,
+    lang: Lang,
+    release: Callable[[], None],
+    itn: bool | None = None,
 ) -> StreamingResponse:
-    """Start transcribing `audio` now and answer with its events; `release()` runs when the work has ended."""
+    """Start transcribing `audio` now and answer with its events; `release()` runs when the work has ended.
+
+    With ITN (`itn`, None: the engine's setting) each delta is written on its own, hotwords kept, so the deltas
+    still add up to `transcript.text.done`'s text."""
+    protected = engine.resolve_hotwords(hotwords)
+    written_form = (
+        (lambda text: engine.itn.written(text, protected)) if (engine.config.itn if itn is None else itn) else None
+    )
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
     gone = threading.Event()
@@ -67,7 +81,7 @@ def stream_transcription(
 
     def work() -> None:
         try:
-            tell("done", engine.transcribe(audio, hotwords=hotwords, on_segment=on_segment))
+            tell("done", engine.transcribe(audio, hotwords=hotwords, on_segment=on_segment, itn=itn))
         except ClientGone:
             logger.info("streamed transcription of %s stopped: the client went away", audio.name or "upload")
         except Exception as exc:
@@ -76,18 +90,28 @@ def stream_transcription(
             release()
 
     loop.run_in_executor(None, work)
-    return StreamingResponse(_events(events, gone, lang), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(
+        _events(events, gone, lang, written_form), media_type="text/event-stream", headers=SSE_HEADERS
+    )
 
 
-async def _events(events: asyncio.Queue[tuple[str, Any]], gone: threading.Event, lang: Lang) -> AsyncIterator[str]:
+async def _events(
+    events: asyncio.Queue[tuple[str, Any]],
+    gone: threading.Event,
+    lang: Lang,
+    written_form: Callable[[str], str] | None = None,
+) -> AsyncIterator[str]:
     written = ""
     try:
         while True:
             kind, value = await events.get()
             if kind == "segment":
-                if not value.written:
+                text = value.written
+                if text and written_form is not None:  # off the model's thread, off the event loop
+                    text = await run_in_threadpool(written_form, text)
+                if not text:
                     continue
-                delta = (" " if needs_space(written, value.written) else "") + value.written
+                delta = (" " if needs_space(written, text) else "") + text
                 written += delta
                 yield _event(
                     {

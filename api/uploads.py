@@ -35,6 +35,8 @@ class TranscriptionForm:
     diarize: bool = False
     num_speakers: int | None = None
     stream: bool = False
+    #: Written form (ITN); None: the server's ITN setting.
+    itn: bool | None = None
 
 
 @dataclass
@@ -222,6 +224,7 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
         diarize=diarize,
         num_speakers=num_speakers,
         stream=stream,
+        itn=None if form.get("itn") is None else _form_bool(form, "itn"),
     )
 
 

@@ -262,8 +262,9 @@ _SEEK_NEEDED = re.compile(r"moov atom not found|partial file", re.I)
 # What ffmpeg says of bytes that are no media at all. Its wording varies by version: 9.x "Invalid data found";
 # Debian's 5.1 guesses mp3 from random bytes ("detected only with low score ..., misdetection possible!"),
 # then fails with "Failed to read frame size".
-_NOT_MEDIA = re.compile(r"Invalid data found|could not find codec|misdetection possible|Failed to read frame size",
-                        re.I)
+_NOT_MEDIA = re.compile(
+    r"Invalid data found|could not find codec|misdetection possible|Failed to read frame size", re.I
+)
 
 
 def _classify_ffmpeg_error(stderr: str, name: str) -> Exception:

@@ -28,8 +28,8 @@ from .config import EngineConfig
 from .device import resolve_device
 from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
 from .heap import HeapTrimmer
-from .itn import InverseNormalizer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
+from .itn import InverseNormalizer
 from .patches import patch_funasr, patch_model
 from .segments import SegmentListener, report_segments
 from .speakers import MAX_SPEAKERS

@@ -78,6 +78,9 @@ class StreamConfig:
     decoder_look_back: int = 1
     #: Hotwords for the final (engine) pass: None = the engine's default list.
     hotwords: str | list[str] | None = None
+    #: Written form for finals (`asr.itn`; None: the engine's ITN setting). Partials and drafts stay as spoken,
+    #: as FunASR's runtime sends them.
+    itn: bool | None = None
     #: Where 2pass partials come from: the streaming model ("online"), or the engine re-decoding the open
     #: segment on each feed ("redecode": a `draft` with the segment's whole tentative text).
     partials: Literal["online", "redecode"] = "online"
@@ -95,6 +98,7 @@ class ClosedSegment:
 
     samples: np.ndarray
     hotwords: str | list[str] | None
+    itn: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -329,10 +333,10 @@ class StreamSession:
                     "",
                     start / SAMPLE_RATE,
                     end / SAMPLE_RATE,
-                    closed=ClosedSegment(segment.copy(), self.config.hotwords),
+                    closed=ClosedSegment(segment.copy(), self.config.hotwords, self.config.itn),
                 )
             ]
-        result = self._transcribe(segment, self.config.hotwords, urgent=True)
+        result = self._transcribe(segment, self.config.hotwords, urgent=True, itn=self.config.itn)
         if result is None:
             return []
         return [StreamResult("final", result.text, start / SAMPLE_RATE, end / SAMPLE_RATE, result)]
@@ -340,7 +344,7 @@ class StreamSession:
     def final(self, closed: StreamResult) -> StreamResult:
         """The `final` result of a `closed` one (thread-safe: it only calls the engine, ahead of file jobs)."""
         assert closed.closed is not None
-        result = self._transcribe(closed.closed.samples, closed.closed.hotwords, urgent=True)
+        result = self._transcribe(closed.closed.samples, closed.closed.hotwords, urgent=True, itn=closed.closed.itn)
         return replace(closed, kind="final", text=result.text if result else "", transcription=result, closed=None)
 
     def _draft(self) -> list[StreamResult]:
@@ -351,19 +355,31 @@ class StreamSession:
         if tail.size < self.config.min_partial_s * SAMPLE_RATE:
             return []
         # A draft of a segment that will be transcribed again when it closes: not a request of its own.
-        result = self._transcribe(tail, self.config.hotwords, record=False)
+        result = self._transcribe(tail, self.config.hotwords, record=False, itn=False)
         if result is None:
             return []
         return [StreamResult("draft", result.text, u.open_start / SAMPLE_RATE, u.received / SAMPLE_RATE, result)]
 
     def _transcribe(
-        self, samples: np.ndarray, hotwords: str | list[str] | None, *, record: bool = True, urgent: bool = False
+        self,
+        samples: np.ndarray,
+        hotwords: str | list[str] | None,
+        *,
+        record: bool = True,
+        urgent: bool = False,
+        itn: bool | None = None,
     ) -> Transcription | None:
         # A sentence someone is waiting to read is urgent: file jobs give way to it (asr.batching).
         self._decoded += samples.size
         try:
             return self.engine.transcribe(
-                samples, sample_rate=SAMPLE_RATE, hotwords=hotwords, name="stream", record=record, urgent=urgent
+                samples,
+                sample_rate=SAMPLE_RATE,
+                hotwords=hotwords,
+                name="stream",
+                record=record,
+                urgent=urgent,
+                itn=itn,
             )
         except InputError as exc:  # a blip shorter than the minimum length: nothing to say
             logger.debug("stream segment skipped: %s", exc)

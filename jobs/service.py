@@ -218,6 +218,7 @@ class JobService:
         diarize: bool = False,
         num_speakers: int | None = None,
         granularities: list[str] | None = None,
+        itn: bool | None = None,
     ) -> Job:
         """Store the files and queue the job. Raises JobError (bad request) or QueueFull (busy).
 
@@ -251,6 +252,7 @@ class JobService:
                 "diarize": diarize,
                 "num_speakers": num_speakers,
                 "granularities": sorted(granularities or []),
+                "itn": itn,  # None: the ITN setting of the replica that runs it
             },
         )
         max_bytes = int(s.job_max_upload_mb * 2**20)
@@ -749,6 +751,7 @@ class JobService:
                             name=record.name,
                             diarize=bool(options.get("diarize")),
                             num_speakers=options.get("num_speakers"),
+                            itn=options.get("itn"),
                         )
                 self.files.write_result(job.id, index, result)
             except _Cancelled:

@@ -4,7 +4,7 @@ The folders have the layout of the real ModelScope models (config.yaml, configur
 model.pt, tokens.json, seg_dict, am.mvn) and are built with FunASR's own model classes, so
 the service runs its real loading and inference path without a model hub:
 
-    python -m testmodels --tiny            # models/tiny-seaco, tiny-seaco-sparse, tiny-punc, tiny-campplus (tests)
+    python -m testmodels --tiny            # models/tiny-seaco, -sparse, -numerals, tiny-punc, tiny-campplus (tests)
     python -m testmodels --full            # models/full-seaco, full-punc, full-campplus (benchmarks, ~1 GB)
     python -m testmodels --tiny-online     # models/tiny-online: streaming Paraformer (tests)
     python -m testmodels --full-online     # models/full-online: streaming Paraformer (benchmarks, ~900 MB)
@@ -486,6 +486,39 @@ def build_tiny_sparse(models_dir: Path = MODELS_DIR) -> Path:
     return target
 
 
+#: What the numerals test model says: only these characters (those its vocabulary has), so its text is a
+#: number (ITN tests).
+NUMERAL_TOKENS = "零一二三四五六七八九十百"
+
+
+def build_tiny_numerals(models_dir: Path = MODELS_DIR) -> Path:
+    """The tiny ASR model with its decoder's output layer steered to say numerals only (`NUMERAL_TOKENS`).
+
+    Same folder and weights as tiny-seaco except `decoder.output_layer`: its weights are scaled down and its
+    bias keeps every other token far below the numerals, so the text is a random number such as
+    `三五一九二零`. ITN tests use it to see numbers converted end to end (random weights never say one)."""
+    import torch
+
+    tiny_asr, _ = build_tiny(models_dir)
+    target = models_dir / "tiny-seaco-numerals"
+    if (target / "model.pt").exists():
+        return target
+    building = target.with_name(target.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    shutil.copytree(tiny_asr, building)
+    tokens = json.loads((building / "tokens.json").read_text(encoding="utf-8"))
+    state = torch.load(building / "model.pt", map_location="cpu")
+    bias = torch.full_like(state["decoder.output_layer.bias"], -30.0)
+    for char in NUMERAL_TOKENS:
+        if char in tokens:  # the tiny vocabulary's 600 most frequent characters lack 零
+            bias[tokens.index(char)] = 0.0
+    state["decoder.output_layer.bias"] = bias
+    state["decoder.output_layer.weight"] = state["decoder.output_layer.weight"] * 0.1
+    torch.save(state, building / "model.pt")
+    building.rename(target)
+    return target
+
+
 def build_tiny_campplus(models_dir: Path = MODELS_DIR) -> Path:
     """A tiny random-weight CAM++ speaker model (tests), in the published folder layout."""
     target = models_dir / "tiny-campplus"
@@ -549,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             *build_tiny(args.models_dir),
             build_tiny_sparse(args.models_dir),
+            build_tiny_numerals(args.models_dir),
             build_tiny_campplus(args.models_dir),
             sep="\n",
         )

@@ -43,6 +43,7 @@ class TinyModels:
     spk: Path  # CAM++ (speakers)
     sparse: Path  # the ASR model whose predictor emits no token for short segments
     online: Path | None = None  # the streaming Paraformer (online/2pass WebSocket streams)
+    numerals: Path | None = None  # the ASR model that says numerals only (ITN end to end)
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +56,13 @@ def tiny_models() -> TinyModels:
     vad = testmodels.fetch_vad()
     asr, punc = testmodels.build_tiny()
     return TinyModels(
-        asr, vad, punc, testmodels.build_tiny_campplus(), testmodels.build_tiny_sparse(), testmodels.build_tiny_online()
+        asr,
+        vad,
+        punc,
+        testmodels.build_tiny_campplus(),
+        testmodels.build_tiny_sparse(),
+        testmodels.build_tiny_online(),
+        testmodels.build_tiny_numerals(),
     )
 
 

@@ -23,13 +23,14 @@ import pytest
 import soundfile as sf
 import websockets
 
-from conftest import DATA, UTTERANCE, Server, TinyModels, start_server, stop_server
+from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, start_server, stop_server
 from test_api_unit import metric
 
 pytestmark = pytest.mark.server
 
 CLIENT_PATH = "runtime/python/websocket/funasr_wss_client.py"
 MIRROR = Path("/work/.mirror/modelscope+FunASR/repo")
+SHARED_CLIENT = ROOT.parent / "shared" / "clients" / "funasr" / "funasr_wss_client.py"
 HOTWORDS = '{"达摩院": 20, "语音识别": 30}'
 
 
@@ -48,6 +49,8 @@ def reference_client(tmp_path: Path) -> Path:
         return Path(os.environ["FUNASR_WSS_CLIENT"])
     if os.environ.get("FUNASR_REPO"):
         return Path(os.environ["FUNASR_REPO"]) / CLIENT_PATH
+    if SHARED_CLIENT.exists():  # the project's shared copy (CI has it)
+        return SHARED_CLIENT
     if MIRROR.is_dir():
         source = subprocess.run(["git", f"--git-dir={MIRROR}", "show", f"HEAD:{CLIENT_PATH}"], capture_output=True)
         if source.returncode == 0:
@@ -64,7 +67,9 @@ def ws_url(server: Server) -> str:
     return server.url.replace("http://", "ws://")
 
 
-def run_client(client: Path, server: Server, mode: str, audio: Path, tmp_path: Path) -> str:
+def run_client(
+    client: Path, server: Server, mode: str, audio: Path, tmp_path: Path, use_itn: int = 1, hotwords: bool = True
+) -> str:
     host, port = server.url.removeprefix("http://").split(":")
     proc = subprocess.run(
         [
@@ -80,9 +85,10 @@ def run_client(client: Path, server: Server, mode: str, audio: Path, tmp_path: P
             mode,
             "--audio_in",
             str(audio),
-            "--hotword",
-            HOTWORDS,
+            *(["--hotword", HOTWORDS] if hotwords else []),
             "--send_without_sleep",
+            "--use_itn",
+            str(use_itn),
             "--log_dir",
             str(tmp_path / "client-logs"),
         ],
@@ -122,6 +128,46 @@ def test_funasrs_reference_client_in_every_mode(server: Server, tmp_path: Path) 
     assert re.search(r"^pid0_0: \S+", online, re.M), online
     two_pass = run_client(client, server, "2pass", DATA / "utterances" / "funasr_long.wav", tmp_path)
     assert re.search(r"^pid0_0: \S+", two_pass, re.M), two_pass
+
+
+@pytest.fixture(scope="module")
+def numerals_server(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory):
+    """A server whose model says numerals only (testmodels.build_tiny_numerals), so ITN has numbers to write."""
+    srv = start_server(tiny_models, tmp_path_factory.mktemp("itn"), MODEL_DIR=str(tiny_models.numerals))
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def client_text(printed: str) -> str:
+    found = re.findall(r"^pid0_0: demo: (.*?)(?: timestamp: \[.*\])?$", printed, re.M)
+    assert found, printed
+    return found[-1]
+
+
+def test_funasrs_reference_client_gets_written_or_spoken_finals_by_use_itn(
+    numerals_server: Server, tmp_path: Path
+) -> None:
+    from asr.itn import InverseNormalizer
+
+    client = reference_client(tmp_path)
+    audio = DATA / "utterances" / "funasr_long.wav"
+    runs = {}
+    for name, mode, use_itn in (("spoken", "offline", 0), ("written", "offline", 1), ("2pass", "2pass", 1)):
+        (tmp_path / name).mkdir()
+        # No hotwords: SeACo's bias path would speak past the numerals model's steered output layer.
+        runs[name] = run_client(client, numerals_server, mode, audio, tmp_path / name, use_itn=use_itn, hotwords=False)
+    spoken, written = client_text(runs["spoken"]), client_text(runs["written"])
+    assert not re.search(r"[0-9]", spoken) and re.search(r"[一二三四五六七八九十百]", spoken), spoken
+    assert re.search(r"[0-9]", written) and written == InverseNormalizer().written(spoken), (spoken, written)
+    # 2pass: the finals (2pass-offline) are written (the online partials come from the streaming model as spoken)
+    events = [
+        json.loads(line) for f in (tmp_path / "2pass").rglob("events.jsonl") for line in f.read_text().splitlines()
+    ]
+    messages = [e.get("msg", e) for e in events]
+    finals = "".join(m.get("text", "") for m in messages if m.get("mode") == "2pass-offline")
+    assert re.search(r"[0-9]", finals), events[:5]
 
 
 async def _stream(url: str, audio: bytes, mode: str, frame: int = 1920) -> list[dict]:

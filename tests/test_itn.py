@@ -274,3 +274,65 @@ def test_itn_timing_holds_on_a_long_file(engine: Engine, long_wav) -> None:
             assert written.words[0] == Word("12月1日", s.words[0].start, s.words[len(numerals) - 1].end)
             checked += 1
     assert checked >= 3, f"only {checked} sentences of {len(result.sentences)} could be checked"
+
+
+# ------------------------------------------------------------------------------------ through the API
+@pytest.fixture(scope="module")
+def numerals_api(tiny_models, tmp_path_factory):
+    """The API over an engine whose model says numerals only (testmodels.build_tiny_numerals)."""
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+    from conftest import make_settings
+
+    settings = make_settings(tiny_models, tmp_path_factory.mktemp("itn-api"), model_dir=tiny_models.numerals)
+    numerals = Engine(settings.engine_config())
+    numerals.load()
+    app = create_app(settings, numerals, load=False)
+    with TestClient(app) as client:
+        yield client
+
+
+def post(client, **data):
+    with open(LONG_CLIP, "rb") as f:
+        return client.post("/v1/audio/transcriptions", files={"file": ("clip.wav", f, "audio/wav")}, data=data)
+
+
+LONG_CLIP = ROOT / "tests" / "data" / "utterances" / "funasr_long.wav"
+
+
+def test_the_api_writes_numbers_unless_asked_not_to(numerals_api) -> None:
+    on = post(numerals_api, response_format="verbose_json")
+    words = post(numerals_api, response_format="verbose_json", timestamp_granularities="word").json()["words"]
+    off = post(numerals_api, response_format="verbose_json", itn="false")
+    assert on.status_code == off.status_code == 200, (on.text, off.text)
+    on, off = on.json(), off.json()
+    assert "text_spoken" not in off and not any(c.isdigit() for c in off["text"])
+    assert on["text_spoken"] == off["text"] and any(c.isdigit() for c in on["text"])
+    assert on["text"] == InverseNormalizer().written(off["text"])
+    # the written words are the written sentences' (the whole text may differ where the model said <unk>)
+    segments = "".join(seg["text"] for seg in on["segments"])
+    assert " ".join(w["word"] for w in words).replace(" ", "") == "".join(
+        c for c in segments if c.isalnum() and c != " "
+    )
+    assert [s["start"] for s in on["segments"]] == [s["start"] for s in off["segments"]]
+    assert post(numerals_api, itn="maybe").status_code == 400
+
+
+def test_streamed_deltas_are_written_and_add_up_to_the_final_text(numerals_api) -> None:
+    import json
+
+    response = post(numerals_api, stream="true")
+    assert response.status_code == 200
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
+    done = events[-1]
+    assert done["type"] == "transcript.text.done" and "".join(deltas) == done["text"]
+    assert any(c.isdigit() for c in done["text"])
+    spoken = post(numerals_api, stream="true", itn="false").text
+    assert not any(
+        c.isdigit()
+        for line in spoken.splitlines()
+        if line.startswith("data: {")
+        for c in json.loads(line[6:]).get("delta", "")
+    )

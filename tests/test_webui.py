@@ -37,7 +37,13 @@ def test_single_file(client: Client) -> None:
     assert table["headers"] == ["开始", "结束", "文本"] and table["data"]
     assert float(table["data"][-1][1]) <= 5.6  # sentence ends lie inside the 5.55 s clip
     suffixes = sorted(Path(f).suffix for f in files)
-    assert suffixes == [".srt", ".tsv", ".txt", ".vtt"]
+    # ITN is on by default: the TXT is the written form, and `.spoken.txt` says it holds the text as spoken
+    assert suffixes == [".srt", ".tsv", ".txt", ".txt", ".vtt"]
+    assert any(f.endswith(".spoken.txt") for f in files)
+    _, _, _, _, spoken_off = client.predict(
+        handle_file(str(DATA / "utterances" / "funasr_asr_example.wav")), "", 1, False, 0, False, api_name="/transcribe"
+    )
+    assert sorted(Path(f).suffix for f in spoken_off) == [".srt", ".tsv", ".txt", ".vtt"]  # 数字规整 off
     words = next(Path(f) for f in files if f.endswith(".words.tsv")).read_text(encoding="utf-8").splitlines()
     assert words[0] == "start\tend\tword\tsentence" and len(words) > 5
     srt = next(Path(f) for f in files if f.endswith(".srt")).read_text(encoding="utf-8")

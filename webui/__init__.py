@@ -49,6 +49,7 @@ def build_ui(
                     batch["status"],
                     batch["speakers"],
                     batch["num_speakers"],
+                    batch["itn"],
                 )
                 attach_batch_jobs(jobs, settings, access, inputs, tabs, blocks)
             if settings.enable_live_tab:

@@ -25,6 +25,7 @@ from results import Result, ResultAccess
 from .common import (
     BATCH_SIZE_MAX,
     batch_size_s,
+    itn_control,
     kept_for,
     labelled_text,
     request_owner,
@@ -92,6 +93,7 @@ def transcribe_batch(
     progress: gr.Progress | None = None,
     speakers: bool | None = False,
     num_speakers: float | None = 0,
+    itn: bool | None = None,
 ) -> Iterator[BatchUpdate]:
     """Yields (status Markdown, results table, downloads) after each file; downloads come with the last."""
     lang = lang_of(request)
@@ -130,7 +132,13 @@ def transcribe_batch(
             progress((index, len(paths)), desc=f"{tr('recognising', lang)} {name}")
         try:
             result: Transcription | None = engine.transcribe(
-                path, hotwords=hotwords, name=name, batch_size_s=size_s, diarize=diarize, num_speakers=count
+                path,
+                hotwords=hotwords,
+                name=name,
+                batch_size_s=size_s,
+                diarize=diarize,
+                num_speakers=count,
+                itn=itn,
             )
             error = ""
         except ASRError as exc:
@@ -222,6 +230,7 @@ def create_batch_tab(
                 )
                 batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"), info=t("batch_size_info"))
                 speakers, num_speakers = speaker_controls(engine, "batch")
+                itn = itn_control(settings, "batch")
                 button = gr.Button(t("start_batch"), variant="primary", elem_id="batch-start")
                 submit_job = gr.Button(t("submit_job"), elem_id="batch-submit-job") if job_button else None
             with gr.Column(scale=2):
@@ -255,6 +264,7 @@ def create_batch_tab(
         batch_size: float | None,
         label_speakers: bool | None,
         speaker_count: float | None,
+        written_numbers: bool | None,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ) -> Iterator[BatchUpdate]:
@@ -269,6 +279,7 @@ def create_batch_tab(
             progress,
             label_speakers,
             speaker_count,
+            written_numbers,
         )
 
     def earlier_batches(request: gr.Request) -> tuple[dict[str, list], list[str]]:
@@ -276,7 +287,7 @@ def create_batch_tab(
 
     event = button.click(
         run,
-        [files, words, batch, speakers, num_speakers],
+        [files, words, batch, speakers, num_speakers, itn],
         [status, table, downloads],
         api_name="transcribe_batch",
         concurrency_id="model",
@@ -294,5 +305,6 @@ def create_batch_tab(
         "job_button": submit_job,
         "speakers": speakers,
         "num_speakers": num_speakers,
+        "itn": itn,
         "table": table,
     }

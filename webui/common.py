@@ -56,6 +56,11 @@ def speaker_controls(engine: Engine, prefix: str) -> tuple[gr.Checkbox, gr.Numbe
     return checkbox, count
 
 
+def itn_control(settings: Settings, prefix: str) -> gr.Checkbox:
+    """The 数字规整 checkbox: written-form numbers (asr.itn), on when the ITN setting is."""
+    return gr.Checkbox(value=settings.itn, label=t("itn"), info=t("itn_info"), elem_id=f"{prefix}-itn")
+
+
 def queue_concurrency(settings: Settings, engine: Engine) -> int:
     """Jobs the UI queue hands the engine at once: MODEL_CONCURRENCY, or when 0: 2, or the engine's batch size when
     that is higher (only requests inside the engine together can share a model call)."""
@@ -142,6 +147,8 @@ def write_result_files(result: Transcription, folder: Path, stem: str) -> list[P
     folder.mkdir(parents=True, exist_ok=True)
     txt = labelled_text(result) + "\n" if result.text else to_txt(result.sentences)
     files = {f"{stem}.txt": txt, f"{stem}.srt": to_srt(result.sentences), f"{stem}.vtt": to_vtt(result.sentences)}
+    if result.text_spoken is not None:  # ITN applied: the text as spoken too, in a file whose name says so
+        files[f"{stem}.spoken.txt"] = result.text_spoken + "\n"
     words = to_word_tsv(result.sentences)
     if words:
         files[f"{stem}.words.tsv"] = words

@@ -114,6 +114,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "recognising": ("正在识别", "Recognising"),
     "failed": ("识别失败", "Recognition failed"),
     "speakers": ("区分说话人", "Label speakers"),
+    "itn": ("数字规整", "Written numbers"),
+    "itn_info": (
+        "把数字、日期、时间、金额写成书面形式（2026年12月1日、下午3:30、50%）；关闭则保留口语形式",
+        "Write numbers, dates, times and money as written (2026年12月1日, 下午3:30, 50%); off keeps them as spoken",
+    ),
     "speakers_info": ("标出每句话是谁说的（CAM++ 说话人模型）", "Say who spoke each sentence (CAM++ speaker model)"),
     "speakers_off_info": (
         "服务器未启用说话人模型（ENABLE_SPK）",

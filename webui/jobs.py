@@ -43,6 +43,7 @@ class BatchJobInputs:
     status: gr.Markdown
     speakers: gr.Checkbox
     num_speakers: gr.Number
+    itn: gr.Checkbox
 
 
 def job_table_headers(lang: str) -> list[str]:
@@ -205,6 +206,7 @@ def attach_batch_jobs(
         size: float | None,
         speakers: bool | None,
         num_speakers: float | None,
+        itn: bool | None,
         request: gr.Request,
     ) -> tuple[Any, ...]:
         lang = lang_of(request)
@@ -224,6 +226,7 @@ def attach_batch_jobs(
                 source="ui",
                 diarize=diarize,
                 num_speakers=count,
+                itn=itn,
             )
         except (JobError, QueueFull, ASRError) as exc:
             text = exc.message(lang) if isinstance(exc, ASRError) else str(exc)  # the engine's, in the UI's language
@@ -274,7 +277,7 @@ def attach_batch_jobs(
     # Not queued: submitting stores files and returns; listing reads records. Neither waits for the model.
     inputs.button.click(
         submit,
-        [inputs.files, inputs.hotwords, inputs.batch_size, inputs.speakers, inputs.num_speakers],
+        [inputs.files, inputs.hotwords, inputs.batch_size, inputs.speakers, inputs.num_speakers, inputs.itn],
         [inputs.status, tabs, chosen, timer],
         queue=False,
         api_visibility="private",

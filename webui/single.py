@@ -16,6 +16,7 @@ from .common import (
     BATCH_SIZE_MAX,
     batch_size_s,
     details_markdown,
+    itn_control,
     labelled_text,
     request_owner,
     safe_stem,
@@ -41,6 +42,7 @@ def transcribe_file(
     request: gr.Request | None = None,
     speakers: bool | None = False,
     num_speakers: float | None = 0,
+    itn: bool | None = None,
     *,
     keep_files: bool = True,
 ) -> tuple[str, float, str, dict[str, list], list[str]]:
@@ -62,6 +64,7 @@ def transcribe_file(
             batch_size_s=batch_size_s(settings, batch_size),
             diarize=diarize,
             num_speakers=count,
+            itn=itn,
         )
     except ASRError as exc:
         raise ui_error(exc, lang) from None
@@ -93,6 +96,7 @@ def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) 
                 )
                 batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"), info=t("batch_size_info"))
                 speakers, num_speakers = speaker_controls(engine, "single")
+                itn = itn_control(settings, "single")
                 button = gr.Button(t("start"), variant="primary", elem_id="single-start")
             with gr.Column(scale=2):
                 text = gr.Textbox(
@@ -118,15 +122,25 @@ def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) 
         batch_size: float | None,
         label_speakers: bool | None,
         speaker_count: float | None,
+        written_numbers: bool | None,
         request: gr.Request,
     ):
         return transcribe_file(
-            engine, settings, access, audio_file, hotwords, batch_size, request, label_speakers, speaker_count
+            engine,
+            settings,
+            access,
+            audio_file,
+            hotwords,
+            batch_size,
+            request,
+            label_speakers,
+            speaker_count,
+            written_numbers,
         )
 
     button.click(
         run,
-        [audio, words, batch, speakers, num_speakers],
+        [audio, words, batch, speakers, num_speakers, itn],
         [text, confidence, details, sentences, downloads],
         api_name="transcribe",
         concurrency_id="model",
