@@ -285,7 +285,7 @@ def numerals_api(tiny_models, tmp_path_factory):
     from app import create_app
     from conftest import make_settings
 
-    settings = make_settings(tiny_models, tmp_path_factory.mktemp("itn-api"), model_dir=tiny_models.numerals)
+    settings = make_settings(tiny_models, tmp_path_factory.mktemp("itn-api"), model_dir=tiny_models.numerals, itn=True)
     numerals = Engine(settings.engine_config())
     numerals.load()
     app = create_app(settings, numerals, load=False)

@@ -82,33 +82,48 @@ class InverseNormalizer:
             logger.info("ITN grammars loaded in %.2f s", self.load_time)
 
     def rewrite(self, text: str, protected: Iterable[str] = ()) -> Rewrite:
-        """The written form of `text`; no token that overlaps a `protected` word (a hotword) is rewritten."""
+        """The written form of `text`; no token that overlaps a `protected` word (a hotword) is rewritten.
+
+        The library's spans cost about 1 ms per character, so it sees only windows of the text: each run of
+        numerals with up to CONTEXT characters either side (a unit such as 公里每小时, a period such as 下午),
+        never across punctuation; and a window is traced only when the cheap plain pass changes it."""
         if not text.strip() or not _has_numeral(text):
             return Rewrite(text, text, ())
         try:
             self.load()
-            mappings = self._normalizer.normalize_with_mapping(text).mappings
+            mappings = [m for start, end in _windows(text) for m in self._window_mappings(text, start, end)]
         except Exception as exc:  # the library's failure never fails a transcription
             self._log_once(exc)
             return Rewrite(text, text, ())
         guarded = _protected_ranges(text, protected)
         spans: list[Span] = []
-        lead = len(text) - len(text.lstrip())
-        for m in mappings:
-            if m.kind not in ("replace", "delete"):
-                continue
-            start, end = _locate(text, m.input_text, m.input_start, lead)
+        for _kind, token_type, start, end, output in mappings:
             if start < 0 or (spans and start < spans[-1].end):
                 continue  # a span the text does not hold where the library says: keep those words spoken
             if any(start < g_end and g_start < end for g_start, g_end in guarded):
                 continue
             spoken = text[start:end]
-            if keep_spoken(m.token_type, spoken, m.output_text, text[end : end + 1]):
+            if keep_spoken(token_type, spoken, output, text[end : end + 1]):
                 continue
-            written = written_token(m.token_type, spoken, m.output_text)
+            written = written_token(token_type, spoken, output)
             if written != spoken:
-                spans.append(Span(start, end, spoken, written, m.token_type))
+                spans.append(Span(start, end, spoken, written, token_type))
         return Rewrite(text, _apply(text, spans), tuple(spans))
+
+    def _window_mappings(self, text: str, start: int, end: int) -> list[tuple[str, str, int, int, str]]:
+        """(kind, tag, start, end, output) of each token the grammar rewrites in text[start:end], in `text`'s
+        offsets."""
+        window = text[start:end]
+        if self._normalizer.normalize(window) == window:
+            return []
+        found = []
+        lead = len(window) - len(window.lstrip())
+        for m in self._normalizer.normalize_with_mapping(window).mappings:
+            if m.kind not in ("replace", "delete"):
+                continue
+            at, stop = _locate(window, m.input_text, m.input_start, lead)
+            found.append((m.kind, m.token_type, at + start if at >= 0 else -1, stop + start, m.output_text))
+        return found
 
     def written(self, text: str, protected: Iterable[str] = ()) -> str:
         return self.rewrite(text, protected).written
@@ -117,7 +132,11 @@ class InverseNormalizer:
         """`result` in written form: its text and each sentence's text and words (with their times);
         `text_spoken` keeps the spoken text. Sentence times and speakers are unchanged."""
         sentences = [self.sentence(s, protected) for s in result.sentences]
-        return replace(result, text=self.written(result.text, protected), sentences=sentences, text_spoken=result.text)
+        if result.text == "".join(s.text for s in result.sentences):
+            text = "".join(s.text for s in sentences)  # the sentences' rewrites: the grammar runs once
+        else:
+            text = self.written(result.text, protected)
+        return replace(result, text=text, sentences=sentences, text_spoken=result.text)
 
     def sentence(self, sentence: Sentence, protected: Sequence[str] = ()) -> Sentence:
         rewrite = self.rewrite(sentence.text, protected)
@@ -197,7 +216,35 @@ def _protected_ranges(text: str, words: Iterable[str]) -> list[tuple[int, int]]:
     return ranges
 
 
-_NUMERALS = set("零〇一二三四五六七八九十百千万亿两幺壹贰叁肆伍陆柒捌玖拾佰仟")
+_NUMERALS = set("零〇一二三四五六七八九十百千万亿两幺壹贰叁肆伍陆柒捌玖拾佰仟点负半")
+#: Characters of context either side of a run of numerals (公里每小时 is five, 百分之 starts with a numeral).
+CONTEXT = 6
+_BREAKS = set("，。？！；：、,.?!;:\n")
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    """Spans of `text` around its runs of numerals, widened by CONTEXT but not across punctuation, merged."""
+    windows: list[tuple[int, int]] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] not in _NUMERALS:
+            i += 1
+            continue
+        j = i
+        while j < n and text[j] in _NUMERALS:
+            j += 1
+        start = i
+        while start > 0 and i - start < CONTEXT and text[start - 1] not in _BREAKS:
+            start -= 1
+        end = j
+        while end < n and end - j < CONTEXT and text[end] not in _BREAKS:
+            end += 1
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(end, windows[-1][1]))
+        else:
+            windows.append((start, end))
+        i = j
+    return windows
 
 
 def _has_numeral(text: str) -> bool:
