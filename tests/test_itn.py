@@ -336,3 +336,18 @@ def test_streamed_deltas_are_written_and_add_up_to_the_final_text(numerals_api) 
         if line.startswith("data: {")
         for c in json.loads(line[6:]).get("delta", "")
     )
+
+
+def test_a_job_writes_numbers_unless_asked_not_to(numerals_api) -> None:
+    from test_jobs import submit, wait_finished
+
+    texts = {}
+    for itn in ("true", "false"):
+        job = submit(numerals_api, [LONG_CLIP], itn=itn, response_format="verbose_json").json()
+        done = wait_finished(lambda i: numerals_api.get(f"/v1/jobs/{i}").json(), job["id"])
+        assert done["status"] == "done", done
+        result = numerals_api.get(f"/v1/jobs/{job['id']}/result", params={"response_format": "verbose_json"})
+        texts[itn] = result.json()
+    assert texts["true"]["text_spoken"] == texts["false"]["text"] and "text_spoken" not in texts["false"]
+    assert texts["true"]["text"] == InverseNormalizer().written(texts["false"]["text"])
+    assert any(c.isdigit() for c in texts["true"]["text"])
