@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,6 +41,11 @@ MODES = ("offline", "online", "2pass")
 #: Sample rates a PCM stream may declare (FunASR's clients send 8000 or 16000; resampled to 16 kHz).
 MIN_AUDIO_FS, MAX_AUDIO_FS = 8000, 48000
 MAX_CHUNK_UNITS = 50  # chunk_size[1] x 60 ms: up to 3 s per streaming step
+# chunk_size[0] (history) and [2] (look-ahead), in the same units. FunASR's clients send 0 to 10 ([5, 10, 5],
+# [8, 8, 4], [0, 10, 5]); the session keeps and re-encodes that much audio each step, so an unbounded value is a
+# memory request: [0, 10, 20000] took a server from 1.3 GB to 14.5 GB.
+MAX_CONTEXT_UNITS = 20
+MAX_CHUNK_INTERVAL = 100  # accepted (the server steps by chunk_size), bounded like every number of the message
 
 # RFC 6455 close codes.
 CLOSE_NORMAL = 1000
@@ -182,7 +188,7 @@ def _int(message: dict, key: str, default: int, low: int, high: int) -> int:
         raise StreamError(f"{key} must be an integer from {low} to {high}", f"bad_{key}")
     try:
         number = int(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # "x", NaN, 1e400
         raise StreamError(f"{key} must be an integer from {low} to {high}, not {value!r}", f"bad_{key}") from None
     if not low <= number <= high:
         raise StreamError(f"{key} must be from {low} to {high}, not {number}", f"bad_{key}")
@@ -194,13 +200,18 @@ def parse_chunk_size(value: Any) -> tuple[int, int, int]:
     if isinstance(value, str):
         items = [part.strip() for part in value.split(",") if part.strip()]
     try:
-        numbers = [int(x) for x in items] if isinstance(items, (list, tuple)) else []
-    except (TypeError, ValueError):
+        numbers = [int(x) for x in items if not isinstance(x, bool)] if isinstance(items, (list, tuple)) else []
+    except (TypeError, ValueError, OverflowError):
         numbers = []
-    if len(numbers) != 3 or min(numbers) < 0 or not 1 <= numbers[1] <= MAX_CHUNK_UNITS:
+    if (
+        len(numbers) != 3
+        or not 0 <= numbers[0] <= MAX_CONTEXT_UNITS
+        or not 1 <= numbers[1] <= MAX_CHUNK_UNITS
+        or not 0 <= numbers[2] <= MAX_CONTEXT_UNITS
+    ):
         raise StreamError(
-            f"chunk_size must be three integers like [5, 10, 5] (look-back, chunk, look-ahead in "
-            f"60 ms units; chunk 1 to {MAX_CHUNK_UNITS}), not {value!r}",
+            f"chunk_size must be three integers like [5, 10, 5] (look-back, chunk, look-ahead in 60 ms units; "
+            f"look-back and look-ahead 0 to {MAX_CONTEXT_UNITS}, chunk 1 to {MAX_CHUNK_UNITS}), not {str(value)[:80]}",
             "bad_chunk_size",
         )
     return numbers[0], numbers[1], numbers[2]
@@ -232,6 +243,8 @@ def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
     if mode != "offline" and audio_fs != SAMPLE_RATE and audio_fs != 8000:
         logger.debug("stream at %d Hz is resampled to 16 kHz chunk by chunk", audio_fs)
     chunk_size = parse_chunk_size(message["chunk_size"]) if "chunk_size" in message else base.chunk_size
+    if "chunk_interval" in message:
+        _int(message, "chunk_interval", 10, 1, MAX_CHUNK_INTERVAL)
     itn = message.get("itn", base.itn)
     if itn in (0, 1):  # FunASR's clients send true/false; 1 and 0 mean the same
         itn = bool(itn)
@@ -479,12 +492,29 @@ async def _serve(websocket: WebSocket, api: Any, conn: Connection) -> None:
             await _on_json(websocket, api, conn, text)
 
 
+def _not_finite(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:40]} is out of range")
+    return number
+
+
 async def _on_json(websocket: WebSocket, api: Any, conn: Connection, text: str) -> None:
     try:
-        message = json.loads(text)
+        message = json.loads(text, parse_constant=_not_finite, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise StreamError(
             f"not valid JSON ({exc.msg} at character {exc.pos}); text messages must be JSON objects", "bad_json"
+        ) from None
+    except ValueError as exc:  # Infinity, NaN, 1e400
+        raise StreamError(f"not valid JSON: {exc}; numbers must be finite", "bad_json") from None
+    except RecursionError:  # "[" * 100000
+        raise StreamError(
+            "not valid JSON: nested too deeply; text messages are flat JSON objects", "bad_json"
         ) from None
     if not isinstance(message, dict):
         raise StreamError("a text message must be a JSON object", "bad_json")

@@ -217,13 +217,32 @@ BAD_FIRST_MESSAGES = [
     ('{"mode": "2pass", "wav_format": "mp3"}', "bad_wav_format"),
     ('{"mode": "online", "chunk_size": "a,b"}', "bad_chunk_size"),
     ('{"mode": "online", "chunk_size": [5, 0, 5]}', "bad_chunk_size"),
+    # The hostile probe's: each number of the first message is bounded (one such message once took 14 GB)
+    ('{"mode": "online", "chunk_size": [0, 10, 20000], "wav_format": "pcm", "is_speaking": true}', "bad_chunk_size"),
+    ('{"mode": "online", "chunk_size": [5, 10, 100000]}', "bad_chunk_size"),
+    ('{"mode": "online", "chunk_size": [21, 10, 5]}', "bad_chunk_size"),
+    ('{"mode": "online", "chunk_size": [5, 51, 5]}', "bad_chunk_size"),
+    ('{"mode": "online", "chunk_size": [-1, 10, 5]}', "bad_chunk_size"),
+    ('{"mode": "online", "chunk_size": [5, 1e400, 5]}', "bad_json"),
+    ('{"mode": "online", "audio_fs": 1e400}', "bad_json"),
+    ('{"mode": "online", "audio_fs": Infinity}', "bad_json"),
+    ('{"mode": "online", "audio_fs": NaN}', "bad_json"),
+    ('{"mode": "online", "audio_fs": 1e300}', "bad_audio_fs"),
+    ('{"mode": "online", "encoder_chunk_look_back": 17}', "bad_encoder_chunk_look_back"),
+    ('{"mode": "online", "decoder_chunk_look_back": 99999999}', "bad_decoder_chunk_look_back"),
+    ('{"mode": "online", "chunk_interval": 0}', "bad_chunk_interval"),
+    ('{"mode": "online", "chunk_interval": 100000}', "bad_chunk_interval"),
+    ('{"mode": "offline", "itn": "yes"}', "bad_itn"),
+    ("[" * 60000, "bad_json"),  # under the test server's 64 KB frame limit, so the parser sees it
     ('{"mode": "offline", "hotwords": "{not json"}', "bad_hotwords"),
     ('{"mode": "offline", "hotwords": 7}', "bad_hotwords"),
     ('{"mode": "offline", "is_speaking": "no"}', "bad_message"),
 ]
 
 
-@pytest.mark.parametrize(("first", "code"), BAD_FIRST_MESSAGES, ids=[c for _, c in BAD_FIRST_MESSAGES])
+@pytest.mark.parametrize(
+    ("first", "code"), BAD_FIRST_MESSAGES, ids=[f"{c}-{i}" for i, (_, c) in enumerate(BAD_FIRST_MESSAGES)]
+)
 def test_a_bad_first_message_gets_an_error_and_a_close(client: TestClient, first: str, code: str) -> None:
     with connect(client) as ws:
         ws.send_text(first)
