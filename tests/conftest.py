@@ -77,6 +77,9 @@ def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
         log_dir=tmp / "logs",
         jobs_dir=tmp / "jobs",
         device="cpu",
+        # ITN off: in-process engines' text is compared with bare FunASR's (the spoken form) all over the suite.
+        # ITN's own tests ask for it (itn=True), and the live servers run with the setting's default (on).
+        itn=False,
     )
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -97,9 +100,7 @@ def service_settings(engine: Engine, tmp: Path, **overrides) -> Settings:
 
 @pytest.fixture(scope="session")
 def tiny_settings(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    # ITN off by default: the shared engine's text is compared with bare FunASR's (the spoken form) all over the
-    # suite. ITN's own tests ask for it per call (itn=True), and the live servers run with the ITN default (on).
-    return make_settings(tiny_models, tmp_path_factory.mktemp("engine"), itn=False)
+    return make_settings(tiny_models, tmp_path_factory.mktemp("engine"))
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,10 @@ def test_a_users_results_are_only_theirs(server: Server) -> None:
     with httpx.Client(cookies={OWNER_COOKIE: a_cookie}, timeout=30) as a_http:
         a_upload = _upload(a_http, server)
         assert "event: complete" in _call(
-            a_http, server, "transcribe", [{"path": a_upload, "meta": {"_type": "gradio.FileData"}}, "", 1, False, 0, True]
+            a_http,
+            server,
+            "transcribe",
+            [{"path": a_upload, "meta": {"_type": "gradio.FileData"}}, "", 1, False, 0, True],
         )
 
     single = a.predict(handle_file(str(UTTERANCE)), "", 1, api_name="/transcribe")
@@ -118,7 +121,9 @@ def test_a_users_results_are_only_theirs(server: Server) -> None:
     zips = [p for p in downloads if p.endswith(".zip")]
     assert zips, downloads
     with zipfile.ZipFile(zips[0]) as archive:
-        assert sum(n.endswith(".txt") for n in archive.namelist()) == 2 and "results.csv" in archive.namelist()
+        names = archive.namelist()
+        assert sum(n.endswith(".txt") and not n.endswith(".spoken.txt") for n in names) == 2 and "results.csv" in names
+        assert sum(n.endswith(".spoken.txt") for n in names) == 2  # ITN is on: the spoken text beside each
     with httpx.Client(cookies={OWNER_COOKIE: a_cookie}, timeout=30) as a_http:
         assert OWNER_COOKIE not in a_http.get(server.url + "/").headers.get("set-cookie", "")
         listed = a_http.get(f"{server.url}/v1/results").json()["data"]

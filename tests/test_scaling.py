@@ -346,7 +346,9 @@ def test_ui_job_through_nginx_completes_with_session_affinity(cluster: Cluster, 
     served = [cluster.served(0), cluster.served(1)]
     client = Client(cluster.url, verbose=False)  # no cookies: pinned by its address
     text, confidence, details, table, files = client.predict(handle_file(str(UTTERANCE)), "", 1, api_name="/transcribe")
-    assert isinstance(text, str) and isinstance(confidence, float) and len(files) == 5  # TXT, SRT, VTT, word TSV, the spoken TXT (ITN is on)
+    assert (
+        isinstance(text, str) and isinstance(confidence, float) and len(files) == 5
+    )  # TXT, SRT, VTT, word TSV, the spoken TXT (ITN is on)
     moved = [cluster.served(i) - served[i] for i in (0, 1)]
     assert sorted(moved) == [0, 1], moved  # one job, on one replica (upload, join and status stream with it)
 
