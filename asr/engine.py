@@ -204,7 +204,7 @@ class Engine:
                 )
                 patch_model(self._model, self.batcher, backend=self.backend)
                 if self.config.itn:
-                    self.itn.load()  # at startup: the first request does not pay for the grammars
+                    self._load_itn()  # at startup: the first request does not pay for the grammars
                 if self.spec.spk:
                     from .speakers import SpeakerLabeller
 
@@ -346,6 +346,12 @@ class Engine:
             transcription.rtf,
         )
         return transcription
+
+    def _load_itn(self) -> None:
+        try:
+            self.itn.load()
+        except Exception as exc:  # the models still serve: each transcription then keeps its spoken text
+            logger.warning("ITN grammars could not load (%s: %s); texts stay as spoken", type(exc).__name__, exc)
 
     def written_form(self, transcription: Transcription) -> Transcription:
         """`transcription` with ITN applied (its hotwords protected); unchanged if ITN itself fails."""

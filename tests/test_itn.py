@@ -351,3 +351,18 @@ def test_a_job_writes_numbers_unless_asked_not_to(numerals_api) -> None:
     assert texts["true"]["text_spoken"] == texts["false"]["text"] and "text_spoken" not in texts["false"]
     assert texts["true"]["text"] == InverseNormalizer().written(texts["false"]["text"])
     assert any(c.isdigit() for c in texts["true"]["text"])
+
+
+def test_grammars_that_cannot_load_leave_the_engine_serving_spoken_text(tiny_settings, monkeypatch, caplog) -> None:
+    import asr.itn
+
+    def broken_load(self) -> None:
+        raise OSError("wetext's FSTs are missing")
+
+    monkeypatch.setattr(asr.itn.InverseNormalizer, "load", broken_load)
+    engine = Engine(replace(tiny_settings.engine_config(), itn=True))
+    with caplog.at_level("WARNING"):
+        engine.load()
+        result = engine.transcribe(UTTERANCE)
+    assert engine.state == "ready" and result.text and result.text_spoken == result.text
+    assert any("ITN grammars could not load" in r.getMessage() for r in caplog.records)

@@ -10,7 +10,7 @@ run time; docs/itn.md says why this library). Three things are ours, around the 
 - **Words that only look like numbers stay** (`十分感谢`, `三三两两`, `八点一刻`): a token the grammar converts
   wrongly is put back (`forms.keep_spoken`), as is any token that overlaps a hotword (`一汽大众`).
 - **Times**: the grammar says which span of the spoken text each written token came from; a written-form word
-  spans from the first to the last spoken word of that span (`rewrite_sentence`). Sentence times, subtitles
+  spans from the first to the last spoken word of that span (`rewrite_words`). Sentence times, subtitles
   and speaker labels do not change.
 
 ITN never fails a transcription: on an error inside the library the spoken text is kept and the error is
