@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -469,18 +470,29 @@ def build_tiny_sparse(models_dir: Path = MODELS_DIR) -> Path:
 
     import torch
 
+    def steer(state: dict, folder: Path) -> None:
+        state["predictor.cif_output.weight"] = state["predictor.cif_output.weight"] * 0.01
+        state["predictor.cif_output.bias"] = torch.full_like(
+            state["predictor.cif_output.bias"], math.log(SPARSE_ALPHA / (1 - SPARSE_ALPHA))
+        )
+
+    return _steered_tiny(models_dir, "tiny-seaco-sparse", steer)
+
+
+def _steered_tiny(models_dir: Path, name: str, steer: Callable[[dict, Path], None]) -> Path:
+    """models_dir/name: a copy of tiny-seaco whose weights `steer(state, folder)` changes in place (built once;
+    a half-built copy is never taken for a finished one)."""
+    import torch
+
     tiny_asr, _ = build_tiny(models_dir)
-    target = models_dir / "tiny-seaco-sparse"
+    target = models_dir / name
     if (target / "model.pt").exists():
         return target
     building = target.with_name(target.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
     shutil.copytree(tiny_asr, building)
     state = torch.load(building / "model.pt", map_location="cpu")
-    state["predictor.cif_output.weight"] = state["predictor.cif_output.weight"] * 0.01
-    state["predictor.cif_output.bias"] = torch.full_like(
-        state["predictor.cif_output.bias"], math.log(SPARSE_ALPHA / (1 - SPARSE_ALPHA))
-    )
+    steer(state, building)
     torch.save(state, building / "model.pt")
     building.rename(target)
     return target
@@ -499,24 +511,16 @@ def build_tiny_numerals(models_dir: Path = MODELS_DIR) -> Path:
     `三五一九二零`. ITN tests use it to see numbers converted end to end (random weights never say one)."""
     import torch
 
-    tiny_asr, _ = build_tiny(models_dir)
-    target = models_dir / "tiny-seaco-numerals"
-    if (target / "model.pt").exists():
-        return target
-    building = target.with_name(target.name + ".building")
-    shutil.rmtree(building, ignore_errors=True)
-    shutil.copytree(tiny_asr, building)
-    tokens = json.loads((building / "tokens.json").read_text(encoding="utf-8"))
-    state = torch.load(building / "model.pt", map_location="cpu")
-    bias = torch.full_like(state["decoder.output_layer.bias"], -30.0)
-    for char in NUMERAL_TOKENS:
-        if char in tokens:  # the tiny vocabulary's 600 most frequent characters lack 零
-            bias[tokens.index(char)] = 0.0
-    state["decoder.output_layer.bias"] = bias
-    state["decoder.output_layer.weight"] = state["decoder.output_layer.weight"] * 0.1
-    torch.save(state, building / "model.pt")
-    building.rename(target)
-    return target
+    def steer(state: dict, folder: Path) -> None:
+        tokens = json.loads((folder / "tokens.json").read_text(encoding="utf-8"))
+        bias = torch.full_like(state["decoder.output_layer.bias"], -30.0)
+        for char in NUMERAL_TOKENS:
+            if char in tokens:  # the tiny vocabulary's 600 most frequent characters lack 零
+                bias[tokens.index(char)] = 0.0
+        state["decoder.output_layer.bias"] = bias
+        state["decoder.output_layer.weight"] = state["decoder.output_layer.weight"] * 0.1
+
+    return _steered_tiny(models_dir, "tiny-seaco-numerals", steer)
 
 
 def build_tiny_campplus(models_dir: Path = MODELS_DIR) -> Path:
