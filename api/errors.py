@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelNotReadyError
 from jobs import JobError, QueueFull
@@ -164,8 +165,9 @@ def to_api_error(exc: Exception, lang: Lang, route: str = "") -> APIError:
     return internal_error()
 
 
-def language(request: Request) -> Lang:
-    """The caller's language by Accept-Language (q-values read); English, OpenAI's language, by default."""
+def language(request: HTTPConnection) -> Lang:
+    """The caller's language by Accept-Language (q-values read); English, OpenAI's language, by default. For a
+    request or a WebSocket's handshake."""
     return preferred_language(request.headers.get("accept-language"), "en")
 
 

@@ -31,9 +31,9 @@ from asr.audio import SAMPLE_RATE
 from asr.engine import Transcription
 from asr.errors import ASRError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
 from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state, to_mono_16k
-from messages import Lang, preferred_language
+from messages import Lang
 
-from .errors import APIError
+from .errors import APIError, language
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Connection:
     odd_byte: bytes = b""  # half an int16 sample left over from the last frame
     session: StreamSession | None = None
     utterances: int = 0
-    #: The language of this stream's error messages (`websocket_language`).
+    #: The language of this stream's error messages (the handshake's Accept-Language).
     lang: Lang = "en"
     #: 2pass finals waiting to be transcribed and sent, in order, by `finals_task`.
     finals: asyncio.Queue | None = None
@@ -342,12 +342,6 @@ def error_answer(error: StreamError, wav_name: str | None) -> dict[str, Any]:
     }
 
 
-def websocket_language(websocket: WebSocket) -> Lang:
-    """The language of a stream's error messages: the handshake's Accept-Language, else English (FunASR's own
-    clients send none, and its server's messages are English)."""
-    return preferred_language(websocket.headers.get("accept-language"), "en")
-
-
 def asr_stream_error(exc: ASRError, lang: Lang = "en") -> StreamError:
     if isinstance(exc, FileTooLargeError):
         return StreamError(exc.message(lang), exc.code, CLOSE_TOO_BIG, "too_large")
@@ -375,7 +369,7 @@ async def funasr_stream(websocket: WebSocket) -> None:
     metrics = api.metrics
     subprotocols = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol="binary" if "binary" in subprotocols else None)
-    conn = Connection(lang=websocket_language(websocket))
+    conn = Connection(lang=language(websocket))  # Accept-Language, else English (FunASR's clients send none)
     entered = False
     outcome = "ok"
     try:

@@ -64,10 +64,6 @@ class InverseNormalizer:
         self._logged: set[str] = set()
         self.load_time = 0.0
 
-    @property
-    def loaded(self) -> bool:
-        return self._normalizer is not None
-
     def load(self) -> None:
         with self._lock:
             if self._normalizer is not None:
@@ -97,22 +93,21 @@ class InverseNormalizer:
             return Rewrite(text, text, ())
         guarded = _protected_ranges(text, protected)
         spans: list[Span] = []
-        for _kind, token_type, start, end, output in mappings:
+        for token_type, start, end, output in mappings:
             if start < 0 or (spans and start < spans[-1].end):
                 continue  # a span the text does not hold where the library says: keep those words spoken
             if any(start < g_end and g_start < end for g_start, g_end in guarded):
                 continue
             spoken = text[start:end]
-            if keep_spoken(token_type, spoken, output, text[end : end + 1]):
+            if keep_spoken(spoken, text[end : end + 1]):
                 continue
             written = written_token(token_type, spoken, output)
             if written != spoken:
                 spans.append(Span(start, end, spoken, written, token_type))
         return Rewrite(text, _apply(text, spans), tuple(spans))
 
-    def _window_mappings(self, text: str, start: int, end: int) -> list[tuple[str, str, int, int, str]]:
-        """(kind, tag, start, end, output) of each token the grammar rewrites in text[start:end], in `text`'s
-        offsets."""
+    def _window_mappings(self, text: str, start: int, end: int) -> list[tuple[str, int, int, str]]:
+        """(tag, start, end, output) of each token the grammar rewrites in text[start:end], in `text`'s offsets."""
         window = text[start:end]
         if self._normalizer.normalize(window) == window:
             return []
@@ -122,7 +117,7 @@ class InverseNormalizer:
             if m.kind not in ("replace", "delete"):
                 continue
             at, stop = _locate(window, m.input_text, m.input_start, lead)
-            found.append((m.kind, m.token_type, at + start if at >= 0 else -1, stop + start, m.output_text))
+            found.append((m.token_type, at + start if at >= 0 else -1, stop + start, m.output_text))
         return found
 
     def written(self, text: str, protected: Iterable[str] = ()) -> str:

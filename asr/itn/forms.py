@@ -29,8 +29,8 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _RANGE = re.compile(r"^(\d+)-(\d+)")
 
 
-def keep_spoken(kind: str, spoken: str, output: str, next_char: str) -> bool:
-    """Whether the grammar's rewrite of `spoken` is wrong and the spoken words stay."""
+def keep_spoken(spoken: str, next_char: str) -> bool:
+    """Whether the grammar's rewrite of `spoken` (followed by `next_char`) is wrong and the spoken words stay."""
     if spoken in IDIOMS or any(idiom in spoken for idiom in IDIOMS if len(idiom) > 2):
         return True
     if spoken == "十分" and next_char and _is_han(next_char):
@@ -62,7 +62,6 @@ def _date(spoken: str, output: str) -> str:
     written = ""
     for number, unit in zip(numbers, parts, strict=True):
         written += (number if unit == "年" else str(int(number))) + unit
-    # Anything spoken after the last date word (none today, but the grammar may widen) is kept as it is.
     return written
 
 
