@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -29,33 +28,19 @@ from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from api import install_api  # noqa: E402
+from api.ws_protocol import FrameLimitWSProtocol  # noqa: E402
 from asr.device import device_report  # noqa: E402
 from asr.engine import Engine, get_engine, model_name  # noqa: E402
 from config.settings import Settings, get_settings  # noqa: E402
 from jobs import JobService  # noqa: E402
 from messages import message  # noqa: E402
 from results import ResultAccess, ResultsMiddleware  # noqa: E402
+from service_log import configure_logging  # noqa: E402
 from webui.common import queue_concurrency  # noqa: E402
 
 __version__ = "0.1.0"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 logger = logging.getLogger("app")
-
-
-def _not_root_info(record: logging.LogRecord) -> bool:
-    # FunASR logs through the root logger (`logging.info`), at INFO once per request with the hotword
-    # list: keep its warnings and errors, drop the rest.
-    return record.name != "root" or record.levelno >= logging.WARNING
-
-
-def configure_logging(level: str) -> None:
-    """One format, to stdout; run.sh appends stdout to logs/app.log."""
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stdout, force=True)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_not_root_info)
-    for noisy in ("funasr", "modelscope", "httpx", "urllib3", "jieba"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def health_payload(
@@ -246,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     logger.info("starting Paraformer WebUI %s on %s:%s", __version__, settings.host, settings.port)
     app = create_app(settings, get_engine(settings.engine_config()))
-    # uvicorn's own WebSocket message limit sits above STREAM_MAX_FRAME_KB, so the stream's clear error wins.
+    # The WebSocket message limit is STREAM_MAX_FRAME_KB, answered by the stream's own JSON error (api.ws_protocol).
     # No keepalive pings of uvicorn's own (FunASR's servers send none either): while a stream's audio waits for
     # the model, uvicorn stops reading the socket, so the client's pong would sit unread behind the audio and the
     # ping would time out a stream that is merely busy. A vanished client is caught by STREAM_IDLE_TIMEOUT_S.
@@ -256,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=10,
-        ws_max_size=max(16 * 2**20, settings.stream_max_frame_kb * 1024 * 2),
+        ws=FrameLimitWSProtocol,
+        ws_max_size=settings.stream_max_frame_kb * 1024,
         ws_ping_interval=None,
     )
 

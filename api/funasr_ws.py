@@ -15,9 +15,11 @@ reference server uses, which its client reports) followed by a close with a WebS
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,15 +31,18 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from asr.audio import SAMPLE_RATE
 from asr.engine import Transcription
-from asr.errors import ASRError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
+from asr.errors import ASRError, ClientGoneError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
+from asr.progress import stop_check
 from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state, to_mono_16k
 from messages import Lang
 
 from .errors import APIError, language
+from .ws_protocol import TOO_LARGE
 
 logger = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "2pass")
+DEFAULT_MODE = "2pass"
 #: Sample rates a PCM stream may declare (FunASR's clients send 8000 or 16000; resampled to 16 kHz).
 MIN_AUDIO_FS, MAX_AUDIO_FS = 8000, 48000
 MAX_CHUNK_UNITS = 50  # chunk_size[1] x 60 ms: up to 3 s per streaming step
@@ -138,6 +143,10 @@ class Connection:
     finals_task: asyncio.Task | None = None
     #: Finals queued or being made: the client waits for them, so the stream is not idle.
     finals_pending: int = 0
+    #: The client left while its offline utterance was being transcribed (the work stopped).
+    left_during_work: bool = False
+    #: A message that arrived while an offline utterance was being transcribed, served next.
+    held_message: dict | None = None
 
     def close(self) -> None:
         if self.finals_task is not None:
@@ -219,11 +228,9 @@ def parse_chunk_size(value: Any) -> tuple[int, int, int]:
 
 def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
     """The first JSON message of an utterance; keys it leaves out keep the previous utterance's values."""
-    mode = message.get("mode", previous.mode if previous else None)
-    if mode is None:
-        raise StreamError(
-            'the first message must say the mode: {"mode": "offline" | "online" | "2pass", ...}', "missing_mode"
-        )
+    # FunASR's Python and C++ servers take a first message without a mode as 2pass (the PyPI client
+    # `funasr-client` sends none unless asked).
+    mode = message.get("mode", previous.mode if previous else DEFAULT_MODE)
     if mode not in MODES:
         raise StreamError(f"unknown mode {mode!r}: use offline, online or 2pass", "bad_mode")
     base = previous or Utterance(mode=mode)
@@ -394,7 +401,7 @@ async def funasr_stream(websocket: WebSocket) -> None:
         logger.info("stream closed: %s (%s)", exc.code, exc.message if exc.outcome != "unauthorized" else "")
         await _send_error(websocket, exc, conn.utterance.wav_name if conn.utterance else None)
     except WebSocketDisconnect:
-        outcome = "disconnected" if conn.active else "ok"
+        outcome = "disconnected" if conn.active or conn.left_during_work else "ok"
     except Exception:
         outcome = "error"
         logger.exception("stream failed")
@@ -455,7 +462,9 @@ async def _serve(websocket: WebSocket, api: Any, conn: Connection) -> None:
     max_frame = settings.stream_max_frame_kb * 1024
     while True:
         try:
-            message = await asyncio.wait_for(websocket.receive(), timeout=settings.stream_idle_timeout_s)
+            message, conn.held_message = conn.held_message, None
+            if message is None:
+                message = await asyncio.wait_for(websocket.receive(), timeout=settings.stream_idle_timeout_s)
         except TimeoutError:
             if conn.finals_pending:
                 continue
@@ -470,12 +479,12 @@ async def _serve(websocket: WebSocket, api: Any, conn: Connection) -> None:
         received = time.perf_counter()
         data = message.get("bytes")
         text = message.get("text")
-        size = len(data) if data is not None else len((text or "").encode())
-        if size > max_frame:
+        # Over the limit: the server protocol read no more of it than the limit (api.ws_protocol), or, under a
+        # server without that protocol, the message itself.
+        if TOO_LARGE in message or len(data if data is not None else (text or "").encode()) > max_frame:
             raise StreamError(
-                f"a message of {size / 1024:.0f} KB is over the limit of "
-                f"{settings.stream_max_frame_kb} KB (STREAM_MAX_FRAME_KB); send audio in smaller "
-                f"chunks",
+                f"a message over the limit of {settings.stream_max_frame_kb} KB (STREAM_MAX_FRAME_KB); send audio "
+                "in smaller chunks",
                 "frame_too_large",
                 CLOSE_TOO_BIG,
                 "too_large",
@@ -626,19 +635,50 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
             call = dict(source=samples, sample_rate=utterance.audio_fs)
         else:
             call = dict(source=audio)
-        result = await run_in_threadpool(
-            api.engine.transcribe,
-            hotwords=utterance.hotwords,
-            name=utterance.wav_name or "stream",
-            itn=utterance.itn,
-            **call,
+        transcribe = partial(
+            api.engine.transcribe, hotwords=utterance.hotwords, name=utterance.wav_name or "stream", itn=utterance.itn
         )
+        result = await _unless_the_client_leaves(websocket, conn, transcribe, **call)
         api.metrics.stream_audio_seconds.labels("offline").inc(result.duration)
     except ASRError as exc:
         raise asr_stream_error(exc, conn.lang) from None
     finally:
         api.admission.leave()
     await _send(websocket, final_answer("offline", utterance.wav_name, result, is_final=True))
+
+
+async def _unless_the_client_leaves(websocket: WebSocket, conn: Connection, work: Any, **kwargs: Any) -> Any:
+    """`work(**kwargs)` in a worker thread while the socket is watched: a client that leaves stops the work at its
+    next checkpoint (`asr.progress`), so a long file nobody waits for frees the model; a message that arrives
+    meanwhile is kept for `_serve`."""
+    gone = threading.Event()
+
+    def check() -> None:
+        if gone.is_set():
+            raise ClientGoneError()
+
+    def run() -> Any:
+        with stop_check(check):
+            return work(**kwargs)
+
+    task = asyncio.ensure_future(run_in_threadpool(run))
+    watch = asyncio.ensure_future(websocket.receive())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if watch.done() and watch.result()["type"] == "websocket.disconnect":
+            gone.set()
+            conn.left_during_work = True
+            name = conn.utterance.wav_name if conn.utterance else ""
+            logger.info("offline transcription of %s stopped: the client went away", name or "stream")
+            with contextlib.suppress(Exception):
+                await task
+            raise WebSocketDisconnect(watch.result().get("code", CLOSE_GOING_AWAY))
+        if watch.done():
+            conn.held_message = watch.result()
+        return await task
+    finally:
+        if not watch.done():
+            watch.cancel()
 
 
 async def _run_session(conn: Connection, fn: Any, *args: Any) -> Any:

@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from asr.audio import Audio
 from asr.engine import Engine, Transcription
-from asr.errors import ASRError
+from asr.errors import ASRError, ClientGoneError
 from asr.segments import SpeechSegment, needs_space
 from messages import Lang
 
@@ -42,12 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Headers that keep proxies (nginx: X-Accel-Buffering) from holding the events back.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class ClientGone(ASRError):
-    """Raised inside the engine at a segment boundary once the client has closed the stream."""
-
-    code = "client_gone"
 
 
 def stream_transcription(
@@ -76,13 +70,13 @@ def stream_transcription(
 
     def on_segment(segment: SpeechSegment) -> None:
         if gone.is_set():
-            raise ClientGone()
+            raise ClientGoneError()
         tell("segment", segment)
 
     def work() -> None:
         try:
             tell("done", engine.transcribe(audio, hotwords=hotwords, on_segment=on_segment, itn=itn))
-        except ClientGone:
+        except ClientGoneError:
             logger.info("streamed transcription of %s stopped: the client went away", audio.name or "upload")
         except Exception as exc:
             tell("error", exc)

@@ -122,3 +122,10 @@ class ModelLoadError(ASRError):
 
     def __str__(self) -> str:
         return self.detail
+
+
+class ClientGoneError(ASRError):
+    """Raised by a caller's stop check (`asr.progress`) or segment listener once its client has gone away: the
+    transcription stops there and frees the model."""
+
+    code = "client_gone"

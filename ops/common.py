@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ops.settings import OpsSettings, SettingsError, env_file, load_settings
+from service_log import SafeFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # the app's format (app.py)
 
 
 def read_settings() -> OpsSettings:
@@ -73,7 +73,7 @@ def list_replicas() -> list[Replica]:
 def setup_logging(name: str, log_dir: Path, *, verbose: bool = True) -> logging.Logger:
     """Log to `log_dir/ops.log` (always) and to stdout (for a person at a shell; cron discards it)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = SafeFormatter()
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.handlers.clear()

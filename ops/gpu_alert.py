@@ -32,7 +32,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ops.common import (  # noqa: E402
-    LOG_FORMAT,
     list_replicas,
     read_settings,
     read_state,
@@ -41,6 +40,7 @@ from ops.common import (  # noqa: E402
     write_state,
 )
 from ops.settings import OpsSettings  # noqa: E402
+from service_log import SafeFormatter  # noqa: E402
 
 GIB = 1024**3
 MIB = 1024**2
@@ -139,7 +139,7 @@ class GpuAlert:
         self.alert_log = logging.getLogger("gpu_alert.alerts")
         self.alert_log.handlers.clear()
         handler = logging.FileHandler(settings.log_dir / "alert.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(SafeFormatter())
         self.alert_log.addHandler(handler)
         self.alert_log.setLevel(logging.INFO)  # also propagates to ops.log through the parent logger
 

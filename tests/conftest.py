@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+# Selenium Manager (the browser tests' driver lookup) sends usage statistics unless told not to.
+os.environ.setdefault("SE_AVOID_STATS", "true")
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(ROOT))

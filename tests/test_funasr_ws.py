@@ -209,7 +209,6 @@ def test_metrics_and_health_count_streams(client: TestClient) -> None:
 BAD_FIRST_MESSAGES = [
     ("not json", "bad_json"),
     ("[1, 2]", "bad_json"),
-    ('{"wav_name": "x", "is_speaking": true}', "missing_mode"),
     ('{"is_speaking": false}', "missing_mode"),
     ('{"mode": "3pass"}', "bad_mode"),
     ('{"mode": "2pass", "audio_fs": 96000}', "bad_audio_fs"),

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -23,7 +24,7 @@ from asr.errors import HotwordError, InputError, ModelLoadError
 from asr.onnx import graph as ort_graph
 from asr.onnx.backend import _session, find_asr_onnx, resolve_backend
 from asr.onnx.export import export_model, model_type, onnx_file_names
-from conftest import DATA, UTTERANCE, make_settings, service_settings
+from conftest import DATA, UTTERANCE, make_settings, service_settings, start_server, stop_server
 
 UTTERANCES = sorted((DATA / "utterances").glob("*.wav"))
 HOTWORDS = "达摩院,语音识别"
@@ -273,3 +274,21 @@ def test_batched_onnx_calls_give_the_unbatched_text(tiny_models, tiny_onnx, onnx
     for item, result in zip(work, batched, strict=False):
         assert_same(alone[item], result)
     assert batched_engine.batcher.stats.largest_jobs > 1
+
+
+@pytest.mark.server
+def test_a_served_onnx_model_writes_nothing_to_the_home_folder(tiny_models, tiny_onnx, tmp_path):
+    """No telemetry: ONNX Runtime's device id and event queue (`~/.cache/Microsoft/DeveloperTools/`), Gradio's
+    analytics or anything else; the process's HOME is an empty folder and stays empty."""
+    home = tmp_path / "home"
+    home.mkdir()
+    server = start_server(
+        tiny_models, tmp_path, ENGINE_BACKEND="onnx", ONNX_MODEL_DIR=str(tiny_onnx), HOME=str(home), XDG_CACHE_HOME=""
+    )
+    try:
+        answer = httpx.post(server.url + "/v1/audio/transcriptions", files={"file": UTTERANCE.open("rb")}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert httpx.get(server.url + "/health", timeout=10).json()["backend"] == "onnx"
+    finally:
+        stop_server(server)
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []

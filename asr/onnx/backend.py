@@ -34,6 +34,7 @@ import numpy as np
 
 from ..batching import PREDICTED_TOKENS
 from ..errors import ModelLoadError
+from . import onnx_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def resolve_backend(
 
 # ------------------------------------------------------------------------------------------ the ASR model
 def _session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
+    ort = onnx_runtime()
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from . import onnx_runtime
+
 
 # ----------------------------------------------------------------------------------------------- helpers
 def _attr(node, name, default=None):
@@ -325,7 +327,7 @@ def fuse_attention(model: onnx.ModelProto) -> int:
 # ----------------------------------------------------------------------------------------------- entry point
 def optimize_for_ort(path: Path, output: Path | None = None) -> dict:
     """Rewrite `path` (into `output`, default in place); returns what was rewritten."""
-    import onnxruntime as ort
+    ort = onnx_runtime()
 
     path = Path(path)
     output = Path(output) if output else path
