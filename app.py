@@ -32,6 +32,7 @@ from api.ws_protocol import FrameLimitWSProtocol  # noqa: E402
 from asr.device import device_report  # noqa: E402
 from asr.engine import Engine, get_engine, model_name  # noqa: E402
 from config.settings import Settings, get_settings  # noqa: E402
+from hotword_lists import HotwordListService, ListLimits, open_list_store  # noqa: E402
 from jobs import JobService  # noqa: E402
 from messages import message  # noqa: E402
 from results import ResultAccess, ResultsMiddleware  # noqa: E402
@@ -112,6 +113,22 @@ def gradio_upload_dir(settings: Settings) -> Path:
     return folder
 
 
+def hotword_list_service(settings: Settings, engine: Engine) -> HotwordListService:
+    """The lists, in the jobs' store (JOBS_BACKEND), with DEFAULT_HOTWORDS as the shared `default` list."""
+    store = open_list_store(settings.jobs_backend, settings.jobs_dir, settings.jobs_redis_url)
+    limits = ListLimits(
+        max_lists_per_owner=settings.hotword_lists_per_owner,
+        max_words=settings.hotword_list_max_words,
+        max_word_chars=settings.max_hotword_chars,
+    )
+    service = HotwordListService(store, limits)
+    try:
+        service.seed_default(engine.default_hotwords)
+    except Exception as exc:  # noqa: BLE001 (a store that is down now may be up for the first request)
+        logger.warning("could not create the shared default hotword list: %s: %s", type(exc).__name__, exc)
+    return service
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None, *, load: bool = True) -> FastAPI:
     """Build the FastAPI app with /health and the Gradio UI mounted at `/`.
 
@@ -124,6 +141,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     started_at = time.time()
     upload_dir = gradio_upload_dir(settings)
     jobs = JobService(settings, engine)
+    hotword_lists = hotword_list_service(settings, engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -158,7 +176,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
     blocks = build_ui(engine, settings, access, jobs)
     blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=queue_concurrency(settings, engine))
     # /v1/* and /metrics, registered before the UI is mounted at "/"; the API shares the UI queue's limit.
-    install_api(app, engine, settings, blocks, access, jobs=jobs)
+    install_api(app, engine, settings, blocks, access, jobs=jobs, hotword_lists=hotword_lists)
     auth = None
     if settings.webui_auth:
         user, _, password = settings.webui_auth.get_secret_value().partition(":")

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from asr.engine import Engine
 from config.settings import Settings
+from hotword_lists import HotwordListService
 from jobs import JobService
 from results import ResultAccess
 
@@ -16,6 +17,7 @@ from .admission import Admission
 from .auth import APIKeys
 from .errors import APIError, handle_api_error
 from .funasr_ws import StreamRegistry, funasr_stream
+from .hotword_lists import router as hotword_lists_router
 from .jobs import install_job_metrics
 from .jobs import router as jobs_router
 from .metrics import Metrics
@@ -33,10 +35,12 @@ def install_api(
     blocks: Any = None,
     access: ResultAccess | None = None,
     jobs: JobService | None = None,
+    hotword_lists: HotwordListService | None = None,
 ) -> APIServices:
     """Add the API routes and /metrics to `app`; with `blocks` (queued), share its admission limit.
     `access` (default: from `settings`) decides who reads which result; it is kept on `app.state.results`.
-    With `jobs`, serve /v1/jobs (kept on `app.state.jobs`).
+    With `jobs`, serve /v1/jobs (kept on `app.state.jobs`); with `hotword_lists`, /v1/hotword-lists and the
+    `hotword_list` field of requests.
 
     Call before mounting Gradio at "/", so these routes are matched first.
     """
@@ -51,6 +55,7 @@ def install_api(
         metrics=Metrics(engine, admission, streams),
         keys=APIKeys(settings.api_keys, settings.admin_api_keys),
         streams=streams,
+        hotword_lists=hotword_lists,
     )
     app.state.api = api
     app.state.results = access or ResultAccess.from_settings(settings)
@@ -60,9 +65,10 @@ def install_api(
     app.include_router(router)
     app.include_router(results_router)
     app.include_router(jobs_router)
+    app.include_router(hotword_lists_router)
     if settings.max_streams:
         # A WebSocket route only matches WebSocket requests, so `GET /` still reaches the UI mounted at "/".
         app.add_api_websocket_route("/", funasr_stream, name="funasr_stream")
     app.add_exception_handler(APIError, handle_api_error)
-    refuse_other_methods(app, [router, results_router, jobs_router])  # and /health, added before
+    refuse_other_methods(app, [router, results_router, jobs_router, hotword_lists_router])  # and /health, added before
     return api

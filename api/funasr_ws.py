@@ -34,7 +34,9 @@ from asr.engine import Transcription
 from asr.errors import ASRError, ClientGoneError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
 from asr.progress import stop_check
 from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state, to_mono_16k
-from messages import Lang
+from hotword_lists import HotwordListError, split_refs
+from messages import Lang, message
+from results import Owner
 
 from .errors import APIError, language
 from .ws_protocol import TOO_LARGE
@@ -110,18 +112,20 @@ class Utterance:
     decoder_look_back: int = 1
     #: Written form for finals and offline answers (FunASR's `itn`); None: the server's ITN setting.
     itn: bool | None = None
+    #: Hotword lists named by id or name (our `hotword_list`); their words come before `hotwords`.
+    hotword_lists: tuple[str, ...] = ()
 
     @property
     def pcm(self) -> bool:
         return self.wav_format == "pcm"
 
-    def stream_config(self) -> StreamConfig:
+    def stream_config(self, hotwords: list[str] | None) -> StreamConfig:
         return StreamConfig(
             mode="online" if self.mode == "online" else "2pass",
             chunk_size=self.chunk_size,
             encoder_look_back=self.encoder_look_back,
             decoder_look_back=self.decoder_look_back,
-            hotwords=self.hotwords,
+            hotwords=hotwords,
             itn=self.itn,
         )
 
@@ -138,6 +142,10 @@ class Connection:
     utterances: int = 0
     #: The language of this stream's error messages (the handshake's Accept-Language).
     lang: Lang = "en"
+    #: Who streams (its key, else its owner cookie): whose hotword lists it may name.
+    owner: Owner | None = None
+    #: The current utterance's hotwords, its lists' and its own (None: the service's default).
+    hotwords: list[str] | None = None
     #: 2pass finals waiting to be transcribed and sent, in order, by `finals_task`.
     finals: asyncio.Queue | None = None
     finals_task: asyncio.Task | None = None
@@ -267,7 +275,15 @@ def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
         encoder_look_back=_int(message, "encoder_chunk_look_back", base.encoder_look_back, 0, 16),
         decoder_look_back=_int(message, "decoder_chunk_look_back", base.decoder_look_back, 0, 16),
         itn=itn,
+        hotword_lists=parse_list_refs(message["hotword_list"]) if "hotword_list" in message else base.hotword_lists,
     )
+
+
+def parse_list_refs(value: Any) -> tuple[str, ...]:
+    """Our `hotword_list`: a list id or name, several separated by commas, or a JSON list of them."""
+    if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return tuple(split_refs(value))
+    raise StreamError("hotword_list must be a list id or name, or a list of them", "bad_hotword_list")
 
 
 # ------------------------------------------------------------------------------------------ answers
@@ -381,6 +397,7 @@ async def funasr_stream(websocket: WebSocket) -> None:
     outcome = "ok"
     try:
         _check_key(api, websocket)
+        conn.owner = _owner(websocket)
         if api.engine.state != "ready":
             # The catalogue's sentence, in the handshake's Accept-Language: never the load error's text (it is the
             # operator's and names server folders; it is in the log and the admin's /health).
@@ -436,6 +453,13 @@ def _check_key(api: Any, websocket: WebSocket) -> None:
             CLOSE_POLICY,
             "unauthorized",
         ) from None
+
+
+def _owner(websocket: WebSocket) -> Owner | None:
+    headers = dict(websocket.headers)
+    if not headers.get("authorization") and websocket.query_params.get("api_key"):
+        headers["authorization"] = f"Bearer {websocket.query_params['api_key']}"
+    return websocket.app.state.results.owner_of(headers)
 
 
 async def _send(websocket: WebSocket, answer: dict[str, Any]) -> None:
@@ -547,13 +571,20 @@ async def _on_json(websocket: WebSocket, api: Any, conn: Connection, text: str) 
 async def _start(api: Any, conn: Connection) -> None:
     utterance = conn.utterance
     assert utterance is not None
-    if utterance.hotwords is not None:
-        try:
-            api.engine.resolve_hotwords(utterance.hotwords)
-        except ASRError as exc:
-            raise asr_stream_error(exc, conn.lang) from None
+    own = None if utterance.hotwords is None else ",".join(utterance.hotwords)
+    try:
+        words = own
+        if api.hotword_lists is not None:  # read at each utterance: a list changed meanwhile is used as it is now
+            words = await run_in_threadpool(
+                api.hotword_lists.request_hotwords, list(utterance.hotword_lists), own, conn.owner
+            )
+        conn.hotwords = None if words is None else api.engine.resolve_hotwords(words)
+    except HotwordListError as exc:
+        raise StreamError(message(exc.key, conn.lang, **exc.params), exc.code) from None
+    except ASRError as exc:
+        raise asr_stream_error(exc, conn.lang) from None
     if utterance.mode != "offline":
-        config = utterance.stream_config()
+        config = utterance.stream_config(conn.hotwords)
         try:
             if conn.session is None:
                 conn.session = await run_in_threadpool(partial(StreamSession, api.engine, config, defer_finals=True))
@@ -636,7 +667,7 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
         else:
             call = dict(source=audio)
         transcribe = partial(
-            api.engine.transcribe, hotwords=utterance.hotwords, name=utterance.wav_name or "stream", itn=utterance.itn
+            api.engine.transcribe, hotwords=conn.hotwords, name=utterance.wav_name or "stream", itn=utterance.itn
         )
         result = await _unless_the_client_leaves(websocket, conn, transcribe, **call)
         api.metrics.stream_audio_seconds.labels("offline").inc(result.duration)

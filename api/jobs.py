@@ -24,14 +24,14 @@ from jobs import Job, JobService
 from jobs.records import ACTIVE, FINISHED
 from jobs.service import Upload
 from jobs.sources import submit_named
-from results import Owner, ResultAccess
+from results import Owner
 
-from .auth import unauthorized
 from .errors import APIError, bad_request, language, not_ready, sentence, unavailable
+from .hotword_lists import request_hotwords
 from .metrics import PREFIX, Metrics
 from .openapi import ERROR_RESPONSES, JOB_BODY, JOB_RESPONSES, NOT_FOUND, error_response
 from .routes import render, services
-from .routing import ServiceRoute, require_key
+from .routing import ServiceRoute, caller, require_key
 from .uploads import RESPONSE_FORMATS, JobUpload, job_upload
 
 logger = logging.getLogger(__name__)
@@ -96,16 +96,6 @@ def job_view(job: Job) -> dict[str, Any]:
     return view
 
 
-def caller(request: Request) -> Owner:
-    """Who asks: an API key (with API_KEYS) or an admin key, else the browser's owner cookie (a client without
-    keys keeps the cookie it is given, e.g. `curl -c jar -b jar`). The key itself is checked by `require_key`."""
-    access: ResultAccess = request.app.state.results
-    owner = access.owner_of(request.headers)
-    if owner is None:  # only without results.ResultsMiddleware, which gives every request an owner cookie
-        raise unauthorized("no_owner", language(request))
-    return owner
-
-
 async def room_for_a_job(request: Request, owner: Owner = Depends(caller)) -> None:
     """Before the files are received: a model that can load, and room in the queue for this owner."""
     api = services(request)
@@ -133,6 +123,7 @@ async def create_job(
     request: Request, owner: Owner = Depends(caller), upload: JobUpload = Depends(job_upload)
 ) -> JSONResponse:
     form = upload.form
+    form.hotwords = await request_hotwords(request, list(form.hotword_lists), form.hotwords)
     uploads = [Upload(f.filename or "", f.file) for f in upload.files]
     job = await run_in_threadpool(
         submit_named,

@@ -36,6 +36,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     500: error_response("An internal error; its details are in the server's log, never in the answer."),
 }
 NOT_FOUND = {404: error_response("No such record, or not the caller's (the two answer the same).")}
+HOTWORD_LIST_RESPONSES = {
+    **ERROR_RESPONSES,
+    **NOT_FOUND,
+    403: error_response("A shared list is changed, or made, only with an admin key."),
+    409: error_response("The caller has a list of that name already, or HOTWORD_LISTS_PER_OWNER lists."),
+}
 BUSY = {503: error_response("The model is not ready or the service is full; `Retry-After` says when to try again.")}
 TRANSCRIPTION_RESPONSES = {
     200: {
@@ -49,11 +55,13 @@ TRANSCRIPTION_RESPONSES = {
         },
     },
     **ERROR_RESPONSES,
+    404: error_response("A `hotword_list` that does not exist or is not the caller's."),
     413: error_response("The file is over MAX_UPLOAD_MB."),
     **BUSY,
 }
 JOB_RESPONSES = {
     **ERROR_RESPONSES,
+    **NOT_FOUND,
     413: error_response("The upload is over JOB_MAX_FILES x JOB_MAX_UPLOAD_MB."),
     429: error_response("This key has JOB_MAX_QUEUED_PER_KEY jobs queued or running."),
     **BUSY,
@@ -66,6 +74,11 @@ _OPTIONS: dict[str, Any] = {
     "hotwords": {
         "type": "string",
         "description": "Words to favour, separated by spaces, commas or new lines; empty for none.",
+    },
+    "hotword_list": {
+        "type": "string",
+        "description": "Hotword lists (/v1/hotword-lists) by id or name, several separated by commas (or the field "
+        "repeated); their words come before `hotwords`.",
     },
     "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"], "default": "json"},
     "timestamp_granularities[]": {

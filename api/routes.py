@@ -18,11 +18,13 @@ from starlette.concurrency import run_in_threadpool
 from asr.engine import Engine, Transcription, Word
 from asr.subtitles import to_srt, to_txt, to_vtt
 from config.settings import Settings
+from hotword_lists import HotwordListService
 
 from .admission import Admission
 from .auth import APIKeys
 from .errors import language
 from .funasr_ws import StreamRegistry
+from .hotword_lists import request_hotwords
 from .metrics import Metrics
 from .openapi import ERROR_RESPONSES, TRANSCRIPTION_BODY, TRANSCRIPTION_RESPONSES
 from .routing import ServiceRoute, require_key
@@ -44,6 +46,7 @@ class APIServices:
     metrics: Metrics
     keys: APIKeys
     streams: StreamRegistry
+    hotword_lists: HotwordListService | None = None
 
 
 def services(request: Request) -> APIServices:
@@ -74,6 +77,7 @@ async def create_transcription(
     upload: TranscriptionUpload = Depends(transcription_upload),
 ) -> Response:
     engine, form = services(request).engine, upload.form
+    form.hotwords = await request_hotwords(request, list(form.hotword_lists), form.hotwords)
     if form.stream:  # input errors are HTTP errors: the audio is checked before the stream starts
         audio = await run_in_threadpool(engine.decode, upload.data, name=upload.name)
         return stream_transcription(

@@ -15,6 +15,9 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from results import Owner
+
+from .auth import unauthorized
 from .errors import APIError, handle_api_error, language, to_api_error
 
 
@@ -39,6 +42,15 @@ class ServiceRoute(APIRoute):
                     raise to_api_error(exc, language(request), label) from None
 
         return handle
+
+
+def caller(request: Request) -> Owner:
+    """Who asks: an API key (with API_KEYS) or an admin key, else the browser's owner cookie (a client without
+    keys keeps the cookie it is given, e.g. `curl -c jar -b jar`). The key itself is checked by `require_key`."""
+    owner = request.app.state.results.owner_of(request.headers)
+    if owner is None:  # only without results.ResultsMiddleware, which gives every request an owner cookie
+        raise unauthorized("no_owner", language(request))
+    return owner
 
 
 def require_key(request: Request) -> None:

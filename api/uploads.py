@@ -32,6 +32,8 @@ class TranscriptionForm:
     response_format: str
     hotwords: str | None
     granularities: frozenset[str] = frozenset()
+    #: Hotword lists named by id or name (`hotword_list`, several allowed); their words come before `hotwords`.
+    hotword_lists: tuple[str, ...] = ()
     diarize: bool = False
     num_speakers: int | None = None
     stream: bool = False
@@ -225,6 +227,7 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
         num_speakers=num_speakers,
         stream=stream,
         itn=None if form.get("itn") is None else _form_bool(form, "itn"),
+        hotword_lists=tuple(str(v) for v in form.getlist("hotword_list") + form.getlist("hotword_list[]")),
     )
 
 

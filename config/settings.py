@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     )
     max_hotwords: int = Field(100, ge=0, description="Most hotwords one request may carry.")
     max_hotword_chars: int = Field(20, ge=1, description="Longest hotword, in characters.")
+    hotword_lists_per_owner: int = Field(
+        50, ge=1, description="Most hotword lists one API key or browser may keep (shared lists not counted)."
+    )
+    hotword_list_max_words: int = Field(100, ge=1, description="Most words in one hotword list.")
 
     # --- written form (ITN) ------------------------------------------------------------------
     itn: bool = Field(

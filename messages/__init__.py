@@ -88,6 +88,48 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "服务器存储空间已满，暂时无法保存文件，请稍后再试",
         "the server's storage is full, so the file cannot be stored now; try again later",
     ),
+    "hotword_lists_disabled": ("本服务器未开放热词库", "hotword lists are not available on this server"),
+    "hotword_list_not_found": ("找不到热词库“{ref}”", "no hotword list '{ref}'"),
+    "hotword_list_shared": (
+        "共享热词库只能用管理员密钥修改",
+        "shared hotword lists can only be changed with an admin key",
+    ),
+    "hotword_list_exists": ("已有名为“{name}”的热词库", "a hotword list named '{name}' exists already"),
+    "hotword_list_limit": ("热词库已达上限（每人 {limit} 个）", "the limit of {limit} hotword lists is reached"),
+    "bad_hotword_list": ("热词库有误", "the hotword list is not valid"),
+    "bad_hotword_list.name": (
+        "热词库需要一个名称（最多 {limit} 个字符，不含逗号）",
+        "a hotword list needs a name (at most {limit} characters, no commas)",
+    ),
+    "bad_hotword_list.too_many": (
+        "热词太多：{count} 个，每个热词库最多 {limit} 个",
+        "too many words: {count}; a hotword list holds at most {limit}",
+    ),
+    "bad_hotword_list.too_long": (
+        "热词“{word}”过长，上限是 {limit} 个字符",
+        "the word '{word}' is too long; the limit is {limit} characters",
+    ),
+    "bad_hotword_list.separator": (
+        "“{word}”含有空格或逗号：每行只写一个热词",
+        "'{word}' contains a space or a comma: give one word per entry",
+    ),
+    "bad_hotword_list.one_word_per_line": (
+        "第 {line} 行：每行一个热词，后面可以跟一个权重（“词 权重”）",
+        "line {line}: one word per line, optionally followed by its weight ('word weight')",
+    ),
+    "bad_hotword_list.bad_weight": (
+        "第 {line} 行：权重应是数字",
+        "line {line}: the weight must be a number",
+    ),
+    "bad_hotword_list.bad_words": (
+        "words 应是热词列表（字符串，或含 word 和 weight 的对象）",
+        "words must be a list of words (strings, or objects with word and weight)",
+    ),
+    "bad_hotword_list.not_utf8": ("文件不是 UTF-8 文本", "the file is not UTF-8 text"),
+    "bad_hotword_list.too_many_lists": (
+        "一次请求最多使用 {limit} 个热词库",
+        "a request may name at most {limit} hotword lists",
+    ),
 }
 
 
