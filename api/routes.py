@@ -137,6 +137,8 @@ def verbose_json(result: Transcription, granularities: frozenset[str] = frozense
         "language": "chinese",
         "duration": round(result.duration, 3),
         "text": result.text,
+        # The words the model was biased with: the named lists' and the request's own (or the default list).
+        "hotwords": list(result.hotwords),
     }
     if result.text_spoken is not None:  # ITN applied: `text` (and segments, words) are written, this as spoken
         body["text_spoken"] = result.text_spoken

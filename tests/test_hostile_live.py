@@ -35,9 +35,7 @@ FORGERY = f"\n{FORGED} forged by the client\r\n"
 
 @pytest.fixture(scope="module")
 def server(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory):
-    srv = start_server(
-        tiny_models, tmp_path_factory.mktemp("hostile"), API_KEYS=KEY, STREAM_MAX_FRAME_KB=str(FRAME_KB)
-    )
+    srv = start_server(tiny_models, tmp_path_factory.mktemp("hostile"), API_KEYS=KEY, STREAM_MAX_FRAME_KB=str(FRAME_KB))
     try:
         yield srv
     finally:
