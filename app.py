@@ -173,7 +173,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None, *
         )
         return JSONResponse(body, status_code=code)
 
-    blocks = build_ui(engine, settings, access, jobs)
+    blocks = build_ui(engine, settings, access, jobs, hotword_lists)
     blocks.queue(max_size=settings.queue_max_size, default_concurrency_limit=queue_concurrency(settings, engine))
     # /v1/* and /metrics, registered before the UI is mounted at "/"; the API shares the UI queue's limit.
     install_api(app, engine, settings, blocks, access, jobs=jobs, hotword_lists=hotword_lists)

@@ -10,7 +10,7 @@ import logging
 import os
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +218,13 @@ def batch_history(access: ResultAccess, request: gr.Request | None = None) -> tu
 
 
 def create_batch_tab(
-    engine: Engine, settings: Settings, access: ResultAccess, blocks: gr.Blocks, *, job_button: bool = False
+    engine: Engine,
+    settings: Settings,
+    access: ResultAccess,
+    blocks: gr.Blocks,
+    *,
+    job_button: bool = False,
+    pick_list: Callable[[gr.Textbox], Any] | None = None,
 ) -> dict[str, Any]:
     """The tab; returns its inputs and status (and, with `job_button`, a button to run them as a job)."""
     with gr.Tab(t("tab_batch"), id="batch"):
@@ -228,6 +234,8 @@ def create_batch_tab(
                 words = gr.Textbox(
                     label=t("hotwords"), info=t("hotwords_info"), lines=2, value=", ".join(engine.default_hotwords)
                 )
+                if pick_list is not None:  # the jobs button sends this box too
+                    pick_list(words)
                 batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"), info=t("batch_size_info"))
                 speakers, num_speakers = speaker_controls(engine, "batch")
                 itn = itn_control(settings, "batch")

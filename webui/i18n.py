@@ -29,6 +29,31 @@ TEXTS: dict[str, tuple[str, str]] = {
     "tab_batch": ("📁 批量处理", "📁 Batch"),
     "tab_live": ("🎙️ 实时录音", "🎙️ Live recording"),
     "tab_sysinfo": ("⚙️ 系统信息", "⚙️ System info"),
+    "tab_lists": ("📚 热词库", "📚 Hotword lists"),
+    "lists_intro": (
+        "把常用热词存成热词库，在各页的热词框旁选择，或在 API、后台任务、WebSocket 中用 `hotword_list=<名称>` 引用。"
+        "带“（共享）”的热词库所有人可用，只能用管理员密钥修改。"
+        "SeACo 对所有热词一视同仁：权重会保存和显示，但不改变识别。",
+        "Keep hotwords as named lists: pick one beside any tab's hotword box, or name it with `hotword_list=<name>` "
+        "in the API, jobs and the WebSocket. Lists marked (shared) are everyone's and change only with an admin key. "
+        "SeACo biases every hotword alike: weights are kept and shown but do not change the recognition.",
+    ),
+    "lists_pick": ("热词库", "Hotword list"),
+    "lists_use": ("从热词库填入", "Fill from a hotword list"),
+    "lists_name": ("名称", "Name"),
+    "lists_words": ("热词（每行一个，可跟权重：“词 权重”）", "Words (one per line, optionally 'word weight')"),
+    "lists_words_info": ("FunASR 热词文件格式", "FunASR's hotword file format"),
+    "lists_create": ("新建", "Create"),
+    "lists_save": ("保存修改", "Save changes"),
+    "lists_delete": ("删除", "Delete"),
+    "lists_import": ("导入 .txt / .csv", "Import .txt / .csv"),
+    "lists_export": ("导出 .txt", "Export .txt"),
+    "lists_exported": ("导出的文件", "Exported file"),
+    "lists_shared_mark": ("（共享）", " (shared)"),
+    "lists_created": ("已新建热词库“{name}”（{count} 个热词）", "Created the list '{name}' ({count} words)"),
+    "lists_saved": ("已保存热词库“{name}”（{count} 个热词）", "Saved the list '{name}' ({count} words)"),
+    "lists_deleted": ("已删除热词库", "The list was deleted"),
+    "lists_none_picked": ("请先选择一个热词库", "Pick a hotword list first"),
     "audio_file": ("上传音频或视频文件（可拖入）", "Upload an audio or video file (or drag it here)"),
     "audio_files": ("上传多个音频或视频文件", "Upload several audio or video files"),
     "hotwords": ("热词列表", "Hotwords"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -81,7 +83,9 @@ def transcribe_file(
     )
 
 
-def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) -> gr.Dataframe:
+def create_single_tab(
+    engine: Engine, settings: Settings, access: ResultAccess, pick_list: Callable[[gr.Textbox], Any] | None = None
+) -> gr.Dataframe:
     """The tab; returns its sentence table (its headers follow the browser's language, see `localise_tables`)."""
     with gr.Tab(t("tab_single"), id="single"):
         with gr.Row():
@@ -94,6 +98,8 @@ def create_single_tab(engine: Engine, settings: Settings, access: ResultAccess) 
                     value=", ".join(engine.default_hotwords),
                     elem_id="single-hotwords",
                 )
+                if pick_list is not None:
+                    pick_list(words)
                 batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"), info=t("batch_size_info"))
                 speakers, num_speakers = speaker_controls(engine, "single")
                 itn = itn_control(settings, "single")
