@@ -56,16 +56,16 @@ class ManifestError(Exception):
 
     code = "bad_manifest"
 
-    def __init__(self, reason: str, *, items: Sequence[ManifestItem] = (), **params: Any):
-        self.key = f"{self.code}.{reason}"
+    def __init__(self, kind: str, *, items: Sequence[ManifestItem] = (), **params: Any):
+        self.key = f"{self.code}.{kind}"
         self.params = params
         self.items = list(items)
         super().__init__(self.message("en"))
 
     def message(self, lang: Lang = "en") -> str:
         params = dict(self.params)
-        first = next((item for item in self.items if item.problem), None)
-        if first is not None and "reason" in params:
+        if self.key == "bad_manifest.no_usable_row":  # the first row's own reason, in the same language
+            first = next(item for item in self.items if item.problem)
             params["reason"] = first.problem.message(lang) if first.problem else ""
         return message(self.key, lang, **params)
 
@@ -257,5 +257,5 @@ def _file_problem(path: Path, allowed_dirs: Sequence[Path] | None) -> Problem | 
 def _checked(items: list[ManifestItem]) -> list[ManifestItem]:
     if not any(item.usable for item in items):
         first = next(item for item in items if item.problem)
-        raise ManifestError("no_usable_row", items=items, rows=len(items), line=first.line, reason="")
+        raise ManifestError("no_usable_row", items=items, rows=len(items), line=first.line)
     return items
