@@ -200,7 +200,7 @@ def test_overall_cer_is_summed_edits_over_summed_reference() -> None:
     assert report.overall_b.cer == 0.0
     expected = [dp_recall(normalise(r), normalise(h), "达摩院") for r, h, *_ in CASES]
     (row,) = report.hotword_rows
-    assert (row.a.occurrences, row.a.recalled, row.a.false_alarms) == tuple(map(sum, zip(*expected)))
+    assert (row.a.occurrences, row.a.recalled, row.a.false_alarms) == tuple(map(sum, zip(*expected, strict=True)))
     assert row.b.recalled == row.b.occurrences == row.a.occurrences
 
 
@@ -431,7 +431,7 @@ def test_report_html_is_self_contained_with_one_bar_pair_per_hotword(lang: str) 
     parser = PageParser()
     parser.feed(page)
     assert [p["word"] for p in parser.pairs] == ["达摩院", "语音识别", "科哥"]
-    for pair, row in zip(parser.pairs, report.hotword_rows):
+    for pair, row in zip(parser.pairs, report.hotword_rows, strict=True):
         (class_a, height_a), (class_b, height_b) = pair["bars"]
         assert (class_a, class_b) == ("bar a", "bar b")
         assert height_a == pytest.approx(160 * (row.a.recall or 0), abs=0.1)
@@ -472,7 +472,7 @@ def recompute(data: dict) -> None:
                     row[side]["hotwords"][w]["recalled"],
                     row[side]["hotwords"][w]["false_alarms"],
                 ) == found
-                per_word[(w, side)] = [x + y for x, y in zip(per_word[(w, side)], found)]
+                per_word[(w, side)] = [x + y for x, y in zip(per_word[(w, side)], found, strict=True)]
     for side in "ab":
         edits, chars = totals[side]
         assert data["summary"][side]["edits"] == edits
