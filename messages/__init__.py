@@ -98,8 +98,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "bad_manifest_row": ("这一行无法使用", "this row cannot be used"),
     "bad_manifest_row.columns": (
-        "应有 2 列（音频路径、参考文本），这一行有 {count} 列",
-        "expected 2 columns (audio path, reference text); this row has {count}",
+        "应有 {expected} 列（含音频路径和参考文本），这一行有 {count} 列",
+        "expected {expected} columns (with the audio path and the reference text); this row has {count}",
     ),
     "bad_manifest_row.no_path": ("缺少音频路径", "the audio path is missing"),
     "bad_manifest_row.not_found": ("找不到音频文件", "audio file not found"),

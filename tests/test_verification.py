@@ -231,7 +231,9 @@ def test_tsv_without_header(audio_dir: Path) -> None:
     }
     assert items[0].path == (audio_dir / "one.wav").resolve() and items[0].reference == "欢迎大家"
     assert [item.line for item in items] == [1, 2, 4, 5, 6]  # the blank line is skipped, lines still count
-    assert items[3].problem.message("en") == "expected 2 columns (audio path, reference text); this row has 3"
+    assert items[3].problem.message("en") == (
+        "expected 2 columns (with the audio path and the reference text); this row has 3"
+    )
     assert "3 列" in items[3].problem.message("zh")
 
 
@@ -240,6 +242,14 @@ def test_tsv_with_bom_and_header_in_any_column_order(audio_dir: Path) -> None:
     items = parse_table(text.encode("utf-8"), base_dir=audio_dir)
     assert [(i.name, i.reference) for i in items] == [("one.wav", "达摩院"), ("two.wav", '"引号"照旧')]
     assert all(i.usable for i in items)
+
+
+def test_a_row_short_of_the_headers_columns(audio_dir: Path) -> None:
+    text = "path\tkind\ttext\none.wav\tutt\t一\ntwo.wav\t二\n"
+    items = parse_table(text, base_dir=audio_dir)
+    assert problems(items) == {"one.wav": None, "two.wav": "bad_manifest_row.columns"}
+    assert items[1].problem.params == {"expected": 3, "count": 2}
+    assert "3 列" in items[1].problem.message("zh")
 
 
 def test_csv_with_quoting(audio_dir: Path, tmp_path: Path) -> None:
@@ -321,6 +331,7 @@ def test_a_manifest_with_no_usable_row_is_one_clear_error(audio_dir: Path) -> No
     assert str(error) == error.message("en")
     for data, key in [
         (b"", "bad_manifest.empty"),
+        (b"path\ttext\n", "bad_manifest.empty"),  # a header alone
         (b"\n \n", "bad_manifest.empty"),
         ("一\t二\n".encode("gbk"), "bad_manifest.encoding"),
     ]:

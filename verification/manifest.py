@@ -101,12 +101,14 @@ def parse_table(
     if path_names and text_names:
         path_col, text_col, width = header.index(path_names[0]), header.index(text_names[0]), len(header)
         rows = rows[1:]
+        if not rows:
+            raise ManifestError("empty")
 
     items = []
     for number, row in rows:
         if len(row) != width:
             name = row[path_col].strip() if len(row) > path_col else ""
-            items.append(ManifestItem(name, None, "", number, _row_problem("columns", count=len(row))))
+            items.append(ManifestItem(name, None, "", number, _row_problem("columns", expected=width, count=len(row))))
             continue
         items.append(_item(row[path_col].strip(), row[text_col].strip(), number, base_dir, allowed_dirs))
     return _checked(items)

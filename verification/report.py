@@ -292,15 +292,16 @@ tr.failed td {{ color: #a33; }}
         label = LABELS["no_occurrences"][0 if lang == "zh" else 1]
         slot, bar, top, plot = 72, 24, 40, 160
         left = 44
-        width = left + slot * max(len(self.hotword_rows), 1) + 16
+        legend_b = left + 40 + 12 * min(len(self.label_a), 30)  # past label A (12 px a character at most)
+        width = max(left + slot * max(len(self.hotword_rows), 1) + 16, legend_b + 40 + 12 * min(len(self.label_b), 30))
         height = top + plot + 48
         parts = [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" font-size="12">',
             f'<rect class="legend a" x="{left}" y="8" width="12" height="12" fill="{COLOR_A}"/>',
             f'<text x="{left + 16}" y="18">A: {e(self.label_a)}</text>',
-            f'<rect class="legend b" x="{left + 220}" y="8" width="12" height="12" fill="{COLOR_B}"/>',
-            f'<text x="{left + 236}" y="18">B: {e(self.label_b)}</text>',
+            f'<rect class="legend b" x="{legend_b}" y="8" width="12" height="12" fill="{COLOR_B}"/>',
+            f'<text x="{legend_b + 16}" y="18">B: {e(self.label_b)}</text>',
         ]
         for tick in (0, 50, 100):
             y = top + plot - plot * tick / 100
