@@ -130,6 +130,43 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "一次请求最多使用 {limit} 个热词库",
         "a request may name at most {limit} hotword lists",
     ),
+    # Verification (verification/): a manifest of recordings and their reference transcripts
+    "bad_manifest": ("无法读取这个清单", "this manifest cannot be read"),
+    "bad_manifest.encoding": ("清单不是 UTF-8 文本", "the manifest is not UTF-8 text"),
+    "bad_manifest.empty": ("清单里没有任何条目", "the manifest has no rows"),
+    "bad_manifest.no_usable_row": (
+        "清单的 {rows} 行中没有一行可用（第 {line} 行：{reason}）",
+        "none of the manifest's {rows} rows can be used (line {line}: {reason})",
+    ),
+    "bad_manifest_row": ("这一行无法使用", "this row cannot be used"),
+    "bad_manifest_row.columns": (
+        "应有 {expected} 列（含音频路径和参考文本），这一行有 {count} 列",
+        "expected {expected} columns (with the audio path and the reference text); this row has {count}",
+    ),
+    "bad_manifest_row.no_path": ("缺少音频路径", "the audio path is missing"),
+    "bad_manifest_row.not_found": ("找不到音频文件", "audio file not found"),
+    "bad_manifest_row.not_a_file": ("这个路径不是文件", "this path is not a file"),
+    "bad_manifest_row.unreadable": ("音频文件无法读取", "the audio file cannot be read"),
+    "bad_manifest_row.not_allowed": (
+        "这个文件不在服务器允许读取的文件夹中",
+        "this file is not in a folder the server may read",
+    ),
+    "bad_manifest_row.command": (
+        "不支持 wav.scp 中的命令管道（以 | 结尾的行）",
+        "command pipes in wav.scp (lines ending in |) are not supported",
+    ),
+    "bad_manifest_row.no_text": (
+        "text 文件中没有编号 {utt_id} 的参考文本",
+        "the text file has no reference for utterance id {utt_id}",
+    ),
+    "bad_manifest_row.no_audio": (
+        "wav.scp 中没有编号 {utt_id} 的音频",
+        "wav.scp has no audio for utterance id {utt_id}",
+    ),
+    "bad_manifest_row.duplicate_id": (
+        "编号 {utt_id} 重复（第一次出现在第 {first} 行）",
+        "utterance id {utt_id} appears twice (first on line {first})",
+    ),
 }
 
 

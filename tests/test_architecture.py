@@ -16,13 +16,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "asr": {"messages"},
     "config": {"asr"},
     "results": {"config", "messages"},
-    "jobs": {"asr", "config", "messages", "results"},
-    "api": {"asr", "config", "messages", "jobs", "results"},
-    "webui": {"asr", "config", "messages", "jobs", "results"},
-    "app": {"asr", "config", "messages", "jobs", "results", "api", "webui"},
+    "verification": {"messages"},
+    "jobs": {"asr", "config", "messages", "results", "verification"},
+    "api": {"asr", "config", "messages", "jobs", "results", "verification"},
+    "webui": {"asr", "config", "messages", "jobs", "results", "verification"},
+    "app": {"asr", "config", "messages", "jobs", "results", "verification", "api", "webui"},
     # Beside the service: they talk to it through run.sh, /health and files, and read the same settings.
     "ops": {"asr", "config", "messages", "jobs"},
-    "bench": {"asr", "config", "messages", "testmodels", "jobs", "results", "webui"},
+    "bench": {"asr", "config", "messages", "testmodels", "jobs", "results", "verification", "webui"},
 }
 #: What the engine must never import: the service's settings, HTTP, the UI and storage.
 NOT_IN_THE_ENGINE = {
