@@ -91,7 +91,9 @@ def podman() -> None:
 def sh(*args: str, timeout: float = 120, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
-        raise AssertionError(f"{shlex.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{shlex.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -122,7 +124,15 @@ def bootstrap_base(tarball: Path) -> None:
     """A bookworm root with what the Dockerfile uses of python:3.11-slim-bookworm, as a tarball."""
     with tempfile.TemporaryDirectory(prefix="bookworm-") as tmp:
         root = Path(tmp) / "root"
-        sh("debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(root), DEBIAN_MIRROR, timeout=900)
+        sh(
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={BASE_PACKAGES}",
+            "bookworm",
+            str(root),
+            DEBIAN_MIRROR,
+            timeout=900,
+        )
         # As Debian's own images: the three suites in deb822 form, and no service started by a package's install.
         (root / "etc/apt/sources.list").unlink(missing_ok=True)
         (root / "etc/apt/sources.list.d/debian.sources").write_text(
@@ -282,7 +292,7 @@ class Containers:
 
     def remove(self) -> None:
         for name in reversed(self.names):
-            sh("podman", "rm", "-f", "-t", "5", name, check=False, timeout=60)
+            sh("podman", "rm", "-f", "-v", "-t", "5", name, check=False, timeout=60)  # -v: its anonymous volumes too
         for volume in self.volumes.values():
             sh("podman", "volume", "rm", "-f", volume, check=False)
 
@@ -388,7 +398,13 @@ def test_the_image_builds_from_a_clean_checkout_and_a_code_change_keeps_torch_ca
     config = inspected["Config"]
     assert config["User"] == "app" and config["Cmd"] == ["python", "app.py"] and config["StopSignal"] == "SIGTERM"
     assert inspected["Healthcheck"]["Test"] == ["CMD", "python", "-m", "ops.health", "--ok"]
-    assert set(config["Volumes"]) == {"/app/models", "/app/outputs", "/app/data/jobs", "/app/logs", "/app/cache/modelscope"}
+    assert set(config["Volumes"]) == {
+        "/app/models",
+        "/app/outputs",
+        "/app/data/jobs",
+        "/app/logs",
+        "/app/cache/modelscope",
+    }
     probe = sh(
         "podman", "run", "--rm", *RUN_FLAGS, images.app,
         "python", "-c", "import torch, os; print(torch.__version__, os.getuid(), os.access('/app/app.py', os.W_OK))",
@@ -401,7 +417,12 @@ def test_one_container_serves_streams_and_keeps_its_jobs_through_kill_and_stop(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    volumes = {"jobs": "/app/data/jobs", "outputs": "/app/outputs", "logs": "/app/logs", "cache": "/app/cache/modelscope"}
+    volumes = {
+        "jobs": "/app/data/jobs",
+        "outputs": "/app/outputs",
+        "logs": "/app/logs",
+        "cache": "/app/cache/modelscope",
+    }
     args = ["-v", f"{tiny_models_dir(tiny_models)}:/app/models:ro"]
     args += [a for name, path in volumes.items() for a in ("-v", f"{containers.volume(name)}:{path}")]
     env = {**TINY_SETTINGS, "HOST": "127.0.0.1", "PORT": str(port)}
@@ -551,10 +572,22 @@ def standin_redis(base: str, name: str) -> None:
         (Path(tmp) / "Containerfile").write_text(
             f"FROM {base}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
             "--no-install-recommends redis-server && apt-get clean && rm -rf /var/lib/apt/lists/*\n"
-            "LABEL org.opencontainers.image.description=\"test stand-in: Debian's redis-server\"\n"
-            "RUN mkdir -p /data\nWORKDIR /data\nCMD [\"redis-server\"]\n"
+            'LABEL org.opencontainers.image.description="test stand-in: Debian\'s redis-server"\n'
+            'RUN mkdir -p /data\nWORKDIR /data\nCMD ["redis-server"]\n'
         )
-        sh("podman", "build", "--runtime", "runc", "--network=host", "--pull=never", *ULIMITS, "-t", name, tmp, timeout=300)
+        sh(
+            "podman",
+            "build",
+            "--runtime",
+            "runc",
+            "--network=host",
+            "--pull=never",
+            *ULIMITS,
+            "-t",
+            name,
+            tmp,
+            timeout=300,
+        )
 
 
 def compose_run_args(service: str, config: dict, containers: Containers, env_file: Path, hosts: list[str]) -> list[str]:
