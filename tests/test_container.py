@@ -219,9 +219,9 @@ class Build:
     output: str
 
 
-def podman_build(context: Path, tag: str, timeout: float = 480) -> Build:
+def podman_build(context: Path, tag: str, *extra: str, timeout: float = 480) -> Build:
     started = time.time()
-    result = sh("podman", "build", *build_args(), "-t", tag, str(context), timeout=timeout)
+    result = sh("podman", "build", *build_args(), *extra, "-t", tag, str(context), timeout=timeout)
     return Build(time.time() - started, result.stdout + result.stderr)
 
 
@@ -241,6 +241,7 @@ class Images:
     base: str
     base_from: str
     app: str
+    context: Path
     first: Build
     rebuild: Build
     size: int
@@ -265,7 +266,7 @@ def images(podman: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[I
         f"\nbase {base} ({base_from}); build {first.seconds:.0f} s ({cold}); rebuild after a one-line change "
         f"{rebuild.seconds:.0f} s; image {size / 1e9:.2f} GB"
     )
-    yield Images(base, base_from, IMAGE, first, rebuild, size)
+    yield Images(base, base_from, IMAGE, context, first, rebuild, size)
 
 
 # --- containers -----------------------------------------------------------------------------------------------
@@ -467,6 +468,26 @@ def test_one_container_serves_streams_and_keeps_its_jobs_through_kill_and_stop(
     body = wait_job(client, url, job_id, finished)
     assert body["status"] == "done" and body["runs"] == 2, body
     print(f"\npodman stop took {stop_s:.1f} s")
+
+
+def test_the_readme_try_out_image_has_the_tiny_models_baked_in(images: Images, containers: Containers) -> None:
+    """TEST_MODELS=1, run as the README's container quickstart runs it: no volume, no download."""
+    tag = "localhost/paraformer-webui:try-test"
+    podman_build(images.context, tag, "--build-arg", "TEST_MODELS=1", timeout=300)
+    try:
+        port = free_port()
+        env = {k: v for k, v in TINY_SETTINGS.items() if k.endswith("MODEL_DIR")}
+        args = [a for k, v in {**env, "HOST": "127.0.0.1", "PORT": str(port)}.items() for a in ("-e", f"{k}={v}")]
+        name = containers.run("try", tag, args)
+        wait_ok(f"http://127.0.0.1:{port}", name)
+        curl = sh(*readme_curl(port), cwd=ROOT, timeout=60)
+        assert json.loads(curl.stdout)["text"], curl.stdout
+        readme = (ROOT / "README.md").read_text(encoding="utf-8").split("### In a container", 1)[1]
+        assert all(f"-e {k}={v}" in readme for k, v in env.items()) and "TEST_MODELS=1" in readme
+    finally:
+        containers.remove()
+        containers.names.clear()
+        sh("podman", "rmi", tag, check=False)
 
 
 # --- compose.yaml ---------------------------------------------------------------------------------------------
