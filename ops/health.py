@@ -2,6 +2,8 @@
 
     python -m ops.health URL     # three lines: the status word (with the detail on an error), the device the
                                  # model runs on (empty before the load), a warning about an unused GPU (or empty)
+    python -m ops.health --ok [URL]  # the status word; exit 0 when it is ok, 1 otherwise (the container's
+                                     # HEALTHCHECK); without URL, the app's own: CHECK_HOST:PORT of the settings
 
 Standard library only: run.sh asks once a second while an app starts.
 """
@@ -60,7 +62,25 @@ def summary(url: str, timeout: float = 5) -> list[str]:
     return [" ".join(status.split()), str(body.get("device") or ""), gpu_warning(body)]
 
 
+def settings_url() -> str:
+    """This app's /health, as run.sh asks it: the settings' CHECK_HOST and PORT (environment, then ENV_FILE)."""
+    from ops.common import read_settings
+
+    settings = read_settings()
+    return f"http://{settings.check_host}:{settings.port}/health"
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--ok"] and len(argv) <= 2:
+        status = summary(argv[1] if len(argv) == 2 else settings_url())[0]
+        print(status)
+        return 0 if status == "ok" else 1
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m ops.health URL | python -m ops.health --ok [URL]", file=sys.stderr)
+        return 2
+    print("\n".join(summary(argv[0])))
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m ops.health URL")
-    print("\n".join(summary(sys.argv[1])))
+    sys.exit(main(sys.argv[1:]))

@@ -336,6 +336,45 @@ def test_the_gpu_warning_is_the_apps_else_what_nvidia_smi_lists(tmp_path: Path, 
     assert health.summary("http://127.0.0.1:9/health", timeout=2) == ["down", "", ""]
 
 
+@pytest.mark.parametrize(("status", "code", "exit_status"), [("ok", 200, 0), ("loading", 503, 1), (None, None, 1)])
+def test_health_ok_exit_status_for_the_containers_healthcheck(
+    status: str | None, code: int | None, exit_status: int, clean_env: Path, monkeypatch, capsys
+) -> None:
+    """`python -m ops.health --ok`: 0 only when /health says ok; without a URL it asks CHECK_HOST:PORT."""
+    import http.server
+    import json
+    import threading
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"status": status}).encode()
+            self.send_response(code if self.path == "/health" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    port = server.server_address[1]
+    if status is None:  # nothing listens there
+        server.server_close()
+    else:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HOST", "0.0.0.0")
+        monkeypatch.setenv("PORT", str(port))
+        assert health.main(["--ok"]) == exit_status
+        assert capsys.readouterr().out.strip() == (status or "down")
+        assert health.main(["--ok", f"http://127.0.0.1:{port}/health"]) == exit_status
+    finally:
+        if status is not None:
+            server.shutdown()
+            server.server_close()
+    assert health.main(["--ok", "a", "b"]) == 2 and health.main(["--bad"]) == 2
+
+
 # --- development requirements ---------------------------------------------------------------------------------
 
 
