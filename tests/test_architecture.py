@@ -12,17 +12,30 @@ from conftest import ROOT
 #: Each package (or top-level module) and what it may import of the project, lowest first.
 MAY_IMPORT: dict[str, set[str]] = {
     "messages": set(),
+    "service_log": set(),
     "testmodels": set(),
     "asr": {"messages"},
     "config": {"asr"},
     "results": {"config", "messages"},
     "verification": {"messages"},
+    "hotword_lists": {"asr", "messages", "results"},
     "jobs": {"asr", "config", "messages", "results", "verification"},
-    "api": {"asr", "config", "messages", "jobs", "results", "verification"},
-    "webui": {"asr", "config", "messages", "jobs", "results", "verification"},
-    "app": {"asr", "config", "messages", "jobs", "results", "verification", "api", "webui"},
+    "api": {"asr", "config", "messages", "jobs", "results", "verification", "hotword_lists"},
+    "webui": {"asr", "config", "messages", "jobs", "results", "verification", "hotword_lists"},
+    "app": {
+        "asr",
+        "config",
+        "messages",
+        "jobs",
+        "results",
+        "verification",
+        "hotword_lists",
+        "api",
+        "webui",
+        "service_log",
+    },
     # Beside the service: they talk to it through run.sh, /health and files, and read the same settings.
-    "ops": {"asr", "config", "messages", "jobs"},
+    "ops": {"asr", "config", "messages", "jobs", "service_log"},
     "bench": {"asr", "config", "messages", "testmodels", "jobs", "results", "verification", "webui"},
 }
 #: What the engine must never import: the service's settings, HTTP, the UI and storage.
