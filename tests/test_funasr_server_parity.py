@@ -104,8 +104,7 @@ def service(tiny_models: TinyModels, tmp_path_factory: pytest.TempPathFactory) -
     srv = start_server(
         tiny_models,
         tmp_path_factory.mktemp("service"),
-        ENABLE_VAD="false",
-        VAD_MODEL=str(tiny_models.vad),  # the 2pass sentences' streaming VAD
+        ENABLE_VAD="false",  # (2pass's streaming VAD is still VAD_MODEL_DIR's)
         ONLINE_QUANTIZE="false",
         ITN="false",
     )
