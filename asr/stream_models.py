@@ -69,7 +69,8 @@ _vads_lock = threading.Lock()
 def get_streaming_vad(engine: Engine, max_segment_s: float = 15.0) -> StreamingVad:
     """The process's streaming VAD for the engine's VAD model, loaded on first use."""
     spec = engine.spec or engine.resolve_spec()
-    model = spec.vad or engine.config.vad_model
+    # With ENABLE_VAD=false the engine has no VAD, but 2pass still needs one: VAD_MODEL_DIR, else VAD_MODEL.
+    model = spec.vad or str(engine.config.vad_model_dir or engine.config.vad_model)
     key = (model, spec.device)
     with _vads_lock:
         if key not in _vads:

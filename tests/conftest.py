@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +37,60 @@ if not SCREENSHOT_DIR.is_absolute():
     SCREENSHOT_DIR = ROOT / SCREENSHOT_DIR
 
 UTTERANCE = DATA / "utterances" / "funasr_asr_example.wav"  # 欢迎大家来体验达摩院推出的语音识别模型
+
+
+#: Every skip for something CI installs (.ci/run: Chromium, nginx, redis-server, logrotate, the container tools;
+#: ../shared's FunASR programs) says this first; under CI=true such a skip fails instead (the hooks below), so a
+#: broken install step cannot hide behind a green run.
+MISSING_TOOL = "missing tool: "
+
+
+def missing_tool(name: str, install: str) -> str:
+    """The skip reason for a tool CI installs: `missing tool: NAME (INSTALL)`."""
+    return f"{MISSING_TOOL}{name} ({install})"
+
+
+def require_tool(*names: str, install: str) -> str:
+    """The path of the first of `names` on PATH (or in /usr/sbin, where Debian puts nginx); skips saying which
+    tool is missing and how to install it otherwise."""
+    for name in names:
+        found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
+        if found:
+            return found
+    pytest.skip(missing_tool("/".join(names), install))
+
+
+def require_file(path: Path, what: str) -> Path:
+    """A file the suite uses from outside the repository (../shared): skips, in the same words, where it is absent."""
+    if not path.exists():
+        pytest.skip(missing_tool(what, f"not found at {path}"))
+    return path
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+
+
+def _fail_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if report.skipped and os.environ.get("CI") == "true" and MISSING_TOOL in _skip_reason(report):
+        reason = _skip_reason(report).removeprefix("Skipped: ")
+        report.outcome = "failed"
+        report.longrepr = f"CI=true and a test skipped for a tool CI installs: {reason}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    _fail_in_ci(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    report = yield  # a module that skips itself (pytest.skip(allow_module_level=True)) reports here
+    _fail_in_ci(report)
+    return report
 
 
 @dataclass(frozen=True)

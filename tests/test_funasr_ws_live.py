@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import websockets
 
-from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, start_server, stop_server
+from conftest import DATA, ROOT, UTTERANCE, Server, TinyModels, missing_tool, start_server, stop_server
 from test_api_unit import metric
 
 pytestmark = pytest.mark.server
@@ -58,8 +58,10 @@ def reference_client(tmp_path: Path) -> Path:
             path.write_bytes(source.stdout)
             return path
     pytest.skip(
-        "FunASR's funasr_wss_client.py not found: set FUNASR_WSS_CLIENT to the file, or FUNASR_REPO to a "
-        "checkout of https://github.com/modelscope/FunASR"
+        missing_tool(
+            "FunASR's funasr_wss_client.py",
+            f"not at {SHARED_CLIENT}; or set FUNASR_WSS_CLIENT to the file, or FUNASR_REPO to a FunASR checkout",
+        )
     )
 
 

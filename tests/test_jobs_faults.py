@@ -22,7 +22,7 @@ import soundfile as sf
 
 from asr.engine import Engine
 from config.settings import Settings
-from conftest import DATA, UTTERANCE, TinyModels, free_port, make_settings, service_settings
+from conftest import DATA, UTTERANCE, TinyModels, free_port, make_settings, require_tool, service_settings
 from jobs import Job, JobService
 from jobs.service import QueueFull, Upload
 from jobs.store import SQLiteJobStore
@@ -286,9 +286,7 @@ def test_the_log_tells_an_operator_what_each_file_did(
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     """A redis-server of its own on a free loopback port (as tests/test_jobs_redis.py starts one)."""
-    server = shutil.which("redis-server")
-    if not server:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = require_tool("redis-server", install="apt-get install redis-server")
     import redis
 
     port = free_port()

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import DATA, TinyModels, free_port, start_server, stop_server
+from conftest import DATA, TinyModels, free_port, missing_tool, start_server, stop_server
 from jobs.store import RedisJobStore
 
 REDIS = shutil.which("redis-server")
@@ -39,7 +39,7 @@ MIXED = [
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     if not REDIS:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        pytest.skip(missing_tool("redis-server", "apt-get install redis-server"))
     port = free_port()
     proc = subprocess.Popen(
         [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],

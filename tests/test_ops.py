@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TinyModels, free_port
+from conftest import TinyModels, free_port, missing_tool
 
 pytestmark = pytest.mark.ops
 LOGROTATE = shutil.which("logrotate") or next((p for p in ("/usr/sbin/logrotate",) if os.path.exists(p)), None)
@@ -313,7 +313,7 @@ def test_gpu_alert_without_a_gpu_says_so_and_exits_0(tmp_path: Path) -> None:
 # --- logrotate ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not LOGROTATE, reason="logrotate is not installed (apt-get install logrotate)")
+@pytest.mark.skipif(not LOGROTATE, reason=missing_tool("logrotate", "apt-get install logrotate"))
 def test_logrotate_config_rotates_compresses_and_keeps_the_writer_working(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir(mode=0o755)

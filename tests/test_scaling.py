@@ -25,12 +25,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import SCREENSHOT_DIR, UTTERANCE, free_port
+from conftest import SCREENSHOT_DIR, UTTERANCE, free_port, missing_tool, require_tool
 from test_ops import PYTHON, ROOT, _alive, app_env, ops_env, run_sh, script
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 needs_nginx = pytest.mark.skipif(
-    not NGINX, reason="nginx is not installed (apt-get install nginx): the scaling tests run two replicas behind it"
+    not NGINX, reason=missing_tool("nginx", "apt-get install nginx; the scaling tests run two replicas behind it")
 )
 pytestmark = pytest.mark.scaling
 SHOTS = SCREENSHOT_DIR
@@ -194,7 +194,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tiny_models, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not NGINX:
-        pytest.skip("nginx is not installed (apt-get install nginx)")
+        pytest.skip(missing_tool("nginx", "apt-get install nginx"))
     tmp = tmp_path_factory.mktemp("scaling")
     port = two_free_ports()
     # A fake nvidia-smi with two GPUs: run.sh gives replica N CUDA_VISIBLE_DEVICES=N (the app runs on CPU anyway).
@@ -352,9 +352,8 @@ def test_ui_job_through_nginx_completes_with_session_affinity(cluster: Cluster, 
     moved = [cluster.served(i) - served[i] for i in (0, 1)]
     assert sorted(moved) == [0, 1], moved  # one job, on one replica (upload, join and status stream with it)
 
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_bin):
-        pytest.skip("no Chromium/chromedriver for the screenshot (apt-get install chromium chromium-driver)")
+    chromium = require_tool("chromium", install="apt-get install chromium chromium-driver; for the screenshot")
+    driver_bin = require_tool("chromedriver", install="apt-get install chromium-driver; for the screenshot")
     from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import DATA, SCREENSHOT_DIR, Server
+from conftest import DATA, SCREENSHOT_DIR, Server, missing_tool
 
 pytestmark = pytest.mark.browser
 
@@ -21,7 +21,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 SHOTS = SCREENSHOT_DIR
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip(
-        "no Chromium/chromedriver installed (apt-get install chromium chromium-driver)", allow_module_level=True
+        missing_tool("chromium/chromedriver", "apt-get install chromium chromium-driver"), allow_module_level=True
     )
 
 from selenium import webdriver  # noqa: E402

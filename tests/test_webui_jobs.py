@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from asr.engine import Engine
-from conftest import DATA, SCREENSHOT_DIR, Server, service_settings
+from conftest import DATA, SCREENSHOT_DIR, Server, missing_tool, service_settings
 from jobs import JobService
 from jobs.service import Upload
 from results import Owner, ResultAccess
@@ -56,7 +56,7 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.mark.browser
 def test_a_batch_job_survives_a_reload_and_finishes(server: Server, tmp_path: Path) -> None:
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("no Chromium/chromedriver installed (apt-get install chromium chromium-driver)")
+        pytest.skip(missing_tool("chromium/chromedriver", "apt-get install chromium chromium-driver"))
     from selenium.webdriver.common.by import By
 
     from test_webui_browser import make_driver, open_tab, wait_for
