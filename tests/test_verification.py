@@ -257,6 +257,9 @@ def test_csv_with_quoting(audio_dir: Path, tmp_path: Path) -> None:
     manifest.write_text('file,transcript\n"one.wav","你好，世界, ""quoted"""\ntwo.wav,第二\n', encoding="utf-8")
     items = read_manifest(manifest, base_dir=audio_dir)
     assert [(i.name, i.reference) for i in items] == [("one.wav", '你好，世界, "quoted"'), ("two.wav", "第二")]
+    # a quoted field over two lines, Windows line ends: the next row still knows its line
+    items = parse_table('one.wav,"第一行\r\n第二行"\r\ntwo.wav,二\r\n', base_dir=audio_dir)
+    assert [(i.line, i.reference) for i in items] == [(2, "第一行\r\n第二行"), (3, "二")]
     # absolute paths are taken as they are; relative ones against the manifest's own folder by default
     (tmp_path / "here.csv").write_text(f"{audio_dir / 'one.wav'},绝对路径\n", encoding="utf-8")
     (item,) = read_manifest(tmp_path / "here.csv")
