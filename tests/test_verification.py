@@ -257,6 +257,9 @@ def test_csv_with_quoting(audio_dir: Path, tmp_path: Path) -> None:
     manifest.write_text('file,transcript\n"one.wav","你好，世界, ""quoted"""\ntwo.wav,第二\n', encoding="utf-8")
     items = read_manifest(manifest, base_dir=audio_dir)
     assert [(i.name, i.reference) for i in items] == [("one.wav", '你好，世界, "quoted"'), ("two.wav", "第二")]
+    # a quoted field over two lines, Windows line ends: the next row still knows its line
+    items = parse_table('one.wav,"第一行\r\n第二行"\r\ntwo.wav,二\r\n', base_dir=audio_dir)
+    assert [(i.line, i.reference) for i in items] == [(2, "第一行\r\n第二行"), (3, "二")]
     # absolute paths are taken as they are; relative ones against the manifest's own folder by default
     (tmp_path / "here.csv").write_text(f"{audio_dir / 'one.wav'},绝对路径\n", encoding="utf-8")
     (item,) = read_manifest(tmp_path / "here.csv")
@@ -601,3 +604,22 @@ def test_the_shared_manifest_and_hotwords(engine) -> None:
     assert data["summary"]["scored"] == 10
     assert sum(row["occurrences"] for row in data["hotword_stats"]) >= len(words)
     recompute(data)
+
+
+def test_the_benchmark_runs(tiny_models, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import verification as bench
+
+    code = bench.main(
+        [
+            "--manifest", str(DATA / "manifest.tsv"), "--files", "2", "--repeat", "1", "--hotwords", "达摩院,语音识别",
+            "--model-dir", str(tiny_models.asr), "--punc-dir", str(tiny_models.punc), "--vad-dir", str(tiny_models.vad),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index('{\n  "model"') : out.rindex("}") + 1])
+    assert result["files"] == 2 and result["scored"] == 2 and result["rounds"] == 1
+    assert result["ratio_wall"] > 0 and result["ratio_cpu"] > 0 and len(result["ratio_wall_per_round"]) == 1
+    parts = [result[k]["wall_s"] for k in ("plain_pass", "pass_a", "pass_b", "scoring", "render")]
+    assert all(t > 0 for t in parts[:3]) and all(t >= 0 for t in parts[3:])
+    assert result["verification"]["wall_s"] == pytest.approx(sum(parts[1:]), abs=0.01)

@@ -18,6 +18,7 @@ all raises `ManifestError`.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ Delimiter = Literal["auto", "tsv", "csv"]
 @dataclass(frozen=True)
 class ManifestItem:
     """One recording to verify. `name` is the path as the manifest wrote it (what reports show); `path` is the
-    file it resolved to, or None where the row had none; `line` is the row's line in its file (1-based)."""
+    file it resolved to, or None where the row had none; `line` is the row's line in its file (1-based; the
+    last one of a CSV row whose quoted text spans lines)."""
 
     name: str
     path: Path | None
@@ -82,15 +84,16 @@ def parse_table(
     whether or not it exists (so a manifest cannot probe the server's disk). Raises ManifestError when no row
     is usable."""
     text = _decode(data)
-    lines = text.splitlines()
     if delimiter == "auto":
-        first = next((line for line in lines if line.strip()), "")
+        first = next((line for line in text.split("\n") if line.strip()), "")
         delimiter = "tsv" if "\t" in first else "csv"
+    source = io.StringIO(text, newline="")  # the csv module's own line handling: \r\n, quoted new lines
     if delimiter == "tsv":
-        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        reader = csv.reader(source, delimiter="\t", quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(lines)
-    rows = [(number, row) for number, row in enumerate(reader, start=1) if any(field.strip() for field in row)]
+        reader = csv.reader(source)
+    # reader.line_num: the line a row ends on (a quoted CSV field may span lines)
+    rows = [(reader.line_num, row) for row in reader if any(field.strip() for field in row)]
     if not rows:
         raise ManifestError("empty")
 

@@ -228,7 +228,12 @@ class Report:
             (t("deletions"), str(a.deletions), str(b.deletions)),
             (t("insertions"), str(a.insertions), str(b.insertions)),
         ]
-        summary_rows = "".join(f"<tr><th>{k}</th><td>{va}</td><td>{vb}</td></tr>" for k, va, vb in summary)
+        summary_rows = "".join(
+            f"<tr><th>{k}</th><td>{va}</td><td>{vb}</td></tr>"
+            if vb
+            else f'<tr><th>{k}</th><td colspan="2">{va}</td></tr>'
+            for k, va, vb in summary
+        )
         hotword_rows = "".join(
             "<tr>"
             f"<td>{e(row.word)}</td><td>{row.occurrences}</td>"
@@ -290,7 +295,7 @@ tr.failed td {{ color: #a33; }}
         """Recall per hotword, a pair of bars (A, B) each; a hotword with no occurrence gets empty bars."""
         e = html.escape
         label = LABELS["no_occurrences"][0 if lang == "zh" else 1]
-        slot, bar, top, plot = 72, 24, 40, 160
+        slot, bar, top, plot = 80, 28, 40, 160
         left = 44
         legend_b = left + 40 + 12 * min(len(self.label_a), 30)  # past label A (12 px a character at most)
         width = max(left + slot * max(len(self.hotword_rows), 1) + 16, legend_b + 40 + 12 * min(len(self.label_b), 30))
@@ -320,7 +325,7 @@ tr.failed td {{ color: #a33; }}
                 )
                 parts.append(
                     f'<text x="{x + offset + bar / 2 - 1:.1f}" y="{y - 3:.1f}" text-anchor="middle" '
-                    f'font-size="10">{_percent(value, digits=0)}</text>'
+                    f'font-size="9">{_percent(value, digits=0)}</text>'
                 )
             caption = row.word if len(row.word) <= 6 else row.word[:5] + "…"
             parts.append(
