@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import DATA, TinyModels, free_port, missing_tool, start_server, stop_server
+from conftest import DATA, Server, TinyModels, free_port, missing_tool, start_server, stop_server
 from jobs.store import RedisJobStore
+from test_api_unit import metric
 
 REDIS = shutil.which("redis-server")
 pytestmark = [pytest.mark.server, pytest.mark.redis]
@@ -94,6 +95,11 @@ def wait_all(url: str, ids: list[str], timeout: float) -> dict[str, dict]:
     return final
 
 
+def transcriptions(server: Server) -> float:
+    """The replica's engine's successful transcriptions (/metrics; its observer counts every call that returned)."""
+    return metric(HTTP.get(server.url + "/metrics").text, "paraformer_transcriptions_total", outcome="ok")
+
+
 def test_two_replicas_share_the_work_and_take_over_a_killed_one(
     tiny_models: TinyModels, tmp_path: Path, redis_url: str
 ) -> None:
@@ -118,6 +124,11 @@ def test_two_replicas_share_the_work_and_take_over_a_killed_one(
             f"{time.time() - submitted:.0f} s later"
         )
         records = [store.get(job_id) for job_id in ids]
+        # Ran once, by the engines' own count (the service's metrics, outside the jobs package): each replica's
+        # transcriptions add up to the files done, no more.
+        transcribed = sum(transcriptions(r) for r in (a, b))
+        done_files = sum(f["status"] == "done" for body in final.values() for f in body["files"])
+        assert transcribed == done_files, (transcribed, done_files)
         assert all(r is not None and r.runs == 1 and len(r.claimed_by) == 1 for r in records), "each ran once"
         assert all(f.attempts == 1 for r in records for f in r.files), "each file ran once"
         by_replica = Counter(r.claimed_by[0] for r in records)
@@ -143,12 +154,15 @@ def test_two_replicas_share_the_work_and_take_over_a_killed_one(
             record = store.get(job_id)
         holder_pid = int(record.claimed_by[0].split(":")[1])
         holder, other = (a, b) if holder_pid == a.proc.pid else (b, a)
+        before = transcriptions(other)
         os.kill(holder.proc.pid, signal.SIGKILL)
         holder.proc.wait()
         [body] = wait_all(other.url, [job_id], 120).values()
         record = store.get(job_id)
         assert body["status"] == "done" and record.runs == 2 and len(set(record.claimed_by)) == 2
         assert record.files[0].attempts == 1
+        # The other replica's engine transcribed the two files left, not the finished first one.
+        assert transcriptions(other) - before == 2
         print(
             f"killed the holder after file 1 of 3; attempts per file: {[f.attempts for f in record.files]}, "
             f"claims: {len(record.claimed_by)}"
