@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .results import router as results_router
 from .routes import APIServices, router
 from .routing import refuse_other_methods
+from .verifications import router as verifications_router
 
 __all__ = ["APIServices", "Admission", "install_api", "router"]
 
@@ -66,9 +67,12 @@ def install_api(
     app.include_router(results_router)
     app.include_router(jobs_router)
     app.include_router(hotword_lists_router)
+    app.include_router(verifications_router)
     if settings.max_streams:
         # A WebSocket route only matches WebSocket requests, so `GET /` still reaches the UI mounted at "/".
         app.add_api_websocket_route("/", funasr_stream, name="funasr_stream")
     app.add_exception_handler(APIError, handle_api_error)
-    refuse_other_methods(app, [router, results_router, jobs_router, hotword_lists_router])  # and /health, added before
+    refuse_other_methods(
+        app, [router, results_router, jobs_router, hotword_lists_router, verifications_router]
+    )  # and /health, added before
     return api

@@ -55,12 +55,28 @@ class JobFiles:
         return size
 
     def write_result(self, job_id: str, index: int, result: Transcription) -> None:
-        path = self.result_path(job_id, index)
+        self._write_json(self.result_path(job_id, index), result.to_dict())
+
+    def hypotheses_path(self, job_id: str, index: int) -> Path:
+        return self._folder("results", job_id) / f"{int(index):04d}.verification.json"
+
+    def write_hypotheses(self, job_id: str, index: int, texts: dict) -> None:
+        """A verification file's outcome: `{"a": text, "b": text}`, or `{"problem": ...}` when it failed."""
+        self._write_json(self.hypotheses_path(job_id, index), texts)
+
+    def read_hypotheses(self, job_id: str, index: int) -> dict | None:
+        try:
+            return json.loads(self.hypotheses_path(job_id, index).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _write_json(path: Path, data: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
         try:
             with open(tmp, "w", encoding="utf-8") as out:
-                json.dump(result.to_dict(), out, ensure_ascii=False)
+                json.dump(data, out, ensure_ascii=False)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)

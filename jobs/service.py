@@ -42,12 +42,14 @@ from asr.engine import Engine
 from asr.errors import ASRError, ModelNotReadyError
 from asr.progress import segment_hook, stop_check
 from config.settings import Settings
+from verification import Problem, Report
 
 from .callbacks import allowed_hosts, check_callback_url, send
 from .files import JobFiles
 from .records import ACTIVE, Job, JobFile, is_job_id, new_job_id
 from .storage import HUEY_LOGGERS, StorageFullError, StorageFullLogFilter, StorageMonitor, is_storage_full
 from .store import JobStore, LimitReached, open_store
+from .verification import VerificationSpec, report_of
 
 logger = logging.getLogger(__name__)
 
@@ -219,10 +221,12 @@ class JobService:
         num_speakers: int | None = None,
         granularities: list[str] | None = None,
         itn: bool | None = None,
+        verification: VerificationSpec | None = None,
     ) -> Job:
         """Store the files and queue the job. Raises JobError (bad request) or QueueFull (busy).
 
-        The options are those of a direct transcription; `granularities` only shapes verbose_json results."""
+        The options are those of a direct transcription; `granularities` only shapes verbose_json results.
+        With `verification` each file is transcribed with its settings A and B instead (`jobs.verification`)."""
         s = self.settings
         owner = _id_of(owner)
         if callback_url:
@@ -237,6 +241,11 @@ class JobService:
                 code="too_many_files",
             )
         self.engine.resolve_hotwords(hotwords)  # a bad hotword list is refused now, not found out by a worker
+        if verification is not None:
+            self.engine.resolve_hotwords(verification.hotwords_a)
+            self.engine.resolve_hotwords(verification.hotwords_b)
+            if len(verification.references) != len(uploads):
+                raise ValueError("a verification needs one reference per file")
         self.engine.check_speakers(diarize, num_speakers)
         self.check_room(owner)
         job = Job(
@@ -253,6 +262,7 @@ class JobService:
                 "num_speakers": num_speakers,
                 "granularities": sorted(granularities or []),
                 "itn": itn,  # None: the ITN setting of the replica that runs it
+                **(verification.to_options() if verification is not None else {}),
             },
         )
         max_bytes = int(s.job_max_upload_mb * 2**20)
@@ -713,6 +723,7 @@ class JobService:
         """Transcribe the unfinished files in order: "finished", "released" (shutdown), "lost" (lease taken) or
         "storage_full" (a write failed for want of space: the job waits and is tried again)."""
         options = job.options
+        spec = VerificationSpec.of(options)
         worker = run.worker
         for index, record in enumerate(job.files):
             if record.finished:
@@ -742,18 +753,24 @@ class JobService:
             try:
                 with stop_check(run.check):  # also while ffmpeg decodes and the VAD runs
                     audio = load_audio(path, limits=self.limits, name=record.name)
-                    self._update_file(job.id, worker, index, duration_s=round(audio.duration, 3))
+                    passes = 2 if spec is not None else 1  # a verification decodes each file twice
+                    work_s = round(audio.duration * passes, 3)
+                    self._update_file(job.id, worker, index, duration_s=work_s)
                     with segment_hook(self._segment_hook(run, index)):
-                        result = self.engine.transcribe(
-                            audio,
-                            hotwords=options.get("hotwords"),
-                            batch_size_s=options.get("batch_size_s"),
-                            name=record.name,
-                            diarize=bool(options.get("diarize")),
-                            num_speakers=options.get("num_speakers"),
-                            itn=options.get("itn"),
-                        )
-                self.files.write_result(job.id, index, result)
+                        if spec is not None:
+                            result = self._verify_file(job.id, index, audio, record.name, spec, options)
+                        else:
+                            result = self.engine.transcribe(
+                                audio,
+                                hotwords=options.get("hotwords"),
+                                batch_size_s=options.get("batch_size_s"),
+                                name=record.name,
+                                diarize=bool(options.get("diarize")),
+                                num_speakers=options.get("num_speakers"),
+                                itn=options.get("itn"),
+                            )
+                if spec is None:
+                    self.files.write_result(job.id, index, result)
             except _Cancelled:
                 logger.info("job %s file %d cancelled after %.1f s", job.id, index, time.perf_counter() - started)
                 return "finished"
@@ -772,6 +789,8 @@ class JobService:
                 return "released"
             except ASRError as exc:
                 logger.info("job %s file %d failed: %s", job.id, index, exc.code)
+                if spec is not None:  # the report gives the reason in the reader's language
+                    self.files.write_hypotheses(job.id, index, {"problem": Problem.of_exception("a", exc).to_dict()})
                 self._update_file(job.id, worker, index, state="failed", error=str(exc))
                 continue
             except Exception as exc:  # one broken file must not end the job; the log has the traceback
@@ -792,8 +811,8 @@ class JobService:
                 worker,
                 index,
                 state="done",
-                done_s=round(result.duration, 3),
-                duration_s=round(result.duration, 3),
+                done_s=work_s,
+                duration_s=work_s,
                 processing_s=round(processing, 3),
                 text_chars=len(result.text),
                 notice=None,
@@ -802,6 +821,28 @@ class JobService:
             logger.info("job %s file %d done: %.1f s audio in %.1f s", job.id, index, result.duration, processing)
             self.files.remove_upload(job.id, index)
         return "finished"
+
+    def _verify_file(
+        self, job_id: str, index: int, audio: Any, name: str, spec: VerificationSpec, options: dict[str, Any]
+    ) -> Any:
+        """Settings A then B on one file; both texts are stored together (a restart redoes the file or skips it)."""
+        texts = {}
+        result = None
+        for side, hotwords, itn in (("a", spec.hotwords_a, spec.itn_a), ("b", spec.hotwords_b, spec.itn_b)):
+            result = self.engine.transcribe(
+                audio, hotwords=hotwords, batch_size_s=options.get("batch_size_s"), name=name, itn=itn
+            )
+            texts[side] = result.text
+        self.files.write_hypotheses(job_id, index, texts)
+        return result
+
+    def verification_report(self, job: Job) -> Report | None:
+        """A verification job's report, scored from its stored texts; None for another kind of job."""
+        spec = VerificationSpec.of(job.options)
+        if spec is None:
+            return None
+        outcomes = [self.files.read_hypotheses(job.id, i) for i in range(len(job.files))]
+        return report_of(job, spec, outcomes)
 
     def _update_file(self, job_id: str, worker: str, index: int, **values: Any) -> Job | None:
         notice = values.pop("notice", ...)
