@@ -88,7 +88,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "服务器存储空间已满，暂时无法保存文件，请稍后再试",
         "the server's storage is full, so the file cannot be stored now; try again later",
     ),
-    "verification_not_run": ("未识别（任务取消或尚未处理到）", "not transcribed (the job was cancelled or has not got to it)"),
+    "verification_not_run": (
+        "未识别（任务取消或尚未处理到）",
+        "not transcribed (the job was cancelled or has not got to it)",
+    ),
     "hotword_lists_disabled": ("本服务器未开放热词库", "hotword lists are not available on this server"),
     "hotword_list_not_found": ("找不到热词库“{ref}”", "no hotword list '{ref}'"),
     "hotword_list_shared": (
