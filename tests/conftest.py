@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(ROOT))
 
+#: FAKE_CUDA=1: torch and NVML report a GPU torch can use (tests/fake_cuda/sitecustomize.py), here and in every
+#: Python the tests start, so a machine without one runs the device tests as a GPU box with a CUDA torch would.
+FAKE_CUDA = os.environ.get("FAKE_CUDA") == "1"
+if FAKE_CUDA:
+    _FAKE = Path(__file__).resolve().parent / "fake_cuda"
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(_FAKE), os.environ.get("PYTHONPATH")) if p)
+    sys.path.insert(0, str(_FAKE))
+    import sitecustomize  # noqa: E402, F401  (installs the fake on import)
+
 import testmodels  # noqa: E402
 from asr.engine import Engine  # noqa: E402
 from config.settings import Settings  # noqa: E402

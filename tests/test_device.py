@@ -1,7 +1,10 @@
 """The device that really runs: DEVICE resolved against this torch build, and every report naming it.
 
-This machine's torch is a CPU-only build, so the no-CUDA paths run for real; a GPU machine is simulated by
-replacing what torch reports (`cuda_state`) and what NVML reports (`nvidia_gpus`).
+Each test states the machine it is about: a CPU-only torch (`cpu_torch`), an NVIDIA GPU next to one (`gpu_box`),
+a CUDA torch with two GPUs (`cuda_box`), by replacing what torch reports (`cuda_state`) and what NVML reports
+(`nvidia_gpus`); so they pass on a CPU-only machine and on a GPU box with a CUDA torch alike (FAKE_CUDA=1 runs them
+as the latter: tests/fake_cuda). What this machine's own torch reports is checked against torch itself, and where
+torch can use a GPU the engine runs on it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from asr import device
 from asr.device import CudaState, DeviceError, device_report, planned_device, resolve_device
 from asr.engine import Engine
 from asr.errors import message
-from conftest import UTTERANCE, make_settings
+from conftest import FAKE_CUDA, UTTERANCE, make_settings
 from webui.common import queue_concurrency
 
 RTX = ("NVIDIA GeForce RTX 3060",)
@@ -30,11 +33,29 @@ NO_DRIVER = CudaState(
 )
 
 
+def cpu_only_state() -> CudaState:
+    import torch
+
+    return CudaState(torch.__version__, None, False, 0, (), f"torch {torch.__version__} is a CPU-only build (no CUDA)")
+
+
 @pytest.fixture
-def gpu_box(monkeypatch: pytest.MonkeyPatch) -> None:
-    """NVML reports an RTX 3060 (torch stays what it is here: a CPU-only build)."""
-    monkeypatch.setattr(device, "nvidia_gpus", lambda: RTX)
+def cpu_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch is a CPU-only build (whatever this machine's is)."""
+    monkeypatch.setattr(device, "cuda_state", cpu_only_state)
     monkeypatch.setattr(device, "_warned", set())
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch, cpu_torch: None) -> None:
+    """No NVIDIA GPU in the machine, and a CPU-only torch."""
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: ())
+
+
+@pytest.fixture
+def gpu_box(monkeypatch: pytest.MonkeyPatch, cpu_torch: None) -> None:
+    """NVML reports an RTX 3060, and torch is a CPU-only build."""
+    monkeypatch.setattr(device, "nvidia_gpus", lambda: RTX)
 
 
 @pytest.fixture
@@ -44,13 +65,21 @@ def cuda_box(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(device, "nvidia_gpus", lambda: TWO_GPUS.names)
 
 
-def test_this_torch_build_has_no_cuda_and_says_so() -> None:
+def test_cuda_state_is_what_this_torch_reports() -> None:
+    import torch
+
     state = device.cuda_state()
-    assert not state.available and state.device_count == 0
-    assert state.problem and ("CPU-only build" in state.problem or "no usable GPU" in state.problem)
+    assert state.torch_version == torch.__version__ and state.cuda_build == torch.version.cuda
+    if torch.version.cuda is None:
+        assert not state.available and "CPU-only build" in state.problem
+    elif torch.cuda.is_available() and torch.cuda.device_count():
+        assert state.available and state.problem is None
+        assert state.names == tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    else:
+        assert not state.available and state.device_count == 0 and "no usable GPU" in state.problem
 
 
-def test_cuda_without_cuda_is_a_load_error_that_says_why_and_what_to_do() -> None:
+def test_cuda_without_cuda_is_a_load_error_that_says_why_and_what_to_do(no_gpu) -> None:
     for requested in ("cuda", "cuda:0", "cuda:1", "CUDA"):
         with pytest.raises(DeviceError) as caught:
             resolve_device(requested)
@@ -86,8 +115,7 @@ def test_auto_falls_back_to_the_cpu_and_warns_when_a_gpu_is_present(gpu_box, cap
     assert "CPU-only build" in warnings[0] and "./run.sh install" in warnings[0]
 
 
-def test_no_gpu_no_warning(monkeypatch) -> None:
-    monkeypatch.setattr(device, "nvidia_gpus", lambda: ())
+def test_no_gpu_no_warning(no_gpu) -> None:
     assert resolve_device("auto") == "cpu"
     assert device_report("auto", "cpu", "torch")["warning"] is None
 
@@ -116,7 +144,7 @@ def test_defaults_follow_the_device_that_runs(tiny_models, tmp_path, cuda_box) -
     assert gpu.info()["device"] == "cuda:0"
 
 
-def test_engine_with_cuda_and_no_cuda_fails_to_load_and_every_report_says_so(tiny_models, tmp_path) -> None:
+def test_engine_with_cuda_and_no_cuda_fails_to_load_and_every_report_says_so(tiny_models, tmp_path, cpu_torch) -> None:
     from api.admission import Admission
     from api.metrics import Metrics
     from app import health_payload
@@ -161,3 +189,23 @@ def test_auto_on_a_gpu_box_with_a_cpu_torch_reports_the_cpu_everywhere(tiny_mode
     assert 'paraformer_device_info{backend="torch",device="cpu",name=""} 1.0' in metrics
     assert "paraformer_gpu_unused 1.0" in metrics
     assert engine.transcribe(UTTERANCE, hotwords="").duration > 1  # and it serves, on the CPU
+
+
+def test_a_gpu_torch_can_use_runs_the_engine(tiny_models, tmp_path) -> None:
+    """On a GPU box with a CUDA torch (skipped elsewhere): DEVICE=auto loads the models on cuda:0, the reports name
+    that GPU, and the engine transcribes there."""
+    import torch
+
+    from app import health_payload
+
+    if FAKE_CUDA or not torch.cuda.is_available():
+        pytest.skip("needs a GPU that torch can use" + (" (FAKE_CUDA only pretends)" if FAKE_CUDA else ""))
+    settings = make_settings(tiny_models, tmp_path, device="auto")
+    engine = Engine(settings.engine_config())
+    engine.load()
+    assert engine.spec.device == "cuda:0" and engine.batcher.max_requests > 1
+    code, body = health_payload(settings, engine, 0.0)
+    assert code == 200 and body["device"] == "cuda:0" and body["gpu_warning"] is None
+    assert body["device_info"]["name"] == torch.cuda.get_device_name(0)
+    result = engine.transcribe(UTTERANCE)
+    assert result.duration > 1 and result.text

@@ -3,7 +3,8 @@ client run unmodified, the `websockets` library over real sockets, and 20 client
 
 The reference client (`runtime/python/websocket/funasr_wss_client.py`) is FunASR's code, so it is not copied
 into this repository: the test runs it from FUNASR_WSS_CLIENT (a path to the file), from a FunASR checkout
-in FUNASR_REPO, or from a `fetch`ed mirror of github.com/modelscope/FunASR, and skips saying so otherwise.
+in FUNASR_REPO, from ../shared/clients/funasr/ (CI has it), or from a `fetch`ed mirror of
+github.com/modelscope/FunASR, and skips as a missing tool otherwise (a failure under CI=true).
 """
 
 from __future__ import annotations

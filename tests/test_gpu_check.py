@@ -1,13 +1,18 @@
-"""The GPU check's CPU run: every step of `python -m bench.gpu_check` through the same code, small sizes."""
+"""The GPU check's CPU run: every step of `python -m bench.gpu_check` through the same code, small sizes, with
+DEVICE=cpu, so it is the CPU run on a GPU box too (there the service says the GPU goes unused); and the check asked
+for a GPU torch cannot see. FAKE_CUDA=1 runs both as on a GPU box with a CUDA torch (tests/fake_cuda)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from asr.device import nvidia_gpus
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +38,8 @@ def test_gpu_check_cpu_run(tiny_models, tmp_path: Path) -> None:
         str(results),
         "--models-dir",
         str(tiny_models.asr.parent),
+        "--device",
+        "cpu",
     ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
@@ -63,12 +70,17 @@ def test_gpu_check_cpu_run(tiny_models, tmp_path: Path) -> None:
         assert b["off"]["jobs_per_call"] == 1 and b["on"]["jobs_per_call"] > 1  # the segments did share calls
 
     service = steps["service (scenario A) + GPU alert"]["data"]
-    assert service["health"]["device"] == "cpu" and service["health"]["gpu_warning"] is None
+    assert service["health"]["device"] == "cpu"
+    if nvidia_gpus():  # a GPU box: the check ran on the CPU because it was told to, and the service says so
+        assert "DEVICE=cpu; set DEVICE=auto" in service["health"]["gpu_warning"]
+    else:
+        assert service["health"]["gpu_warning"] is None
     assert service["summary"]["requests"] == 2  # 2 clients x 1 (the probe sent alone before is not counted)
     assert service["summary"]["failed"] == 0 and service["summary"]["rejected"] == 0
     assert "reference (RTX 3060)" in service["markdown"] and "11.2" in service["markdown"]
     alert = service["alert"]
-    assert "ALERT GPU 0" in alert["alert"] and alert["reading"].startswith("simulated")
+    # The alert reads the GPU through NVML where there is one, else its own simulated reading.
+    assert "ALERT GPU 0" in alert["alert"] and alert["reading"].startswith("NVML" if nvidia_gpus() else "simulated")
 
     markdown = next(results.glob("gpu-check-*.md")).read_text(encoding="utf-8")
     assert "| batching |" in markdown and "Engine: load" in markdown and "GPU alert at" in markdown
@@ -82,5 +94,7 @@ def test_gpu_check_with_a_gpu_asked_for_and_none_there_stops_at_once(tmp_path: P
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},  # no GPU for torch, on a GPU box too
     )
-    assert done.returncode == 1 and "DEVICE=cuda" in done.stdout and "CPU-only build" in done.stdout
+    assert done.returncode == 1 and "DEVICE=cuda" in done.stdout, done.stdout[-3000:]
+    assert "CPU-only build" in done.stdout or "finds no usable GPU" in done.stdout, done.stdout[-3000:]

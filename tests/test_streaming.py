@@ -43,26 +43,48 @@ def with_pauses(seconds: float) -> np.ndarray:
     return np.concatenate(pieces)[: int(seconds * 16000)]
 
 
-def test_online_partials_match_funasrs_own_streaming_loop(engine: Engine, online: OnlineModel) -> None:
-    """Our 60 ms frames, buffered into 600 ms steps, give the text of FunASR's documented chunk loop."""
-    x = read()
-    session = StreamSession(engine, StreamConfig(mode="online", chunk_size=(0, 10, 5)), online=online)
-    results = feed_all(session, x)
+@pytest.fixture(scope="module")
+def fp32(tiny_models: TinyModels) -> OnlineModel:
+    """The streaming model unquantized (ONLINE_QUANTIZE=false), as FunASR runs it."""
+    return OnlineModel(str(tiny_models.online), "cpu", 1, quantize=False)
+
+
+def funasr_chunk_loop(model_dir, samples: np.ndarray, chunk_size: list[int], look_back: tuple[int, int]) -> list[str]:
+    """FunASR's own streaming loop, as its README gives it: a bare AutoModel, `chunk_size[1]` x 60 ms per
+    `generate` call with the stream's `cache`, `is_final` on the last chunk."""
+    from funasr import AutoModel
+
+    model = AutoModel(
+        model=str(model_dir), device="cpu", ncpu=1, disable_update=True, disable_pbar=True, disable_log=True
+    )
+    stride = chunk_size[1] * 960
+    chunks = (samples.size - 1) // stride + 1
     cache: dict = {}
-    stride = 10 * 960
-    expected = []
-    for i in range(0, x.size, stride):
-        expected.append(
-            online.step(
-                x[i : i + stride],
-                cache,
-                is_final=i + stride >= x.size,
-                chunk_size=(0, 10, 5),
-                encoder_look_back=4,
-                decoder_look_back=1,
-            )
+    texts = []
+    for i in range(chunks):
+        result = model.generate(
+            input=samples[i * stride : (i + 1) * stride],
+            cache=cache,
+            is_final=i == chunks - 1,
+            chunk_size=chunk_size,
+            encoder_chunk_look_back=look_back[0],
+            decoder_chunk_look_back=look_back[1],
         )
-    assert "".join(r.text for r in results) == "".join(expected) != ""
+        texts.append(result[0]["text"] if result else "")
+    return texts
+
+
+@pytest.mark.parametrize("chunk_size", [(0, 10, 5), (5, 10, 5)])
+def test_online_partials_match_funasrs_own_streaming_loop(
+    engine: Engine, tiny_models: TinyModels, fp32: OnlineModel, chunk_size: tuple[int, int, int]
+) -> None:
+    """Our 60 ms frames, buffered into 600 ms steps, give the text of FunASR's documented chunk loop, step by step."""
+    x = read()
+    config = StreamConfig(mode="online", chunk_size=chunk_size, encoder_look_back=4, decoder_look_back=1)
+    session = StreamSession(engine, config, online=fp32)
+    results = feed_all(session, x)
+    expected = funasr_chunk_loop(tiny_models.online, x, list(chunk_size), (4, 1))
+    assert [r.text for r in results if r.text] == [t for t in expected if t] != []
     assert results[-1].is_last and all(r.kind == "partial" for r in results)
     assert [r.is_last for r in results].count(True) == 1
 
@@ -139,22 +161,38 @@ def test_online_quantize_runs_the_linear_layers_in_int8(tiny_models: TinyModels,
     plain = OnlineModel(str(tiny_models.online), "cpu", 1, quantize=False)
     assert plain.precision == "fp32"
     assert not any(isinstance(m, quantized) for model in plain.modules() for m in model.modules())
-    # Both decode the same chunks; int8 changes the numbers a little, so the texts are compared in the benchmark.
-    x = read()[: 9600 * 3]
-    for model in (online, plain):
-        cache: dict = {}
-        texts = [
-            model.step(
-                x[i : i + 9600],
-                cache,
-                is_final=i + 9600 >= x.size,
-                chunk_size=(5, 10, 5),
-                encoder_look_back=4,
-                decoder_look_back=1,
+    # int8 changes the numbers a little, and on this random-weight model, whose scores are near ties, a little
+    # flips some tokens: over the test utterances the int8 partials differ from fp32's by 10.3 % of the characters
+    # (edit distance; 0-19 % per clip). A quantization that broke the layers would differ by most of them.
+    changed = total = 0
+    for path in sorted((DATA / "utterances").glob("*.wav")):
+        x = read(path)
+        texts = {}
+        for model in (online, plain):
+            cache: dict = {}
+            texts[model.precision] = "".join(
+                model.step(
+                    x[i : i + 9600],
+                    cache,
+                    is_final=i + 9600 >= x.size,
+                    chunk_size=(5, 10, 5),
+                    encoder_look_back=4,
+                    decoder_look_back=1,
+                )
+                for i in range(0, x.size, 9600)
             )
-            for i in range(0, x.size, 9600)
-        ]
-        assert any(texts), model.precision
+        changed += edit_distance(texts["fp32"], texts["int8"])
+        total += len(texts["fp32"])
+    assert total > 200 and changed / total <= 0.2, (changed, total)
+
+
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
+    return row[-1]
 
 
 def test_copies_side_by_side_give_each_stream_its_one_copy_partials(tiny_models: TinyModels) -> None:
