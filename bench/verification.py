@@ -16,7 +16,7 @@ send it, just before A on even files and just after B on odd ones, so a change i
 work on its CPUs) touches both sides alike. Timed per part: the plain pass, pass A, pass B, scoring and the
 report (what `verify` spends outside the transcriptions), and the CSV/JSON/HTML rendering. The ratio is
 (verification - plain transcriptions inside it + rendering) / plain pass, in wall time and in CPU time (this
-process and its ffmpeg children). Target: ≤ 2.1 ×. Writes bench/results/verification-<stamp>.json.
+process and its ffmpeg children). Target: ≤ 2.1 ×. Writes verification-<stamp>.json to --results-dir.
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vad-dir", type=Path, default=ROOT / "models" / "fsmn-vad")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, their times summed (default 1)")
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results", help="(default bench/results)")
     args = parser.parse_args(argv)
 
     items = pick_items(args)
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "cer_a": summary["a"]["cer"],
         "cer_b": summary["b"]["cer"],
     }
-    out = ROOT / "bench" / "results" / f"verification-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = args.results_dir / f"verification-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=2))

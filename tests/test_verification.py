@@ -606,18 +606,21 @@ def test_the_shared_manifest_and_hotwords(engine) -> None:
     recompute(data)
 
 
-def test_the_benchmark_runs(tiny_models, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_benchmark_runs(tiny_models, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from bench import verification as bench
 
     code = bench.main(
         [
             "--manifest", str(DATA / "manifest.tsv"), "--files", "2", "--repeat", "1", "--hotwords", "达摩院,语音识别",
             "--model-dir", str(tiny_models.asr), "--punc-dir", str(tiny_models.punc), "--vad-dir", str(tiny_models.vad),
+            "--results-dir", str(tmp_path),
         ]
     )  # fmt: skip
     assert code == 0
     out = capsys.readouterr().out
     result = json.loads(out[out.index('{\n  "model"') : out.rindex("}") + 1])
+    (written,) = tmp_path.glob("verification-*.json")
+    assert json.loads(written.read_text(encoding="utf-8")) == result
     assert result["files"] == 2 and result["scored"] == 2 and result["rounds"] == 1
     assert result["ratio_wall"] > 0 and result["ratio_cpu"] > 0 and len(result["ratio_wall_per_round"]) == 1
     parts = [result[k]["wall_s"] for k in ("plain_pass", "pass_a", "pass_b", "scoring", "render")]
