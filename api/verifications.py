@@ -22,7 +22,7 @@ from starlette.datastructures import UploadFile
 from hotword_lists import split_refs
 from jobs.service import Upload
 from jobs.sources import allowed_dirs
-from jobs.verification import VerificationSpec
+from jobs.verification import plan
 from results import Owner
 from verification import ManifestError, parse_kaldi, parse_table
 
@@ -112,24 +112,9 @@ async def create_verification(request: Request, owner: Owner = Depends(caller)) 
                 code="missing_hotwords",
             )
         words_b = await request_hotwords(request, refs, str(own) if own else None) or ""
-        usable = [item for item in items if item.usable and item.path is not None]
-        engine = request.app.state.api.engine
-        spec = VerificationSpec(
-            hotwords=engine.resolve_hotwords(words_b),
-            hotwords_a="",
-            hotwords_b=words_b,
-            itn_a=itn_a,
-            itn_b=itn_b,
-            label_a="no hotwords" + (", ITN" if itn_a and not itn_b else ""),
-            label_b="hotwords" + (", ITN" if itn_b and not itn_a else ""),
-            references=[item.reference for item in usable],
-            rejected=[
-                {"name": item.name, "reference": item.reference, "problem": item.problem.to_dict()}
-                for item in items
-                if item.problem is not None
-            ],
-        )
-        uploads = [Upload(item.name, item.path) for item in usable]
+        words = request.app.state.api.engine.resolve_hotwords(words_b)
+        spec, sources = plan(items, words, words_b, itn_a=itn_a, itn_b=itn_b)
+        uploads = [Upload(name, path) for name, path in sources]
         job = await run_in_threadpool(job_service(request).submit, owner, uploads, verification=spec)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -9,10 +9,12 @@ from the stored texts whenever it is asked for (scoring takes milliseconds), nev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from verification import FileRow, Problem, Report
+from verification import FileRow, ManifestItem, Problem, Report
 
 KIND = "verification"
 
@@ -42,6 +44,30 @@ class VerificationSpec:
         if options.get("kind") != KIND:
             return None
         return cls(**options["verification"])
+
+
+def plan(
+    items: Sequence[ManifestItem], words: Sequence[str], hotwords_b: str, *, itn_a: bool = False, itn_b: bool = False
+) -> tuple[VerificationSpec, list[tuple[str, Path]]]:
+    """The spec and the files (name, path) of a verification of `items`: setting A without hotwords, B with
+    `hotwords_b` (the lists' words, `words` once resolved); the manifest's unusable rows go into the report."""
+    usable = [item for item in items if item.problem is None and item.path is not None]
+    spec = VerificationSpec(
+        hotwords=list(words),
+        hotwords_a="",
+        hotwords_b=hotwords_b,
+        itn_a=itn_a,
+        itn_b=itn_b,
+        label_a="no hotwords" + (", ITN" if itn_a and not itn_b else ""),
+        label_b="hotwords" + (", ITN" if itn_b and not itn_a else ""),
+        references=[item.reference for item in usable],
+        rejected=[
+            {"name": item.name, "reference": item.reference, "problem": item.problem.to_dict()}
+            for item in items
+            if item.problem is not None
+        ],
+    )
+    return spec, [(item.name, item.path) for item in usable if item.path is not None]
 
 
 def report_of(job: Any, spec: VerificationSpec, outcomes: list[dict[str, Any] | None]) -> Report:

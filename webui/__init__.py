@@ -20,6 +20,7 @@ from .jobs import BatchJobInputs, attach_batch_jobs
 from .live import create_live_tab
 from .single import create_single_tab
 from .sysinfo import create_sysinfo_tab
+from .verification import verification_headers
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,14 @@ def build_ui(
                 attach_batch_jobs(jobs, settings, access, inputs, tabs, blocks)
             if settings.enable_live_tab:
                 create_live_tab(engine, settings, access)
+            verify_table = None
             if hotword_lists is not None:
-                create_hotword_lists_tab(hotword_lists, access, blocks)
+                verify_table = create_hotword_lists_tab(hotword_lists, access, blocks, jobs)
             create_sysinfo_tab(engine, settings, blocks)
-        localise_tables(blocks, [(sentences, sentence_headers), (batch["table"], table_headers)])
+        tables = [(sentences, sentence_headers), (batch["table"], table_headers)]
+        if verify_table is not None:
+            tables.append((verify_table, verification_headers))
+        localise_tables(blocks, tables)
     # What mount_gradio_app(i18n=...) sets; attached here too so a mount without it still speaks both languages.
     blocks.i18n_instance = build_i18n()
     return blocks

@@ -8,6 +8,7 @@ words into the hotword box: the box stays what is sent, and the user sees exactl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,13 @@ import gradio as gr
 
 from hotword_lists import FormatError, HotwordList, HotwordListError, HotwordListService
 from hotword_lists.records import parse_file, parse_text, to_text
+from jobs import JobService
 from messages import message
 from results import ResultAccess
 
 from .common import request_owner, safe_stem
 from .i18n import lang_of, t, tr
+from .verification import create_verification_section
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,20 @@ def _choices(service: HotwordListService, access: ResultAccess, request: gr.Requ
     return [(_label(item, lang), item.id) for item in service.visible(request_owner(access, request, lang))]
 
 
-def create_hotword_lists_tab(service: HotwordListService, access: ResultAccess, blocks: gr.Blocks) -> None:
+def choices_update(service: HotwordListService, access: ResultAccess) -> Callable[[gr.Request], dict[str, Any]]:
+    """An event handler giving a list dropdown the lists this browser may use."""
+
+    def update(request: gr.Request) -> dict[str, Any]:
+        return gr.update(choices=_choices(service, access, request))
+
+    return update
+
+
+def create_hotword_lists_tab(
+    service: HotwordListService, access: ResultAccess, blocks: gr.Blocks, jobs: JobService | None = None
+) -> gr.Dataframe | None:
+    """The tab (with the verification section when `jobs` is given); returns the verification's table."""
+    table = None
     with gr.Tab(t("tab_lists"), id="lists"):
         gr.Markdown(t("lists_intro"))
         with gr.Row():
@@ -55,6 +71,8 @@ def create_hotword_lists_tab(service: HotwordListService, access: ResultAccess, 
                 export = gr.Button(t("lists_export"), elem_id="lists-export")
                 exported = gr.File(label=t("lists_exported"), interactive=False)
                 status = gr.Markdown(elem_id="lists-status")
+        if jobs is not None:
+            table = create_verification_section(service, jobs, access, blocks, choices_update(service, access))
 
     def refresh(request: gr.Request, selected: str | None = None) -> dict[str, Any]:
         return gr.update(choices=_choices(service, access, request), value=selected)
@@ -140,6 +158,7 @@ def create_hotword_lists_tab(service: HotwordListService, access: ResultAccess, 
     delete.click(do_delete, picked, [picked, name, words, status], **private)
     imported.upload(do_import, [imported, name], [name, words], **private)
     export.click(do_export, picked, exported, **private)
+    return table
 
 
 def hotword_list_picker(
@@ -147,9 +166,7 @@ def hotword_list_picker(
 ) -> gr.Dropdown:
     """A dropdown beside `box`: picking a list puts its words in the box."""
     picker = gr.Dropdown(label=t("lists_use"), choices=[], value=None, elem_id=elem_id)
-
-    def choices(request: gr.Request) -> dict[str, Any]:
-        return gr.update(choices=_choices(service, access, request))
+    choices = choices_update(service, access)
 
     def fill(list_id: str | None, request: gr.Request) -> Any:
         if not list_id:

@@ -54,6 +54,32 @@ TEXTS: dict[str, tuple[str, str]] = {
     "lists_saved": ("已保存热词库“{name}”（{count} 个热词）", "Saved the list '{name}' ({count} words)"),
     "lists_deleted": ("已删除热词库", "The list was deleted"),
     "lists_none_picked": ("请先选择一个热词库", "Pick a hotword list first"),
+    "verify_section": ("✅ 验证热词效果", "✅ Check that a list helps"),
+    "verify_intro": (
+        "上传录音并填写每个文件的参考文本（或上传清单：每行“文件名<TAB>文本”），选择热词库后开始。后台任务会分别在"
+        "不用和使用该热词库时识别每个文件，并报告字错误率（CER，去掉标点和空格、全角转半角后计算）与每个热词的召回率。"
+        "关闭页面不影响任务，稍后点“刷新”查看。",
+        "Upload recordings and write each one's reference transcript (or upload a manifest: `file<TAB>text` per "
+        "line), pick a hotword list and start. A background job transcribes every file without and with the list "
+        "and reports the character error rate (CER, after removing punctuation and spaces and folding full-width "
+        "to half-width) and each hotword's recall. Closing the page does not stop it: come back and refresh.",
+    ),
+    "verify_files": ("录音文件", "Recordings"),
+    "verify_manifest": ("清单（可选，TSV/CSV）", "Manifest (optional, TSV/CSV)"),
+    "verify_col_file": ("文件", "File"),
+    "verify_col_reference": ("参考文本", "Reference transcript"),
+    "verify_start": ("开始验证", "Start the check"),
+    "verify_refresh": ("刷新结果", "Refresh"),
+    "verify_downloads": ("验证报告（HTML / CSV / JSON）", "Report (HTML / CSV / JSON)"),
+    "verify_submitted": (
+        "验证任务已提交（{id}…），点“刷新结果”查看进度",
+        "Check submitted ({id}…); refresh to follow it",
+    ),
+    "verify_progress": (
+        "任务状态：{state}，已完成 {done}/{total} 个文件",
+        "Job {state}: {done} of {total} files finished",
+    ),
+    "verify_recall": ("“{word}”召回率（出现 {n} 次）", "recall of '{word}' ({n} in the references)"),
     "audio_file": ("上传音频或视频文件（可拖入）", "Upload an audio or video file (or drag it here)"),
     "audio_files": ("上传多个音频或视频文件", "Upload several audio or video files"),
     "hotwords": ("热词列表", "Hotwords"),
