@@ -35,13 +35,27 @@ def shared_set() -> tuple[list[str], list[tuple[Path, str]]]:
     return words, files
 
 
+def type_into(driver, selector: str, text: str) -> None:
+    """Type into a text box once the tab has rendered it, and see that it holds the text (a tab renders its
+    components when first opened; keys sent before that are lost)."""
+
+    def typed(d) -> bool:
+        box = d.find_element(By.CSS_SELECTOR, selector)
+        if box.get_attribute("value") != text:
+            box.clear()
+            box.send_keys(text)
+        return box.get_attribute("value") == text
+
+    wait_for(driver, typed, timeout=30)
+
+
 def choose(driver, elem_id: str, text: str) -> None:
-    """Pick the option containing `text` in a Gradio dropdown."""
+    """Pick the option containing `text` in a Gradio dropdown (its choices arrive when it takes the focus)."""
     driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
-    option = wait_for(
-        driver, lambda d: [li for li in d.find_elements(By.CSS_SELECTOR, "ul.options li") if text in li.text]
-    )[0]
-    option.click()
+    options = f"//*[@role='option' or self::li][contains(., '{text}')]"
+    wait_for(driver, lambda d: [e for e in d.find_elements(By.XPATH, options) if e.is_displayed()], timeout=30)[
+        0
+    ].click()
 
 
 def test_a_list_made_used_and_verified_in_the_browser(server: Server, tmp_path: Path) -> None:
@@ -54,8 +68,8 @@ def test_a_list_made_used_and_verified_in_the_browser(server: Server, tmp_path: 
 
         # 热词库: a list of the shared set's words
         open_tab(driver, "热词库")
-        driver.find_element(By.CSS_SELECTOR, "#lists-name input, #lists-name textarea").send_keys("地名")
-        driver.find_element(By.CSS_SELECTOR, "#lists-words textarea").send_keys("\n".join(words))
+        type_into(driver, "#lists-name input, #lists-name textarea", "地名")
+        type_into(driver, "#lists-words textarea", "\n".join(words))
         driver.find_element(By.CSS_SELECTOR, "#lists-create").click()
         wait_for(driver, lambda d: "已新建热词库“地名”" in d.find_element(By.CSS_SELECTOR, "#lists-status").text)
         driver.save_screenshot(str(SCREENSHOT_DIR / "hotword-lists.png"))
@@ -75,7 +89,7 @@ def test_a_list_made_used_and_verified_in_the_browser(server: Server, tmp_path: 
         driver.find_element(By.XPATH, "//button[contains(., '验证热词效果')]").click()
         manifest = tmp_path / "manifest.tsv"
         manifest.write_text("".join(f"{p.name}\t{ref}\n" for p, ref in files), encoding="utf-8")
-        driver.find_element(By.CSS_SELECTOR, "#verify-files input[type=file]").send_keys(
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#verify-files input[type=file]"))[0].send_keys(
             "\n".join(str(p) for p, _ in files)
         )
         wait_for(driver, lambda d: files[-1][0].stem in d.find_element(By.CSS_SELECTOR, "#verify-files").text)
@@ -98,5 +112,9 @@ def test_a_list_made_used_and_verified_in_the_browser(server: Server, tmp_path: 
         report = httpx.get(links[0].get_attribute("href"), cookies={cookie["name"]: cookie["value"]})
         assert report.status_code == 200 and "<svg" in report.text and words[0] in report.text
         assert httpx.get(links[0].get_attribute("href")).status_code == 404  # the report is this browser's
+    except Exception:
+        driver.save_screenshot(str(tmp_path / "failure.png"))
+        print("failure screenshot:", tmp_path / "failure.png")
+        raise
     finally:
         driver.quit()

@@ -152,7 +152,7 @@ def create_hotword_lists_tab(
 
     private: dict[str, Any] = {"api_visibility": "private"}
     blocks.load(refresh, None, picked, queue=False, **private)
-    picked.change(show, picked, [name, words], **private)
+    picked.input(show, picked, [name, words], **private)  # the user's pick only, not the refreshes
     create.click(do_create, [name, words], [picked, status], **private)
     save.click(do_save, [picked, name, words], [picked, status], **private)
     delete.click(do_delete, picked, [picked, name, words, status], **private)

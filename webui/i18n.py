@@ -79,6 +79,8 @@ TEXTS: dict[str, tuple[str, str]] = {
         "任务状态：{state}，已完成 {done}/{total} 个文件",
         "Job {state}: {done} of {total} files finished",
     ),
+    "verify_without": ("不用热词库", "without the list"),
+    "verify_with": ("使用热词库", "with the list"),
     "verify_recall": ("“{word}”召回率（出现 {n} 次）", "recall of '{word}' ({n} in the references)"),
     "audio_file": ("上传音频或视频文件（可拖入）", "Upload an audio or video file (or drag it here)"),
     "audio_files": ("上传多个音频或视频文件", "Upload several audio or video files"),

@@ -41,9 +41,9 @@ def summary_markdown(report: Report, state: str, done: int, total: int, lang: st
         return "–" if value is None else f"{value * 100:.1f}%"
 
     lines = [
-        tr("verify_progress", lang, state=state, done=done, total=total),
+        tr("verify_progress", lang, state=tr(f"job_{state}", lang), done=done, total=total),
         "",
-        f"| | {report.label_a} | {report.label_b} |",
+        f"| | {tr('verify_without', lang)} | {tr('verify_with', lang)} |",
         "|---|---|---|",
         f"| CER | {pct(summary['a']['cer'])} | {pct(summary['b']['cer'])} |",
     ]
