@@ -114,16 +114,17 @@ async def _read_body(request: Request, service: HotwordListService) -> dict[str,
     content_type = request.headers.get("content-type", "")
     try:
         if content_type.startswith("multipart/form-data"):
-            form = await request.form(max_files=1, max_fields=10)
-            upload = form.get("file")
-            body: dict[str, Any] = {"name": form.get("name"), "shared": str(form.get("shared", "")).lower() == "true"}
-            if isinstance(upload, UploadFile):
-                data = await upload.read(MAX_BODY_BYTES + 1)
-                if len(data) > MAX_BODY_BYTES:
-                    raise bad_request("The hotword file is over 1 MB.", param="file")
-                body["words"] = parse_file(upload.filename or "", data)
-                if body["name"] is None and upload.filename:
-                    body["name"] = upload.filename.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            async with request.form(max_files=1, max_fields=10) as form:
+                upload = form.get("file")
+                shared = str(form.get("shared", "")).lower() == "true"
+                body: dict[str, Any] = {"name": form.get("name"), "shared": shared}
+                if isinstance(upload, UploadFile):
+                    data = await upload.read(MAX_BODY_BYTES + 1)
+                    if len(data) > MAX_BODY_BYTES:
+                        raise bad_request("The hotword file is over 1 MB.", param="file")
+                    body["words"] = parse_file(upload.filename or "", data)
+                    if body["name"] is None and upload.filename:
+                        body["name"] = upload.filename.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             return body
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:

@@ -72,6 +72,7 @@ def job_view(job: Job) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": job.id,
         "object": "transcription.job",
+        "kind": job.options.get("kind", "transcription"),
         "status": job.state,
         "created_at": round(job.created_at, 3),
         "started_at": job.started_at and round(job.started_at, 3),
@@ -197,6 +198,9 @@ async def job_result(
     """One file's result in `response_format` (the job's own by default); a zip of every file's for several."""
     service = job_service(request)
     job = await _own_job(request, job_id, owner)
+    report = await run_in_threadpool(service.verification_report, job)
+    if report is not None:  # a verification's result is its report (also at /v1/verifications/{id}/report)
+        return JSONResponse(report.to_dict(language(request)), headers=PRIVATE)
     fmt = response_format or job.options.get("response_format", "json")
     if fmt not in RESPONSE_FORMATS:
         raise bad_request(

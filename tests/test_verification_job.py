@@ -86,6 +86,9 @@ def test_a_verification_job_compares_without_and_with_a_list(client: TestClient,
         assert report["summary"][side]["cer"] == pytest.approx(total[side][0] / total[side][1])
     assert [row["word"] for row in report["hotword_stats"]] == WORDS
 
+    as_job = client.get(f"/v1/jobs/{job_id}")
+    assert as_job.json()["kind"] == "verification"
+    assert client.get(f"/v1/jobs/{job_id}/result").json()["summary"] == report["summary"]
     per_file = list(csv.reader(io.StringIO(client.get(f"/v1/verifications/{job_id}/report?format=csv").text)))
     assert len(per_file) == 1 + 4
     per_word = client.get(f"/v1/verifications/{job_id}/report", params={"format": "hotwords.csv"})
