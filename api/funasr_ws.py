@@ -572,27 +572,34 @@ async def _start(api: Any, conn: Connection) -> None:
     utterance = conn.utterance
     assert utterance is not None
     own = None if utterance.hotwords is None else ",".join(utterance.hotwords)
-    try:
+
+    def hotwords() -> list[str] | None:
         words = own
         if api.hotword_lists is not None:  # read at each utterance: a list changed meanwhile is used as it is now
-            words = await run_in_threadpool(
-                api.hotword_lists.request_hotwords, list(utterance.hotword_lists), own, conn.owner
-            )
-        conn.hotwords = None if words is None else api.engine.resolve_hotwords(words)
+            words = api.hotword_lists.request_hotwords(list(utterance.hotword_lists), own, conn.owner)
+        return None if words is None else api.engine.resolve_hotwords(words)
+
+    def prepare() -> list[str] | None:
+        """The utterance's hotwords and its streaming session, in one trip to a worker thread."""
+        words = hotwords()
+        if utterance.mode != "offline":
+            config = utterance.stream_config(words)
+            try:
+                if conn.session is None:
+                    conn.session = StreamSession(api.engine, config, defer_finals=True)
+                else:
+                    conn.session.reconfigure(config)
+            except ASRError as exc:
+                logger.error("streaming model unavailable: %s", exc)
+                raise
+        return words
+
+    try:
+        conn.hotwords = await run_in_threadpool(prepare)
     except HotwordListError as exc:
         raise StreamError(message(exc.key, conn.lang, **exc.params), exc.code) from None
     except ASRError as exc:
         raise asr_stream_error(exc, conn.lang) from None
-    if utterance.mode != "offline":
-        config = utterance.stream_config(conn.hotwords)
-        try:
-            if conn.session is None:
-                conn.session = await run_in_threadpool(partial(StreamSession, api.engine, config, defer_finals=True))
-            else:
-                await run_in_threadpool(conn.session.reconfigure, config)
-        except ASRError as exc:
-            logger.error("streaming model unavailable: %s", exc)
-            raise asr_stream_error(exc, conn.lang) from None
     conn.active = True
     conn.utterances += 1
 

@@ -113,7 +113,7 @@ def test_every_error_kind_and_key_the_code_uses_is_in_the_catalogue() -> None:
     for name in _project_modules():
         importlib.import_module(name)
     kinds = {cls.__name__: cls for cls in _subclasses(ASRError)}
-    assert {"StorageFullError", "ClientGone", "ModelLoadError"} <= set(kinds)  # defined outside asr.errors
+    assert {"StorageFullError", "ClientGoneError", "ModelLoadError"} <= set(kinds)  # defined outside asr.errors
     missing = [cls for cls in kinds.values() if (cls.message_key or cls.code) not in MESSAGES]
     assert not missing, f"error kinds without a catalogue entry: {missing}"
     named = _keys_named_in_source(kinds)

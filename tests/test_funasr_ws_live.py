@@ -238,13 +238,16 @@ def test_twenty_clients_dropping_mid_stream_leave_nothing_behind(server: Server)
     files_before = {p for p in uploads.rglob("*") if p.is_file()}
     dropped_before = metric(_metrics(server), "paraformer_streams_total", outcome="disconnected")
 
-    asyncio.run(drop_all())
-    health = settled()
+    for _ in range(2):
+        asyncio.run(drop_all())
+        health = settled()
     assert health["streams"]["open"] == 0, health
     text = _metrics(server)
     assert metric(text, "paraformer_streams_open") == 0
-    assert metric(text, "paraformer_streams_total", outcome="disconnected") - dropped_before == 20
-    assert process.num_threads() <= threads_before, (threads_before, process.num_threads())
+    assert metric(text, "paraformer_streams_total", outcome="disconnected") - dropped_before == 40
+    # A thread left behind per stream would add 40 here; the worker pools may start a few more when a round's
+    # streams happen to overlap more than the first round's did (measured: up to +3 of 18).
+    assert process.num_threads() - threads_before <= 5, (threads_before, process.num_threads())
     assert {p for p in uploads.rglob("*") if p.is_file()} == files_before
     # ... and the service still answers a whole stream.
     assert asyncio.run(_stream(ws_url(server), audio, "offline"))[-1]["text"]
