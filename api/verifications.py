@@ -8,7 +8,6 @@ scored from the stored texts. Thin: read the form and the manifest, call the job
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,7 +39,6 @@ REPORT_FORMATS = {
     "hotwords.csv": "text/csv",
     "html": "text/html",
 }
-_SAFE_NAME = re.compile(r"[^\w.\-]+")
 PRIVATE = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -79,7 +77,9 @@ async def create_verification(request: Request, owner: Owner = Depends(caller)) 
         async with request.form(max_files=settings.job_max_files + 3, max_fields=50) as form:
             files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
             for upload in files:  # the manifest names each upload by its file name
-                name = _SAFE_NAME.sub("_", Path(upload.filename or "").name).strip("._") or "audio"
+                name = Path((upload.filename or "").replace("\\", "/")).name
+                if name in ("", ".", "..") or "\0" in name:
+                    raise bad_request("Each uploaded recording needs a file name the manifest can name.", param="file")
                 with open(folder / name, "wb") as out:
                     await run_in_threadpool(shutil.copyfileobj, upload.file, out)
             manifest = await _manifest_text(form, "manifest")
