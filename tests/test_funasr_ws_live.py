@@ -173,6 +173,40 @@ def test_funasrs_reference_client_gets_written_or_spoken_finals_by_use_itn(
     assert re.search(r"[0-9]", finals), events[:5]
 
 
+def test_funasrs_reference_client_runs_four_2pass_streams_at_once_in_real_time(server: Server, tmp_path: Path) -> None:
+    """FunASR's client with --thread_num 4: four processes, each a 2pass stream sent at real-time pace."""
+    client = reference_client(tmp_path)
+    names = ["funasr_mid", "funasr_asr_example", "funasr_long", "firered_BAC009S0764W0121"]
+    scp = tmp_path / "wav.scp"
+    scp.write_text("".join(f"{n} {DATA / 'utterances' / (n + '.wav')}\n" for n in names), encoding="utf-8")
+    ok_before = metric(_metrics(server), "paraformer_streams_total", outcome="ok")
+    host, port = server.url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(client), "--host", host, "--port", port, "--ssl", "0", "--mode", "2pass"]
+        + ["--audio_in", str(scp), "--thread_num", "4", "--log_dir", str(tmp_path / "logs")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Exception" not in proc.stdout and proc.stdout.count("connection closed normally") == 4, proc.stdout
+    events = [json.loads(line) for f in (tmp_path / "logs").rglob("events.jsonl") for line in f.read_text().splitlines()]
+    by_wav: dict[str, list[dict]] = {}
+    for event in events:
+        by_wav.setdefault(event["wav_name"], []).append(event)
+    assert set(by_wav) == set(names), sorted(by_wav)
+    for name, messages in by_wav.items():
+        modes = {m.get("mode") for m in messages}
+        assert {"2pass-online", "2pass-offline"} <= modes, (name, modes)
+        assert any(m.get("is_final") for m in messages), name  # each stream's end acknowledged
+    # At real-time pace the four ran side by side: about the longest file (8 s; 8.3 s measured), not the sum (22.7 s).
+    assert elapsed < 16, elapsed
+    assert metric(_metrics(server), "paraformer_streams_total", outcome="ok") - ok_before == 4
+
+
 async def _stream(url: str, audio: bytes, mode: str, frame: int = 1920) -> list[dict]:
     async with websockets.connect(url, subprotocols=["binary"]) as ws:
         await ws.send(
