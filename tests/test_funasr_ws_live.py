@@ -193,7 +193,9 @@ def test_funasrs_reference_client_runs_four_2pass_streams_at_once_in_real_time(s
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Exception" not in proc.stdout and proc.stdout.count("connection closed normally") == 4, proc.stdout
-    events = [json.loads(line) for f in (tmp_path / "logs").rglob("events.jsonl") for line in f.read_text().splitlines()]
+    events = [
+        json.loads(line) for f in (tmp_path / "logs").rglob("events.jsonl") for line in f.read_text().splitlines()
+    ]
     by_wav: dict[str, list[dict]] = {}
     for event in events:
         by_wav.setdefault(event["wav_name"], []).append(event)
