@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from asr.device import planned_device
 from asr.engine import Engine
 from config.settings import Settings
 from hotword_lists import HotwordListService
@@ -48,7 +49,8 @@ def install_api(
     admission = Admission(settings.queue_max_size)
     if blocks is not None:
         admission.attach_gradio(blocks)
-    streams = StreamRegistry(settings.max_streams)
+    device = planned_device(engine.config.device, engine.config.engine_backend)
+    streams = StreamRegistry.for_setting(settings.max_streams, device, settings.ncpu)
     api = APIServices(
         engine=engine,
         settings=settings,

@@ -33,6 +33,7 @@ from asr.audio import SAMPLE_RATE
 from asr.engine import Transcription
 from asr.errors import ASRError, ClientGoneError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
 from asr.progress import stop_check
+from asr.stream_capacity import STREAMS_PER_CORE, default_max_streams
 from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state, to_mono_16k
 from hotword_lists import HotwordListError, split_refs
 from messages import Lang, message
@@ -74,10 +75,19 @@ class StreamError(Exception):
 class StreamRegistry:
     """Open streams (MAX_STREAMS): counted on the event loop, so no lock is needed."""
 
-    def __init__(self, max_streams: int):
+    def __init__(self, max_streams: int, *, auto: bool = False):
         self.max_streams = max_streams
+        #: True when the limit is MAX_STREAMS=auto's figure for this machine (asr.stream_capacity).
+        self.auto = auto
         self.open = 0
         self.opened_total = 0
+
+    @classmethod
+    def for_setting(cls, setting: int | str, device: str, ncpu: int) -> StreamRegistry:
+        """MAX_STREAMS as set, or with `auto` what this machine carries (`device`: the engine's planned device)."""
+        if setting == "auto":
+            return cls(default_max_streams(device, ncpu), auto=True)
+        return cls(int(setting))
 
     def try_enter(self) -> bool:
         if self.open >= self.max_streams:
@@ -93,6 +103,9 @@ class StreamRegistry:
         return {
             "open": self.open,
             "max": self.max_streams,
+            # Where the limit comes from, so an operator can plan: MAX_STREAMS, or auto's per-core figure.
+            "max_from": "auto" if self.auto else "MAX_STREAMS",
+            "streams_per_core": STREAMS_PER_CORE,
             "opened_total": self.opened_total,
             "online_model": online_model_state(),
         }

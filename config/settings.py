@@ -131,11 +131,11 @@ class Settings(BaseSettings):
         description="Copies of the streaming Paraformer decoding chunks side by side; "
         "0: one per core on CPU (each with one thread), one on a GPU.",
     )
-    max_streams: int = Field(
-        8,
-        ge=0,
-        description="WebSocket streams open at once; more are refused (close code "
-        "1013). 0 turns the WebSocket endpoint off.",
+    max_streams: int | Literal["auto"] = Field(
+        "auto",
+        description="WebSocket streams open at once; more are refused (close code 1013). 0 turns the WebSocket "
+        "endpoint off. auto: what the machine carries with partials within 1 s (1 per CPU core, as measured with "
+        "the full-size models; 8 on a GPU).",
     )
     stream_idle_timeout_s: float = Field(60.0, gt=0, description="A stream that sends nothing for this long is closed.")
     stream_max_frame_kb: int = Field(
@@ -288,6 +288,16 @@ class Settings(BaseSettings):
     def _relative_to_project(cls, value: Path | None) -> Path | None:
         # Relative paths in .env mean "in the project folder", whatever the current directory.
         return value if value is None or value.is_absolute() else PROJECT_ROOT / value
+
+    @field_validator("max_streams", mode="before")
+    @classmethod
+    def _stream_limit(cls, value: object) -> object:
+        text = str(value).strip().lower()
+        if text in ("", "auto"):
+            return "auto"
+        if not text.lstrip("-").isdigit() or int(text) < 0:
+            raise ValueError("MAX_STREAMS is a number of streams (0 turns the endpoint off) or auto")
+        return int(text)
 
     def engine_config(self) -> EngineConfig:
         """What the engine needs of these settings (it sees nothing else of the service)."""

@@ -4,6 +4,7 @@ every bad message, on a TestClient over create_app() with the tiny models."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -397,6 +398,29 @@ def test_max_streams_zero_turns_the_endpoint_off(tiny_models, tmp_path, engine: 
             ws.receive_text()
     finally:
         engine.remove_observer(application.state.api.metrics.observe_transcription)
+
+
+def test_max_streams_auto_follows_the_cores_and_says_so(tiny_models, tmp_path, engine: Engine) -> None:
+    from asr.stream_capacity import GPU_STREAMS, STREAMS_PER_CORE, default_max_streams
+
+    settings = make_settings(tiny_models, tmp_path, max_streams="auto", ncpu=3)
+    application = create_app(settings, engine, load=False)
+    try:
+        streams = TestClient(application).get("/health").json()["streams"]
+    finally:
+        engine.remove_observer(application.state.api.metrics.observe_transcription)
+    assert streams["max"] == 3 * STREAMS_PER_CORE and streams["max_from"] == "auto", streams
+    assert streams["streams_per_core"] == STREAMS_PER_CORE
+    # NCPU unset: the machine's cores; a GPU has its own figure; a set number is taken as it is.
+    assert default_max_streams("cpu") == STREAMS_PER_CORE * (os.cpu_count() or 1)
+    assert default_max_streams("cuda:0", ncpu=3) == GPU_STREAMS
+    explicit = make_settings(tiny_models, tmp_path / "set", max_streams="5")
+    application = create_app(explicit, engine, load=False)
+    try:
+        streams = TestClient(application).get("/health").json()["streams"]
+    finally:
+        engine.remove_observer(application.state.api.metrics.observe_transcription)
+    assert (streams["max"], streams["max_from"]) == (5, "MAX_STREAMS")
 
 
 def test_silence_gives_one_empty_final(client: TestClient) -> None:
