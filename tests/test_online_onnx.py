@@ -143,3 +143,31 @@ def test_workers_side_by_side_give_each_stream_its_alone_partials(exported: Path
     for t in threads:
         t.join()
     assert [together[0], together[1]] == alone and any(alone[0])
+
+
+def test_online_backend_auto_takes_the_export_on_cpu(exported: Path, tiny_models: TinyModels) -> None:
+    from asr.errors import ModelLoadError
+    from asr.stream_models import resolve_online_backend
+
+    assert resolve_online_backend("auto", "cpu", str(exported), True)[0] == "onnx"
+    assert resolve_online_backend("auto", "cpu", str(exported), False)[1].encoder.name == "encoder_chunk.onnx"
+    assert resolve_online_backend("auto", "cuda:0", str(exported), True) == ("torch", None)
+    assert resolve_online_backend("torch", "cpu", str(exported), True) == ("torch", None)
+    assert resolve_online_backend("auto", "cpu", str(tiny_models.online), True) == ("torch", None)
+    with pytest.raises(ModelLoadError, match="python -m asr.onnx.export --model-dir"):
+        resolve_online_backend("onnx", "cpu", str(tiny_models.online), True)
+
+
+def test_the_service_loads_the_onnx_streaming_model_and_says_so(
+    exported: Path, tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asr.stream_models as stream_models
+    from asr.engine import Engine
+    from conftest import make_settings
+
+    monkeypatch.setattr(stream_models, "_online_models", {})  # the process's other tests keep their model
+    settings = make_settings(tiny_models, tmp_path, online_model_dir=exported, online_backend="onnx")
+    assert settings.engine_config().online_backend == "onnx"
+    model = stream_models.get_online_model(Engine(settings.engine_config()))
+    assert isinstance(model, OnnxOnlineModel) and model.precision == "int8"  # ONLINE_QUANTIZE's default
+    assert stream_models.online_model_state() == "ready (onnx, int8)"
