@@ -299,7 +299,7 @@ def get_online_model(engine: Engine) -> Any:
                 if backend == "onnx":
                     from .onnx.online import OnnxOnlineModel
 
-                    _online_models[key] = OnnxOnlineModel(source, files, s.ncpu, workers)
+                    _online_models[key] = OnnxOnlineModel(source, files, s.ncpu, workers, s.online_max_batch)
                 else:
                     _online_models[key] = OnlineModel(source, device, s.ncpu, s.online_quantize, workers)
             except ModelLoadError as exc:

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
         description="The streaming Paraformer's runtime: auto (ONNX Runtime on CPU when online_model_dir holds its "
         "export, python -m asr.onnx.export --model-dir <folder> [--quantize], else PyTorch), torch or onnx.",
     )
+    online_max_batch: int = Field(
+        8,
+        ge=1,
+        description="ONNX backend: streams whose chunks queue for the model at the same time go through one "
+        "batched call, up to this many (none waits for company); 1 = every chunk alone.",
+    )
     online_workers: int = Field(
         0,
         ge=0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -170,4 +171,60 @@ def test_the_service_loads_the_onnx_streaming_model_and_says_so(
     assert settings.engine_config().online_backend == "onnx"
     model = stream_models.get_online_model(Engine(settings.engine_config()))
     assert isinstance(model, OnnxOnlineModel) and model.precision == "int8"  # ONLINE_QUANTIZE's default
+    assert model.max_batch == 8  # ONLINE_MAX_BATCH
     assert stream_models.online_model_state() == "ready (onnx, int8)"
+
+
+def test_concurrent_streams_share_calls_and_keep_their_alone_partials(exported: Path) -> None:
+    """Eight streams at once on one call slot: the chunks that queue behind a call go through one batched call, and
+    each stream's partials (fp32) are exactly its partials alone."""
+    clips = [read(p) for p in UTTERANCES]
+    streams = [
+        clips[i % len(clips)][: 16000 * 6] if i < len(clips) else clips[i % len(clips)][::-1].copy() for i in range(8)
+    ]
+    alone_model = onnx_model(exported, quantize=False)
+    alone = [steps(alone_model, s) for s in streams]
+    assert alone_model.batch_stats()["encoder_mean_batch"] == 1.0
+    shared = onnx_model(exported, quantize=False, workers=1)
+
+    class Slow:
+        """The tiny model's calls take a millisecond; 20 ms make the other streams' chunks queue as behind a big one."""
+
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, names, feeds):
+            time.sleep(0.02)
+            return self.session.run(names, feeds)
+
+    shared._encoder.session = Slow(shared._encoder.session)
+    shared._decoder.session = Slow(shared._decoder.session)
+    together: dict[int, list[str]] = {}
+    barrier = threading.Barrier(len(streams))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        together[i] = steps(shared, streams[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(streams))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = shared.batch_stats()
+    assert stats["encoder_mean_batch"] > 1.5 and stats["decoder_mean_batch"] > 1.5, stats
+    assert [together[i] for i in range(len(streams))] == alone
+    assert sum(bool(t) for a in alone for t in a) > 20
+
+
+def test_a_batch_error_reaches_every_caller_of_the_batch() -> None:
+    from asr.onnx.online_batching import SharedSession
+
+    class Failing:
+        def run(self, names, feeds):
+            raise RuntimeError("boom")
+
+    shared = SharedSession(Failing(), slots=1, max_batch=4)
+    with pytest.raises(RuntimeError, match="boom"):
+        shared.run({"x": np.zeros((1, 2), dtype=np.float32)})
+    assert shared.calls == 1

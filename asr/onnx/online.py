@@ -13,9 +13,10 @@ PyTorch's tokens chunk by chunk:
 - the decoder (`decoder_chunk.onnx`) only when the predictor fired, its FSMN state the last K-1 inputs;
 - token ids to text as FunASR does (blank, sos and eos dropped, `sentence_postprocess`).
 
-A stream's state lives in the `cache` dict the session passes (key "onnx"), so any worker can take any step.
-One ONNX Runtime session per graph serves every worker thread (sessions may run concurrently): one copy of the
-weights, where the PyTorch backend keeps one per worker.
+A stream's state lives in the `cache` dict the session passes (key "onnx"); a step runs in the caller's thread.
+One ONNX Runtime session per graph serves every stream (one copy of the weights, where the PyTorch backend keeps
+one per worker), `workers` calls at a time with one intra-op thread each; chunks of other streams that queue
+meanwhile go through one batched call (`asr.onnx.online_batching`, up to `max_batch` streams).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from . import onnx_runtime
+from .online_batching import SharedSession
 from .online_export import online_file_names
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class OnnxOnlineModel:
 
     backend = "onnx"
 
-    def __init__(self, source: str, files: OnlineOnnxFiles, ncpu: int = 0, workers: int = 1):
+    def __init__(self, source: str, files: OnlineOnnxFiles, ncpu: int = 0, workers: int = 1, max_batch: int = 8):
         import torch
         import yaml
         from funasr.frontends.wav_frontend import WavFrontendOnline
@@ -103,6 +104,7 @@ class OnnxOnlineModel:
         self.files = files
         self.precision = "int8" if files.quantized else "fp32"
         self.workers = max(1, workers)
+        self.max_batch = max(1, max_batch)
         folder = Path(source)
         try:
             conf = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
@@ -111,15 +113,15 @@ class OnnxOnlineModel:
             frontend_conf = {**(conf.get("frontend_conf") or {}), "dither": 0.0}
             self._frontend = WavFrontendOnline(cmvn_file=str(folder / "am.mvn"), **frontend_conf)
             threads = 1 if self.workers > 1 else (ncpu or os.cpu_count() or 1)
-            self._encoder = _session(files.encoder, threads)
-            self._decoder = _session(files.decoder, threads)
+            encoder = _session(files.encoder, threads)
+            decoder = _session(files.decoder, threads)
         except Exception as exc:
             raise ModelLoadError(
                 f"could not load the streaming model's ONNX export from {folder} ({type(exc).__name__}: "
                 f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}); re-export it with "
                 f"`python -m asr.onnx.export --model-dir {folder}{' --quantize' if files.quantized else ''}`"
             ) from exc
-        meta = self._encoder.get_modelmeta().custom_metadata_map
+        meta = encoder.get_modelmeta().custom_metadata_map
         if meta.get("model") != "ParaformerStreaming":
             raise ModelLoadError(f"{files.encoder} was not written by asr.onnx.export (no streaming metadata)")
         self._size = int(meta["output_size"])
@@ -127,29 +129,31 @@ class OnnxOnlineModel:
         self._threshold = np.float32(float(meta["threshold"]))
         self._tail_threshold = np.float32(float(meta["tail_threshold"]))
         self._dropped = {int(meta["sos"]), int(meta["eos"]), int(meta["blank_id"])}
-        enc_inputs = self._encoder.get_inputs()
+        enc_inputs = encoder.get_inputs()
         self._feat_dim = int(enc_inputs[0].shape[2])
         self._enc_kv = [(int(i.shape[1]), int(i.shape[3])) for i in enc_inputs[1::2]]
-        dec_inputs = {i.name: i for i in self._decoder.get_inputs()}
+        dec_inputs = {i.name: i for i in decoder.get_inputs()}
         layers = sum(1 for name in dec_inputs if name.startswith("fsmn_"))
         self._dec_fsmn = [int(dec_inputs[f"fsmn_{i}"].shape[2]) for i in range(layers)]
         self._dec_kv = [
             (int(dec_inputs[f"k_cache_{i}"].shape[1]), int(dec_inputs[f"k_cache_{i}"].shape[3])) for i in range(layers)
         ]
         self._dec_layers = layers
-        self._enc_names = [o.name for o in self._encoder.get_outputs()]
-        self._dec_names = [o.name for o in self._decoder.get_outputs()]
+        self._encoder = SharedSession(encoder, slots=self.workers, max_batch=self.max_batch)
+        # The decoder's rows differ in their token counts: padded at the end (the decoder is causal in its tokens).
+        self._decoder = SharedSession(decoder, slots=self.workers, max_batch=self.max_batch, ragged={"embeds": 1})
         self._positions = StreamSinusoidalPositionEncoder()
         self._torch = torch
-        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="online-onnx")
         self.load_seconds = time.perf_counter() - started
         logger.info(
-            "streaming model loaded in %.1f s from %s (ONNX Runtime, %s, %d worker(s) x %d thread(s))",
+            "streaming model loaded in %.1f s from %s (ONNX Runtime, %s, %d call(s) at a time x %d thread(s), "
+            "batches of up to %d streams)",
             self.load_seconds,
             folder,
             self.precision,
             self.workers,
             threads,
+            self.max_batch,
         )
 
     # ------------------------------------------------------------------ the interface of OnlineModel
@@ -165,10 +169,18 @@ class OnnxOnlineModel:
     ) -> str:
         """Decode the next samples of a stream (its state lives in `cache`); returns the new text."""
         settings = (tuple(chunk_size), encoder_look_back, decoder_look_back)
-        return self._executor.submit(self._step, samples, cache, is_final, settings).result()
+        return self._step(samples, cache, is_final, settings)
 
     def modules(self) -> list[Any]:
         return []
+
+    def batch_stats(self) -> dict[str, float]:
+        """Calls made to each graph and the mean number of streams per call."""
+        return {
+            f"{name}_{what}": value
+            for name, shared in (("encoder", self._encoder), ("decoder", self._decoder))
+            for what, value in (("calls", shared.calls), ("mean_batch", shared.rows / max(shared.calls, 1)))
+        }
 
     # ------------------------------------------------------------------ ParaformerStreaming.inference
     def _step(self, samples: np.ndarray, cache: dict[str, Any], is_final: bool, settings: tuple) -> str:
@@ -241,7 +253,7 @@ class OnnxOnlineModel:
         for i in range(len(self._enc_kv)):
             feeds[f"k_cache_{i}"] = stream.enc_keys[i]
             feeds[f"v_cache_{i}"] = stream.enc_values[i]
-        out = self._encoder.run(None, feeds)
+        out = self._encoder.run(feeds)
         enc, alphas = out[0], out[1]
         self._keep_encoder_cache(stream, out[2::2], out[3::2], chunk_size, enc_look_back)
         embeds = self._cif(stream, enc[0], alphas[0], chunk_size, final)
@@ -252,7 +264,7 @@ class OnnxOnlineModel:
             feeds[f"fsmn_{i}"] = stream.dec_fsmn[i]
             feeds[f"k_cache_{i}"] = stream.dec_keys[i]
             feeds[f"v_cache_{i}"] = stream.dec_values[i]
-        out = self._decoder.run(None, feeds)
+        out = self._decoder.run(feeds)
         layers, tokens = self._dec_layers, embeds.shape[0]
         ids = out[0][0, :tokens]
         for i in range(layers):
@@ -278,7 +290,10 @@ class OnnxOnlineModel:
         for i, (k_h, v_h) in enumerate(zip(keys, values, strict=True)):
             k_stride, v_stride = k_h[:, :, :-c2], v_h[:, :, :-c2]  # c2 = 0 keeps nothing, as in PyTorch
             if not stream.enc_cached:
-                stream.enc_keys[i], stream.enc_values[i] = k_stride, v_stride
+                stream.enc_keys[i], stream.enc_values[i] = (
+                    np.ascontiguousarray(k_stride),
+                    np.ascontiguousarray(v_stride),
+                )
                 continue
             k_new = np.concatenate([stream.enc_keys[i], k_stride], axis=2)
             v_new = np.concatenate([stream.enc_values[i], v_stride], axis=2)
