@@ -283,6 +283,17 @@ def resolve_online_backend(setting: str, device: str, source: str, quantize: boo
     return "torch", None
 
 
+def planned_online_backend(engine: Engine) -> str:
+    """The backend the streaming model will load on ("torch" or "onnx"), from the settings and the files alone
+    (nothing is loaded; a setting that cannot load says "torch", and the load reports the error)."""
+    device = engine.spec.device if engine.spec else planned_device(engine.config.device)
+    try:
+        source = online_model_source(engine)
+        return resolve_online_backend(engine.config.online_backend, device, source, engine.config.online_quantize)[0]
+    except ModelLoadError:
+        return "torch"
+
+
 def get_online_model(engine: Engine) -> Any:
     """The process's streaming Paraformer (`OnlineModel`, or `asr.onnx.online.OnnxOnlineModel` when ONLINE_BACKEND
     picks ONNX Runtime), loaded once (at startup by `preload`, else by the first stream)."""

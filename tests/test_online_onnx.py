@@ -228,3 +228,21 @@ def test_a_batch_error_reaches_every_caller_of_the_batch() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         shared.run({"x": np.zeros((1, 2), dtype=np.float32)})
     assert shared.calls == 1
+
+
+def test_max_streams_auto_counts_the_onnx_figure_per_core(exported: Path, tiny_models: TinyModels, tmp_path) -> None:
+    from api.funasr_ws import StreamRegistry
+    from asr.engine import Engine
+    from asr.stream_capacity import ONNX_STREAMS_PER_CORE, STREAMS_PER_CORE, default_max_streams
+    from asr.stream_models import planned_online_backend
+    from conftest import make_settings
+
+    assert default_max_streams("cpu", 3, "onnx") == 3 * ONNX_STREAMS_PER_CORE > 3 * STREAMS_PER_CORE
+    on_onnx = Engine(make_settings(tiny_models, tmp_path, online_model_dir=exported).engine_config())
+    assert planned_online_backend(on_onnx) == "onnx"  # auto, on CPU, with the export
+    on_torch = Engine(
+        make_settings(tiny_models, tmp_path, online_model_dir=exported, online_backend="torch").engine_config()
+    )
+    assert planned_online_backend(on_torch) == "torch"
+    streams = StreamRegistry.for_setting("auto", "cpu", 3, planned_online_backend(on_onnx)).info()
+    assert streams["max"] == 3 * ONNX_STREAMS_PER_CORE and streams["streams_per_core"] == ONNX_STREAMS_PER_CORE
