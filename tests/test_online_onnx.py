@@ -246,3 +246,23 @@ def test_max_streams_auto_counts_the_onnx_figure_per_core(exported: Path, tiny_m
     assert planned_online_backend(on_torch) == "torch"
     streams = StreamRegistry.for_setting("auto", "cpu", 3, planned_online_backend(on_onnx)).info()
     assert streams["max"] == 3 * ONNX_STREAMS_PER_CORE and streams["streams_per_core"] == ONNX_STREAMS_PER_CORE
+
+
+def test_a_chunk_costs_the_same_two_hours_into_a_stream_on_onnx(exported: Path) -> None:
+    """The ONNX runtime encodes only the positions of the step (FunASR's encoding of positions start+1..start+T)."""
+    from test_stream_cost import TWO_HOURS
+
+    model = onnx_model(exported, quantize=True)
+    chunk = (np.random.default_rng(0).standard_normal(9600) * 0.1).astype(np.float32)
+
+    def step(cache: dict) -> float:
+        began = time.perf_counter()
+        model.step(chunk, cache, is_final=False, chunk_size=(5, 10, 5), encoder_look_back=4, decoder_look_back=1)
+        return time.perf_counter() - began
+
+    fresh, late = {}, {}
+    step(fresh), step(late)
+    late["onnx"].start_idx += TWO_HOURS
+    times = [(step(fresh), step(late)) for _ in range(20)]
+    start, end = min(t[0] for t in times), min(t[1] for t in times)
+    assert end <= 1.1 * start + 0.005, f"a chunk took {start * 1000:.1f} ms at the start, {end * 1000:.1f} ms at hour 2"
