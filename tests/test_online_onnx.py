@@ -266,3 +266,15 @@ def test_a_chunk_costs_the_same_two_hours_into_a_stream_on_onnx(exported: Path) 
     times = [(step(fresh), step(late)) for _ in range(20)]
     start, end = min(t[0] for t in times), min(t[1] for t in times)
     assert end <= 1.1 * start + 0.005, f"a chunk took {start * 1000:.1f} ms at the start, {end * 1000:.1f} ms at hour 2"
+
+
+def test_a_free_slot_takes_its_share_of_the_queue() -> None:
+    """With two slots, the first to free up takes half the queued chunks; the other slot takes the rest."""
+    from asr.onnx.online_batching import SharedSession, _Request
+
+    shared = SharedSession(object(), slots=2, max_batch=8)
+    requests = [_Request({}, ("same",)) for _ in range(5)] + [_Request({}, ("other",))]
+    shared._queue = list(requests)
+    assert shared._take(requests[0]) == requests[:3]
+    assert shared._take(requests[3]) == requests[3:4]  # ceil(2 / 2): one now, one for the other slot
+    assert shared._queue == requests[4:]
