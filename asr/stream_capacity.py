@@ -13,8 +13,8 @@ import os
 #: 2pass streams per CPU core at partial p95 <= 1 s with PyTorch partials (2 cores: 2 streams 0.27 s, 4 streams
 #: 2.19 s).
 STREAMS_PER_CORE = 1
-#: The same with the streaming model on ONNX Runtime int8 (ONLINE_BACKEND picks it where exported; 2 cores: 4 streams
-#: 0.37 s, 6 streams 1.30 s).
+#: The same with the streaming model on ONNX Runtime int8 (ONLINE_BACKEND picks it where exported; 2 shared cores:
+#: 4 streams 0.28-0.37 s in three runs, 6 streams 0.98 s at best, the edge).
 ONNX_STREAMS_PER_CORE = 2
 #: On a GPU a stream's chunks are small work; not measured here (no GPU on the project's machines), so the
 #: former fixed default stays until a GPU run gives a figure (docs/gpu.md).

@@ -73,7 +73,7 @@ def batched(folder: Path, audio: list[Path], alone: list[list[str]], quantize: b
     for x in clips:
         run(sequential, x, [])
     one_by_one = time.perf_counter() - started
-    model = OnnxOnlineModel(str(folder), find_online_onnx(folder, quantize=quantize), ncpu=1, workers=1)
+    model = OnnxOnlineModel(str(folder), find_online_onnx(folder, quantize=quantize), ncpu=1, workers=1, max_batch=8)
     together: dict[int, list[str]] = {}
     barrier = threading.Barrier(len(clips))
 

@@ -131,10 +131,11 @@ class Settings(BaseSettings):
         "export, python -m asr.onnx.export --model-dir <folder> [--quantize], else PyTorch), torch or onnx.",
     )
     online_max_batch: int = Field(
-        8,
+        1,
         ge=1,
         description="ONNX backend: streams whose chunks queue for the model at the same time go through one "
-        "batched call, up to this many (none waits for company); 1 = every chunk alone.",
+        "batched call, up to this many (none waits for company); 1 = every chunk alone. Exact in fp32; in int8 a "
+        "batched stream's partials can differ from the same stream alone (one quantization scale per call).",
     )
     online_workers: int = Field(
         0,

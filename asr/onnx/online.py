@@ -93,7 +93,7 @@ class OnnxOnlineModel:
 
     backend = "onnx"
 
-    def __init__(self, source: str, files: OnlineOnnxFiles, ncpu: int = 0, workers: int = 1, max_batch: int = 8):
+    def __init__(self, source: str, files: OnlineOnnxFiles, ncpu: int = 0, workers: int = 1, max_batch: int = 1):
         import torch
         import yaml
         from funasr.frontends.wav_frontend import WavFrontendOnline
