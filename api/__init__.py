@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from asr.device import planned_device
 from asr.engine import Engine
+from asr.stream_models import planned_online_backend
 from config.settings import Settings
 from hotword_lists import HotwordListService
 from jobs import JobService
@@ -50,7 +51,7 @@ def install_api(
     if blocks is not None:
         admission.attach_gradio(blocks)
     device = planned_device(engine.config.device, engine.config.engine_backend)
-    streams = StreamRegistry.for_setting(settings.max_streams, device, settings.ncpu)
+    streams = StreamRegistry.for_setting(settings.max_streams, device, settings.ncpu, planned_online_backend(engine))
     api = APIServices(
         engine=engine,
         settings=settings,

@@ -33,7 +33,7 @@ from asr.audio import SAMPLE_RATE
 from asr.engine import Transcription
 from asr.errors import ASRError, ClientGoneError, FileTooLargeError, InputError, ModelLoadError, ModelNotReadyError
 from asr.progress import stop_check
-from asr.stream_capacity import STREAMS_PER_CORE, default_max_streams
+from asr.stream_capacity import default_max_streams, streams_per_core
 from asr.streaming import StreamConfig, StreamResult, StreamSession, online_model_state, to_mono_16k
 from hotword_lists import HotwordListError, split_refs
 from messages import Lang, message
@@ -75,19 +75,22 @@ class StreamError(Exception):
 class StreamRegistry:
     """Open streams (MAX_STREAMS): counted on the event loop, so no lock is needed."""
 
-    def __init__(self, max_streams: int, *, auto: bool = False):
+    def __init__(self, max_streams: int, *, auto: bool = False, online_backend: str = "torch"):
         self.max_streams = max_streams
         #: True when the limit is MAX_STREAMS=auto's figure for this machine (asr.stream_capacity).
         self.auto = auto
+        #: The streaming model's planned backend, whose measured streams per core `auto` uses.
+        self.online_backend = online_backend
         self.open = 0
         self.opened_total = 0
 
     @classmethod
-    def for_setting(cls, setting: int | str, device: str, ncpu: int) -> StreamRegistry:
-        """MAX_STREAMS as set, or with `auto` what this machine carries (`device`: the engine's planned device)."""
+    def for_setting(cls, setting: int | str, device: str, ncpu: int, online_backend: str = "torch") -> StreamRegistry:
+        """MAX_STREAMS as set, or with `auto` what this machine carries (`device`: the engine's planned device;
+        `online_backend`: the streaming model's planned backend)."""
         if setting == "auto":
-            return cls(default_max_streams(device, ncpu), auto=True)
-        return cls(int(setting))
+            return cls(default_max_streams(device, ncpu, online_backend), auto=True, online_backend=online_backend)
+        return cls(int(setting), online_backend=online_backend)
 
     def try_enter(self) -> bool:
         if self.open >= self.max_streams:
@@ -105,7 +108,7 @@ class StreamRegistry:
             "max": self.max_streams,
             # Where the limit comes from, so an operator can plan: MAX_STREAMS, or auto's per-core figure.
             "max_from": "auto" if self.auto else "MAX_STREAMS",
-            "streams_per_core": STREAMS_PER_CORE,
+            "streams_per_core": streams_per_core(self.online_backend),
             "opened_total": self.opened_total,
             "online_model": online_model_state(),
         }

@@ -12,6 +12,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,7 @@ SAMPLES_PER_CHUNK_UNIT = 960
 
 
 class OnlineModel:
-    """The streaming Paraformer, loaded once per process as `workers` copies that decode side by side.
+    """The streaming Paraformer in PyTorch, loaded once per process as `workers` copies that decode side by side.
 
     A 600 ms chunk is small work (20 frames): a second intra-op thread buys it little (on 2 cores, one chunk
     took 0.068 s with two threads against 0.080 s with one, for 1.65x the CPU time). So on CPU each copy runs
@@ -111,6 +112,8 @@ class OnlineModel:
     core, instead of queueing for one model that uses the cores badly. A copy takes one call at a time:
     FunASR's `AutoModel.generate` merges each call's options into the model's shared kwargs.
     """
+
+    backend = "torch"
 
     def __init__(self, source: str, device: str = "cpu", ncpu: int = 0, quantize: bool = False, workers: int = 1):
         self.source = source
@@ -249,8 +252,51 @@ def online_model_source(engine: Engine) -> str:
     return str(s.online_model_dir)
 
 
-def get_online_model(engine: Engine) -> OnlineModel:
-    """The process's streaming Paraformer, loaded once (at startup by `preload`, else by the first stream)."""
+ONLINE_BACKENDS = ("auto", "torch", "onnx")
+
+
+def resolve_online_backend(setting: str, device: str, source: str, quantize: bool) -> tuple[str, Any]:
+    """("torch" | "onnx", the ONNX files to load) for ONLINE_BACKEND, as ENGINE_BACKEND decides for the offline
+    model: `auto` takes ONNX Runtime on CPU when the model folder holds the export (int8 with ONLINE_QUANTIZE).
+
+    Raises ModelLoadError when `onnx` is asked for and the files are missing, saying how to make them.
+    """
+    if setting not in ONLINE_BACKENDS:
+        raise ModelLoadError(f"ONLINE_BACKEND={setting} is not one of {', '.join(ONLINE_BACKENDS)}")
+    if setting == "torch":
+        return "torch", None
+    from .onnx.online import find_online_onnx
+
+    folder = Path(source) if Path(source).is_dir() else None
+    files = find_online_onnx(folder, quantize=quantize)
+    if setting == "onnx":
+        if files is None:
+            raise ModelLoadError(
+                f"ONLINE_BACKEND=onnx but the streaming model's {'int8 ' if quantize else ''}ONNX export is not in "
+                f"{folder or 'a local folder (ONLINE_MODEL is a hub id: set ONLINE_MODEL_DIR)'}: run `python -m "
+                f"asr.onnx.export --model-dir <ONLINE_MODEL_DIR>{' --quantize' if quantize else ''}`, or set "
+                "ONLINE_BACKEND=auto"
+            )
+        return "onnx", files
+    if device.startswith("cpu") and files is not None:
+        return "onnx", files
+    return "torch", None
+
+
+def planned_online_backend(engine: Engine) -> str:
+    """The backend the streaming model will load on ("torch" or "onnx"), from the settings and the files alone
+    (nothing is loaded; a setting that cannot load says "torch", and the load reports the error)."""
+    device = engine.spec.device if engine.spec else planned_device(engine.config.device)
+    try:
+        source = online_model_source(engine)
+        return resolve_online_backend(engine.config.online_backend, device, source, engine.config.online_quantize)[0]
+    except ModelLoadError:
+        return "torch"
+
+
+def get_online_model(engine: Engine) -> Any:
+    """The process's streaming Paraformer (`OnlineModel`, or `asr.onnx.online.OnnxOnlineModel` when ONLINE_BACKEND
+    picks ONNX Runtime), loaded once (at startup by `preload`, else by the first stream)."""
     source = online_model_source(engine)
     device = engine.spec.device if engine.spec else planned_device(engine.config.device)
     key = (source, device)
@@ -259,9 +305,14 @@ def get_online_model(engine: Engine) -> OnlineModel:
         if key not in _online_models:
             try:
                 s = engine.config
-                _online_models[key] = OnlineModel(
-                    source, device, s.ncpu, s.online_quantize, online_workers(s.online_workers, device, s.ncpu)
-                )
+                workers = online_workers(s.online_workers, device, s.ncpu)
+                backend, files = resolve_online_backend(s.online_backend, device, source, s.online_quantize)
+                if backend == "onnx":
+                    from .onnx.online import OnnxOnlineModel
+
+                    _online_models[key] = OnnxOnlineModel(source, files, s.ncpu, workers, s.online_max_batch)
+                else:
+                    _online_models[key] = OnlineModel(source, device, s.ncpu, s.online_quantize, workers)
             except ModelLoadError as exc:
                 _online_error = str(exc)
                 raise
@@ -270,10 +321,11 @@ def get_online_model(engine: Engine) -> OnlineModel:
 
 
 def online_model_state() -> str:
-    """ "ready (int8)" or "ready (fp32)" once a streaming model is loaded, "error: ..." after a failed load, else
-    "not_loaded"."""
+    """ "ready (onnx, int8)", "ready (torch, fp32)"... once a streaming model is loaded, "error: ..." after a failed
+    load, else "not_loaded"."""
     if _online_models:
-        return f"ready ({next(iter(_online_models.values())).precision})"
+        model = next(iter(_online_models.values()))
+        return f"ready ({model.backend}, {model.precision})"
     return f"error: {_online_error}" if _online_error else "not_loaded"
 
 

@@ -121,9 +121,21 @@ class Settings(BaseSettings):
     )
     online_quantize: bool = Field(
         True,
-        description="On CPU, run the streaming Paraformer's linear layers in int8 "
-        "(PyTorch dynamic quantization): partials cost about half, as with FunASR's own "
+        description="On CPU, run the streaming Paraformer in int8 (PyTorch: dynamic quantization of its linear "
+        "layers; ONNX: the *_quant.onnx export): partials cost about half, as with FunASR's own "
         "runtime, which serves partials from its int8 model; finals stay fp32.",
+    )
+    online_backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="The streaming Paraformer's runtime: auto (ONNX Runtime on CPU when online_model_dir holds its "
+        "export, python -m asr.onnx.export --model-dir <folder> [--quantize], else PyTorch), torch or onnx.",
+    )
+    online_max_batch: int = Field(
+        1,
+        ge=1,
+        description="ONNX backend: streams whose chunks queue for the model at the same time go through one "
+        "batched call, up to this many (none waits for company); 1 = every chunk alone. Exact in fp32; in int8 a "
+        "batched stream's partials can differ from the same stream alone (one quantization scale per call).",
     )
     online_workers: int = Field(
         0,

@@ -1,6 +1,7 @@
-"""The ONNX tool-chain: exporting SeACo-Paraformer (`python -m asr.onnx.export`), rewriting the graphs for ONNX
-Runtime (`graph`), and the backend the engine runs them with (`backend`). The engine imports `backend` only
-when ENGINE_BACKEND picks ONNX."""
+"""The ONNX tool-chain: exporting SeACo-Paraformer and the streaming Paraformer (`python -m asr.onnx.export`,
+`online_export`), rewriting the graphs for ONNX Runtime (`graph`), the backend the engine runs them with
+(`backend`), and the streaming model's runtime (`online`, with `online_batching` for concurrent streams). The
+engine imports `backend` only when ENGINE_BACKEND picks ONNX, the streams `online` only when ONLINE_BACKEND does."""
 
 from __future__ import annotations
 

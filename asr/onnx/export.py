@@ -3,9 +3,14 @@
     python -m asr.onnx.export --model-dir models/tiny-seaco               # model.onnx + model_eb.onnx
     python -m asr.onnx.export --model-dir models/full-seaco --quantize    # also model_quant.onnx + model_eb_quant.onnx
     python -m asr.onnx.export --model-dir models/full-punc                # the punctuation model: model.onnx
+    python -m asr.onnx.export --model-dir models/full-online --quantize   # the streaming Paraformer (partials):
+                                                                          # encoder_chunk.onnx + decoder_chunk.onnx
+                                                                          # (+ *_quant.onnx int8)
 
-The files go into the model folder (or --output-dir; point ONNX_MODEL_DIR at it). The model type comes
-from the folder's config.yaml: SeACo-Paraformer, CT-punctuation or FSMN-VAD.
+The files go into the model folder (or --output-dir; point ONNX_MODEL_DIR at it for the ASR model). The model
+type comes from the folder's config.yaml: SeACo-Paraformer, CT-punctuation, FSMN-VAD or the streaming Paraformer
+(ParaformerStreaming: its chunk encoder and decoder with their caches as inputs and outputs, `asr.onnx.online_export`;
+the service runs them with `asr.onnx.online` when ONLINE_BACKEND picks ONNX).
 
 Why not `AutoModel.export()`: FunASR's exporter calls `torch.onnx.export` with `dynamic_axes`, which the
 default (dynamo) exporter of torch 2.x rejects, so this uses the legacy exporter (`dynamo=False`). And
@@ -56,6 +61,10 @@ def onnx_file_names(kind: str, quantize: bool) -> list[str]:
     suffix = "_quant" if quantize else ""
     if kind == "SeacoParaformer":
         return [f"model{suffix}.onnx", f"model_eb{suffix}.onnx"]
+    if kind == "ParaformerStreaming":
+        from .online_export import online_file_names
+
+        return online_file_names(quantize)
     return [f"model{suffix}.onnx"]
 
 
@@ -220,6 +229,18 @@ def export_model(
             f"{model_dir}: FunASR's punctuation exporter needs 2 or more encoder blocks (this model has "
             f"1); the engine runs this punctuation model in PyTorch"
         )
+    if kind == "ParaformerStreaming":
+        from .online_export import export_online
+
+        written = export_online(model, out, opset)
+        if quantize:
+            for path in list(written):
+                logger.info("quantizing %s", path)
+                written.append(_quantize(path))
+        logger.info(
+            "exported %s in %.1f s: %s", model_dir, time.perf_counter() - started, ", ".join(p.name for p in written)
+        )
+        return written
     with torch.no_grad():
         scripts = model.export(**kwargs)
     scripts = list(scripts) if isinstance(scripts, (list, tuple)) else [scripts]

@@ -1,0 +1,150 @@
+"""The streaming Paraformer on ONNX Runtime against PyTorch, on a model folder with its export: token parity, int8
+agreement and the time per 600 ms chunk, in one run.
+
+    python -m asr.onnx.export --model-dir models/full-online --quantize   # once
+    python -m bench.online_onnx --model-dir models/full-online [--audio tests/data/utterances/*.wav]
+
+    python -m bench.online_onnx --model-dir models/full-online --batched   # also: all clips at once, batched
+
+Each clip goes through FunASR's chunk loop (chunk_size 5,10,5, look-back 4/1, one `step` per 600 ms, `is_final`
+on the last) on four models: PyTorch fp32 (the reference), ONNX fp32, PyTorch int8 (ONLINE_QUANTIZE) and ONNX int8,
+each with one thread. Reported: whether ONNX fp32's step texts equal PyTorch fp32's, step by step; the character
+agreement of each int8 with its fp32 (1 - edit distance / length); the median time per chunk of each model,
+models interleaved clip by clip so that a noisy neighbour slows all of them alike. With `--batched`, the clips
+then run as concurrent streams on one ONNX model with one call slot (so the chunks that queue share calls), fp32
+and int8: whether each stream's step texts equal its texts alone, the character agreement, the mean streams per
+call, and the wall time against the clips one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from asr.onnx.online import OnnxOnlineModel, find_online_onnx
+from asr.stream_models import OnlineModel
+
+CHUNK = (5, 10, 5)
+
+
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        diagonal, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (x != y))
+    return row[-1]
+
+
+def run(model, samples: np.ndarray, times: list[float]) -> list[str]:
+    stride = CHUNK[1] * 960
+    count = (samples.size - 1) // stride + 1
+    cache: dict = {}
+    texts = []
+    for i in range(count):
+        started = time.perf_counter()
+        texts.append(
+            model.step(
+                samples[i * stride : (i + 1) * stride],
+                cache,
+                is_final=i == count - 1,
+                chunk_size=CHUNK,
+                encoder_look_back=4,
+                decoder_look_back=1,
+            )
+        )
+        if i < count - 1:  # full chunks only
+            times.append(time.perf_counter() - started)
+    return texts
+
+
+def batched(folder: Path, audio: list[Path], alone: list[list[str]], quantize: bool) -> None:
+    clips = [sf.read(p, dtype="float32")[0] for p in audio]
+    clips = [x if x.ndim == 1 else x.mean(axis=1) for x in clips]
+    sequential = OnnxOnlineModel(str(folder), find_online_onnx(folder, quantize=quantize), ncpu=1, workers=1)
+    started = time.perf_counter()
+    for x in clips:
+        run(sequential, x, [])
+    one_by_one = time.perf_counter() - started
+    model = OnnxOnlineModel(str(folder), find_online_onnx(folder, quantize=quantize), ncpu=1, workers=1, max_batch=8)
+    together: dict[int, list[str]] = {}
+    barrier = threading.Barrier(len(clips))
+
+    def stream(i: int) -> None:
+        barrier.wait()
+        together[i] = run(model, clips[i], [])
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(clips))]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    same = sum(together[i] == alone[i] for i in range(len(clips)))
+    a = ["".join(t) for t in alone]
+    b = ["".join(together[i]) for i in range(len(clips))]
+    changed = sum(edit_distance(x, y) for x, y in zip(a, b, strict=True))
+    stats = model.batch_stats()
+    print(
+        f"onnx {'int8' if quantize else 'fp32'}, {len(clips)} streams at once on one call slot: {same}/{len(clips)} "
+        f"streams with their alone step texts, {1 - changed / max(sum(map(len, a)), 1):.1%} of the characters; "
+        f"{stats['encoder_mean_batch']:.2f} streams per encoder call, {stats['decoder_mean_batch']:.2f} per decoder "
+        f"call; {wall:.1f} s against {one_by_one:.1f} s one after the other"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--audio", type=Path, nargs="+", default=sorted(Path("tests/data/utterances").glob("*.wav")))
+    parser.add_argument("--batched", action="store_true", help="also run the clips as concurrent batched streams")
+    args = parser.parse_args(argv)
+    folder = args.model_dir
+    models = {
+        "torch fp32": OnlineModel(str(folder), "cpu", 1, quantize=False),
+        "onnx fp32": OnnxOnlineModel(str(folder), find_online_onnx(folder, quantize=False), ncpu=1),
+        "torch int8": OnlineModel(str(folder), "cpu", 1, quantize=True),
+        "onnx int8": OnnxOnlineModel(str(folder), find_online_onnx(folder, quantize=True), ncpu=1),
+    }
+    times: dict[str, list[float]] = {name: [] for name in models}
+    texts: dict[str, list[list[str]]] = {name: [] for name in models}
+    for path in args.audio:
+        x = sf.read(path, dtype="float32")[0]
+        x = x if x.ndim == 1 else x.mean(axis=1)
+        for name, model in models.items():
+            texts[name].append(run(model, x, times[name]))
+    steps = sum(len(t) for t in texts["torch fp32"])
+    same = sum(
+        a == b
+        for ta, tb in zip(texts["torch fp32"], texts["onnx fp32"], strict=True)
+        for a, b in zip(ta, tb, strict=True)
+    )
+    print(f"{len(args.audio)} clips, {steps} steps; ONNX fp32 step texts equal to PyTorch fp32's: {same}/{steps}")
+    for fp32, int8 in (("torch fp32", "torch int8"), ("onnx fp32", "onnx int8")):
+        a = ["".join(t) for t in texts[fp32]]
+        b = ["".join(t) for t in texts[int8]]
+        changed = sum(edit_distance(x, y) for x, y in zip(a, b, strict=True))
+        total = sum(len(x) for x in a)
+        print(f"{int8} vs {fp32}: {1 - changed / total:.1%} of {total} characters agree ({changed} edits)")
+    if args.batched:
+        for precision in ("fp32", "int8"):
+            batched(folder, args.audio, texts[f"onnx {precision}"], precision == "int8")
+    print("| model | median s per 600 ms chunk (1 thread) | vs torch int8 |")
+    print("|---|---|---|")
+    base = statistics.median(times["torch int8"])
+    for name in models:
+        median = statistics.median(times[name])
+        print(f"| {name} | {median:.3f} | {median / base:.2f} |")
+    return 0 if same == steps else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
