@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
+import soundfile as sf
 
+from asr.engine import Engine
+from asr.errors import HotwordsUnsupportedError, LanguageUnsupportedError, UnknownModelError
+from asr.sensevoice import SegmentResult, Tags, parse_tags, strip_tags, to_sentences
+from conftest import UTTERANCE, make_settings
 from testmodels import sensevoice as svmodels
 
 
 def digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="session")
-def tiny_sensevoice(tiny_models):
-    return svmodels.build_tiny_sensevoice(tiny_models.vad.parent)
 
 
 def test_tiny_folder_has_the_published_layout_and_loads_with_funasr(tiny_sensevoice):
@@ -69,3 +71,136 @@ def test_full_vocabulary_has_the_published_size_and_tag_ids(tmp_path):
     }.items():
         assert sp.id_to_piece(index) == tag
     assert sp.encode("<|zh|><|NEUTRAL|><|Speech|><|woitn|>", out_type=int)[-4:] == [24884, 25004, 24993, 25017]
+
+
+# ------------------------------------------------------------------------------------------ tags
+def test_tags_become_fields_and_never_stay_in_the_text():
+    text, tags = parse_tags("<|yue|><|ANGRY|><|Laughter|><|woitn|>你好 world")
+    assert (text, tags) == ("你好 world", Tags("yue", "angry", ("laughter",)))
+    # Speech is the ordinary case (no event); unknown and repeated tags go too; the first of a kind wins.
+    text, tags = parse_tags("<|en|><|NEUTRAL|><|Speech|><|withitn|>Hi <|BGM|>there<|ja|><|made_up|> <|BGM|>")
+    assert (text, tags) == ("Hi there", Tags("en", "neutral", ("music",)))
+    assert parse_tags("") == ("", Tags())
+
+
+def test_word_times_only_where_the_alignment_spells_the_text():
+    found = SegmentResult(2.0, 4.0, {"text": "x", "timestamp": [[0, 300], [300, 900]], "words": ["▁hello", "世"]})
+    (sentence,) = to_sentences([replace(found, result={**found.result, "text": "<|en|>hello 世"})], duration=10.0)
+    assert [(w.text, w.start, w.end) for w in sentence.words] == [("hello", 2.0, 2.3), ("世", 2.3, 2.9)]
+    assert (sentence.start, sentence.end, sentence.language) == (2.0, 4.0, "en")
+    (other,) = to_sentences([replace(found, result={**found.result, "text": "another text"})], duration=10.0)
+    assert other.words == [] and (other.start, other.end) == (2.0, 4.0)
+    # A segment that says nothing but its tags (music alone) gives no sentence.
+    assert to_sentences([replace(found, result={"text": "<|nospeech|><|BGM|>"})], duration=10.0) == []
+
+
+# ------------------------------------------------------------------------------------------ engine
+@pytest.fixture(scope="module")
+def sv_engine(tiny_models, tiny_sensevoice, tmp_path_factory):
+    settings = make_settings(
+        tiny_models,
+        tmp_path_factory.mktemp("sv"),
+        enable_sensevoice=True,
+        sensevoice_model_dir=tiny_sensevoice,
+        enable_spk=True,
+        spk_model_dir=tiny_models.spk,
+        default_hotwords="达摩院",
+    )
+    engine = Engine(settings.engine_config())
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def sv_bare(tiny_models, tiny_sensevoice, sv_engine):
+    """FunASR's own pipeline on the same folders: SenseVoice-Small with the same VAD, nothing of the engine."""
+    from funasr import AutoModel
+
+    return AutoModel(
+        model=str(tiny_sensevoice),
+        vad_model=str(tiny_models.vad),
+        device="cpu",
+        disable_update=True,
+        disable_pbar=True,
+        disable_log=True,
+        ncpu=sv_engine._sensevoice.kwargs["ncpu"],
+    )
+
+
+@pytest.fixture(scope="module")
+def vad(tiny_models):
+    from funasr import AutoModel
+
+    return AutoModel(model=str(tiny_models.vad), disable_update=True, disable_pbar=True, disable_log=True)
+
+
+@pytest.mark.parametrize("language", [None, "yue", "en"])
+def test_engine_text_equals_bare_automodel(sv_engine, sv_bare, language):
+    samples, _ = sf.read(UTTERANCE, dtype="float32")
+    bare = sv_bare.generate(input=samples, language=language or "auto", use_itn=False, batch_size_s=300)[0]
+    r = sv_engine.transcribe(UTTERANCE, model="sensevoice", language=language)
+    assert r.text and r.text == strip_tags(bare["text"])
+    assert r.model == "sensevoice" and r.hotwords == []  # the default hotwords are SeACo's only
+    assert "<|" not in r.text and all("<|" not in s.text for s in r.sentences)
+
+
+def test_long_file_sentences_are_the_vad_segments(sv_engine, sv_bare, vad, long_wav):
+    samples, _ = sf.read(long_wav, dtype="float32")
+    r = sv_engine.transcribe(long_wav, model="sensevoice")
+    assert r.text == strip_tags(sv_bare.generate(input=samples, use_itn=False, batch_size_s=300)[0]["text"])
+    segments = [(a / 1000, b / 1000) for a, b in vad.generate(input=samples)[0]["value"]]
+    assert len(r.sentences) > 10
+    spans = [(s.start, s.end) for s in r.sentences]
+    # each sentence spans one VAD segment (ms on FunASR's grid, in seconds here)
+    assert all(any(abs(a - x) < 1e-6 and abs(b - y) < 1e-6 for x, y in segments) for a, b in spans), spans
+    assert spans == sorted(spans)
+    assert " ".join(s.text for s in r.sentences) == r.text
+    assert 0.0 < r.confidence <= 1.0
+
+
+def test_choosing_the_model_and_what_each_refuses(sv_engine):
+    assert sv_engine.models == ["paraformer", "sensevoice"]
+    seaco = sv_engine.transcribe(UTTERANCE, model="whisper-1")  # OpenAI clients' default name: the default model
+    assert seaco.model == "paraformer" and seaco.hotwords == ["达摩院"]
+    assert sv_engine.transcribe(UTTERANCE).text == seaco.text
+    with pytest.raises(HotwordsUnsupportedError) as refused:
+        sv_engine.transcribe(UTTERANCE, model="sensevoice", hotwords="达摩院")
+    assert refused.value.code == "hotwords_unsupported" and "热词" in refused.value.message("zh")
+    with pytest.raises(LanguageUnsupportedError):
+        sv_engine.transcribe(UTTERANCE, model="sensevoice", language="fr")
+    with pytest.raises(UnknownModelError) as unknown:
+        sv_engine.transcribe(UTTERANCE, model="gpt-9")
+    assert "paraformer, sensevoice" in str(unknown.value)
+    assert sv_engine.transcribe(UTTERANCE, model="SenseVoice", hotwords="").model == "sensevoice"
+
+
+def test_an_engine_without_sensevoice_says_so(engine):
+    assert engine.models == ["paraformer"]
+    with pytest.raises(UnknownModelError):
+        engine.transcribe(UTTERANCE, model="sensevoice")
+
+
+def test_itn_and_speakers_work_with_sensevoice(sv_engine, long_wav):
+    spoken = sv_engine.transcribe(long_wav, model="sensevoice")
+    written = sv_engine.transcribe(long_wav, model="sensevoice", itn=True, diarize=True)
+    assert written.text_spoken == spoken.text
+    assert written.speakers >= 1 and all(s.speaker is not None for s in written.sentences)
+    assert [(s.start, s.end, s.language) for s in written.sentences] == [
+        (s.start, s.end, s.language) for s in spoken.sentences
+    ]
+
+
+def test_both_models_at_once_give_what_each_gives_alone(sv_engine):
+    alone = {m: sv_engine.transcribe(UTTERANCE, model=m, hotwords="") for m in ("paraformer", "sensevoice")}
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(sv_engine.transcribe, UTTERANCE, model=m, hotwords="") for m in list(alone) * 3]
+        together = [f.result() for f in futures]
+    for r in together:
+        assert (r.text, r.sentences) == (alone[r.model].text, alone[r.model].sentences)
+
+
+def test_streamed_segments_carry_no_tags(sv_engine, long_wav):
+    seen = []
+    r = sv_engine.transcribe(long_wav, model="sensevoice", on_segment=seen.append)
+    assert seen and all("<|" not in s.text for s in seen)
+    assert [s.text for s in seen if s.text] == [s.text for s in r.sentences]
