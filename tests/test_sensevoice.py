@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -13,7 +15,8 @@ import soundfile as sf
 from asr.engine import Engine
 from asr.errors import HotwordsUnsupportedError, LanguageUnsupportedError, UnknownModelError
 from asr.sensevoice import SegmentResult, Tags, parse_tags, strip_tags, to_sentences
-from conftest import UTTERANCE, make_settings
+from asr.subtitles import tag_label
+from conftest import UTTERANCE, make_settings, service_settings
 from testmodels import sensevoice as svmodels
 
 
@@ -204,3 +207,88 @@ def test_streamed_segments_carry_no_tags(sv_engine, long_wav):
     r = sv_engine.transcribe(long_wav, model="sensevoice", on_segment=seen.append)
     assert seen and all("<|" not in s.text for s in seen)
     assert [s.text for s in seen if s.text] == [s.text for s in r.sentences]
+
+
+# ------------------------------------------------------------------------------------------ files, UI, jobs
+def test_tags_in_subtitles_are_opt_in():
+    from asr.engine import Sentence
+    from asr.subtitles import to_srt, to_txt, to_vtt
+
+    sentences = [
+        Sentence("你好", 0.0, 1.0, language="yue", emotion="angry", events=["laughter"]),
+        Sentence("hello there", 1.5, 2.0, language="en", emotion="neutral"),
+    ]
+    assert "[" not in to_srt(sentences) + to_vtt(sentences)
+    assert to_txt(sentences) == "你好 hello there\n"
+    assert "[yue · angry · laughter] 你好" in to_srt(sentences, tags=True)
+    assert "[en] hello there" in to_vtt(sentences, tags=True)
+    assert to_txt(sentences, tags=True) == "[yue · angry · laughter] 你好\n[en] hello there\n"
+
+
+def test_ui_single_and_batch_with_sensevoice(sv_engine, tmp_path):
+    import csv
+    import secrets
+    from types import SimpleNamespace
+
+    from results.access import OWNER_COOKIE, ResultAccess
+    from webui.batch import CSV_NAME, transcribe_batch
+    from webui.single import transcribe_file
+
+    settings = service_settings(sv_engine, tmp_path)
+    access = ResultAccess.from_settings(settings)
+    browser = SimpleNamespace(headers={"cookie": f"{OWNER_COOKIE}={secrets.token_urlsafe(32)}"})
+    # The hotword box is hidden for SenseVoice: whatever it held is not sent.
+    text, _, details, table, files = transcribe_file(
+        sv_engine, settings, access, str(UTTERANCE), "达摩院", 1, browser, model="sensevoice", tags=True
+    )
+    assert text == sv_engine.transcribe(UTTERANCE, model="sensevoice").text
+    assert table["headers"][2:5] == ["Language", "Emotion", "Events"] or table["headers"][2:5] == [
+        "语种",
+        "情绪",
+        "事件",
+    ]
+    assert len(table["data"][0]) == len(table["headers"]) and "SenseVoice" in details
+    srt = next(p for p in files if p.endswith(".srt"))
+    first_cue = Path(srt).read_text(encoding="utf-8").split("\n")[2]
+    label = tag_label(sv_engine.transcribe(UTTERANCE, model="sensevoice").sentences[0])
+    assert first_cue.startswith(label) if label else "<|" not in first_cue
+    *_, last = transcribe_batch(sv_engine, settings, access, [str(UTTERANCE)], "", 1, browser, model="sensevoice")
+    csv_file = next(p for p in last[2] if p.endswith(CSV_NAME))
+    with open(csv_file, encoding="utf-8-sig") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["model"] == "sensevoice" and row["status"] == "ok" and "languages" in row
+
+
+def test_a_job_with_sensevoice(sv_engine, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+
+    app = create_app(service_settings(sv_engine, tmp_path, job_lease_s=3.0), sv_engine, load=False)
+    try:
+        with TestClient(app) as client:
+            with open(UTTERANCE, "rb") as f:
+                refused = client.post(
+                    "/v1/jobs", files=[("file", (UTTERANCE.name, f))], data={"model": "sensevoice", "hotwords": "x"}
+                )
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "hotwords_unsupported"
+            with open(UTTERANCE, "rb") as f:
+                response = client.post(
+                    "/v1/jobs",
+                    files=[("file", (UTTERANCE.name, f))],
+                    data={"model": "sensevoice", "response_format": "verbose_json", "language": "en"},
+                )
+            assert response.status_code == 202, response.text
+            job_id = response.json()["id"]
+            deadline = time.time() + 60
+            while (view := client.get(f"/v1/jobs/{job_id}").json())["status"] not in ("done", "failed"):
+                assert time.time() < deadline
+                time.sleep(0.05)
+            assert view["status"] == "done" and view["model"] == "sensevoice"
+            body = client.get(f"/v1/jobs/{job_id}/result", params={"file": 0}).json()
+            direct = sv_engine.transcribe(UTTERANCE, model="sensevoice", language="en")
+            assert body["text"] == direct.text and body["model"] == "sensevoice"
+            assert [s["language"] for s in body["segments"]] == [s.language for s in direct.sentences]
+    finally:
+        sv_engine.remove_observer(app.state.api.metrics.observe_transcription)
+
