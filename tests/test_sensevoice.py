@@ -292,3 +292,36 @@ def test_a_job_with_sensevoice(sv_engine, tmp_path):
     finally:
         sv_engine.remove_observer(app.state.api.metrics.observe_transcription)
 
+
+# ------------------------------------------------------------------------------------------ WebSocket
+def test_funasr_websocket_2pass_finals_with_svs_lang(sv_engine, tmp_path):
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+    from test_funasr_ws import expect_error, send_utterance
+
+    app = create_app(service_settings(sv_engine, tmp_path, max_streams=2), sv_engine, load=False)
+    clip, rate = sf.read(UTTERANCE, dtype="int16")
+    audio = np.concatenate([clip, np.zeros(int(2.5 * rate), dtype=np.int16)]).tobytes()
+    try:
+        client = TestClient(app)
+        with client.websocket_connect("/", subprotocols=["binary"]) as ws:
+            answers = send_utterance(
+                ws, {"mode": "2pass", "wav_name": "svs", "svs_lang": "yue", "svs_itn": False, "hotwords": ""}, audio
+            )
+            finals = [a for a in answers if a["mode"] == "2pass-offline" and a["text"]]
+            assert finals and any(a["mode"] == "2pass-online" for a in answers)  # partials still stream
+            # SenseVoice's sentences (they carry its fields), cut by the streaming VAD, no tags in the text
+            assert all("<|" not in a["text"] and "language" in a["stamp_sents"][0] for a in finals)
+        with client.websocket_connect("/", subprotocols=["binary"]) as ws:
+            # Without svs_lang the finals are SeACo's (FunASR's runtime ignores the fields for a Paraformer).
+            answers = send_utterance(ws, {"mode": "2pass", "wav_name": "seaco"}, audio)
+            seaco = [a for a in answers if a["mode"] == "2pass-offline" and a["text"]]
+            assert seaco and all("language" not in s for a in seaco for s in a["stamp_sents"])
+        with client.websocket_connect("/", subprotocols=["binary"]) as ws:
+            ws.send_text(json.dumps({"mode": "2pass", "svs_lang": "auto", "hotwords": '{"达摩院": 20}'}))
+            ws.send_bytes(audio[:3200])
+            expect_error(ws, "hotwords_unsupported", 1008)
+    finally:
+        sv_engine.remove_observer(app.state.api.metrics.observe_transcription)
