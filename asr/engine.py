@@ -184,6 +184,8 @@ class Engine:
         #: SenseVoice-Small's AutoModel (asr.sensevoice), loaded when ENABLE_SENSEVOICE is on; always PyTorch.
         self._sensevoice: Any = None
         self.sensevoice_batcher: CrossRequestBatcher | None = None
+        #: "torch" or "onnx" (its encoder on ONNX Runtime, `asr.onnx.sensevoice`) once SenseVoice is loaded.
+        self.sensevoice_backend: str | None = None
         #: "torch" or "onnx" once loaded (ENGINE_BACKEND=auto picks ONNX Runtime on CPU when an export exists).
         self.backend: str | None = None
         self._model_lock = threading.Lock()
@@ -291,6 +293,14 @@ class Engine:
         self._sensevoice = build_automodel(
             spec.sensevoice, spec.vad, spec.device, self.config.ncpu or os.cpu_count() or 1
         )
+        self.sensevoice_backend = "torch"
+        encoder = self._sensevoice_onnx_encoder(spec)
+        if encoder is not None:
+            from .onnx.backend import default_threads
+            from .onnx.sensevoice import use_onnx_encoder
+
+            use_onnx_encoder(self._sensevoice.model, encoder, default_threads(self.config.ncpu))
+            self.sensevoice_backend = "onnx"
         self.sensevoice_batcher = CrossRequestBatcher(
             self._model_condition,
             lambda: self._inside_for[SENSEVOICE],
@@ -299,6 +309,23 @@ class Engine:
             urgent_waiting=lambda: self._urgent_waiting,
         )
         patch_sensevoice_model(self._sensevoice, self.sensevoice_batcher)
+
+    def _sensevoice_onnx_encoder(self, spec: ModelSpec) -> Path | None:
+        """SenseVoice's exported encoder when ENGINE_BACKEND picks ONNX for it: `onnx`, or `auto` on a CPU, and the
+        folder has `encoder.onnx`. Without the export it runs on PyTorch (it is optional, unlike SeACo's)."""
+        from .onnx.sensevoice import ENCODER_FILE, encoder_file
+
+        backend = self.config.engine_backend
+        if backend == "torch" or (backend == "auto" and not spec.device.startswith("cpu")):
+            return None
+        found = encoder_file(spec.sensevoice or "")
+        if found is None and backend == "onnx":
+            logger.warning(
+                "ENGINE_BACKEND=onnx but SenseVoice has no %s (python -m asr.onnx.sensevoice --model-dir ...): "
+                "SenseVoice runs on PyTorch",
+                ENCODER_FILE,
+            )
+        return found
 
     @property
     def models(self) -> list[str]:
@@ -624,6 +651,7 @@ class Engine:
             "punc_model": spec.punc if spec else None,
             "spk_model": spec.spk if spec else None,
             "sensevoice_model": spec.sensevoice if spec else None,
+            "sensevoice_backend": self.sensevoice_backend,
             "models": self.models,
             "device": spec.device if spec else None,
             "backend": self.backend or (_planned_backend(self, spec) if spec else self.config.engine_backend),

@@ -325,3 +325,47 @@ def test_funasr_websocket_2pass_finals_with_svs_lang(sv_engine, tmp_path):
             expect_error(ws, "hotwords_unsupported", 1008)
     finally:
         sv_engine.remove_observer(app.state.api.metrics.observe_transcription)
+
+
+def test_health_and_system_info_name_sensevoice_without_its_path(sv_engine, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+    from webui.sysinfo import info_markdown, system_info
+
+    settings = service_settings(sv_engine, tmp_path)
+    app = create_app(settings, sv_engine, load=False)
+    try:
+        public = TestClient(app).get("/health").json()
+    finally:
+        sv_engine.remove_observer(app.state.api.metrics.observe_transcription)
+    folder = str(Path(sv_engine.spec.sensevoice).parent)
+    assert public["models"] == ["paraformer", "sensevoice"] and public["sensevoice_model"] == "tiny-sensevoice"
+    assert folder not in str(public)
+    data = system_info(sv_engine, settings)
+    assert data["sensevoice_model"] == "tiny-sensevoice" and "tiny-sensevoice" in info_markdown(data, "en")
+    assert folder not in info_markdown(data, "en")
+
+
+# ------------------------------------------------------------------------------------------ ONNX
+def test_onnx_encoder_gives_the_torch_text(sv_engine, tiny_models, tiny_sensevoice, tmp_path, long_wav):
+    import shutil
+
+    from asr.onnx.sensevoice import export_encoder
+
+    folder = tmp_path / "tiny-sensevoice"
+    shutil.copytree(tiny_sensevoice, folder)
+    export_encoder(folder)
+    settings = make_settings(
+        tiny_models, tmp_path, enable_sensevoice=True, sensevoice_model_dir=folder, engine_backend="auto"
+    )
+    engine = Engine(settings.engine_config())
+    engine.load()
+    assert engine.sensevoice_backend == "onnx" and sv_engine.sensevoice_backend == "torch"
+    for path in (UTTERANCE, long_wav):
+        onnx = engine.transcribe(path, model="sensevoice")
+        torch = sv_engine.transcribe(path, model="sensevoice")
+        assert onnx.text == torch.text and [(s.start, s.end) for s in onnx.sentences] == [
+            (s.start, s.end) for s in torch.sentences
+        ]
+        assert onnx.confidence == pytest.approx(torch.confidence, abs=1e-4)
