@@ -369,3 +369,17 @@ def test_onnx_encoder_gives_the_torch_text(sv_engine, tiny_models, tiny_sensevoi
             (s.start, s.end) for s in torch.sentences
         ]
         assert onnx.confidence == pytest.approx(torch.confidence, abs=1e-4)
+
+
+def test_benchmark_table_has_a_row_per_run():
+    from bench.sensevoice import markdown
+
+    runs = {"paraformer": {"audio_s": 120.0, "wall_s": 10.0, "x_realtime": 12.0, "sentences": 5, "rss_after_mib": 9}}
+    summary = {
+        "reports": [
+            {"config": "paraformer", "backend": "torch", "rss_loaded_mib": 3000, "runs": {}},
+            {"config": "both", "backend": "torch", "rss_loaded_mib": 4000, "runs": runs},
+        ]
+    }
+    table = markdown(summary).splitlines()
+    assert len(table) == 4 and "(load only)" in table[2] and "| 12.0 |" in table[3]
