@@ -78,8 +78,9 @@ def model_controls(engine: Engine, prefix: str) -> tuple[gr.Radio, gr.Checkbox]:
 def hide_hotwords_for(picker: gr.Radio, *boxes: Any) -> None:
     """SenseVoice takes no hotwords: its hotword boxes hide while it is chosen (what is sent is what is seen)."""
 
-    def shown(model: str | None) -> list[Any]:
-        return [gr.update(visible=model != "sensevoice") for _ in boxes]
+    def shown(model: str | None) -> Any:
+        updates = [gr.update(visible=model != "sensevoice") for _ in boxes]
+        return updates[0] if len(updates) == 1 else updates  # Gradio takes a list for one output as its value
 
     picker.change(shown, picker, list(boxes), queue=False, api_visibility="private")
 
