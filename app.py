@@ -65,6 +65,10 @@ def health_payload(
         "status": status,
         "version": __version__,
         "model": model_name(spec.asr if spec else str(settings.model_dir or settings.model)),
+        # What `model=` may choose (SenseVoice once loaded), and SenseVoice's id or folder name when configured.
+        "models": engine.models,
+        "sensevoice_model": model_name(spec.sensevoice) if spec else None,
+        "sensevoice_backend": engine.sensevoice_backend,
         "device": spec.device if spec else None,
         "device_info": device,
         "gpu_warning": device["warning"] if device else None,
@@ -92,7 +96,11 @@ def health_payload(
     if engine.state == "error":
         body["detail"] = engine.load_error if admin else message("model_not_ready.failed")
     if admin:
-        body["model_paths"] = {"asr": spec.asr, "vad": spec.vad, "punc": spec.punc, "spk": spec.spk} if spec else None
+        body["model_paths"] = (
+            {"asr": spec.asr, "vad": spec.vad, "punc": spec.punc, "spk": spec.spk, "sensevoice": spec.sensevoice}
+            if spec
+            else None
+        )
     return (200 if status == "ok" else 503), body
 
 

@@ -195,7 +195,7 @@ cmd_install() {
     exit 1
   fi
   "${pip[@]}" check
-  "$VENV/bin/python" -m testmodels --vad --tiny --tiny-online
+  "$VENV/bin/python" -m testmodels --vad --tiny --tiny-online --tiny-sensevoice
   local env_file="${ENV_FILE:-.env}"
   [[ "$env_file" == /* ]] || env_file="$ROOT/$env_file"     # relative to the project folder, as for the app
   [[ -f "$env_file" ]] || cp .env.example "$env_file"

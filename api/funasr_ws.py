@@ -130,20 +130,35 @@ class Utterance:
     itn: bool | None = None
     #: Hotword lists named by id or name (our `hotword_list`); their words come before `hotwords`.
     hotword_lists: tuple[str, ...] = ()
+    #: FunASR's SenseVoice fields: `svs_lang` (auto, zh, yue, en, ja, ko) makes the finals (2pass-offline, offline)
+    #: SenseVoice's where the server runs it; `svs_itn` is their written form (our ITN step).
+    svs_lang: str | None = None
+    svs_itn: bool | None = None
+
+    def final_model(self, models: list[str]) -> str | None:
+        """ "sensevoice" for an utterance that sent `svs_lang` to a server that runs it; else the default (None),
+        as FunASR's runtime ignores the SenseVoice fields when its offline model is a Paraformer."""
+        return "sensevoice" if self.svs_lang is not None and "sensevoice" in models else None
 
     @property
     def pcm(self) -> bool:
         return self.wav_format == "pcm"
 
-    def stream_config(self, hotwords: list[str] | None) -> StreamConfig:
+    def stream_config(self, hotwords: list[str] | None, final_model: str | None = None) -> StreamConfig:
         return StreamConfig(
             mode="online" if self.mode == "online" else "2pass",
             chunk_size=self.chunk_size,
             encoder_look_back=self.encoder_look_back,
             decoder_look_back=self.decoder_look_back,
             hotwords=hotwords,
-            itn=self.itn,
+            itn=self.final_itn(final_model),
+            final_model=final_model,
+            language=self.svs_lang if final_model else None,
         )
+
+    def final_itn(self, final_model: str | None) -> bool | None:
+        """The finals' written form: `svs_itn` for SenseVoice finals when sent, else `itn`."""
+        return self.svs_itn if final_model and self.svs_itn is not None else self.itn
 
 
 @dataclass
@@ -291,8 +306,28 @@ def parse_utterance(message: dict, previous: Utterance | None) -> Utterance:
         encoder_look_back=_int(message, "encoder_chunk_look_back", base.encoder_look_back, 0, 16),
         decoder_look_back=_int(message, "decoder_chunk_look_back", base.decoder_look_back, 0, 16),
         itn=itn,
+        svs_lang=_svs_lang(message, base.svs_lang),
+        svs_itn=_svs_itn(message, base.svs_itn),
         hotword_lists=parse_list_refs(message["hotword_list"]) if "hotword_list" in message else base.hotword_lists,
     )
+
+
+def _svs_lang(message: dict, previous: str | None) -> str | None:
+    if "svs_lang" not in message:
+        return previous
+    value = message["svs_lang"]
+    if not isinstance(value, str):
+        raise StreamError("svs_lang must be a language: auto, zh, yue, en, ja or ko", "bad_svs_lang")
+    return value.strip().lower() or "auto"
+
+
+def _svs_itn(message: dict, previous: bool | None) -> bool | None:
+    if "svs_itn" not in message:
+        return previous
+    value = message["svs_itn"]
+    if value in (0, 1):  # true/false as FunASR's clients send them; 1 and 0 mean the same
+        return bool(value)
+    raise StreamError("svs_itn must be true or false", "bad_itn")
 
 
 def parse_list_refs(value: Any) -> tuple[str, ...]:
@@ -324,6 +359,8 @@ def stamp_sents(result: Transcription, offset_s: float = 0.0) -> list[dict[str, 
                 "ts_list": [[_ms(w.start, offset_s), _ms(w.end, offset_s)] for w in words],
             }
         )
+        if result.model == "sensevoice":  # ours: what SenseVoice said of the sentence (docs/streaming.md)
+            sents[-1].update(language=sentence.language, emotion=sentence.emotion, events=list(sentence.events))
     return sents
 
 
@@ -595,11 +632,20 @@ async def _start(api: Any, conn: Connection) -> None:
             words = api.hotword_lists.request_hotwords(list(utterance.hotword_lists), own, conn.owner)
         return None if words is None else api.engine.resolve_hotwords(words)
 
+    final_model = utterance.final_model(api.engine.models)
+
     def prepare() -> list[str] | None:
         """The utterance's hotwords and its streaming session, in one trip to a worker thread."""
-        words = hotwords()
+        if final_model is not None:
+            # SenseVoice finals: no hotwords (a clear error for a stream that sends some), a language it knows.
+            api.engine.check_request(
+                final_model, utterance.hotwords or list(utterance.hotword_lists), utterance.svs_lang
+            )
+            words: list[str] | None = []
+        else:
+            words = hotwords()
         if utterance.mode != "offline":
-            config = utterance.stream_config(words)
+            config = utterance.stream_config(words, final_model)
             try:
                 if conn.session is None:
                     conn.session = StreamSession(api.engine, config, defer_finals=True)
@@ -689,8 +735,14 @@ async def _finish_offline(websocket: WebSocket, api: Any, conn: Connection, utte
             call = dict(source=samples, sample_rate=utterance.audio_fs)
         else:
             call = dict(source=audio)
+        final_model = utterance.final_model(api.engine.models)
         transcribe = partial(
-            api.engine.transcribe, hotwords=conn.hotwords, name=utterance.wav_name or "stream", itn=utterance.itn
+            api.engine.transcribe,
+            hotwords=conn.hotwords,
+            name=utterance.wav_name or "stream",
+            itn=utterance.final_itn(final_model),
+            model=final_model,
+            language=utterance.svs_lang if final_model else None,
         )
         result = await _unless_the_client_leaves(websocket, conn, transcribe, **call)
         api.metrics.stream_audio_seconds.labels("offline").inc(result.duration)

@@ -30,6 +30,7 @@ from .errors import APIError, bad_request, language, not_ready, sentence, unavai
 from .hotword_lists import request_hotwords
 from .metrics import PREFIX, Metrics
 from .openapi import ERROR_RESPONSES, JOB_BODY, JOB_RESPONSES, NOT_FOUND, error_response
+from .routes import MODEL_IDS as _MODEL_IDS
 from .routes import render, services
 from .routing import ServiceRoute, caller, require_key
 from .uploads import RESPONSE_FORMATS, JobUpload, job_upload
@@ -80,6 +81,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "error": job.error,
         "cancel_requested": job.cancel_requested,
         "response_format": job.options.get("response_format", "json"),
+        "model": _MODEL_IDS.get(job.options.get("model") or "paraformer", job.options.get("model")),
         "progress": {
             "audio_seconds_done": round(done, 3),
             "audio_seconds_total": None if total is None else round(total, 3),
@@ -124,7 +126,8 @@ async def create_job(
     request: Request, owner: Owner = Depends(caller), upload: JobUpload = Depends(job_upload)
 ) -> JSONResponse:
     form = upload.form
-    form.hotwords = await request_hotwords(request, list(form.hotword_lists), form.hotwords)
+    if form.model != "sensevoice":  # SenseVoice takes none: not even the default list (api.uploads.check_model)
+        form.hotwords = await request_hotwords(request, list(form.hotword_lists), form.hotwords)
     uploads = [Upload(f.filename or "", f.file) for f in upload.files]
     job = await run_in_threadpool(
         submit_named,
@@ -140,6 +143,9 @@ async def create_job(
         num_speakers=form.num_speakers,
         granularities=sorted(form.granularities),
         itn=form.itn,
+        model=form.model,
+        language=form.language,
+        tags=form.tags,
     )
     return JSONResponse(job_view(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
@@ -226,7 +232,9 @@ async def job_result(
         raise APIError(
             409, f"No result for file {index} ({record.name}): {reason}", code="no_result", outcome="conflict"
         )
-    response = render(result, fmt, frozenset(job.options.get("granularities") or []))
+    response = render(
+        result, fmt, frozenset(job.options.get("granularities") or []), tags=bool(job.options.get("tags"))
+    )
     response.headers.update(PRIVATE)
     return response
 
@@ -240,7 +248,9 @@ def _zip(service: JobService, job: Job, fmt: str) -> Response:
         for index, record in enumerate(job.files):
             result = service.result(job, index)
             if result is not None:
-                body = render(result, fmt, frozenset(job.options.get("granularities") or [])).body
+                body = render(
+                    result, fmt, frozenset(job.options.get("granularities") or []), tags=bool(job.options.get("tags"))
+                ).body
                 archive.writestr(f"{index + 1:03d}_{_entry_stem(record.name)}.{EXTENSIONS[fmt]}", body)
         archive.writestr("job.json", json.dumps(job_view(job), ensure_ascii=False, indent=1))
     return Response(

@@ -68,8 +68,20 @@ JOB_RESPONSES = {
 }
 
 _OPTIONS: dict[str, Any] = {
-    "model": {"type": "string", "description": "Ignored: this server runs one model (OpenAI clients send it)."},
-    "language": {"type": "string", "description": "zh (or empty): the service recognises Mandarin only."},
+    "model": {
+        "type": "string",
+        "description": "The model, by its id in GET /v1/models: seaco-paraformer (the default; also whisper-1, "
+        "what OpenAI clients send) or sensevoice where the server runs it. Another id is a 400 unknown_model.",
+    },
+    "tags": {
+        "type": "boolean",
+        "description": "sensevoice: lead each sentence of text, srt and vtt with its language, emotion and events, "
+        "as [yue · angry · laughter].",
+    },
+    "language": {
+        "type": "string",
+        "description": "seaco-paraformer: zh (or empty). sensevoice: auto (or empty), zh, yue, en, ja or ko.",
+    },
     "prompt": {"type": "string", "description": "Read as hotwords when `hotwords` is absent."},
     "hotwords": {
         "type": "string",

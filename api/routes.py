@@ -31,7 +31,11 @@ from .routing import ServiceRoute, require_key
 from .transcription_stream import stream_transcription
 from .uploads import Place, TranscriptionUpload, admitted, transcription_upload
 
-MODEL_ID = "seaco-paraformer"
+#: The ids `/v1/models` lists, by the engine's model names; each is also a name `model=` accepts.
+MODEL_IDS = {"paraformer": "seaco-paraformer", "sensevoice": "sensevoice"}
+MODEL_ID = MODEL_IDS["paraformer"]
+#: OpenAI's `language` in verbose_json is the language's English name.
+LANGUAGE_NAMES = {"zh": "chinese", "yue": "cantonese", "en": "english", "ja": "japanese", "ko": "korean"}
 
 router = APIRouter(route_class=ServiceRoute)
 
@@ -56,13 +60,13 @@ def services(request: Request) -> APIServices:
 # ------------------------------------------------------------------------------------------ routes
 @router.get("/v1/models", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
 async def list_models(request: Request) -> JSONResponse:
-    card = {
-        "id": MODEL_ID,
-        "object": "model",
-        "created": int(services(request).engine.started_at),
-        "owned_by": "funasr",
-    }
-    return JSONResponse({"object": "list", "data": [card]})
+    """The models this server runs (SeACo-Paraformer, and SenseVoice when loaded); `model=` chooses by id."""
+    engine = services(request).engine
+    cards = [
+        {"id": MODEL_IDS[name], "object": "model", "created": int(engine.started_at), "owned_by": "funasr"}
+        for name in engine.models
+    ]
+    return JSONResponse({"object": "list", "data": cards})
 
 
 @router.post(
@@ -77,11 +81,19 @@ async def create_transcription(
     upload: TranscriptionUpload = Depends(transcription_upload),
 ) -> Response:
     engine, form = services(request).engine, upload.form
-    form.hotwords = await request_hotwords(request, list(form.hotword_lists), form.hotwords)
+    if form.model != "sensevoice":  # SenseVoice takes none: not even the default list (api.uploads.check_model)
+        form.hotwords = await request_hotwords(request, list(form.hotword_lists), form.hotwords)
     if form.stream:  # input errors are HTTP errors: the audio is checked before the stream starts
         audio = await run_in_threadpool(engine.decode, upload.data, name=upload.name)
         return stream_transcription(
-            engine, audio, hotwords=form.hotwords, itn=form.itn, lang=language(request), release=place.hand_over()
+            engine,
+            audio,
+            hotwords=form.hotwords,
+            itn=form.itn,
+            lang=language(request),
+            release=place.hand_over(),
+            model=form.model,
+            language=form.language,
         )  # the stream's worker frees the place
     result = await run_in_threadpool(
         engine.transcribe,
@@ -91,8 +103,10 @@ async def create_transcription(
         diarize=form.diarize,
         num_speakers=form.num_speakers,
         itn=form.itn,
+        model=form.model,
+        language=form.language,
     )
-    return render(result, form.response_format, form.granularities)
+    return render(result, form.response_format, form.granularities, tags=form.tags)
 
 
 @router.get(
@@ -109,15 +123,19 @@ async def metrics(request: Request) -> Response:
 
 
 # ------------------------------------------------------------------------------------------ response
-def render(result: Transcription, response_format: str, granularities: frozenset[str] = frozenset()) -> Response:
+def render(
+    result: Transcription, response_format: str, granularities: frozenset[str] = frozenset(), *, tags: bool = False
+) -> Response:
+    """The answer in `response_format`; `tags` puts SenseVoice's language, emotion and events before each
+    sentence of text, SRT and VTT (`asr.subtitles.tag_label`)."""
     if response_format == "text":
-        if result.speakers:
-            return PlainTextResponse(to_txt(result.sentences))  # one line per turn, 说话人N：
+        if result.speakers or (tags and result.model == "sensevoice"):
+            return PlainTextResponse(to_txt(result.sentences, tags=tags))  # one line per turn, 说话人N：
         return PlainTextResponse(result.text + "\n")
     if response_format == "srt":
-        return PlainTextResponse(to_srt(result.sentences))
+        return PlainTextResponse(to_srt(result.sentences, tags=tags))
     if response_format == "vtt":
-        return PlainTextResponse(to_vtt(result.sentences), media_type="text/vtt")
+        return PlainTextResponse(to_vtt(result.sentences, tags=tags), media_type="text/vtt")
     if response_format == "verbose_json":
         return JSONResponse(verbose_json(result, granularities))
     return JSONResponse({"text": result.text})
@@ -128,13 +146,15 @@ def verbose_json(result: Transcription, granularities: frozenset[str] = frozense
 
     Segments come unless only words were asked for, as with OpenAI; `words` (OpenAI's shape: word, start,
     end) when timestamp_granularities has `word`, then each segment lists its own words too. A segment has
-    `speaker` (1, 2, ...) when the request asked for speakers.
+    `speaker` (1, 2, ...) when the request asked for speakers. With SenseVoice each segment also has
+    `language`, `emotion` and `events` (docs/api.md: SenseVoice), and `language` is the one most sentences have.
     """
     with_words = "word" in granularities
     with_segments = "segment" in granularities or not granularities
     body: dict = {
         "task": "transcribe",
-        "language": "chinese",
+        "language": _language_of(result),
+        "model": MODEL_IDS.get(result.model, result.model),
         "duration": round(result.duration, 3),
         "text": result.text,
         # The words the model was biased with: the named lists' and the request's own (or the default list).
@@ -158,6 +178,8 @@ def verbose_json(result: Transcription, granularities: frozenset[str] = frozense
             }
             if s.speaker is not None:
                 segment["speaker"] = s.speaker
+            if result.model == "sensevoice":
+                segment.update(language=s.language, emotion=s.emotion, events=list(s.events))
             if with_words:
                 segment["words"] = [_word_json(w) for w in s.words]
             segments.append(segment)
@@ -167,6 +189,15 @@ def verbose_json(result: Transcription, granularities: frozenset[str] = frozense
     body["confidence"] = round(result.confidence, 4)
     body["usage"] = {"type": "duration", "seconds": math.ceil(result.duration)}
     return body
+
+
+def _language_of(result: Transcription) -> str:
+    """OpenAI's language name: SenseVoice's most frequent sentence language (by duration), else Chinese."""
+    spoken: dict[str, float] = {}
+    for s in result.sentences:
+        if s.language in LANGUAGE_NAMES:
+            spoken[s.language] = spoken.get(s.language, 0.0) + s.end - s.start
+    return LANGUAGE_NAMES[max(spoken, key=spoken.__getitem__)] if spoken else "chinese"
 
 
 def _word_json(word: Word) -> dict:

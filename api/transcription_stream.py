@@ -52,12 +52,14 @@ def stream_transcription(
     lang: Lang,
     release: Callable[[], None],
     itn: bool | None = None,
+    model: str | None = None,
+    language: str | None = None,
 ) -> StreamingResponse:
     """Start transcribing `audio` now and answer with its events; `release()` runs when the work has ended.
 
     With ITN (`itn`, None: the engine's setting) each delta is written on its own, hotwords kept, so the deltas
     still add up to `transcript.text.done`'s text."""
-    protected = engine.resolve_hotwords(hotwords)
+    protected = engine.resolve_hotwords(hotwords) if engine.resolve_model(model) == "paraformer" else []
     written_form = (
         (lambda text: engine.itn.written(text, protected)) if (engine.config.itn if itn is None else itn) else None
     )
@@ -75,7 +77,12 @@ def stream_transcription(
 
     def work() -> None:
         try:
-            tell("done", engine.transcribe(audio, hotwords=hotwords, on_segment=on_segment, itn=itn))
+            tell(
+                "done",
+                engine.transcribe(
+                    audio, hotwords=hotwords, on_segment=on_segment, itn=itn, model=model, language=language
+                ),
+            )
         except ClientGoneError:
             logger.info("streamed transcription of %s stopped: the client went away", audio.name or "upload")
         except Exception as exc:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 
-from asr.errors import FileTooLargeError
+from asr.engine import Engine
+from asr.errors import FileTooLargeError, HotwordsUnsupportedError
+from asr.sensevoice import SENSEVOICE
 from messages import Lang
 
 from .errors import APIError, bad_request, from_asr_error, language, not_ready, too_large, unavailable
@@ -39,6 +41,14 @@ class TranscriptionForm:
     stream: bool = False
     #: Written form (ITN); None: the server's ITN setting.
     itn: bool | None = None
+    #: OpenAI's `model` (the engine's names, `asr.engine.MODEL_ALIASES`); None: the default model.
+    model: str | None = None
+    #: OpenAI's `language`, lower case (None: not given; the model's check is the engine's).
+    language: str | None = None
+    #: `hotwords` came from OpenAI's `prompt` (no `hotwords` field): a model without hotwords ignores it.
+    prompt_as_hotwords: bool = False
+    #: text/SRT/VTT lead each sentence with SenseVoice's tags (`[yue · angry · laughter]`); opt-in.
+    tags: bool = False
 
 
 @dataclass
@@ -105,7 +115,8 @@ async def transcription_upload(request: Request) -> AsyncIterator[TranscriptionU
     lang = language(request)
     async with request.form(max_files=1, max_fields=50) as form:
         params = parse_form(form)
-        api.engine.check_speakers(params.diarize, params.num_speakers)  # before reading the upload
+        check_model(api.engine, params)  # before reading the upload
+        api.engine.check_speakers(params.diarize, params.num_speakers)
         file = params.file
         max_bytes = api.engine.limits.max_bytes
         if file.size is not None and file.size > max_bytes:
@@ -127,6 +138,7 @@ async def job_upload(request: Request) -> AsyncIterator[JobUpload]:
     )
     async with request.form(max_files=s.job_max_files + 1, max_fields=50) as form:
         params = parse_form(form, require_file=False)
+        check_model(api.engine, params)
         if params.stream:
             raise bad_request(
                 "A job is not streamed: follow its progress at GET /v1/jobs/{id}, or use "
@@ -172,12 +184,6 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
             param="response_format",
         )
     language = str(form.get("language") or "").strip().lower()
-    if language and language not in MANDARIN and not language.startswith("zh"):
-        raise bad_request(
-            f"This service recognizes Mandarin Chinese only; use language=zh (or leave it out), not '{language}'.",
-            param="language",
-            code="unsupported_language",
-        )
     granularities = [
         str(g) for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
     ]
@@ -216,6 +222,7 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
     # `hotwords` wins; without it the OpenAI `prompt` is read as hotwords (SeACo has no text prompt).
     # Neither: None, the engine's default list. An empty `hotwords` means "no hotwords".
     hotwords = form.get("hotwords")
+    prompt_as_hotwords = hotwords is None and bool(form.get("prompt"))
     if hotwords is None:
         hotwords = form.get("prompt") or None
     return TranscriptionForm(
@@ -228,7 +235,33 @@ def parse_form(form: FormData, *, require_file: bool = True) -> TranscriptionFor
         stream=stream,
         itn=None if form.get("itn") is None else _form_bool(form, "itn"),
         hotword_lists=tuple(str(v) for v in form.getlist("hotword_list") + form.getlist("hotword_list[]")),
+        model=str(form.get("model") or "").strip() or None,
+        language=language or None,
+        prompt_as_hotwords=prompt_as_hotwords,
+        tags=_form_bool(form, "tags"),
     )
+
+
+def check_model(engine: Engine, form: TranscriptionForm) -> None:
+    """Resolve `form.model` to the engine's name (in place) and refuse what that model cannot do: an unknown
+    model, hotwords (or hotword lists) for SenseVoice, a language it does not recognise (SeACo: Mandarin only)."""
+    form.model = engine.resolve_model(form.model)
+    if form.model == SENSEVOICE:
+        if form.prompt_as_hotwords:  # OpenAI's prompt is no hotword list for a model without hotwords
+            form.hotwords = None
+        if form.hotword_lists:
+            raise HotwordsUnsupportedError(model=SENSEVOICE)
+        engine.check_request(form.model, form.hotwords, form.language)
+        return
+    language = form.language or ""
+    if language and language not in MANDARIN and not language.startswith("zh"):
+        raise bad_request(
+            f"This model recognizes Mandarin Chinese only; use language=zh (or leave it out), or "
+            f"model=sensevoice where the server runs it, not '{language}'.",
+            param="language",
+            code="unsupported_language",
+        )
+    form.language = None  # SeACo-Paraformer takes no language
 
 
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 DEFAULT_MODEL = "iic/speech_seaco_paraformer_large_asr_nat-zh-cn-16k-common-vocab8404-pytorch"
+DEFAULT_SENSEVOICE_MODEL = "iic/SenseVoiceSmall"
 DEFAULT_ONLINE_MODEL = "iic/speech_paraformer-large_asr_nat-zh-cn-16k-common-vocab8404-online"
 
 
@@ -29,6 +30,10 @@ class EngineConfig:
     spk_model: str = "iic/speech_campplus_sv_zh-cn_16k-common"
     spk_model_dir: Path | None = None
     enable_spk: bool = False
+    # SenseVoice-Small, the second recognizer (asr.sensevoice): loaded only when enabled
+    enable_sensevoice: bool = False
+    sensevoice_model: str = DEFAULT_SENSEVOICE_MODEL
+    sensevoice_model_dir: Path | None = None
     enable_vad: bool = True
     enable_punc: bool = True
     # where and how the models run

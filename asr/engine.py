@@ -1,4 +1,5 @@
-"""The recognition engine: one SeACo-Paraformer (+ FSMN-VAD + CT-punctuation) per process.
+"""The recognition engine: one SeACo-Paraformer (+ FSMN-VAD + CT-punctuation) per process, and optionally
+SenseVoice-Small (`asr.sensevoice`) beside it, chosen per call (`transcribe(model=...)`).
 
 FunASR models are not thread-safe, so FunASR code runs under one lock inside the engine; callers
 (UI tabs, HTTP routes, benchmarks) call `transcribe()` from any thread. Decoding runs before the lock
@@ -26,15 +27,38 @@ from .batching import CrossRequestBatcher
 from .batching import urgent as marked_urgent
 from .config import EngineConfig
 from .device import resolve_device
-from .errors import ASRError, ModelLoadError, ModelNotReadyError, SpeakerCountError, SpeakersUnavailableError
+from .errors import (
+    ASRError,
+    HotwordsUnsupportedError,
+    LanguageUnsupportedError,
+    ModelLoadError,
+    ModelNotReadyError,
+    SpeakerCountError,
+    SpeakersUnavailableError,
+    UnknownModelError,
+)
 from .heap import HeapTrimmer
 from .hotwords import parse_hotwords, resolve_hotwords, to_model_argument
 from .itn import InverseNormalizer
-from .patches import patch_funasr, patch_model
+from .patches import patch_funasr, patch_model, patch_sensevoice_model
 from .segments import SegmentListener, report_segments
+from .sensevoice import LANGUAGES, PARAFORMER, SENSEVOICE
 from .speakers import MAX_SPEAKERS
 
 logger = logging.getLogger(__name__)
+
+#: The names `transcribe(model=...)` accepts, lower case. `whisper-1` is OpenAI's model name, which OpenAI
+#: clients send by default: it means the default model, so they keep working unchanged.
+MODEL_ALIASES = {
+    PARAFORMER: PARAFORMER,
+    "seaco-paraformer": PARAFORMER,
+    "seaco": PARAFORMER,
+    "whisper-1": PARAFORMER,
+    SENSEVOICE: SENSEVOICE,
+    "sensevoice-small": SENSEVOICE,
+    "sensevoicesmall": SENSEVOICE,
+    "iic/sensevoicesmall": SENSEVOICE,
+}
 
 EngineState = Literal["not_loaded", "loading", "ready", "error"]
 #: Called after every `transcribe()` with the result, or with the error it raised (metrics use it).
@@ -56,6 +80,8 @@ class Sentence:
 
     `speaker` (1 = the first to speak) is set when the request asked for speakers, else None.
     `words` are the sentence's words with their times (empty when the model gave no token timestamps).
+    `language`, `emotion` and `events` are what SenseVoice said of the sentence (`asr.sensevoice`: documented
+    names such as `yue`, `angry`, `laughter`); None and empty for SeACo-Paraformer.
     """
 
     text: str
@@ -63,6 +89,9 @@ class Sentence:
     end: float
     speaker: int | None = None
     words: list[Word] = field(default_factory=list)
+    language: str | None = None
+    emotion: str | None = None
+    events: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -92,6 +121,8 @@ class Transcription:
     text_spoken: str | None = None
     #: Time spent on ITN (not part of `processing_time`'s model work).
     itn_time: float = 0.0
+    #: Which model transcribed it: "paraformer" (SeACo-Paraformer) or "sensevoice".
+    model: str = PARAFORMER
 
     @property
     def words(self) -> list[Word]:
@@ -116,6 +147,7 @@ class ModelSpec:
     punc: str | None
     device: str
     spk: str | None = None
+    sensevoice: str | None = None
 
 
 def model_name(source: str | None) -> str | None:
@@ -149,6 +181,11 @@ class Engine:
         self._model: Any = None
         #: CAM++ and FunASR's clustering (asr.speakers), loaded when ENABLE_SPK is on.
         self._speakers: Any = None
+        #: SenseVoice-Small's AutoModel (asr.sensevoice), loaded when ENABLE_SENSEVOICE is on; always PyTorch.
+        self._sensevoice: Any = None
+        self.sensevoice_batcher: CrossRequestBatcher | None = None
+        #: "torch" or "onnx" (its encoder on ONNX Runtime, `asr.onnx.sensevoice`) once SenseVoice is loaded.
+        self.sensevoice_backend: str | None = None
         #: "torch" or "onnx" once loaded (ENGINE_BACKEND=auto picks ONNX Runtime on CPU when an export exists).
         self.backend: str | None = None
         self._model_lock = threading.Lock()
@@ -160,6 +197,8 @@ class Engine:
         self.heap = HeapTrimmer(config.heap_trim_quiet_s, enabled=config.heap_trim)
         self._waiting = 0
         self._inside = 0
+        #: Requests inside the engine per model: a model's batcher waits only for requests that bring it segments.
+        self._inside_for = {PARAFORMER: 0, SENSEVOICE: 0}
         self._urgent_waiting = 0
         self.requests_served = 0
         self.requests_failed = 0
@@ -178,6 +217,11 @@ class Engine:
             punc=_model_source(s.punc_model_dir, s.punc_model, "PUNC_MODEL_DIR") if s.enable_punc else None,
             device=resolve_device(s.device, s.engine_backend),
             spk=_model_source(s.spk_model_dir, s.spk_model, "SPK_MODEL_DIR") if s.enable_spk else None,
+            sensevoice=(
+                _model_source(s.sensevoice_model_dir, s.sensevoice_model, "SENSEVOICE_MODEL_DIR")
+                if s.enable_sensevoice
+                else None
+            ),
         )
 
     def load(self) -> None:
@@ -197,7 +241,7 @@ class Engine:
                     self._model = _build_automodel(self.spec, self.config)
                 self.batcher = CrossRequestBatcher(
                     self._model_condition,
-                    lambda: self._inside,
+                    lambda: self._inside_for[PARAFORMER],
                     max_requests=self.batch_max_requests(self.spec.device),
                     max_seconds=self.config.batch_size_s,
                     urgent_waiting=lambda: self._urgent_waiting,
@@ -205,6 +249,8 @@ class Engine:
                 patch_model(self._model, self.batcher, backend=self.backend)
                 if self.config.itn:
                     self._load_itn()  # at startup: the first request does not pay for the grammars
+                if self.spec.sensevoice:
+                    self._load_sensevoice(self.spec)
                 if self.spec.spk:
                     from .speakers import SpeakerLabeller
 
@@ -226,7 +272,8 @@ class Engine:
             # full-size ONNX server: 2290 MiB once loaded without this, 1667 with it; docs/benchmarks.md, Memory).
             self.heap.request()
             logger.info(
-                "models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s spk=%s)",
+                "models loaded in %.1f s on %s with %s, batching up to %d requests (asr=%s vad=%s punc=%s spk=%s "
+                "sensevoice=%s)",
                 self.load_seconds,
                 self.spec.device,
                 self.backend,
@@ -235,6 +282,77 @@ class Engine:
                 self.spec.vad,
                 self.spec.punc,
                 self.spec.spk,
+                self.spec.sensevoice,
+            )
+
+    def _load_sensevoice(self, spec: ModelSpec) -> None:
+        """SenseVoice-Small with its own VAD instance, batcher and patches; it shares the one model lock."""
+        from .sensevoice import build_automodel
+
+        assert spec.sensevoice is not None
+        self._sensevoice = build_automodel(
+            spec.sensevoice, spec.vad, spec.device, self.config.ncpu or os.cpu_count() or 1
+        )
+        self.sensevoice_backend = "torch"
+        encoder = self._sensevoice_onnx_encoder(spec)
+        if encoder is not None:
+            from .onnx.backend import default_threads
+            from .onnx.sensevoice import use_onnx_encoder
+
+            use_onnx_encoder(self._sensevoice.model, encoder, default_threads(self.config.ncpu))
+            self.sensevoice_backend = "onnx"
+        self.sensevoice_batcher = CrossRequestBatcher(
+            self._model_condition,
+            lambda: self._inside_for[SENSEVOICE],
+            max_requests=self.batch_max_requests(spec.device),
+            max_seconds=self.config.batch_size_s,
+            urgent_waiting=lambda: self._urgent_waiting,
+        )
+        patch_sensevoice_model(self._sensevoice, self.sensevoice_batcher)
+
+    def _sensevoice_onnx_encoder(self, spec: ModelSpec) -> Path | None:
+        """SenseVoice's exported encoder when ENGINE_BACKEND picks ONNX for it: `onnx`, or `auto` on a CPU, and the
+        folder has `encoder.onnx`. Without the export it runs on PyTorch (it is optional, unlike SeACo's)."""
+        from .onnx.sensevoice import ENCODER_FILE, encoder_file
+
+        backend = self.config.engine_backend
+        if backend == "torch" or (backend == "auto" and not spec.device.startswith("cpu")):
+            return None
+        found = encoder_file(spec.sensevoice or "")
+        if found is None and backend == "onnx":
+            logger.warning(
+                "ENGINE_BACKEND=onnx but SenseVoice has no %s (python -m asr.onnx.sensevoice --model-dir ...): "
+                "SenseVoice runs on PyTorch",
+                ENCODER_FILE,
+            )
+        return found
+
+    @property
+    def models(self) -> list[str]:
+        """The models requests may choose (`transcribe(model=...)`), the default first."""
+        return [PARAFORMER] + ([SENSEVOICE] if self._sensevoice is not None else [])
+
+    def resolve_model(self, model: str | None) -> str:
+        """The model `model=` names (`MODEL_ALIASES`; None or "": SeACo-Paraformer); UnknownModelError for one this
+        engine does not run."""
+        name = MODEL_ALIASES.get((model or PARAFORMER).strip().lower())
+        if name == PARAFORMER:
+            return name
+        if name == SENSEVOICE and (
+            self._sensevoice is not None or (self.state != "ready" and self.config.enable_sensevoice)
+        ):
+            return name  # before the load, transcribe() answers "not ready" rather than "unknown"
+        raise UnknownModelError(model=str(model)[:60], available=", ".join(self.models))
+
+    def check_request(self, model: str, hotwords: str | Sequence[str] | None, language: str | None) -> None:
+        """Raise the error a request for `model` with these hotwords and language gets, before any work is done."""
+        if model != SENSEVOICE:
+            return
+        if hotwords and parse_hotwords(hotwords, max_count=10**6, max_chars=10**6):
+            raise HotwordsUnsupportedError(model=SENSEVOICE)
+        if language and language.strip().lower() not in LANGUAGES:
+            raise LanguageUnsupportedError(
+                model=SENSEVOICE, language=language.strip()[:20], available=", ".join(LANGUAGES)
             )
 
     def batch_max_requests(self, device: str) -> int:
@@ -291,8 +409,15 @@ class Engine:
         on_segment: SegmentListener | None = None,
         urgent: bool = False,
         itn: bool | None = None,
+        model: str | None = None,
+        language: str | None = None,
     ) -> Transcription:
         """Transcribe one input. `hotwords=None` uses the default list; a given list replaces it.
+
+        `model` chooses the recognizer (`MODEL_ALIASES`: "paraformer", the default, or "sensevoice" when loaded;
+        UnknownModelError otherwise). SenseVoice takes `language` (`asr.sensevoice.LANGUAGES`; None: auto) and
+        no hotwords (HotwordsUnsupportedError for a request that sends some; the default list is not applied);
+        its sentences carry the language, emotion and events it detected. SeACo-Paraformer ignores `language`.
 
         `itn` writes numbers, dates and times in written form (`asr.itn`; None: the ITN setting); the text as
         spoken is then `text_spoken`, and every word keeps its times. Hotwords are never rewritten.
@@ -314,13 +439,18 @@ class Engine:
         self.heap.enter()
         try:
             started = time.perf_counter()
-            words = self.resolve_hotwords(hotwords)
+            chosen = self.resolve_model(model)
+            self.check_request(chosen, hotwords, language)
+            words = self.resolve_hotwords(hotwords) if chosen == PARAFORMER else []
             self.check_speakers(diarize, num_speakers)
             audio = source if isinstance(source, Audio) else self.decode(source, sample_rate=sample_rate, name=name)
             decode_time = time.perf_counter() - started
             with report_segments(on_segment) if on_segment else nullcontext():
-                result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s, urgent)
-            transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
+                if chosen == SENSEVOICE:
+                    transcription = self._sensevoice_transcription(audio, decode_time, batch_size_s, urgent, language)
+                else:
+                    result, wait_time, model_time = self._generate(audio.samples, words, batch_size_s, urgent)
+                    transcription = _to_transcription(result, audio, words, decode_time, wait_time, model_time)
             if diarize:
                 transcription = self._with_speakers(transcription, audio, num_speakers)
             if self.config.itn if itn is None else itn:
@@ -363,24 +493,65 @@ class Engine:
             return transcription
         return replace(written, itn_time=time.perf_counter() - started)
 
+    def _sensevoice_transcription(
+        self, audio: Audio, decode_time: float, batch_size_s: int | None, is_urgent: bool, language: str | None
+    ) -> Transcription:
+        from . import sensevoice
+
+        options = sensevoice.generate_options(
+            (language or "auto").strip().lower(), batch_size_s or self.config.batch_size_s
+        )
+        with sensevoice.capture() as found:
+            result, wait_time, model_time = self._generate(
+                audio.samples, [], batch_size_s, is_urgent, model=SENSEVOICE, options=options
+            )
+        processing = decode_time + model_time
+        sentences = sensevoice.to_sentences(found, audio.duration)
+        return Transcription(
+            # FunASR's merged text less its tags (the sentences joined as FunASR joins its segments)
+            text=sensevoice.strip_tags(str((result or {}).get("text") or "")),
+            confidence=sensevoice.confidence(found),
+            sentences=sentences,
+            duration=audio.duration,
+            processing_time=processing,
+            rtf=processing / audio.duration if audio.duration else 0.0,
+            decode_time=decode_time,
+            model_time=model_time,
+            wait_time=wait_time,
+            name=audio.name,
+            model=SENSEVOICE,
+        )
+
     def _generate(
-        self, samples: np.ndarray, words: list[str], batch_size_s: int | None, is_urgent: bool = False
+        self,
+        samples: np.ndarray,
+        words: list[str],
+        batch_size_s: int | None,
+        is_urgent: bool = False,
+        *,
+        model: str = PARAFORMER,
+        options: dict[str, Any] | None = None,
     ) -> tuple[dict | None, float, float]:
         if self.state != "ready":
             reason = {"loading": "loading", "error": "failed"}.get(self.state, "")
             raise ModelNotReadyError(reason=reason, detail=self.load_error or self.state)
-        kwargs: dict[str, Any] = {"batch_size_s": batch_size_s or self.config.batch_size_s}
-        hotword = to_model_argument(words)
-        if hotword:
-            kwargs["hotword"] = hotword
-        if self.spec and self.spec.vad:
-            kwargs["sentence_timestamp"] = True
-        if self.spec and self.spec.punc:
-            kwargs["return_raw_text"] = True  # the unpunctuated tokens, which the word timestamps time
+        if options is not None:
+            kwargs: dict[str, Any] = dict(options)
+        else:
+            kwargs = {"batch_size_s": batch_size_s or self.config.batch_size_s}
+            hotword = to_model_argument(words)
+            if hotword:
+                kwargs["hotword"] = hotword
+            if self.spec and self.spec.vad:
+                kwargs["sentence_timestamp"] = True
+            if self.spec and self.spec.punc:
+                kwargs["return_raw_text"] = True  # the unpunctuated tokens, which the word timestamps time
+        automodel = self._sensevoice if model == SENSEVOICE else self._model
         queued = time.perf_counter()
         with self._stats_lock:
             self._waiting += 1
             self._inside += 1
+            self._inside_for[model] += 1
             self._urgent_waiting += is_urgent
         with self._model_condition:
             with self._stats_lock:
@@ -389,10 +560,11 @@ class Engine:
             began = time.perf_counter()
             try:
                 with marked_urgent() if is_urgent else nullcontext():
-                    results = self._model.generate(input=samples, **kwargs)
+                    results = automodel.generate(input=samples, **kwargs)
             finally:
                 with self._stats_lock:
                     self._inside -= 1
+                    self._inside_for[model] -= 1
                 self._model_condition.notify_all()  # batched segments wait for every request inside
             finished = time.perf_counter()
         return (results[0] if results else None), began - queued, finished - began
@@ -478,6 +650,9 @@ class Engine:
             "vad_model": spec.vad if spec else None,
             "punc_model": spec.punc if spec else None,
             "spk_model": spec.spk if spec else None,
+            "sensevoice_model": spec.sensevoice if spec else None,
+            "sensevoice_backend": self.sensevoice_backend,
+            "models": self.models,
             "device": spec.device if spec else None,
             "backend": self.backend or (_planned_backend(self, spec) if spec else self.config.engine_backend),
             "load_seconds": self.load_seconds,

@@ -89,6 +89,24 @@ class SpeakersUnavailableError(InputError):
     code = "speakers_unavailable"
 
 
+class UnknownModelError(InputError):
+    """The request named a model this server does not run (`model=`)."""
+
+    code = "unknown_model"
+
+
+class HotwordsUnsupportedError(InputError):
+    """Hotwords were sent to a model that cannot use them (SenseVoice has no hotword biasing)."""
+
+    code = "hotwords_unsupported"
+
+
+class LanguageUnsupportedError(InputError):
+    """`language=` names a language the chosen model does not recognise."""
+
+    code = "unsupported_language"
+
+
 class SpeakerCountError(InputError):
     code = "bad_speaker_count"
 

@@ -23,6 +23,11 @@ the outside in, in this order:
                                                                           punctuation forward on ONNX Runtime; the
                                                                           same AutoModel around them       [onnx]
 
+SenseVoice-Small (`patch_sensevoice_model`) goes through the same VAD-path patches (time-ordered segments, the
+cross-request batcher, stop points), plus a confidence hook of its own (the CTC head's posteriors) and, outermost,
+the capture of each segment's result (`asr.sensevoice`): its tags become the sentence's language, emotion and
+events. FunASR decodes a SenseVoice batch from per-item lengths only, so batching needs no exactness patch.
+
 The streaming Paraformer (partials) gets one patch of its own (`patch_streaming_model`):
 
     StreamSinusoidalPositionEncoder.forward  positions of this step only   FunASR builds the encoding of every
@@ -59,6 +64,20 @@ def patch_model(automodel: Any, batcher: CrossRequestBatcher, *, backend: str | 
     batcher.install(automodel.model)
     install_segment_reporting(automodel)
     install_stop_points(automodel)
+
+
+def patch_sensevoice_model(automodel: Any, batcher: CrossRequestBatcher) -> None:
+    """The per-model patches for SenseVoice-Small (`asr.sensevoice`), innermost first: its confidence hook, the
+    cross-request batcher, time-ordered segments, the stop points, and outermost the per-segment capture that
+    reads each VAD segment's result (tags, word times) as FunASR's VAD path gets it back."""
+    from .sensevoice import install_capture, strip_tags
+    from .sensevoice import install_confidence_hook as install_sensevoice_confidence_hook
+
+    install_sensevoice_confidence_hook(automodel.model)
+    batcher.install(automodel.model)
+    install_segment_reporting(automodel, written=strip_tags)  # a stream never shows the tags
+    install_stop_points(automodel)
+    install_capture(automodel)
 
 
 def patch_streaming_model(model: Any) -> int:

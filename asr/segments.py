@@ -80,8 +80,12 @@ def report_segments(listener: SegmentListener) -> Iterator[None]:
         _reporting.reset(token)
 
 
-def install_segment_reporting(automodel: Any) -> None:
-    """Route a FunASR AutoModel's `inference` through the time-order decoder while a listener is set."""
+def install_segment_reporting(automodel: Any, written: Callable[[str], str] | None = None) -> None:
+    """Route a FunASR AutoModel's `inference` through the time-order decoder while a listener is set.
+
+    `written` turns a segment's model text into the text the listener gets: `written_words` (SeACo's
+    space-separated tokens) unless given (SenseVoice's text less its tags, `asr.sensevoice.strip_tags`)."""
+    to_text = written or written_words
     inference = automodel.inference
 
     def inference_in_time_order(
@@ -98,7 +102,7 @@ def install_segment_reporting(automodel: Any) -> None:
             return found
         if model is automodel.model and state.speech_input is not None:
             if state.results is None:
-                state.results = _decode_in_time_order(state, inference, model, kwargs, cfg, punctuate)
+                state.results = _decode_in_time_order(state, inference, model, kwargs, cfg, punctuate, to_text)
             keys = [_content_key(x) for x in input]
             if all(k in state.results for k in keys):
                 return [copy.deepcopy(state.results[k]) for k in keys]
@@ -122,6 +126,7 @@ def _decode_in_time_order(
     kwargs: dict,
     cfg: dict,
     punctuate: Callable[[str, dict], str],
+    written: Callable[[str], str],
 ) -> dict[bytes, dict]:
     from funasr.utils.load_utils import load_audio_text_image_video
     from funasr.utils.vad_utils import slice_padding_audio_samples
@@ -138,7 +143,7 @@ def _decode_in_time_order(
         answer = inference(pieces, input_len=None, model=model, kwargs=kwargs, **cfg)
         result = answer[0] if answer else {"text": ""}
         results[_content_key(pieces[0])] = result
-        words = written_words(str(result.get("text") or ""))
+        words = written(str(result.get("text") or ""))
         state.listener(
             SpeechSegment(
                 index=index,

@@ -86,6 +86,10 @@ class StreamConfig:
     partials: Literal["online", "redecode"] = "online"
     #: redecode: the open segment is decoded once it is this long.
     min_partial_s: float = 0.3
+    #: The engine model of the final pass (and redecode drafts): None is the default (SeACo-Paraformer);
+    #: "sensevoice" with `language` (FunASR's `svs_lang`). Partials always come from the streaming Paraformer.
+    final_model: str | None = None
+    language: str | None = None
 
     @property
     def chunk_samples(self) -> int:
@@ -99,6 +103,8 @@ class ClosedSegment:
     samples: np.ndarray
     hotwords: str | list[str] | None
     itn: bool | None = None
+    model: str | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -333,10 +339,23 @@ class StreamSession:
                     "",
                     start / SAMPLE_RATE,
                     end / SAMPLE_RATE,
-                    closed=ClosedSegment(segment.copy(), self.config.hotwords, self.config.itn),
+                    closed=ClosedSegment(
+                        segment.copy(),
+                        self.config.hotwords,
+                        self.config.itn,
+                        self.config.final_model,
+                        self.config.language,
+                    ),
                 )
             ]
-        result = self._transcribe(segment, self.config.hotwords, urgent=True, itn=self.config.itn)
+        result = self._transcribe(
+            segment,
+            self.config.hotwords,
+            urgent=True,
+            itn=self.config.itn,
+            model=self.config.final_model,
+            language=self.config.language,
+        )
         if result is None:
             return []
         return [StreamResult("final", result.text, start / SAMPLE_RATE, end / SAMPLE_RATE, result)]
@@ -344,7 +363,8 @@ class StreamSession:
     def final(self, closed: StreamResult) -> StreamResult:
         """The `final` result of a `closed` one (thread-safe: it only calls the engine, ahead of file jobs)."""
         assert closed.closed is not None
-        result = self._transcribe(closed.closed.samples, closed.closed.hotwords, urgent=True, itn=closed.closed.itn)
+        c = closed.closed
+        result = self._transcribe(c.samples, c.hotwords, urgent=True, itn=c.itn, model=c.model, language=c.language)
         return replace(closed, kind="final", text=result.text if result else "", transcription=result, closed=None)
 
     def _draft(self) -> list[StreamResult]:
@@ -355,7 +375,14 @@ class StreamSession:
         if tail.size < self.config.min_partial_s * SAMPLE_RATE:
             return []
         # A draft of a segment that will be transcribed again when it closes: not a request of its own.
-        result = self._transcribe(tail, self.config.hotwords, record=False, itn=False)
+        result = self._transcribe(
+            tail,
+            self.config.hotwords,
+            record=False,
+            itn=False,
+            model=self.config.final_model,
+            language=self.config.language,
+        )
         if result is None:
             return []
         return [StreamResult("draft", result.text, u.open_start / SAMPLE_RATE, u.received / SAMPLE_RATE, result)]
@@ -368,6 +395,8 @@ class StreamSession:
         record: bool = True,
         urgent: bool = False,
         itn: bool | None = None,
+        model: str | None = None,
+        language: str | None = None,
     ) -> Transcription | None:
         # A sentence someone is waiting to read is urgent: file jobs give way to it (asr.batching).
         self._decoded += samples.size
@@ -380,6 +409,8 @@ class StreamSession:
                 record=record,
                 urgent=urgent,
                 itn=itn,
+                model=model,
+                language=language,
             )
         except InputError as exc:  # a blip shorter than the minimum length: nothing to say
             logger.debug("stream segment skipped: %s", exc)

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from asr.config import DEFAULT_MODEL, DEFAULT_ONLINE_MODEL, EngineConfig
+from asr.config import DEFAULT_MODEL, DEFAULT_ONLINE_MODEL, DEFAULT_SENSEVOICE_MODEL, EngineConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +66,19 @@ class Settings(BaseSettings):
         False,
         description="Load the speaker model so requests may ask who spoke each sentence "
         "(diarize=true / the speakers checkbox); off: such requests get a clear error.",
+    )
+    enable_sensevoice: bool = Field(
+        False,
+        description="Load SenseVoice-Small as a second model (zh, yue, en, ja, ko, with language, emotion and "
+        "audio events) that requests choose with model=sensevoice; off: only SeACo-Paraformer runs.",
+    )
+    sensevoice_model: str = Field(
+        DEFAULT_SENSEVOICE_MODEL,
+        description="SenseVoice-Small model id (ModelScope), used when sensevoice_model_dir is empty and "
+        "enable_sensevoice is on.",
+    )
+    sensevoice_model_dir: Path | None = Field(
+        None, description="Local SenseVoice-Small folder; overrides `sensevoice_model`."
     )
     enable_vad: bool = Field(True, description="Split long audio at pauses (needed for files over ~1 minute).")
     enable_punc: bool = Field(True, description="Add punctuation to the text.")
@@ -274,6 +287,7 @@ class Settings(BaseSettings):
         "vad_model_dir",
         "punc_model_dir",
         "spk_model_dir",
+        "sensevoice_model_dir",
         "onnx_model_dir",
         "online_model_dir",
         "webui_auth",
@@ -293,6 +307,7 @@ class Settings(BaseSettings):
         "model_dir",
         "vad_model_dir",
         "punc_model_dir",
+        "sensevoice_model_dir",
         "onnx_model_dir",
         "online_model_dir",
     )

@@ -222,6 +222,9 @@ class JobService:
         granularities: list[str] | None = None,
         itn: bool | None = None,
         verification: VerificationSpec | None = None,
+        model: str | None = None,
+        language: str | None = None,
+        tags: bool = False,
     ) -> Job:
         """Store the files and queue the job. Raises JobError (bad request) or QueueFull (busy).
 
@@ -240,6 +243,8 @@ class JobService:
                 f"A job takes at most {s.job_max_files} files (JOB_MAX_FILES); this one has {len(uploads)}.",
                 code="too_many_files",
             )
+        model = self.engine.resolve_model(model)  # an unknown model, or hotwords it cannot use: refused now
+        self.engine.check_request(model, hotwords, language)
         self.engine.resolve_hotwords(hotwords)  # a bad hotword list is refused now, not found out by a worker
         if verification is not None:
             self.engine.resolve_hotwords(verification.hotwords_a)
@@ -262,6 +267,9 @@ class JobService:
                 "num_speakers": num_speakers,
                 "granularities": sorted(granularities or []),
                 "itn": itn,  # None: the ITN setting of the replica that runs it
+                "model": model,  # "paraformer" or "sensevoice" (asr.engine.MODEL_ALIASES)
+                "language": language,
+                "tags": tags,
                 **(verification.to_options() if verification is not None else {}),
             },
         )
@@ -768,6 +776,8 @@ class JobService:
                                 diarize=bool(options.get("diarize")),
                                 num_speakers=options.get("num_speakers"),
                                 itn=options.get("itn"),
+                                model=options.get("model"),
+                                language=options.get("language"),
                             )
                 if spec is None:
                     self.files.write_result(job.id, index, result)

@@ -53,6 +53,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "本服务器未启用说话人区分（管理员可设置 ENABLE_SPK=true 开启）",
         "speaker labels are off on this server: its admin can turn them on with ENABLE_SPK=true",
     ),
+    "unknown_model": (
+        "本服务器没有模型“{model}”，可用的模型：{available}",
+        "this server has no model '{model}'; the models it runs: {available}",
+    ),
+    "hotwords_unsupported": (
+        "模型 {model} 不支持热词：请去掉热词，或改用 paraformer 模型",
+        "the model {model} cannot use hotwords: send none, or choose the model paraformer",
+    ),
+    "unsupported_language": (
+        "模型 {model} 不支持语言“{language}”，可选：{available}",
+        "the model {model} does not recognise the language '{language}'; it takes: {available}",
+    ),
     "bad_speaker_count": (
         "说话人数应在 1 到 {limit} 之间，收到的是 {count}",
         "the number of speakers must be between 1 and {limit}, not {count}",

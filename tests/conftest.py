@@ -133,6 +133,14 @@ def tiny_models() -> TinyModels:
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_sensevoice(tiny_models: TinyModels) -> Path:
+    """The tiny random-weight SenseVoice-Small folder (testmodels.sensevoice), beside the other tiny models."""
+    from testmodels.sensevoice import build_tiny_sensevoice
+
+    return build_tiny_sensevoice(tiny_models.vad.parent)
+
+
 def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
     values = dict(
         model_dir=models.asr,

@@ -65,6 +65,8 @@ def build_ui(
                     batch["speakers"],
                     batch["num_speakers"],
                     batch["itn"],
+                    batch["model"],
+                    batch["tags"],
                 )
                 attach_batch_jobs(jobs, settings, access, inputs, tabs, blocks)
             if settings.enable_live_tab:

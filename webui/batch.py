@@ -25,9 +25,12 @@ from results import Result, ResultAccess
 from .common import (
     BATCH_SIZE_MAX,
     batch_size_s,
+    hide_hotwords_for,
     itn_control,
     kept_for,
     labelled_text,
+    model_controls,
+    model_hotwords,
     request_owner,
     safe_stem,
     speaker_controls,
@@ -40,7 +43,39 @@ from .i18n import lang_of, t, tr
 logger = logging.getLogger(__name__)
 
 #: `speakers`: how many were told apart (empty when not asked); `text` then has one `说话人N：` line per turn.
-CSV_FIELDS = ["file", "duration_s", "confidence", "status", "error", "speakers", "text", "processing_s"]
+#: `model`: which model transcribed the file; `languages`, `emotions`, `events`: SenseVoice's, each value once, in
+#: the order they first occur, space-separated (empty for SeACo-Paraformer).
+CSV_FIELDS = [
+    "file",
+    "duration_s",
+    "confidence",
+    "status",
+    "error",
+    "speakers",
+    "text",
+    "processing_s",
+    "model",
+    "languages",
+    "emotions",
+    "events",
+]
+
+
+def _described(result: Transcription) -> dict[str, str]:
+    """The CSV's SenseVoice columns for one result: what its sentences said, each value once."""
+
+    def once(values: list[str]) -> str:
+        return " ".join(dict.fromkeys(v for v in values if v))
+
+    sentences = result.sentences
+    return {
+        "model": result.model,
+        "languages": once([s.language or "" for s in sentences]),
+        "emotions": once([s.emotion or "" for s in sentences]),
+        "events": once([e for s in sentences for e in s.events]),
+    }
+
+
 CSV_NAME = "results.csv"
 HISTORY_MAX = 20
 
@@ -94,6 +129,8 @@ def transcribe_batch(
     speakers: bool | None = False,
     num_speakers: float | None = 0,
     itn: bool | None = None,
+    model: str | None = None,
+    tags: bool | None = False,
 ) -> Iterator[BatchUpdate]:
     """Yields (status Markdown, results table, downloads) after each file; downloads come with the last."""
     lang = lang_of(request)
@@ -133,12 +170,13 @@ def transcribe_batch(
         try:
             result: Transcription | None = engine.transcribe(
                 path,
-                hotwords=hotwords,
+                hotwords=model_hotwords(model, hotwords),
                 name=name,
                 batch_size_s=size_s,
                 diarize=diarize,
                 num_speakers=count,
                 itn=itn,
+                model=model,
             )
             error = ""
         except ASRError as exc:
@@ -148,7 +186,7 @@ def transcribe_batch(
             result, error = None, message("internal", lang)
         if result is not None:
             ok += 1
-            write_result_files(result, folder, f"{index + 1:03d}_{safe_stem(name)}")
+            write_result_files(result, folder, f"{index + 1:03d}_{safe_stem(name)}", tags=bool(tags))
             rows[index] = [
                 name,
                 round(result.duration, 2),
@@ -166,6 +204,7 @@ def transcribe_batch(
                     "speakers": result.speakers if diarize else "",
                     "text": labelled_text(result),
                     "processing_s": round(result.processing_time, 3),
+                    **_described(result),
                 }
             )
         else:
@@ -181,6 +220,10 @@ def transcribe_batch(
                     "speakers": "",
                     "text": "",
                     "processing_s": "",
+                    "model": model or "paraformer",
+                    "languages": "",
+                    "emotions": "",
+                    "events": "",
                 }
             )
         _write_csv(csv_path, records)
@@ -231,11 +274,13 @@ def create_batch_tab(
         with gr.Row():
             with gr.Column(scale=1):
                 files = gr.File(label=t("audio_files"), file_count="multiple", type="filepath", elem_id="batch-files")
+                model, tags = model_controls(engine, "batch")
                 words = gr.Textbox(
                     label=t("hotwords"), info=t("hotwords_info"), lines=2, value=", ".join(engine.default_hotwords)
                 )
                 if pick_list is not None:  # the jobs button sends this box too
                     pick_list(words)
+                hide_hotwords_for(model, words)
                 batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"), info=t("batch_size_info"))
                 speakers, num_speakers = speaker_controls(engine, "batch")
                 itn = itn_control(settings, "batch")
@@ -273,6 +318,8 @@ def create_batch_tab(
         label_speakers: bool | None,
         speaker_count: float | None,
         written_numbers: bool | None,
+        recognizer: str | None,
+        with_tags: bool | None,
         request: gr.Request,
         progress: gr.Progress = gr.Progress(),
     ) -> Iterator[BatchUpdate]:
@@ -288,6 +335,8 @@ def create_batch_tab(
             label_speakers,
             speaker_count,
             written_numbers,
+            recognizer,
+            with_tags,
         )
 
     def earlier_batches(request: gr.Request) -> tuple[dict[str, list], list[str]]:
@@ -295,7 +344,7 @@ def create_batch_tab(
 
     event = button.click(
         run,
-        [files, words, batch, speakers, num_speakers, itn],
+        [files, words, batch, speakers, num_speakers, itn, model, tags],
         [status, table, downloads],
         api_name="transcribe_batch",
         concurrency_id="model",
@@ -314,5 +363,7 @@ def create_batch_tab(
         "speakers": speakers,
         "num_speakers": num_speakers,
         "itn": itn,
+        "model": model,
+        "tags": tags,
         "table": table,
     }

@@ -56,6 +56,40 @@ def speaker_controls(engine: Engine, prefix: str) -> tuple[gr.Checkbox, gr.Numbe
     return checkbox, count
 
 
+#: The model picker's choices: label, engine name.
+MODEL_CHOICES = [("SeACo-Paraformer", "paraformer"), ("SenseVoice-Small", "sensevoice")]
+
+
+def model_controls(engine: Engine, prefix: str) -> tuple[gr.Radio, gr.Checkbox]:
+    """The model picker and the tags checkbox, shown only where the server runs SenseVoice (ENABLE_SENSEVOICE)."""
+    shown = engine.config.enable_sensevoice
+    picker = gr.Radio(
+        MODEL_CHOICES,
+        value="paraformer",
+        label=t("model"),
+        info=t("model_info"),
+        visible=shown,
+        elem_id=f"{prefix}-model",
+    )
+    tags = gr.Checkbox(value=False, label=t("tags"), info=t("tags_info"), visible=shown, elem_id=f"{prefix}-tags")
+    return picker, tags
+
+
+def hide_hotwords_for(picker: gr.Radio, *boxes: Any) -> None:
+    """SenseVoice takes no hotwords: its hotword boxes hide while it is chosen (what is sent is what is seen)."""
+
+    def shown(model: str | None) -> Any:
+        updates = [gr.update(visible=model != "sensevoice") for _ in boxes]
+        return updates[0] if len(updates) == 1 else updates  # Gradio takes a list for one output as its value
+
+    picker.change(shown, picker, list(boxes), queue=False, api_visibility="private")
+
+
+def model_hotwords(model: str | None, hotwords: str | None) -> str | None:
+    """The hotwords a UI request sends: none for SenseVoice (its hotword box is hidden), the box's otherwise."""
+    return "" if model == "sensevoice" else hotwords
+
+
 def itn_control(settings: Settings, prefix: str) -> gr.Checkbox:
     """The 数字规整 checkbox: written-form numbers (asr.itn), on when the ITN setting is."""
     return gr.Checkbox(value=settings.itn, label=t("itn"), info=t("itn_info"), elem_id=f"{prefix}-itn")
@@ -97,12 +131,15 @@ def details_markdown(result: Transcription, lang: str) -> str:
     ]
     if result.speakers:
         rows.append(f"| {tr('speaker_count', lang)} | {result.speakers} |")
+    if result.model == "sensevoice":
+        rows.append(f"| {tr('model_used', lang)} | SenseVoice-Small |")
     return f"| {tr('details', lang)} | |\n|---|---|\n" + "\n".join(rows)
 
 
-def sentence_headers(lang: str, with_speakers: bool = False) -> list[str]:
+def sentence_headers(lang: str, with_speakers: bool = False, with_tags: bool = False) -> list[str]:
     speaker = [tr("col_speaker", lang)] if with_speakers else []
-    return [tr("col_start", lang), tr("col_end", lang), *speaker, tr("col_text", lang)]
+    tags = [tr("col_language", lang), tr("col_emotion", lang), tr("col_events", lang)] if with_tags else []
+    return [tr("col_start", lang), tr("col_end", lang), *speaker, *tags, tr("col_text", lang)]
 
 
 def empty_tables(lang: str, headers: list) -> list[dict[str, list]]:
@@ -123,12 +160,17 @@ def localise_tables(blocks: gr.Blocks, tables: list[tuple[gr.Dataframe, Any]]) -
 
 
 def sentence_rows(result: Transcription) -> list[list[object]]:
-    if result.speakers:
-        return [
-            [f"{s.start:.2f}", f"{s.end:.2f}", speaker_label(s.speaker) if s.speaker else "", s.text]
-            for s in result.sentences
-        ]
-    return [[f"{s.start:.2f}", f"{s.end:.2f}", s.text] for s in result.sentences]
+    """One row per sentence: start, end, the speaker (with speakers), SenseVoice's language, emotion and events
+    (SenseVoice), the text: the columns of `sentence_headers(lang, result.speakers, result.model == "sensevoice")`."""
+    rows: list[list[object]] = []
+    for s in result.sentences:
+        row: list[object] = [f"{s.start:.2f}", f"{s.end:.2f}"]
+        if result.speakers:
+            row.append(speaker_label(s.speaker) if s.speaker else "")
+        if result.model == "sensevoice":
+            row += [s.language or "", s.emotion or "", ", ".join(s.events)]
+        rows.append([*row, s.text])
+    return rows
 
 
 def labelled_text(result: Transcription) -> str:
@@ -142,11 +184,18 @@ def safe_stem(name: str) -> str:
     return stem[:80] or "audio"
 
 
-def write_result_files(result: Transcription, folder: Path, stem: str) -> list[Path]:
-    """TXT, SRT, VTT and the word times (TSV, when the model gave them) for one result, in `folder`."""
+def write_result_files(result: Transcription, folder: Path, stem: str, *, tags: bool = False) -> list[Path]:
+    """TXT, SRT, VTT and the word times (TSV, when the model gave them) for one result, in `folder`; with `tags`,
+    SenseVoice's language, emotion and events lead each sentence of the TXT, SRT and VTT."""
     folder.mkdir(parents=True, exist_ok=True)
     txt = labelled_text(result) + "\n" if result.text else to_txt(result.sentences)
-    files = {f"{stem}.txt": txt, f"{stem}.srt": to_srt(result.sentences), f"{stem}.vtt": to_vtt(result.sentences)}
+    if tags and result.model == "sensevoice":
+        txt = to_txt(result.sentences, tags=True)
+    files = {
+        f"{stem}.txt": txt,
+        f"{stem}.srt": to_srt(result.sentences, tags=tags),
+        f"{stem}.vtt": to_vtt(result.sentences, tags=tags),
+    }
     if result.text_spoken is not None:  # ITN applied: the text as spoken too, in a file whose name says so
         files[f"{stem}.spoken.txt"] = result.text_spoken + "\n"
     words = to_word_tsv(result.sentences)

@@ -179,6 +179,21 @@ TEXTS: dict[str, tuple[str, str]] = {
     ),
     "num_speakers": ("说话人数（0 = 自动判断）", "Number of speakers (0 = find out)"),
     "col_speaker": ("说话人", "Speaker"),
+    "model": ("识别模型", "Model"),
+    "model_info": (
+        "SeACo-Paraformer：普通话，支持热词；SenseVoice-Small：普通话、粤语、英语、日语、韩语，给出语种、情绪和声音事件（不支持热词）",
+        "SeACo-Paraformer: Mandarin, with hotwords; SenseVoice-Small: Mandarin, Cantonese, English, Japanese, Korean, "
+        "with language, emotion and audio events (no hotwords)",
+    ),
+    "tags": ("在 TXT/SRT/VTT 中标注语种、情绪和事件", "Language, emotion and events in TXT/SRT/VTT"),
+    "tags_info": (
+        "SenseVoice：每句前加 [yue · angry · laughter] 这样的标注",
+        "SenseVoice: each sentence starts with a label such as [yue · angry · laughter]",
+    ),
+    "col_language": ("语种", "Language"),
+    "col_emotion": ("情绪", "Emotion"),
+    "col_events": ("事件", "Events"),
+    "model_used": ("模型", "Model"),
     "speaker_count": ("说话人数", "Speakers"),
     "downloads_words": ("下载结果（TXT / SRT / VTT / 逐字时间 TSV）", "Download (TXT / SRT / VTT / word times TSV)"),
     # jobs

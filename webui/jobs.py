@@ -22,8 +22,8 @@ from jobs import Job, JobError, JobService, QueueFull
 from jobs.service import Upload
 from results import Owner, Result, ResultAccess
 
-from .batch import _write_csv, _zip
-from .common import batch_size_s, request_owner, safe_stem, speaker_options, write_result_files
+from .batch import _described, _write_csv, _zip
+from .common import batch_size_s, model_hotwords, request_owner, safe_stem, speaker_options, write_result_files
 from .i18n import lang_of, t, tr
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ class BatchJobInputs:
     speakers: gr.Checkbox
     num_speakers: gr.Number
     itn: gr.Checkbox
+    model: gr.Radio
+    tags: gr.Checkbox
 
 
 def job_table_headers(lang: str) -> list[str]:
@@ -146,7 +148,8 @@ def build_downloads(service: JobService, access: ResultAccess, owner: Owner, job
         for index, f in enumerate(job.files):
             transcription = service.result(job, index)
             if transcription is not None:
-                write_result_files(transcription, folder, f"{index + 1:03d}_{safe_stem(f.name)}")
+                stem = f"{index + 1:03d}_{safe_stem(f.name)}"
+                write_result_files(transcription, folder, stem, tags=bool(job.options.get("tags")))
             records.append(
                 {
                     "file": f.name,
@@ -157,6 +160,8 @@ def build_downloads(service: JobService, access: ResultAccess, owner: Owner, job
                     "speakers": transcription.speakers or "" if transcription else "",
                     "text": transcription.text if transcription else "",
                     "processing_s": f.processing_s or "",
+                    "model": job.options.get("model") or "paraformer",
+                    **({k: v for k, v in _described(transcription).items() if k != "model"} if transcription else {}),
                 }
             )
         _write_csv(csv_path, records)
@@ -207,6 +212,8 @@ def attach_batch_jobs(
         speakers: bool | None,
         num_speakers: float | None,
         itn: bool | None,
+        model: str | None,
+        tags: bool | None,
         request: gr.Request,
     ) -> tuple[Any, ...]:
         lang = lang_of(request)
@@ -221,12 +228,14 @@ def attach_batch_jobs(
             job = service.submit(
                 owner,
                 [Upload(Path(p).name, Path(p)) for p in paths],
-                hotwords=hotwords,
+                hotwords=model_hotwords(model, hotwords),
                 batch_size_s=batch_size_s(settings, size),
                 source="ui",
                 diarize=diarize,
                 num_speakers=count,
                 itn=itn,
+                model=model,
+                tags=bool(tags),
             )
         except (JobError, QueueFull, ASRError) as exc:
             text = exc.message(lang) if isinstance(exc, ASRError) else str(exc)  # the engine's, in the UI's language
@@ -277,7 +286,16 @@ def attach_batch_jobs(
     # Not queued: submitting stores files and returns; listing reads records. Neither waits for the model.
     inputs.button.click(
         submit,
-        [inputs.files, inputs.hotwords, inputs.batch_size, inputs.speakers, inputs.num_speakers, inputs.itn],
+        [
+            inputs.files,
+            inputs.hotwords,
+            inputs.batch_size,
+            inputs.speakers,
+            inputs.num_speakers,
+            inputs.itn,
+            inputs.model,
+            inputs.tags,
+        ],
         [inputs.status, tabs, chosen, timer],
         queue=False,
         api_visibility="private",

@@ -18,8 +18,11 @@ from .common import (
     BATCH_SIZE_MAX,
     batch_size_s,
     details_markdown,
+    hide_hotwords_for,
     itn_control,
     labelled_text,
+    model_controls,
+    model_hotwords,
     request_owner,
     safe_stem,
     sentence_headers,
@@ -45,6 +48,8 @@ def transcribe_file(
     speakers: bool | None = False,
     num_speakers: float | None = 0,
     itn: bool | None = None,
+    model: str | None = None,
+    tags: bool | None = False,
     *,
     keep_files: bool = True,
 ) -> tuple[str, float, str, dict[str, list], list[str]]:
@@ -61,19 +66,23 @@ def transcribe_file(
         diarize, count = speaker_options(speakers, num_speakers)
         result = engine.transcribe(
             path,
-            hotwords=hotwords,
+            hotwords=model_hotwords(model, hotwords),
             name=name,
             batch_size_s=batch_size_s(settings, batch_size),
             diarize=diarize,
             num_speakers=count,
             itn=itn,
+            model=model,
         )
     except ASRError as exc:
         raise ui_error(exc, lang) from None
     files: list[Path] = []
     if keep_files:  # a fresh result folder in OUTPUT_DIR: only this browser (and an admin) can fetch its files
-        files = write_result_files(result, access.store.create("single", owner).folder, safe_stem(name))
-    table = {"headers": sentence_headers(lang, bool(result.speakers)), "data": sentence_rows(result)}
+        files = write_result_files(
+            result, access.store.create("single", owner).folder, safe_stem(name), tags=bool(tags)
+        )
+    headers = sentence_headers(lang, bool(result.speakers), result.model == "sensevoice")
+    table = {"headers": headers, "data": sentence_rows(result)}
     return (
         labelled_text(result),
         round(result.confidence, 4),
@@ -91,6 +100,7 @@ def create_single_tab(
         with gr.Row():
             with gr.Column(scale=1):
                 audio = gr.File(label=t("audio_file"), type="filepath", elem_id="single-file")
+                model, tags = model_controls(engine, "single")
                 words = gr.Textbox(
                     label=t("hotwords"),
                     info=t("hotwords_info"),
@@ -100,6 +110,7 @@ def create_single_tab(
                 )
                 if pick_list is not None:
                     pick_list(words)
+                hide_hotwords_for(model, words)
                 batch = gr.Slider(1, BATCH_SIZE_MAX, value=1, step=1, label=t("batch_size"), info=t("batch_size_info"))
                 speakers, num_speakers = speaker_controls(engine, "single")
                 itn = itn_control(settings, "single")
@@ -129,6 +140,8 @@ def create_single_tab(
         label_speakers: bool | None,
         speaker_count: float | None,
         written_numbers: bool | None,
+        recognizer: str | None,
+        with_tags: bool | None,
         request: gr.Request,
     ):
         return transcribe_file(
@@ -142,11 +155,13 @@ def create_single_tab(
             label_speakers,
             speaker_count,
             written_numbers,
+            recognizer,
+            with_tags,
         )
 
     button.click(
         run,
-        [audio, words, batch, speakers, num_speakers, itn],
+        [audio, words, batch, speakers, num_speakers, itn, model, tags],
         [text, confidence, details, sentences, downloads],
         api_name="transcribe",
         concurrency_id="model",

@@ -59,6 +59,7 @@ def system_info(engine: Engine, settings: Settings, lang: str = "en") -> dict[st
         "model": model_name(info["model"]),
         "vad_model": model_name(info["vad_model"]),
         "punc_model": model_name(info["punc_model"]),
+        "sensevoice_model": model_name(info["sensevoice_model"]),
         "model_state": info["state"],
         "model_load_s": info["load_seconds"],
         "load_error": message("model_not_ready.failed", "zh" if zh else "en") if info["load_error"] else None,
@@ -126,6 +127,10 @@ def info_markdown(data: dict[str, Any], lang: str) -> str:
     rows = [
         (label("模型", "Model"), f"`{data['model']}`"),
         (label("VAD / 标点模型", "VAD / punctuation"), f"`{data['vad_model']}` / `{data['punc_model']}`"),
+        (
+            label("SenseVoice 模型", "SenseVoice model"),
+            f"`{data['sensevoice_model']}`" if data["sensevoice_model"] else "-",
+        ),
         (
             label("模型状态", "Model state"),
             f"{data['model_state']}" + (f" ({data['load_error']})" if data["load_error"] else ""),

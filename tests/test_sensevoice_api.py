@@ -1,0 +1,96 @@
+"""SenseVoice over the OpenAI-compatible API on a live server: the `openai` client chooses the model per request,
+`/v1/models` lists both, verbose_json carries language, emotion and events, and hotwords to SenseVoice are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+import soundfile as sf
+from openai import OpenAI
+
+from conftest import UTTERANCE, Server, TinyModels, start_server, stop_server
+
+ROUTE = "/v1/audio/transcriptions"
+
+
+@pytest.fixture(scope="module")
+def sv_server(tiny_models: TinyModels, tiny_sensevoice, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(
+        tiny_models,
+        tmp_path_factory.mktemp("sv-server"),
+        ENABLE_SENSEVOICE="true",
+        SENSEVOICE_MODEL_DIR=str(tiny_sensevoice),
+    )
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def post(server: Server, headers: dict | None = None, **data: str) -> httpx.Response:
+    with open(UTTERANCE, "rb") as f:
+        return httpx.post(
+            server.url + ROUTE, files={"file": (UTTERANCE.name, f)}, data=data, headers=headers or {}, timeout=120
+        )
+
+
+def test_openai_client_chooses_the_model_per_request(sv_server: Server) -> None:
+    client = OpenAI(base_url=sv_server.url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list().data] == ["seaco-paraformer", "sensevoice"]
+    with open(UTTERANCE, "rb") as audio:
+        sv = client.audio.transcriptions.create(
+            model="sensevoice",
+            file=audio,
+            response_format="verbose_json",
+            timestamp_granularities=["segment"],
+            language="yue",
+        )
+    with open(UTTERANCE, "rb") as audio:
+        seaco = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json")
+    assert sv.text and seaco.text and sv.text != seaco.text  # two different models answered
+    assert sv.model_extra["model"] == "sensevoice" and seaco.model_extra["model"] == "seaco-paraformer"
+    duration = sf.info(UTTERANCE).duration
+    for segment in sv.segments:
+        extra = segment.model_extra
+        assert set(extra) >= {"language", "emotion", "events"} and isinstance(extra["events"], list)
+        assert extra["language"] in (None, "zh", "en", "yue", "ja", "ko", "nospeech")
+        assert 0 <= segment.start <= segment.end <= duration + 0.01 and "<|" not in segment.text
+    assert "<|" not in sv.text
+    assert all("emotion" not in s.model_extra for s in seaco.segments)  # SeACo has no such fields
+    with open(UTTERANCE, "rb") as audio:
+        srt = client.audio.transcriptions.create(model="sensevoice", file=audio, response_format="srt")
+    assert "<|" not in srt and srt.strip()
+
+
+def test_hotwords_to_sensevoice_are_refused_in_the_callers_language(sv_server: Server) -> None:
+    client = OpenAI(base_url=sv_server.url + "/v1", api_key="unused", max_retries=0)
+    with open(UTTERANCE, "rb") as audio, pytest.raises(openai.BadRequestError) as refused:
+        client.audio.transcriptions.create(model="sensevoice", file=audio, extra_body={"hotwords": "达摩院"})
+    error = refused.value.body
+    assert error["code"] == "hotwords_unsupported" and error["param"] == "hotwords"
+    zh = post(sv_server, {"Accept-Language": "zh-CN"}, model="sensevoice", hotwords="达摩院")
+    assert zh.status_code == 400 and "热词" in zh.json()["error"]["message"]
+    # OpenAI's prompt is read as hotwords for SeACo only: SenseVoice ignores it rather than refuse it.
+    assert post(sv_server, model="sensevoice", prompt="达摩院").status_code == 200
+
+
+def test_unknown_model_and_language_are_clear_400s(sv_server: Server) -> None:
+    unknown = post(sv_server, model="gpt-4o-transcribe")
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "unknown_model" and unknown.json()["error"]["param"] == "model"
+    assert (
+        "seaco-paraformer" in unknown.json()["error"]["message"] or "paraformer" in unknown.json()["error"]["message"]
+    )
+    french = post(sv_server, model="sensevoice", language="fr")
+    assert french.status_code == 400 and french.json()["error"]["code"] == "unsupported_language"
+    english_to_seaco = post(sv_server, model="seaco-paraformer", language="en")
+    assert english_to_seaco.status_code == 400 and "sensevoice" in english_to_seaco.json()["error"]["message"]
+
+
+def test_a_server_without_sensevoice_lists_one_model_and_refuses_it(server: Server) -> None:
+    assert [m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]] == ["seaco-paraformer"]
+    refused = post(server, model="sensevoice")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "unknown_model"
