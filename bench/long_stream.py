@@ -1,9 +1,11 @@
 """One online stream of two hours, faster than real time: does a chunk cost the same at the end as at the start?
 
     python -m bench.long_stream --audio ../shared/audio/long/long_10min.wav                 # 2 h, full-size, int8
+    python -m bench.long_stream --audio ../shared/audio/long/long_10min.wav --backend onnx      # its int8 export
     python -m bench.long_stream --audio ../shared/audio/long/long_10min.wav --hours 0.5 --fp32
 
-The streaming Paraformer (`asr.stream_models.OnlineModel`, one copy on one thread, as each of a CPU server's copies
+The streaming Paraformer (`asr.stream_models.OnlineModel` in PyTorch, or with `--backend onnx`
+`asr.onnx.online.OnnxOnlineModel` on the folder's export; one copy on one thread, as each of a CPU server's copies
 runs) decodes the file looped to `--hours`, 600 ms at a time with one cache that is never reset: an online stream
 whose speaker never stops, the case where a position or a cache that grows with the stream would show. Chunks go
 in back to back (no real-time pacing).
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block-min", type=float, default=10.0, help="minutes of audio per measured block")
     parser.add_argument("--control-every", type=int, default=4, help="long-stream chunks per control chunk")
     parser.add_argument("--fp32", action="store_true", help="the fp32 model (default: int8, ONLINE_QUANTIZE's default)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     args = parser.parse_args(argv)
 
     import soundfile as sf
@@ -49,7 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     audio, rate = sf.read(args.audio, dtype="float32")
     if rate != 16000 or audio.ndim != 1:
         parser.error(f"{args.audio} is {rate} Hz with shape {audio.shape}: a 16 kHz mono file is needed")
-    model = OnlineModel(str(args.online_model_dir), ncpu=1, quantize=not args.fp32, workers=1)
+    if args.backend == "onnx":
+        from asr.onnx.online import OnnxOnlineModel, find_online_onnx
+
+        files = find_online_onnx(args.online_model_dir, quantize=not args.fp32)
+        if files is None:
+            parser.error(
+                f"no ONNX export in {args.online_model_dir}: python -m asr.onnx.export --model-dir ... [--quantize]"
+            )
+        model = OnnxOnlineModel(str(args.online_model_dir), files, ncpu=1, workers=1)
+    else:
+        model = OnlineModel(str(args.online_model_dir), ncpu=1, quantize=not args.fp32, workers=1)
 
     def step(cache: dict, index: int) -> float:
         """CPU seconds of one chunk (the model runs on its worker thread; this one waits)."""
@@ -85,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             "control_cpu_per_audio_s": round(control_rate, 4),
             "long_vs_control": round(long_rate / control_rate, 4),
             "wall_s": round(time.perf_counter() - wall0, 1),
-            "encoder_start_idx": int(long_cache["encoder"]["start_idx"]),
+            "encoder_start_idx": int(
+                long_cache["onnx"].start_idx if "onnx" in long_cache else long_cache["encoder"]["start_idx"]
+            ),
         }
         blocks.append(block)
         print(json.dumps(block), flush=True)
@@ -94,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     corrected = blocks[-1]["long_vs_control"] / blocks[0]["long_vs_control"]
     print(
         f"last block / first block: CPU {raw:.3f} raw, {corrected:.3f} against the control stream "
-        f"(target <= 1.1: {'met' if corrected <= 1.1 else 'NOT met'}); {model.precision}, one thread"
+        f"(target <= 1.1: {'met' if corrected <= 1.1 else 'NOT met'}); {args.backend} {model.precision}, one thread"
     )
     out = ROOT / "bench" / "results" / f"long_stream-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "audio": str(args.audio),
         "model": str(args.online_model_dir),
+        "backend": args.backend,
         "precision": model.precision,
         "hours": args.hours,
         "blocks": blocks,
