@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -94,3 +98,60 @@ def test_a_server_without_sensevoice_lists_one_model_and_refuses_it(server: Serv
     assert [m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]] == ["seaco-paraformer"]
     refused = post(server, model="sensevoice")
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "unknown_model"
+
+
+#: FunASR's reference client has no `svs_lang` flag (FunASR's runtime takes the field from its HTML5 and C++
+#: clients); this launcher runs the client unchanged and adds the field to its first message, the one JSON
+#: object with `mode` and `chunk_size`.
+SVS_LAUNCHER = """
+import json, runpy, sys
+_dumps = json.dumps
+def dumps(obj, *args, **kwargs):
+    if isinstance(obj, dict) and "mode" in obj and "chunk_size" in obj:
+        obj = {**obj, "svs_lang": LANG}
+    return _dumps(obj, *args, **kwargs)
+LANG = sys.argv.pop(1)
+json.dumps = dumps
+client = sys.argv.pop(1)
+sys.argv[0] = client
+runpy.run_path(client, run_name="__main__")
+"""
+
+
+def reference_events(server: Server, tmp_path: Path, mode: str, svs_lang: str | None) -> list[dict]:
+    """The answers FunASR's reference client logged (its events.jsonl) for UTTERANCE, with `svs_lang` or without."""
+    from test_funasr_ws_live import reference_client
+
+    client = reference_client(tmp_path)
+    launcher = tmp_path / "svs_client.py"
+    launcher.write_text(SVS_LAUNCHER, encoding="utf-8")
+    host, port = server.url.removeprefix("http://").split(":")
+    logs = tmp_path / f"logs-{mode}-{svs_lang}"
+    command = [sys.executable, *([str(launcher), svs_lang] if svs_lang else []), str(client)]
+    proc = subprocess.run(
+        [*command, "--host", host, "--port", port, "--ssl", "0", "--mode", mode, "--audio_in", str(UTTERANCE)]
+        + ["--send_without_sleep", "--log_dir", str(logs)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and "connection closed normally" in proc.stdout, proc.stdout + proc.stderr
+    return [json.loads(line) for path in logs.rglob("events.jsonl") for line in path.read_text().splitlines()]
+
+
+def test_funasrs_reference_client_gets_sensevoice_finals_with_svs_lang(sv_server: Server, tmp_path: Path) -> None:
+    def api(model: str) -> str:
+        return post(sv_server, model=model).json()["text"]
+
+    # offline: the whole file, the same text as the API's SenseVoice answer (same engine, VAD and written form)
+    offline = reference_events(sv_server, tmp_path, "offline", "auto")
+    assert [e["text"] for e in offline if e["text"]] == [api("sensevoice")] != [api("seaco-paraformer")]
+    # 2pass: partials from the streaming Paraformer as always, finals from SenseVoice, never its raw tags
+    with_svs = reference_events(sv_server, tmp_path, "2pass", "auto")
+    without = reference_events(sv_server, tmp_path, "2pass", None)
+    finals = [e["text"] for e in with_svs if e["mode"] == "2pass-offline" and e["text"]]
+    seaco_finals = [e["text"] for e in without if e["mode"] == "2pass-offline" and e["text"]]
+    assert finals and seaco_finals and finals != seaco_finals
+    assert any(e["mode"] == "2pass-online" for e in with_svs)
+    assert all("<|" not in e["text"] for e in with_svs)
