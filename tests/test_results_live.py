@@ -62,7 +62,7 @@ def test_a_users_results_are_only_theirs(server: Server) -> None:
             a_http,
             server,
             "transcribe",
-            [{"path": a_upload, "meta": {"_type": "gradio.FileData"}}, "", 1, False, 0, True],
+            [{"path": a_upload, "meta": {"_type": "gradio.FileData"}}, "", 1, False, 0, True, "paraformer", False],
         )
 
     single = a.predict(handle_file(str(UTTERANCE)), "", 1, api_name="/transcribe")
@@ -102,9 +102,11 @@ def test_a_users_results_are_only_theirs(server: Server) -> None:
             assert b_http.get(f"{server.url}/gradio_api/file={folder}").status_code in (403, 404)  # no listing
         # A's upload path, given to the model as B's input: refused as if B had uploaded nothing.
         a_file = {"path": a_upload, "meta": {"_type": "gradio.FileData"}}
-        refused = _call(b_http, server, "transcribe", [a_file, "", 1, False, 0, True])
+        refused = _call(b_http, server, "transcribe", [a_file, "", 1, False, 0, True, "paraformer", False])
         assert "event: error" in refused and "event: complete" not in refused
-        assert "event: error" in _call(b_http, server, "transcribe_batch", [[a_file], "", 1, False, 0, True])
+        assert "event: error" in _call(
+            b_http, server, "transcribe_batch", [[a_file], "", 1, False, 0, True, "paraformer", False]
+        )
         assert "event: error" in _call(b_http, server, "transcribe_recording", [a_file, ""])
         assert b_http.get(f"{server.url}/v1/results").json()["data"] == []
         for path in ("/", "/config", "/gradio_api/info"):

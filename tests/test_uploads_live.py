@@ -68,8 +68,8 @@ def test_an_upload_in_gradio_temp_dir_is_its_senders_only(moved: tuple[Server, P
 
     file = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": UTTERANCE.name}
     calls = {
-        "transcribe": [file, "", 1, False, 0, True],
-        "transcribe_batch": [[file], "", 1, False, 0, True],
+        "transcribe": [file, "", 1, False, 0, True, "paraformer", False],
+        "transcribe_batch": [[file], "", 1, False, 0, True, "paraformer", False],
         "transcribe_recording": [file, ""],
     }
     for api, data in calls.items():
