@@ -141,6 +141,21 @@ def tiny_sensevoice(tiny_models: TinyModels) -> Path:
     return build_tiny_sensevoice(tiny_models.vad.parent)
 
 
+@pytest.fixture(scope="module")
+def sv_server(tiny_models: TinyModels, tiny_sensevoice: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A live server (`python app.py`) that runs SenseVoice beside SeACo-Paraformer, one per test module."""
+    srv = start_server(
+        tiny_models,
+        tmp_path_factory.mktemp("sv-server"),
+        ENABLE_SENSEVOICE="true",
+        SENSEVOICE_MODEL_DIR=str(tiny_sensevoice),
+    )
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
 def make_settings(models: TinyModels, tmp: Path, **overrides) -> Settings:
     values = dict(
         model_dir=models.asr,

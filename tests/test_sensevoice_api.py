@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,23 +14,9 @@ import pytest
 import soundfile as sf
 from openai import OpenAI
 
-from conftest import UTTERANCE, Server, TinyModels, start_server, stop_server
+from conftest import UTTERANCE, Server
 
 ROUTE = "/v1/audio/transcriptions"
-
-
-@pytest.fixture(scope="module")
-def sv_server(tiny_models: TinyModels, tiny_sensevoice, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(
-        tiny_models,
-        tmp_path_factory.mktemp("sv-server"),
-        ENABLE_SENSEVOICE="true",
-        SENSEVOICE_MODEL_DIR=str(tiny_sensevoice),
-    )
-    try:
-        yield srv
-    finally:
-        stop_server(srv)
 
 
 def post(server: Server, headers: dict | None = None, **data: str) -> httpx.Response:

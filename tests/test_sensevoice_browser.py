@@ -4,31 +4,16 @@ hotword box hidden, the text and the 语种/情绪/事件 columns shown; saves d
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import DATA, SCREENSHOT_DIR, Server, start_server, stop_server
+from conftest import DATA, SCREENSHOT_DIR, Server
 from test_webui_browser import make_driver, wait_for
 
 pytestmark = pytest.mark.browser
 
 from selenium.webdriver.common.by import By  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def sv_server(tiny_models, tiny_sensevoice, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(
-        tiny_models,
-        tmp_path_factory.mktemp("sv-browser"),
-        ENABLE_SENSEVOICE="true",
-        SENSEVOICE_MODEL_DIR=str(tiny_sensevoice),
-    )
-    try:
-        yield srv
-    finally:
-        stop_server(srv)
 
 
 def test_the_model_picker_chooses_sensevoice(sv_server: Server, tmp_path: Path) -> None:
