@@ -159,7 +159,7 @@ def test_batched_results_equal_unbatched_results(engine, batching_engine, long_w
     alone = {(p, h): engine.transcribe(p, hotwords=h) for p, h in set(work)}  # fixture engine: no batching
     assert engine.batcher is not None and engine.batcher.max_requests == 1
 
-    before = batching_engine.batcher.stats.jobs
+    before = batching_engine.batcher.stats.as_dict()
     with ThreadPoolExecutor(4) as pool:
         batched = list(pool.map(lambda item: batching_engine.transcribe(item[0], hotwords=item[1]), work))
     for (path, hotwords), result in zip(work, batched, strict=False):
@@ -169,9 +169,11 @@ def test_batched_results_equal_unbatched_results(engine, batching_engine, long_w
         assert [(s.text, s.start, s.end) for s in result.sentences] == [
             (s.text, s.start, s.end) for s in expected.sentences
         ]
-    stats = batching_engine.batcher.stats
-    assert stats.jobs > before and stats.largest_jobs > 1  # requests did share calls
-    assert stats.as_dict()["jobs_per_call"] > 1.2
+    # How many requests share a call depends on this machine's timing (decoding and VAD run outside the
+    # model lock); that some did, and that this run needed fewer calls than requests' jobs, does not.
+    after = batching_engine.batcher.stats.as_dict()
+    jobs, calls = after["jobs"] - before["jobs"], after["calls"] - before["calls"]
+    assert after["largest_jobs"] > 1 and 0 < calls < jobs
     assert batching_engine.waiting == 0 and not batching_engine.busy
 
 
