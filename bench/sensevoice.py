@@ -7,9 +7,9 @@ Each configuration runs in a child process of its own, so its memory is its own:
 - `paraformer`: the service as it runs today (SeACo-Paraformer + FSMN-VAD + CT-punctuation): memory once loaded;
 - `both`: the same with `ENABLE_SENSEVOICE=true`: memory once loaded, then the file once with each model, one
   after the other (SeACo first).
-With `--backends torch,onnx` the SeACo side also runs on ONNX Runtime (exported with `asr.onnx.export`);
-SenseVoice runs on PyTorch in every case (its ONNX backend is not built). One run each, on the same machine
-minutes apart: compare within a run. Writes bench/results/sensevoice-<time>.json and prints a Markdown table.
+With `--backends torch,onnx` both models also run on ONNX Runtime, as `ENGINE_BACKEND=onnx` serves them: SeACo
+from `asr.onnx.export`'s graphs, SenseVoice's encoder from `asr.onnx.sensevoice`'s (its CTC head and tags stay in
+PyTorch). One run each, on the same machine minutes apart: compare within a run. Writes bench/results/sensevoice-<time>.json and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def child(config: str, backend: str, audio: Path, models: Path) -> dict[str, Any
     report: dict[str, Any] = {
         "config": config,
         "backend": engine.backend,
+        "sensevoice_backend": engine.sensevoice_backend,
         "load_s": round(time.perf_counter() - started, 1),
         "rss_before_load_mib": round(before),
         "rss_loaded_mib": round(rss_mib()),
