@@ -9,7 +9,8 @@ Each configuration runs in a child process of its own, so its memory is its own:
   after the other (SeACo first).
 With `--backends torch,onnx` both models also run on ONNX Runtime, as `ENGINE_BACKEND=onnx` serves them: SeACo
 from `asr.onnx.export`'s graphs, SenseVoice's encoder from `asr.onnx.sensevoice`'s (its CTC head and tags stay in
-PyTorch). One run each, on the same machine minutes apart: compare within a run. Writes bench/results/sensevoice-<time>.json and prints a Markdown table.
+PyTorch). One run each, on the same machine minutes apart: compare within a run.
+Writes bench/results/sensevoice-<time>.json and prints a Markdown table.
 """
 
 from __future__ import annotations
