@@ -51,7 +51,7 @@ class EngineConfig:
     online_model_dir: Path | None = None
     online_quantize: bool = True
     online_backend: Literal["auto", "torch", "onnx"] = "auto"
-    online_max_batch: int = 1
+    online_max_batch: int = 8
     online_workers: int = 0
     # written form (asr.itn): ITN on by default for every transcription; a call may turn it off (or on)
     itn: bool = True

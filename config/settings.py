@@ -144,11 +144,11 @@ class Settings(BaseSettings):
         "export, python -m asr.onnx.export --model-dir <folder> [--quantize], else PyTorch), torch or onnx.",
     )
     online_max_batch: int = Field(
-        1,
+        8,
         ge=1,
         description="ONNX backend: streams whose chunks queue for the model at the same time go through one "
-        "batched call, up to this many (none waits for company); 1 = every chunk alone. Exact in fp32; in int8 a "
-        "batched stream's partials can differ from the same stream alone (one quantization scale per call).",
+        "batched call, up to this many (none waits for company); 1 = every chunk alone. Exact: a stream's partials "
+        "are the same alone or batched, fp32 and int8 (an int8 export from before per-row quantization runs alone).",
     )
     online_workers: int = Field(
         0,

@@ -171,21 +171,22 @@ def test_the_service_loads_the_onnx_streaming_model_and_says_so(
     assert settings.engine_config().online_backend == "onnx"
     model = stream_models.get_online_model(Engine(settings.engine_config()))
     assert isinstance(model, OnnxOnlineModel) and model.precision == "int8"  # ONLINE_QUANTIZE's default
-    assert model.max_batch == 1  # ONLINE_MAX_BATCH: off unless asked (int8 batches are not exact)
+    assert model.max_batch == 8  # ONLINE_MAX_BATCH's default: the int8 export batches exactly
     assert stream_models.online_model_state() == "ready (onnx, int8)"
 
 
-def test_concurrent_streams_share_calls_and_keep_their_alone_partials(exported: Path) -> None:
+@pytest.mark.parametrize("quantize", [False, True], ids=["fp32", "int8"])
+def test_concurrent_streams_share_calls_and_keep_their_alone_partials(exported: Path, quantize: bool) -> None:
     """Eight streams at once on one call slot: the chunks that queue behind a call go through one batched call, and
-    each stream's partials (fp32) are exactly its partials alone."""
+    each stream's partials are exactly its partials alone (int8 too: its activations are quantized per row)."""
     clips = [read(p) for p in UTTERANCES]
     streams = [
         clips[i % len(clips)][: 16000 * 6] if i < len(clips) else clips[i % len(clips)][::-1].copy() for i in range(8)
     ]
-    alone_model = onnx_model(exported, quantize=False)
+    alone_model = onnx_model(exported, quantize=quantize)
     alone = [steps(alone_model, s) for s in streams]
     assert alone_model.batch_stats()["encoder_mean_batch"] == 1.0
-    shared = onnx_model(exported, quantize=False, workers=1, max_batch=8)
+    shared = onnx_model(exported, quantize=quantize, workers=1, max_batch=8)
 
     class Slow:
         """The tiny model's calls take a millisecond; 20 ms make the other streams' chunks queue as behind a big one."""
@@ -215,6 +216,23 @@ def test_concurrent_streams_share_calls_and_keep_their_alone_partials(exported: 
     assert stats["encoder_mean_batch"] > 1.5 and stats["decoder_mean_batch"] > 1.5, stats
     assert [together[i] for i in range(len(streams))] == alone
     assert sum(bool(t) for a in alone for t in a) > 20
+
+
+def test_an_int8_export_from_before_per_row_quantization_runs_its_chunks_alone(
+    exported: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its one activation scale per call would let a batch's streams change each other's partials: max_batch 1."""
+    from asr.onnx.export import _quantize
+
+    folder = tmp_path / "old-export"
+    shutil.copytree(exported, folder)
+    for name in onnx_file_names("ParaformerStreaming", False):
+        _quantize(folder / name)  # quantize_dynamic alone, as the export did before
+    with caplog.at_level("WARNING", logger="asr.onnx.online"):
+        old = onnx_model(folder, quantize=True, max_batch=8)
+    assert old.max_batch == 1
+    assert "re-export" in caplog.text and "--quantize" in caplog.text
+    assert onnx_model(exported, quantize=True, max_batch=8).max_batch == 8
 
 
 def test_a_batch_error_reaches_every_caller_of_the_batch() -> None:

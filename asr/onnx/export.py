@@ -234,9 +234,14 @@ def export_model(
 
         written = export_online(model, out, opset)
         if quantize:
+            from .row_quantization import quantize_rows
+
             for path in list(written):
                 logger.info("quantizing %s", path)
-                written.append(_quantize(path))
+                quantized = _quantize(path)
+                # One scale per row, not per call: concurrent streams batched into one call keep their own numbers.
+                logger.info("%s: %d activation quantizers made per-row", quantized.name, quantize_rows(quantized))
+                written.append(quantized)
         logger.info(
             "exported %s in %.1f s: %s", model_dir, time.perf_counter() - started, ", ".join(p.name for p in written)
         )

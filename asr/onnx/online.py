@@ -35,6 +35,7 @@ from ..errors import ModelLoadError
 from . import onnx_runtime
 from .online_batching import SharedSession
 from .online_export import online_file_names
+from .row_quantization import is_per_row
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,20 @@ class OnnxOnlineModel:
         meta = encoder.get_modelmeta().custom_metadata_map
         if meta.get("model") != "ParaformerStreaming":
             raise ModelLoadError(f"{files.encoder} was not written by asr.onnx.export (no streaming metadata)")
+        if files.quantized and self.max_batch > 1:
+            per_row = is_per_row(meta) and is_per_row(decoder.get_modelmeta().custom_metadata_map)
+            if not per_row:
+                # An export from before per-row quantization: one activation scale per call would let the streams
+                # of a batch change each other's partials, so its chunks run alone.
+                logger.warning(
+                    "%s quantizes activations per call, not per row: concurrent streams' chunks run alone "
+                    "(ONLINE_MAX_BATCH=%d ignored); re-export with `python -m asr.onnx.export --model-dir %s "
+                    "--quantize` to batch them",
+                    files.encoder.name,
+                    self.max_batch,
+                    folder,
+                )
+                self.max_batch = 1
         self._size = int(meta["output_size"])
         self._scale = np.float32(self._size**0.5)
         self._threshold = np.float32(float(meta["threshold"]))

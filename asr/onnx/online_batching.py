@@ -11,8 +11,8 @@ otherwise wait for a core, and the weights are read once for all of them.
 Rows never mix: every op of the two graphs works row by row (attention, FSMN, norms, the linear layers), so a
 stream's fp32 outputs are the same alone or batched. Inputs listed in `ragged` may differ in length along an axis
 (the decoder's tokens): shorter rows are zero-padded at the end, which the causal decoder never reads back for the
-real positions. int8 graphs quantize their activations per call (ONNX Runtime's dynamic quantization takes one
-scale over the whole batch), so batched int8 rows can differ slightly from the same rows alone.
+real positions. The int8 graphs quantize their activations per row (`asr.onnx.row_quantization`), so int8 rows
+are the same alone or batched too; an int8 export that takes one scale per call is run with `max_batch` 1.
 """
 
 from __future__ import annotations
