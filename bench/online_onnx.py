@@ -5,15 +5,20 @@ agreement and the time per 600 ms chunk, in one run.
     python -m bench.online_onnx --model-dir models/full-online [--audio tests/data/utterances/*.wav]
 
     python -m bench.online_onnx --model-dir models/full-online --batched   # also: all clips at once, batched
+    python -m bench.online_onnx --model-dir models/full-online --int8-before DIR   # also an older int8 export
 
 Each clip goes through FunASR's chunk loop (chunk_size 5,10,5, look-back 4/1, one `step` per 600 ms, `is_final`
 on the last) on four models: PyTorch fp32 (the reference), ONNX fp32, PyTorch int8 (ONLINE_QUANTIZE) and ONNX int8,
 each with one thread. Reported: whether ONNX fp32's step texts equal PyTorch fp32's, step by step; the character
-agreement of each int8 with its fp32 (1 - edit distance / length); the median time per chunk of each model,
+agreement of each int8 with its fp32 (1 - edit distance / length); each ONNX int8 encoder's relative error against
+ONNX fp32's on the same inputs (the quantization's own error, where the text also counts random weights' near
+ties); the median time per chunk of each model,
 models interleaved clip by clip so that a noisy neighbour slows all of them alike. With `--batched`, the clips
 then run as concurrent streams on one ONNX model with one call slot (so the chunks that queue share calls), fp32
 and int8: whether each stream's step texts equal its texts alone, the character agreement, the mean streams per
-call, and the wall time against the clips one after the other.
+call, and the wall time against the clips one after the other. With `--int8-before DIR`, DIR's int8 pair (an
+export from before per-row quantization: one activation scale per call) runs as a fifth model beside the others,
+so that its agreement with ONNX fp32 and its time per chunk are measured in the same run.
 """
 
 from __future__ import annotations
@@ -65,6 +70,34 @@ def run(model, samples: np.ndarray, times: list[float]) -> list[str]:
     return texts
 
 
+class _Recorder:
+    """Wraps an ONNX Runtime session: keeps the feeds of every call (the fp32 encoder's, to replay them)."""
+
+    def __init__(self, session):
+        self.session = session
+        self.feeds: list[dict[str, np.ndarray]] = []
+
+    def run(self, names, feeds):
+        self.feeds.append(feeds)
+        return self.session.run(names, feeds)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def encoder_error(reference: _Recorder, int8: dict[str, OnnxOnlineModel]) -> dict[str, float]:
+    """Each int8 encoder on the fp32 encoder's own inputs: the median relative L2 error of its output (the
+    encoder states) against fp32's, over every chunk; a measure of the quantization itself, where the token
+    agreement also counts the near ties of random weights."""
+    errors: dict[str, list[float]] = {name: [] for name in int8}
+    for feeds in reference.feeds:
+        exact = reference.session.run(None, feeds)[0]
+        for name, model in int8.items():
+            got = model._encoder.session.run(None, feeds)[0]
+            errors[name].append(float(np.linalg.norm(got - exact) / np.linalg.norm(exact)))
+    return {name: statistics.median(e) for name, e in errors.items()}
+
+
 def batched(folder: Path, audio: list[Path], alone: list[list[str]], quantize: bool) -> None:
     clips = [sf.read(p, dtype="float32")[0] for p in audio]
     clips = [x if x.ndim == 1 else x.mean(axis=1) for x in clips]
@@ -106,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--audio", type=Path, nargs="+", default=sorted(Path("tests/data/utterances").glob("*.wav")))
     parser.add_argument("--batched", action="store_true", help="also run the clips as concurrent batched streams")
+    parser.add_argument(
+        "--int8-before", type=Path, help="a folder with an older int8 export (*_quant.onnx) to time beside the others"
+    )
     args = parser.parse_args(argv)
     folder = args.model_dir
     models = {
@@ -114,6 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         "torch int8": OnlineModel(str(folder), "cpu", 1, quantize=True),
         "onnx int8": OnnxOnlineModel(str(folder), find_online_onnx(folder, quantize=True), ncpu=1),
     }
+    if args.int8_before:
+        before = find_online_onnx(args.int8_before, quantize=True)
+        if before is None:
+            parser.error(f"{args.int8_before} holds no encoder_chunk_quant.onnx + decoder_chunk_quant.onnx")
+        # The folder's int8 graphs with this model's own frontend and tokens (the same weights, exported before).
+        models["onnx int8 before"] = OnnxOnlineModel(str(folder), before, ncpu=1)
+    recorder = _Recorder(models["onnx fp32"]._encoder.session)
+    models["onnx fp32"]._encoder.session = recorder
     times: dict[str, list[float]] = {name: [] for name in models}
     texts: dict[str, list[list[str]]] = {name: [] for name in models}
     for path in args.audio:
@@ -128,12 +172,22 @@ def main(argv: list[str] | None = None) -> int:
         for a, b in zip(ta, tb, strict=True)
     )
     print(f"{len(args.audio)} clips, {steps} steps; ONNX fp32 step texts equal to PyTorch fp32's: {same}/{steps}")
-    for fp32, int8 in (("torch fp32", "torch int8"), ("onnx fp32", "onnx int8")):
+    pairs = [("torch fp32", "torch int8"), ("onnx fp32", "onnx int8")]
+    if "onnx int8 before" in models:
+        pairs.append(("onnx fp32", "onnx int8 before"))
+    for fp32, int8 in pairs:
         a = ["".join(t) for t in texts[fp32]]
         b = ["".join(t) for t in texts[int8]]
         changed = sum(edit_distance(x, y) for x, y in zip(a, b, strict=True))
         total = sum(len(x) for x in a)
         print(f"{int8} vs {fp32}: {1 - changed / total:.1%} of {total} characters agree ({changed} edits)")
+    models["onnx fp32"]._encoder.session = recorder.session
+    int8 = {name: model for name, model in models.items() if name.startswith("onnx int8")}
+    for name, error in encoder_error(recorder, int8).items():
+        print(
+            f"{name}: encoder output vs onnx fp32's on its inputs, relative L2 error {error:.4f} (median of "
+            f"{len(recorder.feeds)} chunks)"
+        )
     if args.batched:
         for precision in ("fp32", "int8"):
             batched(folder, args.audio, texts[f"onnx {precision}"], precision == "int8")
@@ -143,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         median = statistics.median(times[name])
         print(f"| {name} | {median:.3f} | {median / base:.2f} |")
+    if "onnx int8 before" in models:
+        ratio = statistics.median(times["onnx int8"]) / statistics.median(times["onnx int8 before"])
+        print(f"onnx int8 (per-row) / onnx int8 before (per call): {ratio:.3f} per chunk alone")
     return 0 if same == steps else 1
 
 

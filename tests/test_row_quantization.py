@@ -91,25 +91,33 @@ def test_one_scale_per_call_lets_the_batch_change_a_row(graphs: dict[str, Path])
     assert not np.array_equal(alone[0], together[0])
 
 
-def test_the_rows_follow_the_documented_arithmetic(graphs: dict[str, Path]) -> None:
-    """The first layer recomputed in numpy from the module's formula: s = max|x| / 127, q = round(x / s) + 128,
-    y = (q - 128) . (w - zw) * sw * s, in integers and then floats, against the graph's own output."""
+def test_the_rows_follow_the_documented_arithmetic(graphs: dict[str, Path], tmp_path: Path) -> None:
+    """Both layers recomputed in numpy from the module's formulas, in integers and then floats, against the graph's
+    own outputs. A row of any input: s = max|x| / 127, q = round(x / s) + 128, y = (q - 128) . (w - zw) * sw * s. A
+    row of a ReLU's output (never below 0): s = max(h) / 255, q = round(h / s), y = q . (w - zw) * sw * s."""
     model = onnx.load(str(graphs["per_row"]))
     consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    w_q, w_scale, w_zero = consts["w1_quantized"], consts["w1_scale"], consts["w1_zero_point"]  # quantize_dynamic's
-    # The hidden layer as an output of its own: the graph cut after the first linear layer's scaling.
+    scaled = [n.output[0] for n in model.graph.node if n.op_type == "Mul" and "MulRowScale" in n.name]
+    assert scaled == ["h0", "y"]
     cut = onnx.load(str(graphs["per_row"]))
-    first = next(n for n in cut.graph.node if n.op_type == "Mul" and "MulRowScale" in n.name)
-    cut.graph.output.insert(0, helper.make_tensor_value_info(first.output[0], TensorProto.FLOAT, None))
-    path = graphs["per_row"].with_name("cut.onnx")
+    for name in ("h0", "h"):
+        cut.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    path = tmp_path / "cut.onnx"
     onnx.save(cut, str(path))
     x = rows(3, 2)
-    got = session(path).run([first.output[0]], {"x": x})[0]
-    scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True) / np.float32(127), np.finfo(np.float32).tiny)
-    q = np.clip(np.rint(x / scale) + 128, 0, 255).astype(np.int64)
-    acc = (q - 128) @ (w_q.astype(np.int64) - w_zero.astype(np.int64))
-    want = (acc.astype(np.float32) * w_scale.astype(np.float32)) * scale
-    assert np.allclose(got, want, rtol=1e-5, atol=1e-6)
+    h0, h, y = session(path).run(["h0", "h", "y"], {"x": x})
+    tiny = np.finfo(np.float32).tiny
+
+    def linear(q: np.ndarray, zero: int, name: str, scale: np.ndarray) -> np.ndarray:
+        w_q, w_scale, w_zero = (consts[f"{name}_{part}"] for part in ("quantized", "scale", "zero_point"))
+        acc = (q.astype(np.int64) - zero) @ (w_q.astype(np.int64) - w_zero.astype(np.int64))
+        return (acc.astype(np.float32) * w_scale.astype(np.float32)) * scale
+
+    scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True) / np.float32(127), tiny)
+    assert np.allclose(h0, linear(np.clip(np.rint(x / scale) + 128, 0, 255), 128, "w1", scale), rtol=1e-5, atol=1e-6)
+    assert h.min() == 0.0
+    scale = np.maximum(h.max(axis=-1, keepdims=True) / np.float32(255), tiny)
+    assert np.allclose(y, linear(np.clip(np.rint(h / scale), 0, 255), 0, "w2", scale), rtol=1e-5, atol=1e-6)
 
 
 def test_per_row_int8_stays_close_to_fp32(graphs: dict[str, Path]) -> None:
