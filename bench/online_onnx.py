@@ -18,7 +18,9 @@ then run as concurrent streams on one ONNX model with one call slot (so the chun
 and int8: whether each stream's step texts equal its texts alone, the character agreement, the mean streams per
 call, and the wall time against the clips one after the other. With `--int8-before DIR`, DIR's int8 pair (an
 export from before per-row quantization: one activation scale per call) runs as a fifth model beside the others,
-so that its agreement with ONNX fp32 and its time per chunk are measured in the same run.
+so that its agreement with ONNX fp32 and its time per chunk are measured in the same run. With `--call-batches`,
+one mid-stream chunk's encoder and decoder inputs are stacked for 1, 2, 4 and 8 streams and each int8 graph's
+time per stream is reported: what a batched call saves.
 """
 
 from __future__ import annotations
@@ -98,6 +100,25 @@ def encoder_error(reference: _Recorder, int8: dict[str, OnnxOnlineModel]) -> dic
     return {name: statistics.median(e) for name, e in errors.items()}
 
 
+def call_batches(int8: dict[str, OnnxOnlineModel], encoder_feeds: dict, decoder_feeds: dict, repeats: int = 15) -> None:
+    """One mid-stream chunk's inputs stacked 1, 2, 4 and 8 times: ms per stream of an encoder and a decoder call
+    (median of `repeats`, the int8 models interleaved)."""
+    print("| graph | streams per call | " + " | ".join(f"{name}: ms per stream" for name in int8) + " |")
+    print("|---|---|" + "---|" * len(int8))
+    for graph, feeds in (("encoder", encoder_feeds), ("decoder", decoder_feeds)):
+        for n in (1, 2, 4, 8):
+            stacked = {k: np.concatenate([v] * n, axis=0) for k, v in feeds.items()}
+            times: dict[str, list[float]] = {name: [] for name in int8}
+            for _ in range(repeats):
+                for name, model in int8.items():
+                    session = (model._encoder if graph == "encoder" else model._decoder).session
+                    started = time.perf_counter()
+                    session.run(None, stacked)
+                    times[name].append(time.perf_counter() - started)
+            cells = " | ".join(f"{1000 * statistics.median(t) / n:.1f}" for t in times.values())
+            print(f"| {graph} | {n} | {cells} |")
+
+
 def batched(folder: Path, audio: list[Path], alone: list[list[str]], quantize: bool) -> None:
     clips = [sf.read(p, dtype="float32")[0] for p in audio]
     clips = [x if x.ndim == 1 else x.mean(axis=1) for x in clips]
@@ -140,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio", type=Path, nargs="+", default=sorted(Path("tests/data/utterances").glob("*.wav")))
     parser.add_argument("--batched", action="store_true", help="also run the clips as concurrent batched streams")
     parser.add_argument(
+        "--call-batches",
+        action="store_true",
+        help="also time one recorded chunk's encoder and decoder calls at batch 1, 2, 4 and 8, per stream",
+    )
+    parser.add_argument(
         "--int8-before", type=Path, help="a folder with an older int8 export (*_quant.onnx) to time beside the others"
     )
     args = parser.parse_args(argv)
@@ -158,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         models["onnx int8 before"] = OnnxOnlineModel(str(folder), before, ncpu=1)
     recorder = _Recorder(models["onnx fp32"]._encoder.session)
     models["onnx fp32"]._encoder.session = recorder
+    decoder_recorder = _Recorder(models["onnx fp32"]._decoder.session)
+    models["onnx fp32"]._decoder.session = decoder_recorder
     times: dict[str, list[float]] = {name: [] for name in models}
     texts: dict[str, list[list[str]]] = {name: [] for name in models}
     for path in args.audio:
@@ -182,11 +210,16 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(len(x) for x in a)
         print(f"{int8} vs {fp32}: {1 - changed / total:.1%} of {total} characters agree ({changed} edits)")
     models["onnx fp32"]._encoder.session = recorder.session
+    models["onnx fp32"]._decoder.session = decoder_recorder.session
     int8 = {name: model for name, model in models.items() if name.startswith("onnx int8")}
     for name, error in encoder_error(recorder, int8).items():
         print(
             f"{name}: encoder output vs onnx fp32's on its inputs, relative L2 error {error:.4f} (median of "
             f"{len(recorder.feeds)} chunks)"
+        )
+    if args.call_batches:
+        call_batches(
+            int8, recorder.feeds[len(recorder.feeds) // 2], decoder_recorder.feeds[len(decoder_recorder.feeds) // 2]
         )
     if args.batched:
         for precision in ("fp32", "int8"):
