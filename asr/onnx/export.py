@@ -5,7 +5,8 @@
     python -m asr.onnx.export --model-dir models/full-punc                # the punctuation model: model.onnx
     python -m asr.onnx.export --model-dir models/full-online --quantize   # the streaming Paraformer (partials):
                                                                           # encoder_chunk.onnx + decoder_chunk.onnx
-                                                                          # (+ *_quant.onnx int8)
+                                                                          # (+ *_quant.onnx int8, per-row
+                                                                          # activations: asr.onnx.row_quantization)
 
 The files go into the model folder (or --output-dir; point ONNX_MODEL_DIR at it for the ASR model). The model
 type comes from the folder's config.yaml: SeACo-Paraformer, CT-punctuation, FSMN-VAD or the streaming Paraformer
