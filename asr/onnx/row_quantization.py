@@ -19,9 +19,8 @@ which replaces DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(scale_a * s
 never below 0, so its rows need no sign: s = max(x) / 255 and q = saturate(round(x / s)) with a zero point of 0,
 all 256 steps. On the full-size streaming model the encoder's output is closer to fp32's than with one scale per
 call (relative error 0.0166 against 0.0184, bench.online_onnx). The graph is converted to opset 21 first (blocked
-QuantizeLinear); the conversion leaves its outputs as they were. The extra ops cost about a tenth of an int8
-call alone on the full-size streaming model, and batching wins it back from two streams a call
-(docs/benchmarks.md).
+QuantizeLinear); the conversion leaves its outputs as they were. The extra ops cost 6-9 % of an int8 chunk alone
+on the full-size streaming model, and batching wins it back from two streams a call (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -69,7 +68,8 @@ def quantize_rows(path: Path) -> int:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     constants = _Constants(graph)
-    replaced: dict[int, list[onnx.NodeProto]] = {}  # node -> what goes in its place ([] = dropped)
+    # A node (by its first output: unique in a graph) -> what goes in its place ([] = dropped).
+    replaced: dict[str, list[onnx.NodeProto]] = {}
     quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
     for dql in quantizers:
         matmuls = consumers.get(dql.output[0], [])
@@ -83,7 +83,7 @@ def quantize_rows(path: Path) -> int:
         row_scale = f"{dql.output[1]}_row"
         source = producer.get(dql.input[0])
         unsigned = source is not None and source.op_type == "Relu"
-        replaced[id(dql)] = _row_quantizer(dql, row_scale, initializers[matmuls[0].input[1]], unsigned, constants)
+        replaced[dql.output[0]] = _row_quantizer(dql, row_scale, initializers[matmuls[0].input[1]], unsigned, constants)
         for matmul in matmuls:
             cast, scale_mul, scales = _scaling_of(matmul, dql, producer, consumers, path)
             w_scale = next(i for i in scales.input if i != dql.output[1])
@@ -93,7 +93,7 @@ def quantize_rows(path: Path) -> int:
                 if unsigned
                 else constants.scalar("zero_point_128", np.uint8(128))
             )
-            replaced[id(matmul)] = [
+            replaced[matmul.output[0]] = [
                 helper.make_node(
                     "MatMulIntegerToFloat",
                     [
@@ -110,8 +110,8 @@ def quantize_rows(path: Path) -> int:
                 ),
                 helper.make_node("Mul", [f"{p}/unscaled", row_scale], [scale_mul.output[0]], name=f"{p}/MulRowScale"),
             ]
-            replaced[id(cast)] = replaced[id(scale_mul)] = replaced[id(scales)] = []
-    nodes = [new for node in graph.node for new in replaced.get(id(node), [node])]
+            replaced[cast.output[0]] = replaced[scale_mul.output[0]] = replaced[scales.output[0]] = []
+    nodes = [new for node in graph.node for new in replaced.get(node.output[0], [node])]
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.value_info[:]  # shape hints from before the rewrite; ONNX Runtime infers them again
