@@ -13,7 +13,7 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -101,6 +101,31 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 #: Samples per streaming-model frame unit: chunk_size[1] = 10 means 10 x 60 ms = 600 ms.
 SAMPLES_PER_CHUNK_UNIT = 960
+
+
+class StreamingModel(Protocol):
+    """What a stream needs of the streaming Paraformer, on either backend: `OnlineModel` (PyTorch) or
+    `asr.onnx.online.OnnxOnlineModel` (ONNX Runtime). A stream's state lives in its `cache` dict, so every call
+    may run on any copy or batch."""
+
+    backend: str  # "torch" | "onnx"
+    precision: str  # "fp32" | "int8"
+    load_seconds: float
+
+    def step(
+        self,
+        samples: np.ndarray,
+        cache: dict[str, Any],
+        *,
+        is_final: bool,
+        chunk_size: tuple[int, int, int],
+        encoder_look_back: int,
+        decoder_look_back: int,
+    ) -> str: ...
+
+    def modules(self) -> list[Any]:
+        """The PyTorch modules it runs (none on ONNX Runtime), for inspection."""
+        ...
 
 
 class OnlineModel:
@@ -228,7 +253,7 @@ def _set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-_online_models: dict[tuple[str, str], OnlineModel] = {}
+_online_models: dict[tuple[str, str], StreamingModel] = {}
 _online_lock = threading.Lock()
 _online_error: str | None = None
 
@@ -294,7 +319,7 @@ def planned_online_backend(engine: Engine) -> str:
         return "torch"
 
 
-def get_online_model(engine: Engine) -> Any:
+def get_online_model(engine: Engine) -> StreamingModel:
     """The process's streaming Paraformer (`OnlineModel`, or `asr.onnx.online.OnnxOnlineModel` when ONLINE_BACKEND
     picks ONNX Runtime), loaded once (at startup by `preload`, else by the first stream)."""
     source = online_model_source(engine)
