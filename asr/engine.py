@@ -505,19 +505,12 @@ class Engine:
             result, wait_time, model_time = self._generate(
                 audio.samples, [], batch_size_s, is_urgent, model=SENSEVOICE, options=options
             )
-        processing = decode_time + model_time
-        sentences = sensevoice.to_sentences(found, audio.duration)
         return Transcription(
             # FunASR's merged text less its tags (the sentences joined as FunASR joins its segments)
             text=sensevoice.strip_tags(str((result or {}).get("text") or "")),
             confidence=sensevoice.confidence(found),
-            sentences=sentences,
-            duration=audio.duration,
-            processing_time=processing,
-            rtf=processing / audio.duration if audio.duration else 0.0,
-            decode_time=decode_time,
-            model_time=model_time,
-            wait_time=wait_time,
+            sentences=sensevoice.to_sentences(found, audio.duration),
+            **_timing(audio.duration, decode_time, model_time, wait_time),
             name=audio.name,
             model=SENSEVOICE,
         )
@@ -582,15 +575,15 @@ class Engine:
                 audio.samples, [Span(s.start, s.end) for s in transcription.sentences], num_speakers
             )
         labelling = time.perf_counter() - began
-        model_time = transcription.model_time + labelling
-        processing = transcription.decode_time + model_time
         return replace(
             transcription,
             sentences=[replace(s, speaker=label) for s, label in zip(transcription.sentences, labels, strict=False)],
-            model_time=model_time,
-            processing_time=processing,
-            rtf=processing / audio.duration if audio.duration else 0.0,
-            wait_time=transcription.wait_time + began - queued,
+            **_timing(
+                audio.duration,
+                transcription.decode_time,
+                transcription.model_time + labelling,
+                transcription.wait_time + began - queued,
+            ),
             speaker_time=labelling,
         )
 
@@ -772,20 +765,23 @@ def _explain_load_failure(spec: ModelSpec | None, exc: Exception) -> str:
     return f"could not load the model from {spec.asr}: check the folder is a complete model [{detail}]"
 
 
-def _to_transcription(
-    result: dict | None, audio: Audio, words: list[str], decode_time: float, wait_time: float, model_time: float
-) -> Transcription:
+def _timing(duration: float, decode_time: float, model_time: float, wait_time: float) -> dict[str, float]:
+    """A Transcription's time fields: processing is decoding plus the model's own time, rtf that over the audio."""
     processing = decode_time + model_time
-    common = dict(
-        duration=audio.duration,
+    return dict(
+        duration=duration,
         processing_time=processing,
-        rtf=processing / audio.duration if audio.duration else 0.0,
+        rtf=processing / duration if duration else 0.0,
         decode_time=decode_time,
         model_time=model_time,
         wait_time=wait_time,
-        hotwords=words,
-        name=audio.name,
     )
+
+
+def _to_transcription(
+    result: dict | None, audio: Audio, words: list[str], decode_time: float, wait_time: float, model_time: float
+) -> Transcription:
+    common = dict(**_timing(audio.duration, decode_time, model_time, wait_time), hotwords=words, name=audio.name)
     if not result or not str(result.get("text", "")).strip():
         return Transcription(text="", confidence=0.0, sentences=[], **common)
     text = str(result["text"]).strip()
