@@ -16,10 +16,10 @@ from asr.onnx.row_quantization import is_per_row, quantize_rows
 K, H, N = 48, 64, 40
 
 
-@pytest.fixture(scope="module")
-def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+@pytest.fixture(scope="module", params=["int8", "uint8"])
+def graphs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """fp32: y = relu(x @ w1 + b1) @ w2 (x: [batch, frames, K]); per_call: its quantize_dynamic output; per_row: that
-    rewritten."""
+    rewritten. Weights int8 (what the export writes on CPUs with VNNI) and uint8 (without)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     folder = tmp_path_factory.mktemp("row-quant")
@@ -49,7 +49,7 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             str(paths["fp32"]),
             str(paths[name]),
             per_channel=True,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8 if request.param == "int8" else QuantType.QUInt8,
             op_types_to_quantize=["MatMul"],
         )
     assert quantize_rows(paths["per_row"]) == 2
